@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/capstan-ota/capstan/internal/bundle"
+	"github.com/capstan-ota/capstan/origin/client"
+	"github.com/capstan-ota/capstan/release"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+func apiClient() *client.Client {
+	return &client.Client{
+		Server: envOr("CAPSTAN_SERVER", "http://127.0.0.1:7070"),
+		APIKey: os.Getenv("CAPSTAN_API_KEY"),
+	}
+}
+
+func newUploadCmd() *cobra.Command {
+	var app, version, channel, rollout, signKey, minNative string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "upload PATH",
+		Short: "Upload a web bundle (a zip or a folder) as a new release",
+		Example: `  capstan upload --app com.example.app --version 1.4.2 --channel production dist/
+  capstan upload --app com.example.app --version 1.4.3 --channel beta --rollout 10 --sign-key release.key www.zip`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			err := func() error {
+				if app == "" || version == "" {
+					return fmt.Errorf("--app and --version are required")
+				}
+				if err := release.ValidateApp(app); err != nil {
+					return err
+				}
+				if _, err := release.ParseVersion(version); err != nil {
+					return err
+				}
+				zipPath, cleanup, err := bundleZip(args[0])
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				var env *release.Envelope
+				if signKey == "" {
+					signKey = os.Getenv("CAPSTAN_SIGNING_KEY")
+				}
+				if signKey != "" {
+					env, err = signBundle(zipPath, signKey, app, version, minNative)
+					if err != nil {
+						return err
+					}
+				}
+				f, err := os.Open(zipPath)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				fi, _ := f.Stat()
+				var body io.Reader = f
+				if !asJSON && term.IsTerminal(int(os.Stderr.Fd())) {
+					bar := progressbar.DefaultBytes(fi.Size(), "uploading")
+					bar.ChangeMax64(fi.Size())
+					r := progressbar.NewReader(f, bar)
+					body = &r
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+				defer cancel()
+				rec, err := apiClient().UploadRelease(ctx, client.Upload{
+					App: app, Version: version, MinNative: minNative, Channel: channel, Rollout: rollout,
+					Envelope: env, Bundle: body,
+				})
+				if err != nil {
+					return err
+				}
+				human := fmt.Sprintf("uploaded %s %s: %d files, %d bytes, release %s", rec.App, rec.Version, rec.Files, rec.Size, rec.ID)
+				if channel != "" {
+					human += fmt.Sprintf("\nchannel %s now serves %s", channel, rec.Version)
+				}
+				if env != nil {
+					human += "\nsigned with key " + env.Signatures[0].KeyID
+				}
+				return output(cmd, asJSON, map[string]any{
+					"app": rec.App, "version": rec.Version, "id": rec.ID, "files": rec.Files, "size": rec.Size,
+					"channel": channel, "signed": env != nil,
+				}, human)
+			}()
+			if err != nil {
+				return fail(cmd, asJSON, err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&app, "app", "", "app ID, e.g. com.example.app (required)")
+	cmd.Flags().StringVar(&version, "version", "", "semver version of this release, unique per app (required)")
+	cmd.Flags().StringVar(&channel, "channel", "", "point this channel at the new release")
+	cmd.Flags().StringVar(&rollout, "rollout", "", "percentage of devices offered the release on --channel (default 100)")
+	cmd.Flags().StringVar(&signKey, "sign-key", "", "ed25519 release key file (or CAPSTAN_SIGNING_KEY: a path or the PEM itself)")
+	cmd.Flags().StringVar(&minNative, "min-native", "", "lowest native app version that can run this bundle")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
+
+// bundleZip returns a zip path for PATH: the zip itself, or a
+// deterministic zip of a folder in a temp file.
+func bundleZip(path string) (string, func(), error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", nil, err
+	}
+	if !fi.IsDir() {
+		return path, func() {}, nil
+	}
+	f, err := os.CreateTemp("", "capstan-bundle-*.zip")
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup := func() { os.Remove(f.Name()) }
+	if err := bundle.ZipDir(path, f); err != nil {
+		f.Close()
+		cleanup()
+		return "", nil, err
+	}
+	if err := f.Close(); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return f.Name(), cleanup, nil
+}
+
+// signBundle computes the release manifest of a zip locally and signs it,
+// so the signing key never leaves the CI machine.
+func signBundle(zipPath, keyValue, app, version, minNative string) (*release.Envelope, error) {
+	key, err := release.LoadSigningKey(keyValue)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(zipPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	entries, err := bundle.Read(f, fi.Size(), bundle.Limits{})
+	if err != nil {
+		return nil, err
+	}
+	files, err := bundle.Describe(entries)
+	if err != nil {
+		return nil, err
+	}
+	m := &release.Manifest{Type: release.TypeRelease, App: app, Version: version, MinNative: minNative, Files: files}
+	b, err := m.Encode()
+	if err != nil {
+		return nil, err
+	}
+	return release.Seal(b, key), nil
+}
+
+func newChannelCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "channel", Short: "Manage channels"}
+	var app, channel, version, rollout string
+	var pause, resume, asJSON bool
+	set := &cobra.Command{
+		Use:   "set",
+		Short: "Point a channel at a release, with a progressive rollout",
+		Example: `  capstan channel set --app com.example.app --channel production --version 1.4.2
+  capstan channel set --app com.example.app --channel production --version 1.4.3 --rollout 30`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			err := func() error {
+				if app == "" || channel == "" {
+					return fmt.Errorf("--app and --channel are required")
+				}
+				var pct *float64
+				if rollout != "" {
+					v, err := strconv.ParseFloat(rollout, 64)
+					if err != nil || v < 0 || v > 100 {
+						return fmt.Errorf("--rollout %q must be a percentage between 0 and 100", rollout)
+					}
+					pct = &v
+				}
+				var paused *bool
+				if pause || resume {
+					p := pause
+					paused = &p
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				cv, err := apiClient().SetChannel(ctx, app, channel, version, pct, paused)
+				if err != nil {
+					return err
+				}
+				return output(cmd, asJSON, cv, describeChannel(&cv.Channel))
+			}()
+			if err != nil {
+				return fail(cmd, asJSON, err)
+			}
+			return nil
+		},
+	}
+	set.Flags().StringVar(&app, "app", "", "app ID (required)")
+	set.Flags().StringVar(&channel, "channel", "", "channel name (required)")
+	set.Flags().StringVar(&version, "version", "", "release version to serve")
+	set.Flags().StringVar(&rollout, "rollout", "", "percentage of devices offered the release")
+	set.Flags().BoolVar(&pause, "pause", false, "pause the rollout: no new devices enter it")
+	set.Flags().BoolVar(&resume, "resume", false, "resume a paused rollout")
+	set.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	cmd.AddCommand(set)
+	return cmd
+}
+
+func describeChannel(c *release.Channel) string {
+	s := fmt.Sprintf("%s/%s serves %s", c.App, c.Channel, c.Release.Version)
+	if c.Release.ID.IsZero() {
+		s = fmt.Sprintf("%s/%s serves the bundle built into the app", c.App, c.Channel)
+	}
+	if c.RolloutBPS < release.FullRollout {
+		s += fmt.Sprintf(" to %.2f%% of devices", float64(c.RolloutBPS)/100)
+		if c.Stable != nil {
+			s += fmt.Sprintf(" (others stay on %s)", c.Stable.Version)
+		}
+	}
+	if c.Paused {
+		s += " [rollout paused]"
+	}
+	return s + fmt.Sprintf(" (record %d, expires %s)", c.Seq, c.Expires.Format(time.RFC3339))
+}
+
+func newRollbackCmd() *cobra.Command {
+	var app, channel, to string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "rollback",
+		Short: "Put the previous (or named) release back on a channel",
+		Example: `  capstan rollback --app com.example.app --channel production
+  capstan rollback --app com.example.app --channel production --to 1.4.1
+  capstan rollback --app com.example.app --channel production --to builtin`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			err := func() error {
+				if app == "" || channel == "" {
+					return fmt.Errorf("--app and --channel are required")
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				cv, err := apiClient().Rollback(ctx, app, channel, to)
+				if err != nil {
+					return err
+				}
+				return output(cmd, asJSON, cv, "rolled back: "+describeChannel(&cv.Channel))
+			}()
+			if err != nil {
+				return fail(cmd, asJSON, err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&app, "app", "", "app ID (required)")
+	cmd.Flags().StringVar(&channel, "channel", "", "channel name (required)")
+	cmd.Flags().StringVar(&to, "to", "", "version to put back, or \"builtin\" (default: the release served before)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
+
+func newKeysCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "Release-signing keys"}
+	var out string
+	gen := &cobra.Command{
+		Use:     "gen",
+		Short:   "Make an ed25519 release-signing key pair: FILE (private) and FILE.pub",
+		Example: `  capstan keys gen --out release.key   # keep release.key in CI secrets, ship release.key.pub in the app`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return fmt.Errorf("--out FILE is required")
+			}
+			if _, err := os.Stat(out); err == nil {
+				return fmt.Errorf("%s exists: refusing to overwrite a key", out)
+			}
+			k, err := release.GenerateKey()
+			if err != nil {
+				return err
+			}
+			priv, err := release.EncodePrivateKey(k)
+			if err != nil {
+				return err
+			}
+			pub, err := release.EncodePublicKey(k.Public().(ed25519PublicKey), release.RoleRelease)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(out, priv, 0o600); err != nil {
+				return err
+			}
+			if err := os.WriteFile(out+".pub", pub, 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (private: keep it in CI secrets) and %s.pub (ship it with the app); key id %s\n", out, out, release.KeyID(k.Public().(ed25519PublicKey)))
+			return nil
+		},
+	}
+	gen.Flags().StringVar(&out, "out", "", "private key file to write (required)")
+	cmd.AddCommand(gen)
+	return cmd
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/capstan-ota/capstan/device"
+	"github.com/capstan-ota/capstan/release"
+	"github.com/spf13/cobra"
+)
+
+type ed25519PublicKey = ed25519.PublicKey
+
+func newDeviceCmd() *cobra.Command {
+	var edges, app, channel, dir, deviceID, nativeVersion string
+	var keyFiles []string
+	var check, asJSON bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "device",
+		Short: "Run the reference device: check, download a patch, verify, install atomically",
+		Example: `  capstan device --edge http://127.0.0.1:7080 --app com.example.app --channel production --dir ./phone
+  capstan device --edge http://edge-1:7080,http://edge-2:7080 --app com.example.app --channel production --dir ./phone --public-key keys.pem --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := device.Config{
+				Dir: dir, Edges: splitList(edges), App: app, Channel: channel,
+				DeviceID: deviceID, NativeVersion: nativeVersion,
+			}
+			for _, kf := range keyFiles {
+				b, err := os.ReadFile(kf)
+				if err != nil {
+					return fail(cmd, asJSON, fmt.Errorf("--public-key: %w", err))
+				}
+				keys, err := release.ParsePublicKeys(b)
+				if err != nil {
+					return fail(cmd, asJSON, fmt.Errorf("--public-key %s: %w", kf, err))
+				}
+				cfg.Keys = append(cfg.Keys, keys...)
+			}
+			d, err := device.New(cfg)
+			if err != nil {
+				return fail(cmd, asJSON, err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			var res device.Result
+			if check {
+				res = d.Check(ctx)
+			} else {
+				res = d.Update(ctx)
+			}
+			human := fmt.Sprintf("%s: %s → %s", res.Status, orBuiltin(res.From), orBuiltin(res.To))
+			if res.Mode != "" {
+				human += fmt.Sprintf(" (%s, %d bytes, %d ms)", res.Mode, res.Bytes, res.MS)
+			}
+			if res.Reason != "" {
+				human += " — " + res.Reason
+			}
+			if err := output(cmd, asJSON, res, human); err != nil {
+				return err
+			}
+			if res.Status == device.StatusFailed {
+				return fmt.Errorf("device update failed: %s", res.Error)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&edges, "edge", "http://127.0.0.1:7080", "edge URLs to try, in order, comma-separated")
+	cmd.Flags().StringVar(&app, "app", "", "app ID (required)")
+	cmd.Flags().StringVar(&channel, "channel", "production", "channel to follow")
+	cmd.Flags().StringVar(&dir, "dir", "", "device folder: the bundle is installed in DIR/current (required)")
+	cmd.Flags().StringVar(&deviceID, "device-id", "", "device id (default: generated once and kept in DIR)")
+	cmd.Flags().StringArrayVar(&keyFiles, "public-key", nil, "trusted public keys (PEM; release and origin keys; repeatable)")
+	cmd.Flags().StringVar(&nativeVersion, "native-version", "", "version of the native app shell")
+	cmd.Flags().BoolVar(&check, "check", false, "only ask whether an update is available; install nothing")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "give up after this long")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	cmd.MarkFlagRequired("app")
+	cmd.MarkFlagRequired("dir")
+	return cmd
+}
+
+func orBuiltin(v string) string {
+	if v == "" {
+		return "builtin"
+	}
+	return v
+}

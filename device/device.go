@@ -1,0 +1,535 @@
+package device
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+	"github.com/capstan-ota/capstan/release"
+)
+
+// Config configures a device. Zero values mean the documented defaults.
+type Config struct {
+	// Dir holds the installed bundle (Dir/current) and the device's state
+	// (Dir/.capstan).
+	Dir string
+	// Edges are the base URLs to try, in order.
+	Edges []string
+	// App and Channel say what to follow.
+	App, Channel string
+	// DeviceID overrides the stored (or generated) device id.
+	DeviceID string
+	// NativeVersion is the version of the native app shell.
+	NativeVersion string
+	// Keys are the trusted public keys (release and origin roles). With no
+	// keys, signatures are not checked (development only).
+	Keys []release.PublicKey
+	// RequestTimeout bounds one request to an edge (default 10 s); a slow
+	// or silent edge costs at most this before the next edge is tried.
+	RequestTimeout time.Duration
+	// MaxDownload bounds the bytes of one download (default 1 GiB).
+	MaxDownload int64
+	// Parallel is the number of concurrent file downloads (default 8).
+	Parallel int
+	// HTTPClient is used for every request; nil means a client with sane
+	// connect and header timeouts.
+	HTTPClient *http.Client
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Status values of a Result.
+const (
+	StatusUpdated  = "updated"
+	StatusUpToDate = "up-to-date"
+	StatusAvail    = "available"
+	StatusFailed   = "failed"
+)
+
+// Result is what one run did; it is printed by `capstan device --json`.
+type Result struct {
+	Status string `json:"status"`
+	From   string `json:"from"`
+	To     string `json:"to"`
+	Mode   string `json:"mode,omitempty"`
+	// Bytes counts every byte the device downloaded.
+	Bytes int64  `json:"bytes"`
+	MS    int64  `json:"ms"`
+	Error string `json:"error,omitempty"`
+	// Reason explains an up-to-date answer that is really a block.
+	Reason string `json:"reason,omitempty"`
+	Edge   string `json:"edge,omitempty"`
+}
+
+// Errors a run can fail with; callers branch with errors.Is.
+var (
+	ErrVerify      = errors.New("device: verification failed")
+	ErrReplay      = errors.New("device: channel record is older than one already seen (replay)")
+	ErrExpired     = errors.New("device: channel record has expired (the edge may be freezing this device)")
+	ErrNoEdge      = errors.New("device: no edge answered")
+	ErrWrongRecord = errors.New("device: record is for another app or channel")
+)
+
+// Device is one simulated device. It is not safe for concurrent use; run
+// one operation at a time.
+type Device struct {
+	cfg   Config
+	st    *State
+	bytes atomic.Int64
+}
+
+// New opens the device's folder, recovering from an interrupted install.
+func New(cfg Config) (*Device, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("device: Dir is required")
+	}
+	if len(cfg.Edges) == 0 {
+		return nil, errors.New("device: at least one edge URL is required")
+	}
+	if err := release.ValidateApp(cfg.App); err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	if err := release.ValidateChannel(cfg.Channel); err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	if cfg.MaxDownload <= 0 {
+		cfg.MaxDownload = 1 << 30
+	}
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = 8
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Transport: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: 3 * time.Second}).DialContext,
+			ResponseHeaderTimeout: cfg.RequestTimeout,
+			MaxIdleConnsPerHost:   cfg.Parallel,
+		}}
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	st, err := loadState(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	d := &Device{cfg: cfg, st: st}
+	if cfg.DeviceID != "" {
+		st.DeviceID = cfg.DeviceID
+	}
+	if st.DeviceID == "" {
+		st.DeviceID = newDeviceID()
+	}
+	if err := d.recover(); err != nil {
+		return nil, err
+	}
+	if err := saveState(cfg.Dir, st); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// State returns a copy of the device's state.
+func (d *Device) State() State { return *d.st }
+
+// recover finishes or undoes an install that a crash interrupted.
+func (d *Device) recover() error {
+	cleanStaging(d.cfg.Dir)
+	if d.st.Installing == nil {
+		return nil
+	}
+	if d.st.InstallingManifest != nil {
+		if m, err := d.st.InstallingManifest.Manifest(); err == nil && verifyTree(currentDir(d.cfg.Dir), m) == nil {
+			d.commitInstalled(*d.st.Installing, d.st.InstallingManifest)
+		}
+	}
+	d.st.Installing, d.st.InstallingManifest = nil, nil
+	return nil
+}
+
+func (d *Device) commitInstalled(to release.Ref, env *release.Envelope) {
+	if d.st.Current.ID != to.ID {
+		prev := d.st.Current
+		d.st.Previous = &prev
+		d.st.PreviousManifest = d.st.Manifest
+	}
+	d.st.Current = to
+	d.st.Manifest = env
+}
+
+// checkAnswer is the decoded body of an edge's /v1/check.
+type checkAnswer struct {
+	Status  string            `json:"status"`
+	Reason  string            `json:"reason"`
+	Channel *release.Envelope `json:"channel"`
+	Release *release.Envelope `json:"release"`
+}
+
+// plan is a verified answer: what to install, if anything.
+type plan struct {
+	edge     string
+	channel  *release.Channel
+	target   release.Ref
+	manifest *release.Manifest
+	env      *release.Envelope
+	reason   string
+}
+
+// Check asks the edges whether an update is available, verifying the
+// answer, and installs nothing.
+func (d *Device) Check(ctx context.Context) Result {
+	start := d.cfg.Now()
+	res := Result{From: d.st.Current.Version}
+	p, err := d.check(ctx)
+	res = d.finish(res, start, p, err)
+	if err == nil && res.Status == StatusUpdated {
+		res.Status = StatusAvail
+	}
+	return res
+}
+
+// Update checks, downloads, verifies and installs an update if there is one.
+func (d *Device) Update(ctx context.Context) Result {
+	start := d.cfg.Now()
+	res := Result{From: d.st.Current.Version}
+	p, err := d.check(ctx)
+	if err == nil && p.reason == "" && p.target.ID != d.st.Current.ID {
+		res.Mode, err = d.install(ctx, p)
+	}
+	return d.finish(res, start, p, err)
+}
+
+func (d *Device) finish(res Result, start time.Time, p *plan, err error) Result {
+	res.Bytes = d.bytes.Swap(0)
+	res.MS = d.cfg.Now().Sub(start).Milliseconds()
+	if p != nil {
+		res.Edge = p.edge
+	}
+	switch {
+	case err != nil:
+		res.Status = StatusFailed
+		res.Error = err.Error()
+		if p != nil {
+			res.To = p.target.Version
+		}
+	case p.target.ID == d.st.Current.ID && res.Mode == "" || p.reason != "":
+		res.Status = StatusUpToDate
+		res.To = d.st.Current.Version
+		res.Reason = p.reason
+	default:
+		res.Status = StatusUpdated
+		res.To = p.target.Version
+	}
+	if err := saveState(d.cfg.Dir, d.st); err != nil && res.Error == "" {
+		res.Status, res.Error = StatusFailed, err.Error()
+	}
+	return res
+}
+
+// check asks each edge in turn until one gives an answer that verifies.
+func (d *Device) check(ctx context.Context) (*plan, error) {
+	q := url.Values{}
+	q.Set("app", d.cfg.App)
+	q.Set("channel", d.cfg.Channel)
+	q.Set("device", d.st.DeviceID)
+	if !d.st.Current.ID.IsZero() {
+		q.Set("current", d.st.Current.ID.String())
+	}
+	if d.cfg.NativeVersion != "" {
+		q.Set("native", d.cfg.NativeVersion)
+	}
+	var errs []error
+	for _, edge := range d.cfg.Edges {
+		var ans checkAnswer
+		if err := d.getJSON(ctx, edge, "/v1/check?"+q.Encode(), 4<<20+release.MaxManifestBytes, &ans); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		p, err := d.verify(edge, &ans)
+		if err != nil {
+			// A bad answer from one edge is that edge's fault: try the next.
+			errs = append(errs, fmt.Errorf("%s: %w", edge, err))
+			continue
+		}
+		return p, nil
+	}
+	return nil, errors.Join(append([]error{ErrNoEdge}, errs...)...)
+}
+
+// verify checks a check answer against the trusted keys and the device's
+// own memory, and decides what to install.
+func (d *Device) verify(edge string, ans *checkAnswer) (*plan, error) {
+	if ans.Channel == nil {
+		return nil, fmt.Errorf("%w: answer has no channel record", ErrVerify)
+	}
+	if len(d.cfg.Keys) > 0 {
+		if err := ans.Channel.Verify(release.KeysFor(d.cfg.Keys, release.RoleOrigin)); err != nil {
+			return nil, fmt.Errorf("%w: channel record: %v", ErrVerify, err)
+		}
+	}
+	ch, err := ans.Channel.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("%w: channel record: %v", ErrVerify, err)
+	}
+	if ch.App != d.cfg.App || ch.Channel != d.cfg.Channel {
+		return nil, fmt.Errorf("%w: got %s, want %s/%s", ErrWrongRecord, ch.Key(), d.cfg.App, d.cfg.Channel)
+	}
+	if seen := d.st.Seqs[ch.Key()]; ch.Seq < seen {
+		return nil, fmt.Errorf("%w: seq %d after %d", ErrReplay, ch.Seq, seen)
+	}
+	if now := d.cfg.Now(); now.After(ch.Expires) {
+		return nil, fmt.Errorf("%w: expired at %s", ErrExpired, ch.Expires.Format(time.RFC3339))
+	}
+	if d.st.Seqs == nil {
+		d.st.Seqs = map[string]uint64{}
+	}
+	d.st.Seqs[ch.Key()] = ch.Seq
+	p := &plan{edge: edge, channel: ch, target: d.st.Current}
+	target, ok := ch.Target(d.st.DeviceID, d.st.Current.ID)
+	if !ok || target.ID == d.st.Current.ID {
+		return p, nil
+	}
+	if slices.Contains(d.st.Failed, target.ID) {
+		p.reason = "release " + target.Version + " failed on this device before; it is not installed again"
+		return p, nil
+	}
+	p.target = target
+	if ans.Status == "blocked" {
+		p.reason = ans.Reason
+		p.target = d.st.Current
+		return p, nil
+	}
+	if target.ID.IsZero() {
+		return p, nil // back to the bundle inside the app
+	}
+	if ans.Release == nil {
+		return nil, fmt.Errorf("%w: the channel offers %s but the edge sent no manifest", ErrVerify, target.Version)
+	}
+	if ans.Release.ID() != target.ID {
+		return nil, fmt.Errorf("%w: manifest %s is not the release %s the signed channel record names", ErrVerify, ans.Release.ID(), target.ID)
+	}
+	if len(d.cfg.Keys) > 0 {
+		if err := ans.Release.Verify(release.KeysFor(d.cfg.Keys, release.RoleRelease)); err != nil {
+			return nil, fmt.Errorf("%w: release manifest: %v", ErrVerify, err)
+		}
+	}
+	m, err := ans.Release.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("%w: release manifest: %v", ErrVerify, err)
+	}
+	if m.App != d.cfg.App || m.Version != target.Version {
+		return nil, fmt.Errorf("%w: manifest is %s %s, the channel names %s %s", ErrVerify, m.App, m.Version, d.cfg.App, target.Version)
+	}
+	if reason := nativeBlock(m, d.cfg.NativeVersion); reason != "" {
+		p.reason = reason
+		p.target = d.st.Current
+		return p, nil
+	}
+	p.manifest, p.env = m, ans.Release
+	return p, nil
+}
+
+// nativeBlock enforces the manifest's minimum native version on the device
+// itself, whatever the edge said.
+func nativeBlock(m *release.Manifest, native string) string {
+	if m.MinNative == "" || native == "" {
+		return ""
+	}
+	min, err1 := semver.NewVersion(m.MinNative)
+	nv, err2 := semver.NewVersion(native)
+	if err1 != nil || err2 != nil || nv.LessThan(min) {
+		return fmt.Sprintf("release %s needs native version %s or later, this device runs %s", m.Version, m.MinNative, native)
+	}
+	return ""
+}
+
+// install downloads and installs p's release and returns the mode used.
+func (d *Device) install(ctx context.Context, p *plan) (string, error) {
+	staging, err := newStaging(d.cfg.Dir)
+	if err != nil {
+		return "", fmt.Errorf("device: %w", err)
+	}
+	defer os.RemoveAll(staging)
+	mode := "builtin"
+	if p.manifest != nil {
+		mode, err = d.populate(ctx, p, staging)
+		if err != nil {
+			return mode, err
+		}
+		if err := syncTree(staging); err != nil {
+			return mode, fmt.Errorf("device: %w", err)
+		}
+	}
+	// Record the intent before the swap, so a crash right after it is
+	// recognised on the next run.
+	d.st.Installing, d.st.InstallingManifest = &p.target, p.env
+	if err := saveState(d.cfg.Dir, d.st); err != nil {
+		return mode, err
+	}
+	if err := swapIn(d.cfg.Dir, staging); err != nil {
+		return mode, err
+	}
+	d.commitInstalled(p.target, p.env)
+	d.st.Installing, d.st.InstallingManifest = nil, nil
+	d.st.Pending = true
+	d.st.PendingSince = d.cfg.Now().Unix()
+	return mode, nil
+}
+
+// populate fills staging with every file of the target, reusing files the
+// installed bundle already has and downloading the rest.
+func (d *Device) populate(ctx context.Context, p *plan, staging string) (string, error) {
+	have := map[release.Hash]string{}
+	if d.st.Manifest != nil {
+		if cur, err := d.st.Manifest.Manifest(); err == nil {
+			for _, f := range cur.Files {
+				have[f.SHA256] = f.Path
+			}
+		}
+	}
+	var mu sync.Mutex
+	var firstErr error
+	work := make(chan release.File)
+	var wg sync.WaitGroup
+	for i := 0; i < d.cfg.Parallel; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range work {
+				err := d.placeFile(ctx, p.edge, staging, f, have)
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, f := range p.manifest.Files {
+		mu.Lock()
+		failed := firstErr != nil
+		mu.Unlock()
+		if failed {
+			break
+		}
+		work <- f
+	}
+	close(work)
+	wg.Wait()
+	return "files", firstErr
+}
+
+func (d *Device) placeFile(ctx context.Context, edge, staging string, f release.File, have map[release.Hash]string) error {
+	if src, ok := have[f.SHA256]; ok {
+		if p, err := safeJoin(currentDir(d.cfg.Dir), src); err == nil {
+			if r, err := os.Open(p); err == nil {
+				err = writeFile(staging, f, r)
+				r.Close()
+				if err == nil {
+					return nil
+				}
+				// The local copy is damaged: fall through to a download.
+				os.Remove(filepath.Join(staging, filepath.FromSlash(f.Path)))
+			}
+		}
+	}
+	edges := append([]string{edge}, d.cfg.Edges...)
+	var errs []error
+	for _, e := range uniq(edges) {
+		err := d.download(ctx, e, "/v1/blobs/"+f.SHA256.String(), f.Size, func(r io.Reader) error {
+			return writeFile(staging, f, r)
+		})
+		if err == nil {
+			return nil
+		}
+		os.Remove(filepath.Join(staging, filepath.FromSlash(f.Path)))
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("device: download %s: %w", f.Path, errors.Join(errs...))
+}
+
+func uniq(ss []string) []string {
+	var out []string
+	for _, s := range ss {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// countingReader counts bytes into the device's download total.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// download GETs path from edge and hands the body, bounded to limit bytes,
+// to consume. The whole exchange has a deadline scaled to the size, so a
+// trickling edge is abandoned.
+func (d *Device) download(ctx context.Context, edge, path string, limit int64, consume func(io.Reader) error) error {
+	// 1 MB/s floor on top of the base timeout.
+	timeout := d.cfg.RequestTimeout + time.Duration(limit/(1<<20))*time.Second
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(edge, "/")+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := d.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		d.bytes.Add(int64(len(b)))
+		return fmt.Errorf("%s%s: %s: %s", edge, path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if resp.ContentLength > limit {
+		return fmt.Errorf("%s%s: %d bytes is more than the %d expected", edge, path, resp.ContentLength, limit)
+	}
+	return consume(countingReader{io.LimitReader(resp.Body, limit), &d.bytes})
+}
+
+func (d *Device) getJSON(ctx context.Context, edge, path string, limit int64, v any) error {
+	var body []byte
+	err := d.download(ctx, edge, path, limit, func(r io.Reader) error {
+		var err error
+		body, err = io.ReadAll(r)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("%s: malformed answer: %w", edge, err)
+	}
+	return nil
+}

@@ -1,0 +1,190 @@
+package device
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/capstan-ota/capstan/release"
+	"golang.org/x/sys/unix"
+)
+
+// currentDir is where the installed bundle lives.
+func currentDir(dir string) string { return filepath.Join(dir, "current") }
+
+// newStaging makes a fresh staging folder next to current (same file
+// system, so the final swap is a rename).
+func newStaging(dir string) (string, error) {
+	if err := os.MkdirAll(stateDir(dir), 0o755); err != nil {
+		return "", err
+	}
+	return os.MkdirTemp(stateDir(dir), "staging-")
+}
+
+// swapIn makes staging the current bundle in one atomic step. With an
+// existing current folder it uses renameat2(RENAME_EXCHANGE), so there is
+// no instant at which Dir/current is missing or half-written; the old
+// bundle ends up at staging and is removed.
+func swapIn(dir, staging string) error {
+	cur := currentDir(dir)
+	if _, err := os.Lstat(cur); errors.Is(err, os.ErrNotExist) {
+		if err := os.Rename(staging, cur); err != nil {
+			return fmt.Errorf("device: install: %w", err)
+		}
+		return syncDir(dir)
+	}
+	err := unix.Renameat2(unix.AT_FDCWD, staging, unix.AT_FDCWD, cur, unix.RENAME_EXCHANGE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+		// The file system cannot exchange: fall back to two renames; a
+		// crash between them leaves current missing, which recover() mends
+		// from the old folder on the next run.
+		old := staging + ".old"
+		if err := os.Rename(cur, old); err != nil {
+			return fmt.Errorf("device: install: %w", err)
+		}
+		if err := os.Rename(staging, cur); err != nil {
+			os.Rename(old, cur)
+			return fmt.Errorf("device: install: %w", err)
+		}
+		os.RemoveAll(old)
+		return syncDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("device: install: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("device: install: %w", err)
+	}
+	return os.RemoveAll(staging)
+}
+
+// cleanStaging removes staging folders left by an interrupted run, and
+// puts back a current folder lost between the two renames of the fallback.
+func cleanStaging(dir string) {
+	ents, err := os.ReadDir(stateDir(dir))
+	if err != nil {
+		return
+	}
+	cur := currentDir(dir)
+	_, curErr := os.Lstat(cur)
+	for _, e := range ents {
+		p := filepath.Join(stateDir(dir), e.Name())
+		if !e.IsDir() {
+			continue
+		}
+		if filepath.Ext(e.Name()) == ".old" && errors.Is(curErr, os.ErrNotExist) {
+			if os.Rename(p, cur) == nil {
+				curErr = nil
+				continue
+			}
+		}
+		if len(e.Name()) > 8 && e.Name()[:8] == "staging-" {
+			os.RemoveAll(p)
+		}
+	}
+}
+
+// writeFile creates path inside root (making folders) from r, checking
+// size and SHA-256 against f, and fsyncs it.
+func writeFile(root string, f release.File, r io.Reader) error {
+	p, err := safeJoin(root, f.Path)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	out, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_EXCL, os.FileMode(f.Mode)|0o600)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(out, h), io.LimitReader(r, f.Size+1))
+	if err == nil && n != f.Size {
+		err = fmt.Errorf("%w: %s is %d bytes, the manifest says %d", ErrVerify, f.Path, n, f.Size)
+	}
+	if err == nil {
+		var sum release.Hash
+		h.Sum(sum[:0])
+		if sum != f.SHA256 {
+			err = fmt.Errorf("%w: %s hashes to %s, the manifest says %s", ErrVerify, f.Path, sum, f.SHA256)
+		}
+	}
+	if err == nil {
+		err = out.Chmod(os.FileMode(f.Mode))
+	}
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// safeJoin joins a manifest path to root, refusing anything that could
+// leave it (the manifest is validated already; this is the second lock).
+func safeJoin(root, p string) (string, error) {
+	if err := release.ValidatePath(p); err != nil {
+		return "", err
+	}
+	return filepath.Join(root, filepath.FromSlash(p)), nil
+}
+
+// syncTree fsyncs every folder under root so the new names are durable.
+func syncTree(root string) error {
+	return filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return syncDir(p)
+		}
+		return nil
+	})
+}
+
+// verifyTree checks that root holds exactly the files of m.
+func verifyTree(root string, m *release.Manifest) error {
+	count := 0
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, p)
+		f, ok := m.Lookup(filepath.ToSlash(rel))
+		if !ok {
+			return fmt.Errorf("%w: unexpected file %s", ErrVerify, rel)
+		}
+		count++
+		fh, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer fh.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, fh)
+		if err != nil {
+			return err
+		}
+		var sum release.Hash
+		h.Sum(sum[:0])
+		if n != f.Size || sum != f.SHA256 {
+			return fmt.Errorf("%w: %s does not match the manifest", ErrVerify, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if count != len(m.Files) {
+		return fmt.Errorf("%w: %d files on disk, the manifest lists %d", ErrVerify, count, len(m.Files))
+	}
+	return nil
+}

@@ -1,0 +1,113 @@
+package device
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/capstan-ota/capstan/release"
+)
+
+// State is what a device remembers between runs, kept in Dir/.capstan.
+type State struct {
+	DeviceID string `json:"device_id"`
+	// Current is the installed release (zero ID: the bundle inside the app).
+	Current release.Ref `json:"current"`
+	// Manifest is the signed manifest of Current.
+	Manifest *release.Envelope `json:"manifest,omitempty"`
+	// Installing is set just before a new bundle is swapped in, so a run
+	// after a crash can tell which bundle Dir/current holds.
+	Installing *release.Ref `json:"installing,omitempty"`
+	// InstallingManifest is the manifest of Installing.
+	InstallingManifest *release.Envelope `json:"installing_manifest,omitempty"`
+	// Seqs is the highest channel record sequence seen per channel; a
+	// lower one is a replay and is refused.
+	Seqs map[string]uint64 `json:"seqs,omitempty"`
+	// Failed lists releases that failed on this device; they are never
+	// installed again.
+	Failed []release.Hash `json:"failed,omitempty"`
+	// Previous is the release to revert to if Current is not confirmed.
+	Previous *release.Ref `json:"previous,omitempty"`
+	// PreviousManifest is the manifest of Previous.
+	PreviousManifest *release.Envelope `json:"previous_manifest,omitempty"`
+	// Pending is true while Current awaits confirmation by the app.
+	Pending bool `json:"pending,omitempty"`
+	// PendingSince is when Current was installed (unix seconds).
+	PendingSince int64 `json:"pending_since,omitempty"`
+}
+
+func stateDir(dir string) string  { return filepath.Join(dir, ".capstan") }
+func statePath(dir string) string { return filepath.Join(stateDir(dir), "state.json") }
+
+func loadState(dir string) (*State, error) {
+	b, err := os.ReadFile(statePath(dir))
+	if errors.Is(err, os.ErrNotExist) {
+		return &State{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("device: read state: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("device: state file %s is corrupt: %w", statePath(dir), err)
+	}
+	return &st, nil
+}
+
+func saveState(dir string, st *State) error {
+	if err := os.MkdirAll(stateDir(dir), 0o755); err != nil {
+		return fmt.Errorf("device: save state: %w", err)
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("device: save state: %w", err)
+	}
+	if err := writeFileSync(statePath(dir), b, 0o644); err != nil {
+		return fmt.Errorf("device: save state: %w", err)
+	}
+	return nil
+}
+
+func writeFileSync(path string, b []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func newDeviceID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}

@@ -1,0 +1,239 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/capstan-ota/capstan/internal/kv"
+	"github.com/capstan-ota/capstan/release"
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+	"golang.org/x/sync/singleflight"
+)
+
+// Config configures an edge. Zero values mean the documented defaults.
+type Config struct {
+	// DataDir holds the Badger blob cache.
+	DataDir string
+	// CacheSize caps the bytes of blobs kept on disk (default 1 GiB).
+	// The least recently used blobs are evicted beyond it.
+	CacheSize int64
+	// MemCacheSize is the memory budget for the hottest small blobs
+	// (default 32 MiB); MemCacheObject is the largest blob kept there
+	// (default 1 MiB).
+	MemCacheSize   int64
+	MemCacheObject int64
+	// Origins returns the base URLs of the origins to pull from, in the
+	// order to try them. It is called on every miss, so it can follow
+	// gossip membership.
+	Origins func() []string
+	// FetchTimeout bounds one pull from an origin (default 2 minutes);
+	// ConnectTimeout bounds reaching it (default 3 s), so that a dead
+	// origin costs a device a fast 503, never a hang.
+	FetchTimeout   time.Duration
+	ConnectTimeout time.Duration
+	// Logger receives the edge's log; nil discards it.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults for a data folder.
+func DefaultConfig(dataDir string) Config {
+	return Config{
+		DataDir:        dataDir,
+		CacheSize:      1 << 30,
+		MemCacheSize:   32 << 20,
+		MemCacheObject: 1 << 20,
+		FetchTimeout:   2 * time.Minute,
+		ConnectTimeout: 3 * time.Second,
+	}
+}
+
+// Server is an edge node. Its methods are safe for concurrent use.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	db     *badger.DB
+	cache  *blobCache
+	mem    *memCache
+	state  *state
+	client *http.Client
+	flight singleflight.Group
+	reg    *prometheus.Registry
+	m      *metrics
+	srv    *fasthttp.Server
+
+	manMu     sync.RWMutex // guards manifests
+	manifests map[release.Hash]*manifestEntry
+
+	synced   chan struct{}
+	syncOnce sync.Once
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+type manifestEntry struct {
+	envJSON []byte
+	m       *release.Manifest
+}
+
+// New opens an edge's cache.
+func New(cfg Config) (*Server, error) {
+	d := DefaultConfig(cfg.DataDir)
+	if cfg.DataDir == "" {
+		return nil, errors.New("edge: DataDir is required")
+	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = d.CacheSize
+	}
+	if cfg.MemCacheSize == 0 {
+		cfg.MemCacheSize = d.MemCacheSize
+	}
+	if cfg.MemCacheObject <= 0 {
+		cfg.MemCacheObject = d.MemCacheObject
+	}
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = d.FetchTimeout
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = d.ConnectTimeout
+	}
+	if cfg.Origins == nil {
+		cfg.Origins = func() []string { return nil }
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("edge: create data folder: %w", err)
+	}
+	db, err := kv.Open(kv.Options{Dir: filepath.Join(cfg.DataDir, "cache"), Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("edge: %w", err)
+	}
+	cache, err := newBlobCache(db, cfg.CacheSize, log)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &Server{
+		cfg: cfg, log: log, db: db, cache: cache,
+		mem:       newMemCache(cfg.MemCacheSize, cfg.MemCacheObject),
+		state:     newState(),
+		manifests: map[release.Hash]*manifestEntry{},
+		synced:    make(chan struct{}),
+		stop:      make(chan struct{}),
+		client: &http.Client{Transport: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: cfg.ConnectTimeout}).DialContext,
+			ResponseHeaderTimeout: 30 * time.Second,
+			MaxIdleConnsPerHost:   16,
+		}},
+	}
+	s.reg = prometheus.NewRegistry()
+	s.m = newMetrics(s.reg, s)
+	if err := s.loadState(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.wg.Add(1)
+	go func() { defer s.wg.Done(); cache.gcLoop(s.stop, time.Minute) }()
+	return s, nil
+}
+
+// Registry is the edge's Prometheus registry, for adding collectors such
+// as gossip membership.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// MarkSynced records that the edge has received the fleet's state (from a
+// gossip push/pull or an origin snapshot), so /healthz reports ready.
+func (s *Server) MarkSynced() { s.syncOnce.Do(func() { close(s.synced) }) }
+
+func (s *Server) isSynced() bool {
+	select {
+	case <-s.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+// Apply takes a signed channel record (from gossip or an origin snapshot).
+// Records not newer than the one held are ignored, whatever order they
+// arrive in. It reports whether the record was stored.
+func (s *Server) Apply(env *release.Envelope) bool {
+	ch, err := env.Channel()
+	if err != nil {
+		s.log.Warn("ignoring invalid channel record", "err", err)
+		return false
+	}
+	if !s.state.apply(env, ch) {
+		return false
+	}
+	s.persistRecord(ch.Key(), env)
+	s.log.Info("channel record", "channel", ch.Key(), "seq", ch.Seq, "version", ch.Release.Version, "rollout_bps", ch.RolloutBPS)
+	// Warm the manifests so the first check after a release needs no origin
+	// round trip.
+	for _, ref := range []*release.Ref{&ch.Release, ch.Stable} {
+		if ref == nil || ref.ID.IsZero() {
+			continue
+		}
+		id := ref.ID
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FetchTimeout)
+			defer cancel()
+			if _, err := s.manifest(ctx, id); err != nil {
+				s.log.Warn("prefetch manifest", "id", id, "err", err)
+			}
+		}()
+	}
+	return true
+}
+
+// Records returns the newest record of every channel the edge holds.
+func (s *Server) Records() []*release.Envelope {
+	var out []*release.Envelope
+	for _, cs := range s.state.all() {
+		out = append(out, cs.env)
+	}
+	return out
+}
+
+// Serve serves HTTP on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.srv = s.newHTTPServer()
+	return s.srv.Serve(ln)
+}
+
+// Shutdown stops serving (waiting for requests in flight up to ctx) and
+// closes the cache.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	if s.srv != nil {
+		err = s.srv.ShutdownWithContext(ctx)
+	}
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.wg.Wait()
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,270 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/capstan-ota/capstan/release"
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Errors of a pull from the origins.
+var (
+	// ErrNotFound means an origin answered that it does not have the object.
+	ErrNotFound = errors.New("edge: not found at the origin")
+	// ErrOriginUnavailable means no origin could be reached or answered.
+	ErrOriginUnavailable = errors.New("edge: no origin available")
+)
+
+const (
+	pfxRecord   = "s/" // s/<app/channel> → newest channel envelope
+	pfxManifest = "r/" // r/<release id> → signed manifest envelope
+)
+
+func (s *Server) persistRecord(key string, env *release.Envelope) {
+	b, err := json.Marshal(env)
+	if err == nil {
+		err = s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(pfxRecord+key), b) })
+	}
+	if err != nil {
+		s.log.Warn("persist channel record", "channel", key, "err", err)
+	}
+}
+
+// loadState restores the records and manifests held before a restart, so an
+// edge serves at once even while every origin is away.
+func (s *Server) loadState() error {
+	return s.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(pfxRecord)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			err := it.Item().Value(func(b []byte) error {
+				env, err := release.DecodeEnvelope(b)
+				if err != nil {
+					return nil
+				}
+				if ch, err := env.Channel(); err == nil {
+					s.state.apply(env, ch)
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("edge: load state: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// manifest returns a release's signed manifest from memory, the cache, or
+// an origin (verified against its ID, which is the hash of its signed bytes).
+func (s *Server) manifest(ctx context.Context, id release.Hash) (*manifestEntry, error) {
+	s.manMu.RLock()
+	me, ok := s.manifests[id]
+	s.manMu.RUnlock()
+	if ok {
+		return me, nil
+	}
+	v, err, _ := s.flight.Do("manifest/"+id.String(), func() (any, error) {
+		var raw []byte
+		_ = s.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get([]byte(pfxManifest + id.String()))
+			if err != nil {
+				return err
+			}
+			raw, err = item.ValueCopy(nil)
+			return err
+		})
+		fromOrigin := false
+		if raw == nil {
+			var err error
+			raw, err = s.fetchSmall(ctx, "/v1/releases/"+id.String(), release.MaxManifestBytes)
+			if err != nil {
+				return nil, err
+			}
+			fromOrigin = true
+		}
+		env, err := release.DecodeEnvelope(raw)
+		if err != nil {
+			return nil, fmt.Errorf("edge: manifest %s: %w", id, err)
+		}
+		if env.ID() != id {
+			return nil, fmt.Errorf("edge: manifest %s: content hashes to %s", id, env.ID())
+		}
+		m, err := env.Manifest()
+		if err != nil {
+			return nil, fmt.Errorf("edge: manifest %s: %w", id, err)
+		}
+		if fromOrigin {
+			if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(pfxManifest+id.String()), raw) }); err != nil {
+				s.log.Warn("persist manifest", "id", id, "err", err)
+			}
+		}
+		me := &manifestEntry{envJSON: raw, m: m}
+		s.manMu.Lock()
+		s.manifests[id] = me
+		s.manMu.Unlock()
+		return me, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*manifestEntry), nil
+}
+
+// get asks each origin in turn for path, returning the first 200 answer.
+// A 404 from every origin that answered is ErrNotFound; no answer at all
+// is ErrOriginUnavailable.
+func (s *Server) get(ctx context.Context, path string) (*http.Response, error) {
+	origins := s.cfg.Origins()
+	if len(origins) == 0 {
+		return nil, fmt.Errorf("%w: none known yet", ErrOriginUnavailable)
+	}
+	notFound := false
+	var lastErr error
+	for _, o := range origins {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(o, "/")+path, nil)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		s.m.originFetches.Inc()
+		resp, err := s.client.Do(req)
+		if err != nil {
+			lastErr = err
+			s.log.Warn("origin unreachable", "origin", o, "err", err)
+			continue
+		}
+		switch {
+		case resp.StatusCode == http.StatusOK:
+			return resp, nil
+		case resp.StatusCode == http.StatusNotFound:
+			notFound = true
+		default:
+			lastErr = fmt.Errorf("origin %s answered %s", o, resp.Status)
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+	}
+	if notFound {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, path)
+	}
+	return nil, fmt.Errorf("%w: %v", ErrOriginUnavailable, lastErr)
+}
+
+func (s *Server) fetchSmall(ctx context.Context, path string, limit int64) ([]byte, error) {
+	resp, err := s.get(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: read %s: %v", ErrOriginUnavailable, path, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("edge: %s is over %d bytes", path, limit)
+	}
+	return b, nil
+}
+
+// ensureBlob makes sure the cache holds blob h, pulling it from an origin
+// once however many callers ask at the same moment. It returns the size.
+func (s *Server) ensureBlob(h release.Hash) (int64, error) {
+	if size, ok := s.cache.stat(h); ok {
+		s.m.cacheHits.Inc()
+		return size, nil
+	}
+	s.m.cacheMisses.Inc()
+	v, err, _ := s.flight.Do("blob/"+h.String(), func() (any, error) {
+		// Check again inside the flight: an earlier flight may have just
+		// filled it (groupcache's load() interleaving).
+		if size, ok := s.cache.stat(h); ok {
+			return size, nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FetchTimeout)
+		defer cancel()
+		return s.pull(ctx, "/v1/blobs/"+h.String(), h)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return v.(int64), nil
+}
+
+// ensureAlias makes sure the cache holds the object an origin serves at
+// path (a patch, named by base and target rather than its own hash). The
+// origin's strong ETag names the content hash, which the edge verifies.
+func (s *Server) ensureAlias(path string) (release.Hash, int64, error) {
+	if h, ok := s.cache.alias(path); ok {
+		if size, ok := s.cache.stat(h); ok {
+			s.m.cacheHits.Inc()
+			return h, size, nil
+		}
+	}
+	s.m.cacheMisses.Inc()
+	type res struct {
+		h    release.Hash
+		size int64
+	}
+	v, err, _ := s.flight.Do("alias"+path, func() (any, error) {
+		if h, ok := s.cache.alias(path); ok {
+			if size, ok := s.cache.stat(h); ok {
+				return res{h, size}, nil
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FetchTimeout)
+		defer cancel()
+		var h release.Hash
+		size, err := s.pullInto(ctx, path, &h)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.cache.setAlias(path, h); err != nil {
+			return nil, fmt.Errorf("edge: cache %s: %w", path, err)
+		}
+		return res{h, size}, nil
+	})
+	if err != nil {
+		return release.Hash{}, 0, err
+	}
+	r := v.(res)
+	return r.h, r.size, nil
+}
+
+func (s *Server) pull(ctx context.Context, path string, h release.Hash) (int64, error) {
+	return s.pullInto(ctx, path, &h)
+}
+
+// pullInto fetches path into the cache. If *h is zero it is taken from the
+// origin's ETag; either way the content must hash to it.
+func (s *Server) pullInto(ctx context.Context, path string, h *release.Hash) (int64, error) {
+	resp, err := s.get(ctx, path)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if h.IsZero() {
+		etag, err := release.ParseHash(strings.Trim(resp.Header.Get("ETag"), `"`))
+		if err != nil {
+			return 0, fmt.Errorf("%w: %s: origin sent no content hash", ErrOriginUnavailable, path)
+		}
+		*h = etag
+	}
+	size := resp.ContentLength
+	if size < 0 {
+		return 0, fmt.Errorf("%w: %s: origin sent no Content-Length", ErrOriginUnavailable, path)
+	}
+	if err := s.cache.put(*h, size, resp.Body); err != nil {
+		return 0, err
+	}
+	s.m.originBytes.Add(float64(size))
+	return size, nil
+}

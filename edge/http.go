@@ -1,0 +1,339 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+	"github.com/capstan-ota/capstan/release"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+)
+
+func (s *Server) newHTTPServer() *fasthttp.Server {
+	metricsHandler := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	return &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			start := time.Now()
+			route := s.route(ctx, metricsHandler)
+			s.m.observe(route, ctx.Response.StatusCode(), time.Since(start), ctx.Response.Header.ContentLength())
+		},
+		Name: "capstan-edge",
+		// 16 KiB of headers: room for devices behind proxies that add a few.
+		ReadBufferSize:     16 << 10,
+		MaxRequestBodySize: 1 << 20,
+		ReadTimeout:        30 * time.Second,
+		IdleTimeout:        2 * time.Minute,
+		// WriteTimeout is one deadline for the whole response in fasthttp:
+		// it would cut slow mobile downloads, so blob routes get a long one
+		// and everything else a short one.
+		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+			if bytes.HasPrefix(h.RequestURI(), []byte("/v1/blobs/")) || bytes.HasPrefix(h.RequestURI(), []byte("/v1/patches/")) {
+				return fasthttp.RequestConfig{WriteTimeout: 30 * time.Minute}
+			}
+			return fasthttp.RequestConfig{WriteTimeout: 30 * time.Second}
+		},
+		NoDefaultServerHeader: true,
+		NoDefaultDate:         false,
+		ReduceMemoryUsage:     false,
+		Logger:                fasthttpLogger{s},
+	}
+}
+
+type fasthttpLogger struct{ s *Server }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.s.log.Debug("fasthttp", "msg", strings.TrimSpace(sprintf(format, args...)))
+}
+
+// route dispatches a request and returns its route label for metrics.
+func (s *Server) route(ctx *fasthttp.RequestCtx, metricsHandler fasthttp.RequestHandler) string {
+	path := string(ctx.Path())
+	get := ctx.IsGet() || ctx.IsHead()
+	switch {
+	case path == "/v1/check" && get:
+		s.handleCheck(ctx)
+		return "check"
+	case strings.HasPrefix(path, "/v1/blobs/") && get:
+		s.handleBlob(ctx, path[len("/v1/blobs/"):])
+		return "blob"
+	case strings.HasPrefix(path, "/v1/patches/") && get:
+		s.handlePatch(ctx, path)
+		return "patch"
+	case strings.HasPrefix(path, "/v1/releases/") && get:
+		s.handleRelease(ctx, path[len("/v1/releases/"):])
+		return "release"
+	case path == "/healthz" && get:
+		s.handleHealth(ctx)
+		return "healthz"
+	case path == "/metrics" && get:
+		metricsHandler(ctx)
+		return "metrics"
+	}
+	fail(ctx, fasthttp.StatusNotFound, "no such endpoint: "+path)
+	return "unknown"
+}
+
+func fail(ctx *fasthttp.RequestCtx, status int, msg string) {
+	ctx.Response.Reset()
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	b, _ := json.Marshal(map[string]string{"error": msg})
+	ctx.SetBody(b)
+}
+
+func (s *Server) failFetch(ctx *fasthttp.RequestCtx, err error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		fail(ctx, fasthttp.StatusNotFound, err.Error())
+	case errors.Is(err, ErrOriginUnavailable):
+		// 503 with Retry-After: the device moves on to its next edge.
+		ctx.Response.Header.Set("Retry-After", "5")
+		fail(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+	default:
+		s.log.Warn("edge request failed", "path", string(ctx.Path()), "err", err)
+		fail(ctx, fasthttp.StatusBadGateway, err.Error())
+	}
+}
+
+func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentType("application/json")
+	last := s.state.lastUpdate()
+	body := map[string]any{"role": "edge", "channels": len(s.state.all()), "synced": s.isSynced()}
+	if !last.IsZero() {
+		body["state_age_seconds"] = time.Since(last).Seconds()
+	}
+	if s.isSynced() {
+		body["status"] = "ok"
+	} else {
+		body["status"] = "waiting for state"
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+	}
+	b, _ := json.Marshal(body)
+	ctx.SetBody(b)
+}
+
+// Check statuses.
+const (
+	StatusUpdate   = "update"
+	StatusUpToDate = "up-to-date"
+	StatusBlocked  = "blocked"
+)
+
+// handleCheck answers GET /v1/check?app=&channel=&device=&current=&native=
+// from memory: the channel's signed record, plus the target release's
+// signed manifest when there is something to install.
+func (s *Server) handleCheck(ctx *fasthttp.RequestCtx) {
+	q := ctx.QueryArgs()
+	app, channel := q.Peek("app"), q.Peek("channel")
+	if len(app) == 0 || len(channel) == 0 || len(app) > release.MaxAppLen || len(channel) > release.MaxAppLen {
+		fail(ctx, fasthttp.StatusBadRequest, "app and channel are required")
+		return
+	}
+	device := q.Peek("device")
+	if len(device) > 128 {
+		fail(ctx, fasthttp.StatusBadRequest, "device id is over 128 bytes")
+		return
+	}
+	var current release.Hash
+	if c := q.Peek("current"); len(c) > 0 {
+		h, err := release.ParseHash(string(c))
+		if err != nil {
+			fail(ctx, fasthttp.StatusBadRequest, "current: "+err.Error())
+			return
+		}
+		current = h
+	}
+	key := make([]byte, 0, len(app)+len(channel)+1)
+	key = append(append(append(key, app...), '/'), channel...)
+	cs, ok := s.state.get(string(key))
+	if !ok {
+		fail(ctx, fasthttp.StatusNotFound, "unknown app or channel: "+string(key))
+		return
+	}
+	ctx.SetContentType("application/json")
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	target, ok := cs.ch.Target(string(device), current)
+	if !ok || target.ID == current {
+		s.writeCheck(ctx, StatusUpToDate, cs, nil, "")
+		return
+	}
+	if target.ID.IsZero() {
+		// Back to the bundle inside the app.
+		s.writeCheck(ctx, StatusUpdate, cs, nil, "")
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	me, err := s.manifest(rctx, target.ID)
+	cancel()
+	if err != nil {
+		s.failFetch(ctx, err)
+		return
+	}
+	if reason := blockedReason(me.m, string(q.Peek("native"))); reason != "" {
+		s.writeCheck(ctx, StatusBlocked, cs, nil, reason)
+		return
+	}
+	s.writeCheck(ctx, StatusUpdate, cs, me, "")
+}
+
+// blockedReason says why a device with native version native may not run
+// m, or "" if it may.
+func blockedReason(m *release.Manifest, native string) string {
+	if m.MinNative == "" {
+		return ""
+	}
+	min, err := semver.NewVersion(m.MinNative)
+	if err != nil {
+		return ""
+	}
+	nv, err := semver.NewVersion(native)
+	if err != nil {
+		return "release " + m.Version + " needs native version " + m.MinNative + " or later; the device did not say its native version"
+	}
+	if nv.LessThan(min) {
+		return "release " + m.Version + " needs native version " + m.MinNative + " or later, the device runs " + native
+	}
+	return ""
+}
+
+// CheckResponse is the body of GET /v1/check.
+type CheckResponse struct {
+	Status  string            `json:"status"`
+	Reason  string            `json:"reason,omitempty"`
+	Channel *release.Envelope `json:"channel"`
+	Release *release.Envelope `json:"release,omitempty"`
+}
+
+func (s *Server) writeCheck(ctx *fasthttp.RequestCtx, status string, cs *channelState, me *manifestEntry, reason string) {
+	// Built by appending the pre-encoded documents: no JSON encoding on the
+	// hot path.
+	ctx.WriteString(`{"status":"`)
+	ctx.WriteString(status)
+	ctx.WriteString(`"`)
+	if reason != "" {
+		r, _ := json.Marshal(reason)
+		ctx.WriteString(`,"reason":`)
+		ctx.Write(r)
+	}
+	ctx.WriteString(`,"channel":`)
+	ctx.Write(cs.envJSON)
+	if me != nil {
+		ctx.WriteString(`,"release":`)
+		ctx.Write(me.envJSON)
+	}
+	ctx.WriteString("}")
+}
+
+func (s *Server) handleRelease(ctx *fasthttp.RequestCtx, idStr string) {
+	id, err := release.ParseHash(idStr)
+	if err != nil {
+		fail(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), s.cfg.FetchTimeout)
+	me, err := s.manifest(rctx, id)
+	cancel()
+	if err != nil {
+		s.failFetch(ctx, err)
+		return
+	}
+	ctx.SetContentType("application/json")
+	immutableHeaders(ctx, id)
+	ctx.SetBody(me.envJSON)
+}
+
+func immutableHeaders(ctx *fasthttp.RequestCtx, etag release.Hash) {
+	ctx.Response.Header.Set("Cache-Control", "public, max-age=31536000, immutable")
+	ctx.Response.Header.Set("ETag", `"`+etag.String()+`"`)
+}
+
+func (s *Server) handleBlob(ctx *fasthttp.RequestCtx, hashStr string) {
+	h, err := release.ParseHash(hashStr)
+	if err != nil {
+		fail(ctx, fasthttp.StatusBadRequest, "blob hash: "+err.Error())
+		return
+	}
+	size, err := s.ensureBlob(h)
+	if err != nil {
+		s.failFetch(ctx, err)
+		return
+	}
+	s.serveBlob(ctx, h, size)
+}
+
+// handlePatch serves GET /v1/patches/{base}/{target}: the delta between two
+// releases (base all zeros for a full bundle), built by the origin.
+func (s *Server) handlePatch(ctx *fasthttp.RequestCtx, path string) {
+	parts := strings.Split(strings.TrimPrefix(path, "/v1/patches/"), "/")
+	if len(parts) != 2 {
+		fail(ctx, fasthttp.StatusBadRequest, "want /v1/patches/{base}/{target}")
+		return
+	}
+	for _, p := range parts {
+		if _, err := release.ParseHash(p); err != nil {
+			fail(ctx, fasthttp.StatusBadRequest, "patch: "+err.Error())
+			return
+		}
+	}
+	h, size, err := s.ensureAlias(path)
+	if err != nil {
+		s.failFetch(ctx, err)
+		return
+	}
+	s.serveBlob(ctx, h, size)
+}
+
+// serveBlob writes a cached blob with strong ETag, Content-Length and
+// single-range support.
+func (s *Server) serveBlob(ctx *fasthttp.RequestCtx, h release.Hash, size int64) {
+	immutableHeaders(ctx, h)
+	ctx.Response.Header.Set("Accept-Ranges", "bytes")
+	ctx.SetContentType("application/octet-stream")
+	if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 && strings.Contains(string(inm), h.String()) {
+		ctx.SetStatusCode(fasthttp.StatusNotModified)
+		return
+	}
+	start, end := int64(0), size-1
+	if rng := ctx.Request.Header.Peek("Range"); len(rng) > 0 && size > 0 {
+		st, en, err := fasthttp.ParseByteRange(rng, int(size))
+		if err != nil {
+			ctx.Response.Header.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+			fail(ctx, fasthttp.StatusRequestedRangeNotSatisfiable, "bad range: "+string(rng))
+			return
+		}
+		start, end = int64(st), int64(en)
+		ctx.SetStatusCode(fasthttp.StatusPartialContent)
+		ctx.Response.Header.SetContentRange(st, en, int(size))
+	}
+	length := end - start + 1
+	if size == 0 {
+		length = 0
+	}
+	if ctx.IsHead() {
+		ctx.Response.Header.SetContentLength(int(length))
+		ctx.Response.SkipBody = true
+		return
+	}
+	s.m.bytesServed.Add(float64(length))
+	if size <= s.cfg.MemCacheObject {
+		data, ok := s.mem.get(h)
+		if !ok {
+			data = make([]byte, size)
+			if _, err := s.cache.readAt(h, data, 0); err != nil && size > 0 {
+				s.failFetch(ctx, err)
+				return
+			}
+			s.mem.add(h, data)
+		}
+		ctx.Response.SetBodyRaw(data[start : end+1])
+		return
+	}
+	ctx.SetBodyStream(s.cache.reader(h, start, length), int(length))
+}

@@ -1,0 +1,111 @@
+package origin
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Role is what an API key may do.
+type Role string
+
+// Roles, from most to least powerful.
+const (
+	RoleAdmin     Role = "admin"     // everything, every app
+	RolePublisher Role = "publisher" // upload and channel changes for its apps
+	RoleReader    Role = "reader"    // read releases, channels and stats of its apps
+)
+
+func (r Role) rank() int {
+	switch r {
+	case RoleAdmin:
+		return 3
+	case RolePublisher:
+		return 2
+	case RoleReader:
+		return 1
+	}
+	return 0
+}
+
+// APIKey is a stored API key. Only the SHA-256 of the secret is kept.
+type APIKey struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name,omitempty"`
+	Role    Role      `json:"role"`
+	Apps    []string  `json:"apps,omitempty"` // empty: every app (admin only)
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires,omitzero"`
+	Hash    string    `json:"hash"`
+}
+
+var (
+	errUnauthenticated = errors.New("missing or unknown API key: set CAPSTAN_API_KEY")
+	errForbidden       = errors.New("forbidden")
+)
+
+func (s *Server) bootstrapAdmin() error {
+	empty := true
+	err := s.db.View(func(txn *badger.Txn) error {
+		return iterate(txn, pfxKey, func(string, []byte) error { empty = false; return nil })
+	})
+	if err != nil || !empty {
+		return err
+	}
+	k := s.cfg.AdminKey
+	if k == "" {
+		k = newAPIKey()
+		s.generatedAdminKey = k
+	}
+	_, err = s.putKey(APIKey{ID: "admin", Name: "bootstrap admin", Role: RoleAdmin}, k)
+	return err
+}
+
+func (s *Server) putKey(k APIKey, secret string) (APIKey, error) {
+	k.Hash = hashKey(secret)
+	if k.Created.IsZero() {
+		k.Created = s.cfg.Now().UTC()
+	}
+	err := s.db.Update(func(txn *badger.Txn) error { return setJSON(txn, pfxKey+k.Hash, &k) })
+	if err != nil {
+		return k, fmt.Errorf("origin: store api key: %w", err)
+	}
+	return k, nil
+}
+
+// authorize checks the request's API key for role on app ("" for no app).
+func (s *Server) authorize(r *http.Request, need Role, app string) (*APIKey, error) {
+	secret := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if secret == "" {
+		secret = r.Header.Get("X-Api-Key")
+	}
+	if secret == "" || len(secret) > 256 {
+		return nil, errUnauthenticated
+	}
+	h := hashKey(secret)
+	var k APIKey
+	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, pfxKey+h, &k) })
+	if err != nil || subtle.ConstantTimeCompare([]byte(k.Hash), []byte(h)) != 1 {
+		s.log.Warn("api refused: unknown key", "path", r.URL.Path, "remote", r.RemoteAddr)
+		return nil, errUnauthenticated
+	}
+	if !k.Expires.IsZero() && s.cfg.Now().After(k.Expires) {
+		s.log.Warn("api refused: expired key", "key", k.ID, "path", r.URL.Path)
+		return nil, fmt.Errorf("%w: API key %s expired at %s", errUnauthenticated, k.ID, k.Expires.Format(time.RFC3339))
+	}
+	if k.Role.rank() < need.rank() {
+		s.log.Warn("api refused: role", "key", k.ID, "role", k.Role, "need", need, "path", r.URL.Path)
+		return nil, fmt.Errorf("%w: key %s has role %s, this needs %s", errForbidden, k.ID, k.Role, need)
+	}
+	if k.Role != RoleAdmin && app != "" && len(k.Apps) > 0 && !slices.Contains(k.Apps, app) {
+		s.log.Warn("api refused: app scope", "key", k.ID, "app", app, "path", r.URL.Path)
+		return nil, fmt.Errorf("%w: key %s is not allowed for app %s", errForbidden, k.ID, app)
+	}
+	return &k, nil
+}

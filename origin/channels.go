@@ -1,0 +1,261 @@
+package origin
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/capstan-ota/capstan/release"
+	"github.com/dgraph-io/badger/v4"
+)
+
+// nextChannelRecord builds, signs and stores the next record of a channel
+// inside txn. mutate receives a copy of the previous record (or a fresh one)
+// and the previous record itself (nil for a new channel). Callers hold
+// chanMu, so Seq only grows.
+func (s *Server) nextChannelRecord(txn *badger.Txn, app, ch string, mutate func(c, prev *release.Channel) error) (*release.Envelope, error) {
+	var prevEnv release.Envelope
+	var prev *release.Channel
+	switch err := getJSON(txn, channelKey(app, ch), &prevEnv); {
+	case err == nil:
+		p, err := prevEnv.Channel()
+		if err != nil {
+			return nil, fmt.Errorf("stored channel record: %w", err)
+		}
+		prev = p
+	case errors.Is(err, ErrNotFound):
+	default:
+		return nil, err
+	}
+	now := s.cfg.Now().UTC()
+	c := &release.Channel{Type: release.TypeChannel, App: app, Channel: ch, RolloutBPS: release.FullRollout}
+	if prev != nil {
+		cp := *prev
+		c = &cp
+	}
+	if err := mutate(c, prev); err != nil {
+		return nil, err
+	}
+	// Seq is at least the clock in milliseconds, so it keeps growing even
+	// after the database is restored from an older backup.
+	c.Seq = uint64(now.UnixMilli())
+	if prev != nil && c.Seq <= prev.Seq {
+		c.Seq = prev.Seq + 1
+	}
+	c.Issued = now
+	c.Expires = now.Add(s.cfg.ChannelTTL)
+	b, err := c.Encode()
+	if err != nil {
+		return nil, badRequest("%v", err)
+	}
+	env := release.Seal(b, s.key)
+	if err := putChannel(txn, c, env); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// pointAt points c at target with a rollout. Devices outside the rollout
+// keep being offered the release the channel fully served before.
+func pointAt(c, prev *release.Channel, target release.Ref, bps int) {
+	if prev != nil && prev.Release.ID != target.ID {
+		switch {
+		case prev.RolloutBPS >= release.FullRollout && !prev.Paused:
+			r := prev.Release
+			c.Stable = &r
+		case prev.Stable != nil:
+			r := *prev.Stable
+			c.Stable = &r
+		}
+	}
+	if bps >= release.FullRollout {
+		c.Stable = nil
+	}
+	if c.Stable != nil && c.Stable.ID == target.ID {
+		c.Stable = nil
+	}
+	c.Release = target
+	c.RolloutBPS = bps
+	c.Paused = false
+}
+
+// ChannelRequest changes what a channel serves.
+type ChannelRequest struct {
+	App     string
+	Channel string
+	// Version to serve; empty keeps the current release (to change only the
+	// rollout or pause state).
+	Version string
+	// RolloutBPS in basis points; -1 keeps the current value.
+	RolloutBPS int
+	// Paused, if non-nil, pauses or resumes the rollout.
+	Paused *bool
+}
+
+// SetChannel points a channel at a release and signs the new record.
+func (s *Server) SetChannel(req ChannelRequest) (*release.Envelope, error) {
+	if err := release.ValidateChannel(req.Channel); err != nil {
+		return nil, badRequest("%v", err)
+	}
+	if _, err := s.st.app(req.App); err != nil {
+		return nil, err
+	}
+	if req.RolloutBPS > release.FullRollout {
+		return nil, badRequest("rollout must be between 0 and 100 percent")
+	}
+	var target *release.Record
+	if req.Version != "" {
+		if _, err := release.ParseVersion(req.Version); err != nil {
+			return nil, badRequest("%v", err)
+		}
+		r, err := s.st.release(req.App, req.Version)
+		if err != nil {
+			return nil, err
+		}
+		target = r
+	}
+	return s.updateChannel(req.App, req.Channel, func(c, prev *release.Channel) error {
+		if target == nil && prev == nil {
+			return fmt.Errorf("%w: channel %s/%s does not exist yet: give --version", ErrNotFound, req.App, req.Channel)
+		}
+		bps := req.RolloutBPS
+		if bps < 0 {
+			bps = release.FullRollout
+			if prev != nil && (target == nil || prev.Release.ID == target.ID) {
+				bps = prev.RolloutBPS
+			}
+		}
+		ref := c.Release
+		if target != nil {
+			ref = release.Ref{Version: target.Version, ID: target.ID}
+		}
+		if prev != nil && ref.ID == prev.Release.ID {
+			// Same release: only the rollout changes; Stable stays.
+			c.RolloutBPS = bps
+			if bps >= release.FullRollout {
+				c.Stable = nil
+			}
+		} else {
+			pointAt(c, prev, ref, bps)
+		}
+		if req.Paused != nil {
+			c.Paused = *req.Paused
+		}
+		return nil
+	})
+}
+
+func (s *Server) updateChannel(app, ch string, mutate func(c, prev *release.Channel) error) (*release.Envelope, error) {
+	s.chanMu.Lock()
+	var env *release.Envelope
+	err := s.db.Update(func(txn *badger.Txn) error {
+		e, err := s.nextChannelRecord(txn, app, ch, mutate)
+		env = e
+		return err
+	})
+	s.chanMu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("origin: channel %s/%s: %w", app, ch, err)
+	}
+	c, _ := env.Channel()
+	s.log.Info("channel record signed", "app", app, "channel", ch, "seq", c.Seq, "version", c.Release.Version, "rollout_bps", c.RolloutBPS, "paused", c.Paused)
+	s.publish(env)
+	return env, nil
+}
+
+// Builtin is the version name that means "the bundle shipped inside the app".
+const Builtin = "builtin"
+
+// Rollback puts an earlier release back on a channel as a new record, so
+// history only moves forward and devices move back. to may name a version,
+// "builtin", or be empty for the release the channel served before.
+func (s *Server) Rollback(app, ch, to string) (*release.Envelope, error) {
+	_, cur, err := s.st.channel(app, ch)
+	if err != nil {
+		return nil, err
+	}
+	var target release.Ref
+	switch to {
+	case Builtin:
+		// zero Ref: devices go back to the bundle inside the app
+	case "":
+		hist, err := s.st.history(app, ch)
+		if err != nil {
+			return nil, err
+		}
+		found := false
+		for i := len(hist) - 1; i >= 0; i-- {
+			if hist[i].Release.ID != cur.Release.ID {
+				target, found = hist[i].Release, true
+				break
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("%w: channel %s/%s has served only %s; name a version with --to", ErrNotFound, app, ch, cur.Release.Version)
+		}
+	default:
+		r, err := s.st.release(app, to)
+		if err != nil {
+			return nil, err
+		}
+		target = release.Ref{Version: r.Version, ID: r.ID}
+	}
+	return s.updateChannel(app, ch, func(c, _ *release.Channel) error {
+		c.Release = target
+		c.RolloutBPS = release.FullRollout
+		c.Stable = nil
+		c.Paused = false
+		return nil
+	})
+}
+
+func (s *Server) publish(env *release.Envelope) {
+	if s.cfg.Publisher == nil {
+		return
+	}
+	if err := s.cfg.Publisher.Publish(env); err != nil {
+		s.log.Error("publish channel record", "err", err)
+	}
+}
+
+// resignLoop re-signs channel records once half of their lifetime has
+// passed, so that fresh records keep reaching devices while the channel
+// does not change.
+func (s *Server) resignLoop() {
+	defer s.wg.Done()
+	every := s.cfg.ChannelTTL / 8
+	if every > time.Minute {
+		every = time.Minute
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.resignDue()
+		}
+	}
+}
+
+func (s *Server) resignDue() {
+	envs, err := s.st.channels("")
+	if err != nil {
+		s.log.Error("resign: list channels", "err", err)
+		return
+	}
+	now := s.cfg.Now()
+	for _, env := range envs {
+		c, err := env.Channel()
+		if err != nil {
+			continue
+		}
+		if c.Expires.Sub(now) > s.cfg.ChannelTTL/2 {
+			continue
+		}
+		if _, err := s.updateChannel(c.App, c.Channel, func(*release.Channel, *release.Channel) error { return nil }); err != nil {
+			s.log.Error("resign channel", "app", c.App, "channel", c.Channel, "err", err)
+		}
+	}
+}

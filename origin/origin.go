@@ -1,0 +1,215 @@
+package origin
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/capstan-ota/capstan/internal/bundle"
+	"github.com/capstan-ota/capstan/internal/kv"
+	"github.com/capstan-ota/capstan/release"
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Publisher spreads signed channel records to the fleet (the gossip node).
+type Publisher interface {
+	Publish(env *release.Envelope) error
+}
+
+// PublisherFunc adapts a function to Publisher.
+type PublisherFunc func(env *release.Envelope) error
+
+// Publish calls f.
+func (f PublisherFunc) Publish(env *release.Envelope) error { return f(env) }
+
+// Config configures an origin. Zero values mean the documented defaults.
+type Config struct {
+	// DataDir holds the database, blobs and the origin's signing key.
+	DataDir string
+	// AdminKey is taken as the admin API key on first start with an empty
+	// data folder (CAPSTAN_ADMIN_KEY); if empty, one is generated and
+	// reported once through Server.GeneratedAdminKey.
+	AdminKey string
+	// ChannelTTL is how long a signed channel record stays valid (default
+	// 24 h). The origin re-signs records when half of it has passed, so a
+	// device that sees an expired record knows it is being frozen.
+	ChannelTTL time.Duration
+	// MaxUploadBytes bounds an upload body (default 1 GiB).
+	MaxUploadBytes int64
+	// Limits bounds the content of an uploaded bundle.
+	Limits bundle.Limits
+	// Publisher receives every newly signed channel record; nil for none.
+	Publisher Publisher
+	// Logger receives the origin's log; nil discards it.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now. Tests inject their own.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the defaults for a data folder.
+func DefaultConfig(dataDir string) Config {
+	return Config{
+		DataDir:        dataDir,
+		ChannelTTL:     24 * time.Hour,
+		MaxUploadBytes: 1 << 30,
+		Limits:         bundle.DefaultLimits(),
+	}
+}
+
+// Server is an origin node. Its methods are safe for concurrent use.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	db    *badger.DB
+	st    *store
+	blobs *blobStore
+	key   ed25519.PrivateKey
+	reg   *prometheus.Registry
+	m     metrics
+
+	generatedAdminKey string
+
+	chanMu sync.Mutex // serialises channel record changes so Seq only grows
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// New opens (or creates) an origin's data folder.
+func New(cfg Config) (*Server, error) {
+	d := DefaultConfig(cfg.DataDir)
+	if cfg.DataDir == "" {
+		return nil, errors.New("origin: DataDir is required")
+	}
+	if cfg.ChannelTTL <= 0 {
+		cfg.ChannelTTL = d.ChannelTTL
+	}
+	if cfg.MaxUploadBytes <= 0 {
+		cfg.MaxUploadBytes = d.MaxUploadBytes
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("origin: create data folder: %w", err)
+	}
+	blobs, err := newBlobStore(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	key, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "origin.key"))
+	if err != nil {
+		return nil, err
+	}
+	db, err := kv.Open(kv.Options{Dir: filepath.Join(cfg.DataDir, "db"), SyncWrites: true, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("origin: %w", err)
+	}
+	s := &Server{cfg: cfg, log: log, db: db, st: &store{db: db}, blobs: blobs, key: key, stop: make(chan struct{})}
+	s.reg = prometheus.NewRegistry()
+	s.m = newMetrics(s.reg, s)
+	if err := s.bootstrapAdmin(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.wg.Add(1)
+	go s.resignLoop()
+	return s, nil
+}
+
+// GeneratedAdminKey returns the admin key generated at first start, or ""
+// when none was generated (it existed, or came from Config.AdminKey).
+func (s *Server) GeneratedAdminKey() string { return s.generatedAdminKey }
+
+// PublicKey is the origin's channel-signing public key.
+func (s *Server) PublicKey() ed25519.PublicKey { return s.key.Public().(ed25519.PublicKey) }
+
+// Registry is the origin's Prometheus registry.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Close stops background work and closes the database.
+func (s *Server) Close() error {
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.wg.Wait()
+	return s.db.Close()
+}
+
+func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		k, err := release.ParsePrivateKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("origin: signing key %s: %w", path, err)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("origin: read signing key: %w", err)
+	}
+	k, err := release.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	pemBytes, err := release.EncodePrivateKey(k)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(path, pemBytes, 0o600); err != nil {
+		return nil, fmt.Errorf("origin: write signing key: %w", err)
+	}
+	pub, _ := release.EncodePublicKey(k.Public().(ed25519.PublicKey), release.RoleOrigin)
+	if err := writeFileAtomic(path+".pub", pub, 0o644); err != nil {
+		return nil, fmt.Errorf("origin: write public key: %w", err)
+	}
+	return k, nil
+}
+
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// newAPIKey returns a random key with a recognisable prefix.
+func newAPIKey() string {
+	var b [24]byte
+	rand.Read(b[:])
+	return "cap_" + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func hashKey(k string) string {
+	s := sha256.Sum256([]byte(k))
+	return fmt.Sprintf("%x", s)
+}

@@ -1,0 +1,233 @@
+package origin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+	"github.com/capstan-ota/capstan/release"
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Key layout in the origin's Badger database.
+const (
+	pfxApp       = "a/" // a/<app> → App
+	pfxRelease   = "r/" // r/<app>/<version> → release.Record
+	pfxReleaseID = "i/" // i/<id> → "<app>/<version>"
+	pfxChannel   = "c/" // c/<app>/<channel> → latest signed channel envelope
+	pfxHistory   = "h/" // h/<app>/<channel>/<seq> → every channel envelope ever signed
+	pfxKey       = "k/" // k/<sha256 of api key> → APIKey
+	pfxPatch     = "p/" // p/<from>/<to> → patch blob hash
+)
+
+// Sentinel errors the API maps to HTTP statuses.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("already exists")
+)
+
+// App is an application known to the origin.
+type App struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+	// RequireSigning refuses uploads without a valid release signature.
+	RequireSigning bool `json:"require_signing,omitempty"`
+}
+
+func getJSON(txn *badger.Txn, key string, v any) error {
+	item, err := txn.Get([]byte(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+}
+
+func setJSON(txn *badger.Txn, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return txn.Set([]byte(key), b)
+}
+
+func releaseKey(app, version string) string { return pfxRelease + app + "/" + version }
+func channelKey(app, ch string) string      { return pfxChannel + app + "/" + ch }
+func historyKey(app, ch string, seq uint64) string {
+	return fmt.Sprintf("%s%s/%s/%020d", pfxHistory, app, ch, seq)
+}
+
+// store wraps the metadata database.
+type store struct {
+	db *badger.DB
+}
+
+func (s *store) app(id string) (*App, error) {
+	var a App
+	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, pfxApp+id, &a) })
+	if err != nil {
+		return nil, fmt.Errorf("app %q: %w", id, err)
+	}
+	return &a, nil
+}
+
+func (s *store) apps() ([]App, error) {
+	var out []App
+	err := s.db.View(func(txn *badger.Txn) error {
+		return iterate(txn, pfxApp, func(_ string, b []byte) error {
+			var a App
+			if err := json.Unmarshal(b, &a); err != nil {
+				return err
+			}
+			out = append(out, a)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func iterate(txn *badger.Txn, prefix string, fn func(key string, val []byte) error) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = []byte(prefix)
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		k := string(item.Key())
+		if err := item.Value(func(b []byte) error { return fn(k, b) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *store) release(app, version string) (*release.Record, error) {
+	var r release.Record
+	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, releaseKey(app, version), &r) })
+	if err != nil {
+		return nil, fmt.Errorf("release %s %s: %w", app, version, err)
+	}
+	return &r, nil
+}
+
+func (s *store) releaseByID(id release.Hash) (*release.Record, error) {
+	var r release.Record
+	err := s.db.View(func(txn *badger.Txn) error {
+		var name string
+		item, err := txn.Get([]byte(pfxReleaseID + id.String()))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if err := item.Value(func(b []byte) error { name = string(b); return nil }); err != nil {
+			return err
+		}
+		return getJSON(txn, pfxRelease+name, &r)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("release %s: %w", id, err)
+	}
+	return &r, nil
+}
+
+// releases lists an app's releases, newest semver first.
+func (s *store) releases(app string) ([]release.Record, error) {
+	var out []release.Record
+	err := s.db.View(func(txn *badger.Txn) error {
+		return iterate(txn, pfxRelease+app+"/", func(_ string, b []byte) error {
+			var r release.Record
+			if err := json.Unmarshal(b, &r); err != nil {
+				return err
+			}
+			r.Envelope = nil // listing does not need file lists
+			out = append(out, r)
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool {
+		a, _ := semver.NewVersion(out[i].Version)
+		b, _ := semver.NewVersion(out[j].Version)
+		if a == nil || b == nil {
+			return out[i].Version > out[j].Version
+		}
+		return a.GreaterThan(b)
+	})
+	return out, err
+}
+
+func (s *store) channel(app, ch string) (*release.Envelope, *release.Channel, error) {
+	var env release.Envelope
+	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, channelKey(app, ch), &env) })
+	if err != nil {
+		return nil, nil, fmt.Errorf("channel %s/%s: %w", app, ch, err)
+	}
+	c, err := env.Channel()
+	if err != nil {
+		return nil, nil, fmt.Errorf("channel %s/%s: stored record: %w", app, ch, err)
+	}
+	return &env, c, nil
+}
+
+// channels returns the latest record of every channel (of app, or of all
+// apps when app is empty).
+func (s *store) channels(app string) ([]*release.Envelope, error) {
+	prefix := pfxChannel
+	if app != "" {
+		prefix += app + "/"
+	}
+	var out []*release.Envelope
+	err := s.db.View(func(txn *badger.Txn) error {
+		return iterate(txn, prefix, func(_ string, b []byte) error {
+			var env release.Envelope
+			if err := json.Unmarshal(b, &env); err != nil {
+				return err
+			}
+			out = append(out, &env)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// history returns every record a channel has had, oldest first.
+func (s *store) history(app, ch string) ([]*release.Channel, error) {
+	var out []*release.Channel
+	err := s.db.View(func(txn *badger.Txn) error {
+		return iterate(txn, pfxHistory+app+"/"+ch+"/", func(_ string, b []byte) error {
+			var env release.Envelope
+			if err := json.Unmarshal(b, &env); err != nil {
+				return err
+			}
+			c, err := env.Channel()
+			if err != nil {
+				return err
+			}
+			out = append(out, c)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func putChannel(txn *badger.Txn, c *release.Channel, env *release.Envelope) error {
+	if err := setJSON(txn, channelKey(c.App, c.Channel), env); err != nil {
+		return err
+	}
+	return setJSON(txn, historyKey(c.App, c.Channel, c.Seq), env)
+}
+
+func splitName(s string) (string, string) {
+	i := strings.LastIndexByte(s, '/')
+	if i < 0 {
+		return s, ""
+	}
+	return s[:i], s[i+1:]
+}

@@ -1,0 +1,166 @@
+package origin
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/capstan-ota/capstan/internal/bundle"
+	"github.com/capstan-ota/capstan/release"
+	"github.com/dgraph-io/badger/v4"
+)
+
+// UploadRequest describes one release upload.
+type UploadRequest struct {
+	App       string
+	Version   string
+	MinNative string
+	// Channel, if set, is pointed at the new release in the same
+	// transaction that makes the release visible.
+	Channel    string
+	RolloutBPS int
+	// Envelope is the CI-signed manifest, if the uploader signed one. Its
+	// signed bytes must equal the manifest the origin computes from the zip.
+	Envelope *release.Envelope
+}
+
+// ErrBadRequest wraps every refusal caused by the request's content.
+var ErrBadRequest = errors.New("bad request")
+
+func badRequest(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrBadRequest}, args...)...)
+}
+
+// CheckUpload validates the parts of an upload that need no body, so that
+// a doomed upload is refused before a byte of the bundle is sent.
+func (s *Server) CheckUpload(req *UploadRequest) error {
+	if err := release.ValidateApp(req.App); err != nil {
+		return badRequest("%v", err)
+	}
+	if _, err := release.ParseVersion(req.Version); err != nil {
+		return badRequest("%v", err)
+	}
+	if req.MinNative != "" {
+		if _, err := release.ParseVersion(req.MinNative); err != nil {
+			return badRequest("min native version: %v", err)
+		}
+	}
+	if req.Channel != "" {
+		if err := release.ValidateChannel(req.Channel); err != nil {
+			return badRequest("%v", err)
+		}
+	}
+	if req.RolloutBPS < 0 || req.RolloutBPS > release.FullRollout {
+		return badRequest("rollout must be between 0 and 100 percent")
+	}
+	if _, err := s.st.release(req.App, req.Version); err == nil {
+		return fmt.Errorf("%w: version %s of %s; versions are never reused, bump the version", ErrConflict, req.Version, req.App)
+	}
+	return nil
+}
+
+// Upload stores the zip read from body as a new release. The release is
+// visible only once every blob is durable and its record is committed.
+func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader) (*release.Record, error) {
+	if err := s.CheckUpload(req); err != nil {
+		return nil, err
+	}
+	tmp, err := os.CreateTemp(s.blobs.tmp, "upload-*.zip")
+	if err != nil {
+		return nil, fmt.Errorf("origin: upload: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	n, err := io.Copy(tmp, io.LimitReader(body, s.cfg.MaxUploadBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("origin: upload: receive bundle: %w", err)
+	}
+	if n > s.cfg.MaxUploadBytes {
+		return nil, badRequest("upload is over the limit of %d bytes", s.cfg.MaxUploadBytes)
+	}
+	entries, err := bundle.Read(tmp, n, s.cfg.Limits)
+	if err != nil {
+		return nil, badRequest("%v", err)
+	}
+	m := &release.Manifest{Type: release.TypeRelease, App: req.App, Version: req.Version, MinNative: req.MinNative}
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		rc, err := e.Open()
+		if err != nil {
+			return nil, badRequest("%v", err)
+		}
+		h, size, err := s.blobs.put(rc, e.Size(), release.Hash{})
+		rc.Close()
+		if err != nil {
+			if errors.Is(err, bundle.ErrBadBundle) {
+				return nil, badRequest("%v", err)
+			}
+			return nil, err
+		}
+		m.Files = append(m.Files, release.File{Path: e.Path, Size: size, Mode: e.Mode, SHA256: h})
+	}
+	canonical, err := m.Encode()
+	if err != nil {
+		return nil, badRequest("%v", err)
+	}
+	env := &release.Envelope{Signed: canonical}
+	if req.Envelope != nil {
+		if !bytes.Equal(req.Envelope.Signed, canonical) {
+			return nil, badRequest("the signed manifest does not match the uploaded bundle (was it signed for another zip, version or min native version?)")
+		}
+		env = req.Envelope
+	}
+	app, appErr := s.st.app(req.App)
+	if appErr == nil && app.RequireSigning && len(env.Signatures) == 0 {
+		return nil, fmt.Errorf("%w: app %s requires signed releases: upload with --sign-key or CAPSTAN_SIGNING_KEY", errForbidden, req.App)
+	}
+	rec := &release.Record{
+		ID: env.ID(), App: req.App, Version: req.Version, Uploaded: s.cfg.Now().UTC(),
+		Size: m.TotalSize(), Files: len(m.Files), Envelope: env,
+	}
+	var published *release.Envelope
+	s.chanMu.Lock()
+	err = s.db.Update(func(txn *badger.Txn) error {
+		if _, err := txn.Get([]byte(releaseKey(req.App, req.Version))); err == nil {
+			return fmt.Errorf("%w: version %s of %s already exists", ErrConflict, req.Version, req.App)
+		}
+		if appErr != nil {
+			if err := setJSON(txn, pfxApp+req.App, &App{ID: req.App, Created: rec.Uploaded}); err != nil {
+				return err
+			}
+		}
+		if err := setJSON(txn, releaseKey(req.App, req.Version), rec); err != nil {
+			return err
+		}
+		if err := txn.Set([]byte(pfxReleaseID+rec.ID.String()), []byte(req.App+"/"+req.Version)); err != nil {
+			return err
+		}
+		if req.Channel != "" {
+			env, err := s.nextChannelRecord(txn, req.App, req.Channel, func(c *release.Channel, prev *release.Channel) error {
+				pointAt(c, prev, release.Ref{Version: rec.Version, ID: rec.ID}, req.RolloutBPS)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			published = env
+		}
+		return nil
+	})
+	s.chanMu.Unlock()
+	if err != nil {
+		s.m.uploads.WithLabelValues("refused").Inc()
+		return nil, fmt.Errorf("origin: commit release: %w", err)
+	}
+	s.m.uploads.WithLabelValues("ok").Inc()
+	s.log.Info("release stored", "app", rec.App, "version", rec.Version, "id", rec.ID, "files", rec.Files, "bytes", rec.Size, "channel", req.Channel)
+	if published != nil {
+		s.publish(published)
+	}
+	return rec, nil
+}
