@@ -1,0 +1,44 @@
+# Capstan — see README.md. Every target works on a fresh clone.
+GO      ?= go
+BIN     := bin/capstan
+PKGS    := ./...
+STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
+
+.PHONY: build dev test test-short race bench bench-delta lint fuzz tidy-check clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/capstan
+
+# The main job: an origin and one edge in one process on an embedded store.
+dev: build
+	./$(BIN) dev
+
+# Every test, with the race detector. End-to-end tests build bin/capstan.
+test: build
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+bench: build
+	bash scripts/bench.sh
+
+bench-delta:
+	bash scripts/bench-delta.sh
+
+# Fuzz every parser for FUZZTIME each (default 60s); CI runs them briefly in `make test` via the seed corpus.
+FUZZTIME ?= 60s
+fuzz:
+	bash scripts/fuzz.sh $(FUZZTIME)
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
+
+# Fails when go.mod/go.sum drift from the code.
+tidy-check:
+	$(GO) mod tidy -diff
+
+clean:
+	rm -rf bin
