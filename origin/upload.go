@@ -68,6 +68,9 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 	if err := s.CheckUpload(req); err != nil {
 		return nil, err
 	}
+	if err := s.checkSignature(req.App, req.Envelope); err != nil {
+		return nil, err
+	}
 	tmp, err := os.CreateTemp(s.blobs.tmp, "upload-*.zip")
 	if err != nil {
 		return nil, fmt.Errorf("origin: upload: %w", err)

@@ -47,7 +47,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Long: `Capstan ships web-bundle updates to mobile apps as tiny binary patches.
 
 Servers:   capstan dev | origin | edge
-CI:        capstan upload | channel set | rollback | keys gen
+CI:        capstan upload | channel set | rollback | keys gen|rotate
+Admin:     capstan keys create|list|revoke | app set|show
 Devices:   capstan device
 Client commands read CAPSTAN_SERVER (default http://127.0.0.1:7070) and CAPSTAN_API_KEY.`,
 		SilenceUsage:  true,
@@ -55,7 +56,7 @@ Client commands read CAPSTAN_SERVER (default http://127.0.0.1:7070) and CAPSTAN_
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newDevCmd(), newOriginCmd(), newEdgeCmd(), newKeysCmd(), newUploadCmd(), newChannelCmd(), newRollbackCmd(), newDeviceCmd())
+	root.AddCommand(newDevCmd(), newOriginCmd(), newEdgeCmd(), newKeysCmd(), newUploadCmd(), newChannelCmd(), newRollbackCmd(), newDeviceCmd(), newAppCmd())
 	return root
 }
 
