@@ -198,4 +198,7 @@ func (s *Server) trustRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("PUT /v1/apps/{app}", s.handleSetApp)
 	mux.HandleFunc("GET /v1/keys", s.handleListKeys)
 	mux.HandleFunc("DELETE /v1/keys/{id}", s.handleRevokeKey)
+	mux.HandleFunc("GET /v1/keys/rotations", s.handleRotations)
+	mux.HandleFunc("POST /v1/keys/rotations", s.handleAddRotation)
+	mux.HandleFunc("POST /v1/keys/origin/rotate", s.handleRotateOriginKey)
 }

@@ -48,7 +48,7 @@ func (s *Server) nextChannelRecord(txn *badger.Txn, app, ch string, mutate func(
 	if err != nil {
 		return nil, badRequest("%v", err)
 	}
-	env := release.Seal(b, s.key)
+	env := release.Seal(b, s.signingKey())
 	if err := putChannel(txn, c, env); err != nil {
 		return nil, err
 	}

@@ -21,10 +21,12 @@ const (
 )
 
 // Rotation introduces a new key for a role and retires an old one. It is
-// valid only when signed by the old key; a rotation of the origin key may
-// instead be signed by a trusted release key, which is how a device
-// recovers when the origin's online key is stolen (the thief holds the old
-// origin key, but not the release key kept in CI).
+// valid when signed by the old key. A rotation of the origin key may
+// instead be signed by a trusted release key; it then replaces every
+// origin key the device trusts, which is how a device recovers when the
+// origin's online key is stolen: the thief holds the old origin key (and
+// may even have rotated it to a key of their own), but not the release key
+// kept in CI.
 type Rotation struct {
 	Type string `json:"type"`
 	// Role is RoleRelease or RoleOrigin.
@@ -118,6 +120,29 @@ func ApplyRotation(trusted []PublicKey, env *Envelope) (out []PublicKey, r *Rota
 			return KeyID(k.Key) == id && (k.Role == "" || k.Role == role)
 		})
 	}
+	if r.Role == RoleOrigin && env.Verify(KeysFor(trusted, RoleRelease)) == nil {
+		// Recovery: a release key vouches for the new origin key, which
+		// replaces every origin key, whoever holds the old one now.
+		out = make([]PublicKey, 0, len(trusted)+1)
+		changed := false
+		for _, k := range trusted {
+			switch {
+			case k.Role == RoleOrigin && k.Key.Equal(r.New):
+				continue
+			case k.Role == RoleOrigin:
+				changed = true
+				continue
+			case k.Role == "":
+				k.Role = RoleRelease
+			}
+			out = append(out, k)
+		}
+		out = append(out, PublicKey{Key: r.New, Role: RoleOrigin})
+		if !changed && has(KeyID(r.New), RoleOrigin) >= 0 {
+			return trusted, r, false, nil
+		}
+		return out, r, true, nil
+	}
 	oldIdx := has(r.Old, r.Role)
 	if oldIdx < 0 {
 		if has(KeyID(r.New), r.Role) >= 0 {
@@ -125,19 +150,19 @@ func ApplyRotation(trusted []PublicKey, env *Envelope) (out []PublicKey, r *Rota
 		}
 		return trusted, r, false, fmt.Errorf("%w: %s key %s is not trusted here", ErrRotation, r.Role, r.Old)
 	}
-	signers := []ed25519.PublicKey{trusted[oldIdx].Key}
-	if r.Role == RoleOrigin {
-		signers = append(signers, KeysFor(trusted, RoleRelease)...)
-	}
-	if err := env.Verify(signers); err != nil {
+	if err := env.Verify([]ed25519.PublicKey{trusted[oldIdx].Key}); err != nil {
 		return trusted, r, false, fmt.Errorf("%w: %s key %s → %s: %w", ErrRotation, r.Role, r.Old, KeyID(r.New), err)
 	}
 	out = make([]PublicKey, 0, len(trusted)+1)
 	for i, k := range trusted {
 		if i == oldIdx {
-			if k.Role == "" && r.Role == RoleOrigin {
-				// A key trusted for every role keeps its release role.
-				out = append(out, PublicKey{Key: k.Key, Role: RoleRelease})
+			if k.Role == "" {
+				// A key trusted for every role keeps its other role.
+				other := RoleRelease
+				if r.Role == RoleRelease {
+					other = RoleOrigin
+				}
+				out = append(out, PublicKey{Key: k.Key, Role: other})
 			}
 			continue
 		}

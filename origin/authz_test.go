@@ -1,0 +1,283 @@
+package origin
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/capstan-ota/capstan/internal/bundle"
+	"github.com/capstan-ota/capstan/release"
+)
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+const testAdminKey = "admin-secret"
+
+func newTestServer(t *testing.T, now func() time.Time) (*Server, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	cfg := DefaultConfig(t.TempDir())
+	cfg.AdminKey = testAdminKey
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	cfg.Now = now
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, logs
+}
+
+func testZip(t *testing.T, files map[string]string) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	for p, body := range files {
+		fp := filepath.Join(dir, p)
+		os.MkdirAll(filepath.Dir(fp), 0o755)
+		if err := os.WriteFile(fp, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	if err := bundle.ZipDir(dir, &buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func mustUpload(t *testing.T, s *Server, app, version string) *release.Record {
+	t.Helper()
+	z := testZip(t, map[string]string{"index.html": app + version})
+	rec, err := s.Upload(context.Background(), &UploadRequest{App: app, Version: version, Channel: "production", RolloutBPS: release.FullRollout}, bytes.NewReader(z))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+func mustKey(t *testing.T, s *Server, role Role, apps ...string) (APIKey, string) {
+	t.Helper()
+	k, secret, err := s.CreateKey(CreateKeyBody{Role: role, Apps: apps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, secret
+}
+
+// TestAuthzMatrix calls every origin endpoint with every kind of caller and
+// asserts that exactly the allowed cells succeed, and that every refusal
+// of a presented key is logged.
+func TestAuthzMatrix(t *testing.T) {
+	s, logs := newTestServer(t, nil)
+	h := s.Handler()
+	a1 := mustUpload(t, s, "appA", "1.0.0")
+	mustUpload(t, s, "appA", "1.1.0")
+	mustUpload(t, s, "appB", "1.0.0")
+	relKey, _ := release.GenerateKey()
+	relPEM, _ := release.EncodePublicKey(relKey.Public().(ed25519.PublicKey), release.RoleRelease)
+	if _, err := s.SetApp("appA", AppSettings{AddReleaseKeys: []string{string(relPEM)}}); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := a1.Envelope.Manifest()
+	blob := m.Files[0].SHA256
+
+	_, pubA := mustKey(t, s, RolePublisher, "appA")
+	_, pubB := mustKey(t, s, RolePublisher, "appB")
+	_, reader := mustKey(t, s, RoleReader)
+	callers := []struct{ name, secret string }{
+		{"admin", testAdminKey}, {"publisherA", pubA}, {"publisherB", pubB}, {"reader", reader}, {"none", ""},
+	}
+
+	// Who may call: "public", or the callers allowed.
+	all := []string{"admin", "publisherA", "publisherB", "reader", "none"}
+	keyed := []string{"admin", "publisherA", "publisherB", "reader"}
+	readA := []string{"admin", "publisherA", "reader"}
+	writeA := []string{"admin", "publisherA"}
+	admin := []string{"admin"}
+
+	version := 10
+	relKeyCur := relKey
+	type endpoint struct {
+		name    string
+		allowed []string
+		req     func(t *testing.T) *http.Request
+	}
+	get := func(path string) func(*testing.T) *http.Request {
+		return func(*testing.T) *http.Request { return httptest.NewRequest("GET", path, nil) }
+	}
+	jsonReq := func(method, path string, body any) func(*testing.T) *http.Request {
+		return func(*testing.T) *http.Request {
+			b, _ := json.Marshal(body)
+			return httptest.NewRequest(method, path, bytes.NewReader(b))
+		}
+	}
+	endpoints := []endpoint{
+		{"healthz", all, get("/healthz")},
+		{"metrics", all, get("/metrics")},
+		{"state", all, get("/v1/state")},
+		{"release by id", all, get("/v1/releases/" + a1.ID.String())},
+		{"blob", all, get("/v1/blobs/" + blob.String())},
+		{"origin key", all, get("/v1/keys/origin")},
+		{"rotations", all, get("/v1/keys/rotations")},
+		{"list apps", keyed, get("/v1/apps")},
+		{"get app", readA, get("/v1/apps/appA")},
+		{"set app", admin, jsonReq("PUT", "/v1/apps/appA", AppSettings{})},
+		{"upload", writeA, func(t *testing.T) *http.Request {
+			version++
+			z := testZip(t, map[string]string{"index.html": fmt.Sprint(version)})
+			return httptest.NewRequest("POST", fmt.Sprintf("/v1/apps/appA/releases?version=2.0.%d", version), bytes.NewReader(z))
+		}},
+		{"list releases", readA, get("/v1/apps/appA/releases")},
+		{"get release", readA, get("/v1/apps/appA/releases/1.0.0")},
+		{"list channels", readA, get("/v1/apps/appA/channels")},
+		{"set channel", writeA, jsonReq("PUT", "/v1/apps/appA/channels/production", SetChannelBody{Version: "1.0.0"})},
+		{"rollback", writeA, jsonReq("POST", "/v1/apps/appA/channels/production/rollback", RollbackBody{To: "1.1.0"})},
+		{"create key", admin, jsonReq("POST", "/v1/keys", CreateKeyBody{Role: RoleReader})},
+		{"list keys", admin, get("/v1/keys")},
+		{"revoke key", admin, func(t *testing.T) *http.Request {
+			k, _ := mustKey(t, s, RoleReader)
+			return httptest.NewRequest("DELETE", "/v1/keys/"+k.ID, nil)
+		}},
+		{"release key rotation", writeA, func(t *testing.T) *http.Request {
+			next, _ := release.GenerateKey()
+			env, err := release.NewRotation(release.RoleRelease, "appA", relKeyCur, next.Public().(ed25519.PublicKey), time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(env)
+			// The rotation takes effect only if allowed; the next cell
+			// rotates from whichever key is current.
+			r := httptest.NewRequest("POST", "/v1/keys/rotations", bytes.NewReader(b))
+			r = r.WithContext(context.WithValue(r.Context(), nextKeyCtx{}, next))
+			return r
+		}},
+		{"rotate origin key", admin, func(*testing.T) *http.Request { return httptest.NewRequest("POST", "/v1/keys/origin/rotate", nil) }},
+	}
+	for _, ep := range endpoints {
+		for _, c := range callers {
+			t.Run(ep.name+"/"+c.name, func(t *testing.T) {
+				r := ep.req(t)
+				if c.secret != "" {
+					r.Header.Set("Authorization", "Bearer "+c.secret)
+				}
+				before := strings.Count(logs.String(), "api refused")
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				allowed := false
+				for _, a := range ep.allowed {
+					allowed = allowed || a == c.name
+				}
+				ok := w.Code >= 200 && w.Code < 300
+				if ok != allowed {
+					t.Fatalf("%s %s as %s: %d %s (allowed: %v)", r.Method, r.URL, c.name, w.Code, strings.TrimSpace(w.Body.String()), allowed)
+				}
+				if !allowed && w.Code != http.StatusUnauthorized && w.Code != http.StatusForbidden {
+					t.Fatalf("refusal with %d, want 401 or 403", w.Code)
+				}
+				if !allowed && c.secret != "" && strings.Count(logs.String(), "api refused") == before {
+					t.Fatalf("refusal of %s was not logged", c.name)
+				}
+				if ok {
+					if next, found := r.Context().Value(nextKeyCtx{}).(ed25519.PrivateKey); found {
+						relKeyCur = next
+					}
+				}
+			})
+		}
+	}
+	// A scoped listing shows only the caller's apps.
+	r := httptest.NewRequest("GET", "/v1/apps", nil)
+	r.Header.Set("Authorization", "Bearer "+pubB)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if strings.Contains(w.Body.String(), "appA") || !strings.Contains(w.Body.String(), "appB") {
+		t.Fatalf("publisher B sees %s", w.Body.String())
+	}
+}
+
+type nextKeyCtx struct{}
+
+func TestAPIKeyLifecycle(t *testing.T) {
+	now := time.Now()
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s, _ := newTestServer(t, clock)
+	h := s.Handler()
+	call := func(secret, method, path string) int {
+		r := httptest.NewRequest(method, path, nil)
+		r.Header.Set("Authorization", "Bearer "+secret)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code
+	}
+	k, secret, err := s.CreateKey(CreateKeyBody{Role: RoleReader, Expires: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(secret, k.ID) {
+		t.Fatal("the key id reveals part of the secret")
+	}
+	if c := call(secret, "GET", "/v1/apps"); c != 200 {
+		t.Fatalf("fresh key: %d", c)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Hour)
+	mu.Unlock()
+	if c := call(secret, "GET", "/v1/apps"); c != 401 {
+		t.Fatalf("expired key: %d", c)
+	}
+	k2, secret2, _ := s.CreateKey(CreateKeyBody{Role: RoleReader})
+	if c := call(testAdminKey, "DELETE", "/v1/keys/"+k2.ID); c != 200 {
+		t.Fatalf("revoke: %d", c)
+	}
+	if c := call(secret2, "GET", "/v1/apps"); c != 401 {
+		t.Fatalf("revoked key: %d", c)
+	}
+	if c := call(testAdminKey, "DELETE", "/v1/keys/admin"); c != 400 {
+		t.Fatalf("self-revoke: %d", c)
+	}
+	keys, _ := s.Keys()
+	for _, k := range keys {
+		if k.Hash != "" {
+			t.Fatal("listing shows key hashes")
+		}
+	}
+	for _, bad := range []CreateKeyBody{
+		{Role: "root"},
+		{Role: RolePublisher},
+		{Role: RoleAdmin, Apps: []string{"a"}},
+		{Role: RoleReader, Apps: []string{"../x"}},
+		{Role: RoleReader, Expires: now.Add(-time.Hour)},
+	} {
+		if _, _, err := s.CreateKey(bad); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
