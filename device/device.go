@@ -132,6 +132,7 @@ func New(cfg Config) (*Device, error) {
 		return nil, err
 	}
 	d := &Device{cfg: cfg, st: st}
+	d.pinKeys()
 	if cfg.DeviceID != "" {
 		st.DeviceID = cfg.DeviceID
 	}
@@ -264,6 +265,11 @@ func (d *Device) check(ctx context.Context) (*plan, error) {
 			continue
 		}
 		p, err := d.verify(edge, &ans)
+		if err != nil && errors.Is(err, release.ErrUnsigned) && d.followRotations(ctx, edge) {
+			// The answer is signed by a key the device does not know yet:
+			// it followed the edge's rotation statements; try again.
+			p, err = d.verify(edge, &ans)
+		}
 		if err != nil {
 			// A bad answer from one edge is that edge's fault: try the next.
 			errs = append(errs, fmt.Errorf("%s: %w", edge, err))
@@ -280,9 +286,9 @@ func (d *Device) verify(edge string, ans *checkAnswer) (*plan, error) {
 	if ans.Channel == nil {
 		return nil, fmt.Errorf("%w: answer has no channel record", ErrVerify)
 	}
-	if len(d.cfg.Keys) > 0 {
-		if err := ans.Channel.Verify(release.KeysFor(d.cfg.Keys, release.RoleOrigin)); err != nil {
-			return nil, fmt.Errorf("%w: channel record: %v", ErrVerify, err)
+	if len(d.st.Keys) > 0 {
+		if err := ans.Channel.Verify(release.KeysFor(d.st.Keys, release.RoleOrigin)); err != nil {
+			return nil, fmt.Errorf("%w: channel record: %w", ErrVerify, err)
 		}
 	}
 	ch, err := ans.Channel.Channel()
@@ -326,9 +332,9 @@ func (d *Device) verify(edge string, ans *checkAnswer) (*plan, error) {
 	if ans.Release.ID() != target.ID {
 		return nil, fmt.Errorf("%w: manifest %s is not the release %s the signed channel record names", ErrVerify, ans.Release.ID(), target.ID)
 	}
-	if len(d.cfg.Keys) > 0 {
-		if err := ans.Release.Verify(release.KeysFor(d.cfg.Keys, release.RoleRelease)); err != nil {
-			return nil, fmt.Errorf("%w: release manifest: %v", ErrVerify, err)
+	if len(d.st.Keys) > 0 {
+		if err := ans.Release.Verify(release.KeysFor(d.st.Keys, release.RoleRelease)); err != nil {
+			return nil, fmt.Errorf("%w: release manifest: %w", ErrVerify, err)
 		}
 	}
 	m, err := ans.Release.Manifest()

@@ -38,6 +38,12 @@ type State struct {
 	Pending bool `json:"pending,omitempty"`
 	// PendingSince is when Current was installed (unix seconds).
 	PendingSince int64 `json:"pending_since,omitempty"`
+	// Keys is the trusted key set: Config.Keys at first, then moved on by
+	// the rotation statements the device has followed (see trust.go).
+	Keys []release.PublicKey `json:"keys,omitempty"`
+	// KeysPinned identifies the Config.Keys that Keys grew from; when the
+	// app ships other keys, they replace Keys.
+	KeysPinned string `json:"keys_pinned,omitempty"`
 }
 
 func stateDir(dir string) string  { return filepath.Join(dir, ".capstan") }

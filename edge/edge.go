@@ -42,6 +42,9 @@ type Config struct {
 	// origin costs a device a fast 503, never a hang.
 	FetchTimeout   time.Duration
 	ConnectTimeout time.Duration
+	// RateLimit bounds requests per client address on device endpoints;
+	// the zero value means DefaultRateLimit().
+	RateLimit RateLimitConfig
 	// Logger receives the edge's log; nil discards it.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -73,6 +76,7 @@ type Server struct {
 	reg    *prometheus.Registry
 	m      *metrics
 	srv    *fasthttp.Server
+	trust  trustState
 
 	manMu     sync.RWMutex // guards manifests
 	manifests map[release.Hash]*manifestEntry
@@ -148,6 +152,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
+	s.initTrust()
 	if err := s.loadState(); err != nil {
 		db.Close()
 		return nil, err

@@ -21,6 +21,10 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
 			start := time.Now()
+			if s.limited(ctx) {
+				s.m.observe("limited", ctx.Response.StatusCode(), time.Since(start), 0)
+				return
+			}
 			route := s.route(ctx, metricsHandler)
 			s.m.observe(route, ctx.Response.StatusCode(), time.Since(start), ctx.Response.Header.ContentLength())
 		},
@@ -69,6 +73,9 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, metricsHandler fasthttp.Request
 	case strings.HasPrefix(path, "/v1/releases/") && get:
 		s.handleRelease(ctx, path[len("/v1/releases/"):])
 		return "release"
+	case path == "/v1/keys/rotations" && get:
+		s.handleRotations(ctx)
+		return "rotations"
 	case path == "/healthz" && get:
 		s.handleHealth(ctx)
 		return "healthz"

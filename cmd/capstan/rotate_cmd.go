@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/capstan-ota/capstan/edge"
+	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/spf13/cobra"
 )
@@ -129,4 +131,44 @@ devices holding only the old key learn the new one.`,
 	cmd.Flags().BoolVar(&publish, "publish", false, "send the statement to the origin (CAPSTAN_SERVER, CAPSTAN_API_KEY)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the statement as one JSON object")
 	return cmd
+}
+
+// rateLimitFlags are the edge's per-address rate limit flags.
+type rateLimitFlags struct {
+	perSecond float64
+	burst     int
+	clients   int
+	loopback  bool
+}
+
+func (f *rateLimitFlags) flags(cmd *cobra.Command) {
+	d := edge.DefaultRateLimit()
+	cmd.Flags().Float64Var(&f.perSecond, "rate-limit", d.PerSecond, "device requests per second per client address (IPv4 address or IPv6 /64); negative turns limiting off")
+	cmd.Flags().IntVar(&f.burst, "rate-burst", d.Burst, "requests a quiet address may make at once")
+	cmd.Flags().IntVar(&f.clients, "rate-clients", d.Clients, "client addresses tracked at once (least recently seen forgotten first)")
+	cmd.Flags().BoolVar(&f.loopback, "rate-limit-loopback", false, "also limit loopback clients (exempt by default for local load generators)")
+}
+
+func (f *rateLimitFlags) apply(cfg *edge.Config) {
+	cfg.RateLimit = edge.RateLimitConfig{PerSecond: f.perSecond, Burst: f.burst, Clients: f.clients, LimitLoopback: f.loopback}
+}
+
+// rotateOriginKey rotates a running origin's key, co-signed by a release
+// key when one is given.
+func rotateOriginKey(ctx context.Context, cmd *cobra.Command, o *origin.Server, cosignFile string) error {
+	var co []ed25519.PrivateKey
+	if cosignFile != "" {
+		k, err := release.LoadSigningKey(cosignFile)
+		if err != nil {
+			return fmt.Errorf("--rotate-cosign: %w", err)
+		}
+		co = append(co, k)
+	}
+	env, err := o.RotateKey(ctx, co...)
+	if err != nil {
+		return err
+	}
+	r, _ := env.Rotation()
+	fmt.Fprintf(cmd.ErrOrStderr(), "origin key rotated: %s → %s; devices follow the statement served at /v1/keys/rotations\n", r.Old, release.KeyID(r.New))
+	return nil
 }

@@ -62,8 +62,11 @@ func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir, addr string, pub
 	return o, srv, ln, nil
 }
 
-func startEdge(log *slog.Logger, dataDir, addr string, cacheSize int64, origins func() []string) (*edge.Server, net.Listener, error) {
+func startEdge(log *slog.Logger, dataDir, addr string, cacheSize int64, origins func() []string, opts ...func(*edge.Config)) (*edge.Server, net.Listener, error) {
 	cfg := edge.DefaultConfig(dataDir)
+	for _, o := range opts {
+		o(&cfg)
+	}
 	if cacheSize > 0 {
 		cfg.CacheSize = cacheSize
 	}
@@ -136,7 +139,8 @@ func newDevCmd() *cobra.Command {
 }
 
 func newOriginCmd() *cobra.Command {
-	var dataDir, apiAddr, gossipAddr, join string
+	var dataDir, apiAddr, gossipAddr, join, cosign string
+	var rotate bool
 	cmd := &cobra.Command{
 		Use:     "origin",
 		Short:   "Run an origin node: the CI API, the release store, the channel signer",
@@ -150,6 +154,13 @@ func newOriginCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if rotate {
+				if err := rotateOriginKey(ctx, cmd, o, cosign); err != nil {
+					api.Close()
+					o.Close()
+					return err
+				}
+			}
 			_ = gossipAddr
 			_ = join
 			<-ctx.Done()
@@ -160,6 +171,8 @@ func newOriginCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "./capstan-data/origin", "data folder")
+	cmd.Flags().BoolVar(&rotate, "rotate-key", false, "replace the origin's channel-signing key on start, publishing a statement signed by the old key")
+	cmd.Flags().StringVar(&cosign, "rotate-cosign", "", "with --rotate-key: a release private key that co-signs the statement (recovery when the old origin key is stolen)")
 	cmd.Flags().StringVar(&apiAddr, "api", "127.0.0.1:7070", "API listen address")
 	cmd.Flags().StringVar(&gossipAddr, "gossip", "127.0.0.1:7946", "gossip bind address")
 	cmd.Flags().StringVar(&join, "join", "", "comma-separated gossip addresses of cluster members to join")
@@ -168,6 +181,7 @@ func newOriginCmd() *cobra.Command {
 
 func newEdgeCmd() *cobra.Command {
 	var dataDir, httpAddr, gossipAddr, join, cacheSize, originURLs string
+	var rl rateLimitFlags
 	cmd := &cobra.Command{
 		Use:     "edge",
 		Short:   "Run an edge node: answers device checks and serves blobs and patches",
@@ -188,7 +202,7 @@ func newEdgeCmd() *cobra.Command {
 			origins := splitList(originURLs)
 			_ = gossipAddr
 			_ = join
-			e, _, err := startEdge(log, dataDir, httpAddr, size, func() []string { return origins })
+			e, _, err := startEdge(log, dataDir, httpAddr, size, func() []string { return origins }, rl.apply)
 			if err != nil {
 				return err
 			}
@@ -205,6 +219,7 @@ func newEdgeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&join, "join", "", "comma-separated gossip addresses of cluster members to join")
 	cmd.Flags().StringVar(&cacheSize, "cache-size", "1GiB", "disk cache cap, e.g. 500MB or 2GiB")
 	cmd.Flags().StringVar(&originURLs, "origin", "", "comma-separated origin API URLs to pull from (besides those learnt from gossip)")
+	rl.flags(cmd)
 	return cmd
 }
 

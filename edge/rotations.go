@@ -1,0 +1,82 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/capstan-ota/capstan/release"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+)
+
+// trustState is the edge's share of the trust machinery: the rate limiter
+// and the cached key rotation statements. The edge holds no key and
+// verifies no signature here: rotation statements are self-authenticating
+// and devices check them.
+type trustState struct {
+	limiter     *limiter
+	rateLimited prometheus.Counter
+
+	rotMu      sync.Mutex // guards rotBody, rotFetched
+	rotBody    []byte
+	rotFetched time.Time
+}
+
+// rotationsTTL is how long the edge serves the origin's rotation
+// statements before asking again. Rotations are rare and devices only ask
+// when a signature names a key they do not know, so this is about load,
+// not freshness.
+const rotationsTTL = 30 * time.Second
+
+// maxRotationsBody bounds the rotations document pulled from an origin.
+const maxRotationsBody = release.MaxRotations*(2*release.MaxRotationBytes) + 1024
+
+func (s *Server) initTrust() {
+	s.trust.rateLimited = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "capstan_edge_rate_limited_total", Help: "Device requests refused with 429 because their address was over its rate.",
+	})
+	s.reg.MustRegister(s.trust.rateLimited)
+	s.trust.limiter = newLimiter(s.cfg.RateLimit, s.cfg.Now)
+}
+
+// handleRotations serves GET /v1/keys/rotations: the origin's key rotation
+// statements, pulled through and cached briefly; a stale copy is served
+// while every origin is away.
+func (s *Server) handleRotations(ctx *fasthttp.RequestCtx) {
+	t := &s.trust
+	t.rotMu.Lock()
+	body, fetched := t.rotBody, t.rotFetched
+	t.rotMu.Unlock()
+	if body == nil || s.cfg.Now().Sub(fetched) > rotationsTTL {
+		v, err, _ := s.flight.Do("rotations", func() (any, error) {
+			rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			b, err := s.fetchSmall(rctx, "/v1/keys/rotations", maxRotationsBody)
+			if err != nil {
+				return nil, err
+			}
+			var doc struct {
+				Rotations []json.RawMessage `json:"rotations"`
+			}
+			if err := json.Unmarshal(b, &doc); err != nil {
+				return nil, err
+			}
+			return b, nil
+		})
+		switch {
+		case err == nil:
+			body = v.([]byte)
+			t.rotMu.Lock()
+			t.rotBody, t.rotFetched = body, s.cfg.Now()
+			t.rotMu.Unlock()
+		case body == nil:
+			s.failFetch(ctx, err)
+			return
+		}
+	}
+	ctx.SetContentType("application/json")
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.SetBody(body)
+}
