@@ -1,6 +1,7 @@
 package device
 
 import (
+	"crypto/ecdh"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,6 +38,9 @@ type Config struct {
 	// Keys are the trusted public keys (release and origin roles). With no
 	// keys, signatures are not checked (development only).
 	Keys []release.PublicKey
+	// DecryptKey is the app's X25519 private key, needed for the releases
+	// of an app that encrypts them (see seal.go); nil for none.
+	DecryptKey *ecdh.PrivateKey
 	// RequestTimeout bounds one request to an edge (default 10 s); a slow
 	// or silent edge costs at most this before the next edge is tried.
 	RequestTimeout time.Duration
@@ -411,6 +415,10 @@ func (d *Device) populate(ctx context.Context, p *plan, staging string) (string,
 			}
 		}
 	}
+	sp, err := d.openSealed(ctx, p)
+	if err != nil {
+		return "files", err
+	}
 	var mu sync.Mutex
 	var firstErr error
 	work := make(chan release.File)
@@ -420,7 +428,7 @@ func (d *Device) populate(ctx context.Context, p *plan, staging string) (string,
 		go func() {
 			defer wg.Done()
 			for f := range work {
-				err := d.placeFile(ctx, p.edge, staging, f, have)
+				err := d.placeFile(ctx, p.edge, staging, f, have, sp)
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
@@ -445,7 +453,7 @@ func (d *Device) populate(ctx context.Context, p *plan, staging string) (string,
 	return "files", firstErr
 }
 
-func (d *Device) placeFile(ctx context.Context, edge, staging string, f release.File, have map[release.Hash]string) error {
+func (d *Device) placeFile(ctx context.Context, edge, staging string, f release.File, have map[release.Hash]string, sp *sealedPlan) error {
 	if src, ok := have[f.SHA256]; ok {
 		if p, err := safeJoin(currentDir(d.cfg.Dir), src); err == nil {
 			if r, err := os.Open(p); err == nil {
@@ -462,9 +470,7 @@ func (d *Device) placeFile(ctx context.Context, edge, staging string, f release.
 	edges := append([]string{edge}, d.cfg.Edges...)
 	var errs []error
 	for _, e := range uniq(edges) {
-		err := d.download(ctx, e, "/v1/blobs/"+f.SHA256.String(), f.Size, func(r io.Reader) error {
-			return writeFile(staging, f, r)
-		})
+		err := d.fetchFile(ctx, e, staging, f, sp)
 		if err == nil {
 			return nil
 		}

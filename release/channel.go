@@ -11,6 +11,11 @@ import (
 type Ref struct {
 	Version string `json:"version"`
 	ID      Hash   `json:"id"`
+	// Key, for an encrypted release only, is its release key sealed to the
+	// app's encryption key (base64 of the HPKE output, see seal.go), and
+	// Sealed the hash of the index blob naming its ciphertext blobs.
+	Key    string `json:"key,omitempty"`
+	Sealed Hash   `json:"sealed,omitzero"`
 }
 
 // Channel is the origin-signed record that says which release a channel

@@ -15,7 +15,7 @@ import (
 type ed25519PublicKey = ed25519.PublicKey
 
 func newDeviceCmd() *cobra.Command {
-	var edges, app, channel, dir, deviceID, nativeVersion string
+	var edges, app, channel, dir, deviceID, nativeVersion, decryptKey string
 	var keyFiles []string
 	var check, asJSON bool
 	var timeout time.Duration
@@ -40,6 +40,13 @@ func newDeviceCmd() *cobra.Command {
 					return fail(cmd, asJSON, fmt.Errorf("--public-key %s: %w", kf, err))
 				}
 				cfg.Keys = append(cfg.Keys, keys...)
+			}
+			if decryptKey != "" {
+				k, err := release.LoadBoxPrivateKey(decryptKey)
+				if err != nil {
+					return fail(cmd, asJSON, fmt.Errorf("--decrypt-key: %w", err))
+				}
+				cfg.DecryptKey = k
 			}
 			d, err := device.New(cfg)
 			if err != nil {
@@ -76,6 +83,7 @@ func newDeviceCmd() *cobra.Command {
 	cmd.Flags().StringVar(&deviceID, "device-id", "", "device id (default: generated once and kept in DIR)")
 	cmd.Flags().StringArrayVar(&keyFiles, "public-key", nil, "trusted public keys (PEM; release and origin keys; repeatable)")
 	cmd.Flags().StringVar(&nativeVersion, "native-version", "", "version of the native app shell")
+	cmd.Flags().StringVar(&decryptKey, "decrypt-key", "", "the app's X25519 private key (from `capstan keys gen --encryption`), for encrypted releases")
 	cmd.Flags().BoolVar(&check, "check", false, "only ask whether an update is available; install nothing")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "give up after this long")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
