@@ -1,8 +1,8 @@
 package device
 
 import (
-	"crypto/ecdh"
 	"context"
+	"crypto/ecdh"
 	"encoding/json"
 	"errors"
 	"fmt"
