@@ -191,6 +191,7 @@ func (s *Server) Apply(env *release.Envelope) bool {
 	if !s.state.apply(env, ch) {
 		return false
 	}
+	s.forgetRotations()
 	s.persistRecord(ch.Key(), env)
 	s.log.Info("channel record", "channel", ch.Key(), "seq", ch.Seq, "version", ch.Release.Version, "rollout_bps", ch.RolloutBPS)
 	// Warm the manifests so the first check after a release needs no origin

@@ -80,3 +80,13 @@ func (s *Server) handleRotations(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("Cache-Control", "no-store")
 	ctx.SetBody(body)
 }
+
+// forgetRotations drops the cached rotation statements. Every new channel
+// record calls it: a key rotation is always followed by records signed
+// with the new key, and devices that see one must find the statement that
+// introduces the key at once, not after rotationsTTL.
+func (s *Server) forgetRotations() {
+	s.trust.rotMu.Lock()
+	s.trust.rotBody = nil
+	s.trust.rotMu.Unlock()
+}
