@@ -43,18 +43,18 @@ func DefaultRateLimit() RateLimitConfig {
 	return RateLimitConfig{PerSecond: 500, Burst: 5000, Clients: 65536}
 }
 
-const limiterShards = 16
+const ipLimiterShards = 16
 
-// limiter is a token bucket per client address, with a bounded LRU of
+// ipLimiter is a token bucket per client address, with a bounded LRU of
 // buckets per shard. Its methods are safe for concurrent use.
-type limiter struct {
+type ipLimiter struct {
 	cfg    RateLimitConfig
 	now    func() time.Time
 	seed   maphash.Seed
-	shards [limiterShards]limiterShard
+	shards [ipLimiterShards]ipLimiterShard
 }
 
-type limiterShard struct {
+type ipLimiterShard struct {
 	mu  sync.Mutex // guards lru and m
 	lru *list.List // of *bucket, most recent at the front
 	m   map[string]*list.Element
@@ -67,8 +67,8 @@ type bucket struct {
 	last   time.Time
 }
 
-// newLimiter returns nil when limiting is off.
-func newLimiter(cfg RateLimitConfig, now func() time.Time) *limiter {
+// newIPLimiter returns nil when limiting is off.
+func newIPLimiter(cfg RateLimitConfig, now func() time.Time) *ipLimiter {
 	d := DefaultRateLimit()
 	if cfg.PerSecond < 0 {
 		return nil
@@ -82,10 +82,10 @@ func newLimiter(cfg RateLimitConfig, now func() time.Time) *limiter {
 	if cfg.Clients <= 0 {
 		cfg.Clients = d.Clients
 	}
-	l := &limiter{cfg: cfg, now: now, seed: maphash.MakeSeed()}
-	per := max(1, cfg.Clients/limiterShards)
+	l := &ipLimiter{cfg: cfg, now: now, seed: maphash.MakeSeed()}
+	per := max(1, cfg.Clients/ipLimiterShards)
 	for i := range l.shards {
-		l.shards[i] = limiterShard{lru: list.New(), m: map[string]*list.Element{}, max: per}
+		l.shards[i] = ipLimiterShard{lru: list.New(), m: map[string]*list.Element{}, max: per}
 	}
 	return l
 }
@@ -105,8 +105,8 @@ func clientKey(ip net.IP) string {
 
 // allow takes a token for key. When none is left it returns false and how
 // long until one is.
-func (l *limiter) allow(key string) (bool, time.Duration) {
-	sh := &l.shards[maphash.String(l.seed, key)%limiterShards]
+func (l *ipLimiter) allow(key string) (bool, time.Duration) {
+	sh := &l.shards[maphash.String(l.seed, key)%ipLimiterShards]
 	now := l.now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -134,7 +134,7 @@ func (l *limiter) allow(key string) (bool, time.Duration) {
 }
 
 // tracked returns how many addresses the limiter holds.
-func (l *limiter) tracked() int {
+func (l *ipLimiter) tracked() int {
 	n := 0
 	for i := range l.shards {
 		l.shards[i].mu.Lock()

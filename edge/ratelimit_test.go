@@ -29,7 +29,7 @@ func (c *testClock) Advance(d time.Duration) {
 
 func TestLimiterTokenBucket(t *testing.T) {
 	clk := &testClock{now: time.Unix(1_700_000_000, 0)}
-	l := newLimiter(RateLimitConfig{PerSecond: 2, Burst: 3, Clients: 1000}, clk.Now)
+	l := newIPLimiter(RateLimitConfig{PerSecond: 2, Burst: 3, Clients: 1000}, clk.Now)
 	for i := 0; i < 3; i++ {
 		if ok, _ := l.allow("a"); !ok {
 			t.Fatalf("request %d of the burst refused", i)
@@ -61,14 +61,14 @@ func TestLimiterTokenBucket(t *testing.T) {
 }
 
 func TestLimiterBoundedClients(t *testing.T) {
-	l := newLimiter(RateLimitConfig{PerSecond: 1, Burst: 1, Clients: 64}, time.Now)
+	l := newIPLimiter(RateLimitConfig{PerSecond: 1, Burst: 1, Clients: 64}, time.Now)
 	for i := 0; i < 10_000; i++ {
 		l.allow(string(rune(i)) + "x")
 	}
 	if n := l.tracked(); n > 64 {
 		t.Fatalf("%d addresses tracked, bound 64", n)
 	}
-	if newLimiter(RateLimitConfig{PerSecond: -1}, time.Now) != nil {
+	if newIPLimiter(RateLimitConfig{PerSecond: -1}, time.Now) != nil {
 		t.Fatal("negative rate does not turn the limiter off")
 	}
 }

@@ -16,7 +16,7 @@ import (
 // verifies no signature here: rotation statements are self-authenticating
 // and devices check them.
 type trustState struct {
-	limiter     *limiter
+	limiter     *ipLimiter
 	rateLimited prometheus.Counter
 
 	rotMu      sync.Mutex // guards rotBody, rotFetched
@@ -38,7 +38,7 @@ func (s *Server) initTrust() {
 		Name: "capstan_edge_rate_limited_total", Help: "Device requests refused with 429 because their address was over its rate.",
 	})
 	s.reg.MustRegister(s.trust.rateLimited)
-	s.trust.limiter = newLimiter(s.cfg.RateLimit, s.cfg.Now)
+	s.trust.limiter = newIPLimiter(s.cfg.RateLimit, s.cfg.Now)
 }
 
 // handleRotations serves GET /v1/keys/rotations: the origin's key rotation
