@@ -94,9 +94,18 @@ type Config struct {
 	// GossipNodes is the fan-out of each gossip round. Default 3.
 	GossipNodes int
 
-	// RetransmitMult sets how often each broadcast is sent by each node:
-	// RetransmitMult × ceil(log10(N+1)). Default 4.
+	// RetransmitMult sets how often each of memberlist's own broadcasts
+	// (alive, suspect, dead) is sent by each node: RetransmitMult ×
+	// ceil(log10(N+1)). Default 4.
 	RetransmitMult int
+
+	// RecordRetransmitMult is the same for record broadcasts. Every node
+	// relays a record it accepts, so a node misses it only if all the
+	// others' sends skip it; push/pull then repairs it, seconds later.
+	// Measured on 7 nodes (limit = mult × 1): 4 missed 4 of 420
+	// node-records, 8 missed none. Records are rare and small, so the
+	// extra ~2.5 KB per record per node is cheap. Default 8.
+	RecordRetransmitMult int
 
 	// PushPullInterval is how often a node exchanges full state with one
 	// random peer; it bounds how long a lost broadcast stays missing.
@@ -124,18 +133,19 @@ type Config struct {
 func DefaultConfig() Config {
 	lan := memberlist.DefaultLANConfig()
 	return Config{
-		BindAddr:         "0.0.0.0:7946",
-		JoinTimeout:      5 * time.Second,
-		RejoinInterval:   10 * time.Second,
-		LeaveTimeout:     2 * time.Second,
-		GossipInterval:   100 * time.Millisecond,
-		GossipNodes:      lan.GossipNodes,    // 3
-		RetransmitMult:   lan.RetransmitMult, // 4
-		PushPullInterval: 15 * time.Second,
-		ProbeInterval:    lan.ProbeInterval, // 1 s
-		ProbeTimeout:     lan.ProbeTimeout,  // 500 ms
-		SuspicionMult:    lan.SuspicionMult, // 4
-		TCPTimeout:       lan.TCPTimeout,    // 10 s
+		BindAddr:             "0.0.0.0:7946",
+		JoinTimeout:          5 * time.Second,
+		RejoinInterval:       10 * time.Second,
+		LeaveTimeout:         2 * time.Second,
+		GossipInterval:       100 * time.Millisecond,
+		GossipNodes:          lan.GossipNodes,    // 3
+		RetransmitMult:       lan.RetransmitMult, // 4
+		RecordRetransmitMult: 8,
+		PushPullInterval:     15 * time.Second,
+		ProbeInterval:        lan.ProbeInterval, // 1 s
+		ProbeTimeout:         lan.ProbeTimeout,  // 500 ms
+		SuspicionMult:        lan.SuspicionMult, // 4
+		TCPTimeout:           lan.TCPTimeout,    // 10 s
 	}
 }
 
@@ -178,6 +188,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RetransmitMult <= 0 {
 		c.RetransmitMult = d.RetransmitMult
+	}
+	if c.RecordRetransmitMult <= 0 {
+		c.RecordRetransmitMult = d.RecordRetransmitMult
 	}
 	if c.PushPullInterval <= 0 {
 		c.PushPullInterval = d.PushPullInterval

@@ -1,7 +1,9 @@
 package gossip
 
 import (
-	"sync/atomic"
+	"net"
+	"strconv"
+	"sync"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -12,10 +14,13 @@ type delegate struct {
 	n    *Node
 	meta []byte // encoded Meta, validated by New; never modified
 
-	// members counts alive members from join/leave events, for the
-	// broadcast queue's retransmit limit. Events fire with memberlist's
-	// node lock held, so the queue must not ask memberlist itself.
-	members atomic.Int64
+	// mu guards members: the nodes memberlist reports alive or suspect,
+	// kept from join/update/leave events. memberlist.Members returns
+	// pointers into its own state, which it rewrites under its lock while
+	// callers read them (a data race); events run with that lock held, so
+	// copying there is safe. mu is a leaf lock.
+	mu      sync.Mutex
+	members map[string]Member
 }
 
 var (
@@ -81,24 +86,66 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 // maxMergeRelay bounds the records one push/pull merge re-broadcasts.
 const maxMergeRelay = 64
 
-// NotifyJoin counts a member. Called with memberlist's node lock held.
+// NotifyJoin records a member. Called with memberlist's node lock held.
 func (d *delegate) NotifyJoin(node *memberlist.Node) {
-	d.members.Add(1)
+	d.put(node)
 	d.n.log.Debug("gossip: member joined", "name", node.Name, "addr", node.Address())
 }
 
-// NotifyLeave uncounts a member. Called with memberlist's node lock held.
+// NotifyLeave forgets a member (it left or was declared dead). Called with
+// memberlist's node lock held.
 func (d *delegate) NotifyLeave(node *memberlist.Node) {
-	d.members.Add(-1)
+	d.mu.Lock()
+	delete(d.members, node.Name)
+	d.mu.Unlock()
 	d.n.log.Debug("gossip: member left", "name", node.Name, "addr", node.Address())
 }
 
-// NotifyUpdate is called when a member's meta changes.
-func (d *delegate) NotifyUpdate(node *memberlist.Node) {}
+// NotifyUpdate records a member's new meta. Called with memberlist's node
+// lock held.
+func (d *delegate) NotifyUpdate(node *memberlist.Node) {
+	d.put(node)
+	d.n.log.Debug("gossip: member updated", "name", node.Name)
+}
+
+// put copies node into the member table.
+func (d *delegate) put(node *memberlist.Node) {
+	m := Member{Name: node.Name, Addr: net.JoinHostPort(node.Addr.String(), strconv.Itoa(int(node.Port)))}
+	meta, err := decodeMeta(node.Meta)
+	if err != nil {
+		d.n.log.Debug("gossip: unreadable member meta", "member", node.Name, "err", err)
+	} else {
+		m.Meta = meta
+	}
+	d.mu.Lock()
+	d.members[node.Name] = m
+	d.mu.Unlock()
+}
+
+// memberList returns a copy of the member table.
+func (d *delegate) memberList() []Member {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]Member, 0, len(d.members))
+	for _, m := range d.members {
+		out = append(out, m)
+	}
+	return out
+}
+
+// member returns one member by name.
+func (d *delegate) member(name string) (Member, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m, ok := d.members[name]
+	return m, ok
+}
 
 // numNodes is the queue's estimate of the cluster size (at least 1).
 func (d *delegate) numNodes() int {
-	return int(max(1, d.members.Load()))
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return max(1, len(d.members))
 }
 
 // recordBroadcast is one queued record. It is named by its channel key, so

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -340,4 +341,18 @@ func (ft *faultTransport) DialAddressTimeout(a memberlist.Address, timeout time.
 func (ft *faultTransport) Shutdown() error {
 	ft.once.Do(func() { close(ft.done) })
 	return ft.NetTransport.Shutdown()
+}
+
+// String lists each node's Seq for app/prod, for failure messages.
+func (c *cluster) String() string {
+	var b strings.Builder
+	for _, n := range c.nodes {
+		r, ok := n.held("app/prod")
+		var seq uint64
+		if ok {
+			seq = r.ch.Seq
+		}
+		fmt.Fprintf(&b, "%s=%d(q%d,m%d) ", n.Name(), seq, n.queue.NumQueued(), len(n.Members()))
+	}
+	return b.String()
 }

@@ -5,9 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
-	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +25,7 @@ type Node struct {
 	cfg   Config // defaulted copy of the caller's Config; read-only
 	log   *slog.Logger
 	ml    *memberlist.Memberlist // set by New before any caller sees the Node
+	addr  string                 // our gossip address, set by New
 	d     *delegate
 	queue *memberlist.TransmitLimitedQueue
 
@@ -64,10 +64,10 @@ func New(cfg Config) (*Node, error) {
 		records: make(map[string]*record),
 		stop:    make(chan struct{}),
 	}
-	n.d = &delegate{n: n, meta: meta}
+	n.d = &delegate{n: n, meta: meta, members: make(map[string]Member)}
 	n.queue = &memberlist.TransmitLimitedQueue{
 		NumNodes:       n.d.numNodes,
-		RetransmitMult: cfg.RetransmitMult,
+		RetransmitMult: cfg.RecordRetransmitMult,
 	}
 	mc, err := cfg.memberlistConfig(n.d, newStdLogger(n.log))
 	if err != nil {
@@ -78,6 +78,12 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("gossip: start memberlist on %s: %w", cfg.BindAddr, err)
 	}
 	n.ml = ml
+	self, ok := n.d.member(cfg.Name)
+	if !ok { // memberlist reports its own node while creating it
+		_ = ml.Shutdown()
+		return nil, errors.New("gossip: memberlist did not announce the local node")
+	}
+	n.addr = self.Addr
 	if len(cfg.Join) > 0 {
 		if err := n.joinRetry(cfg.Join, cfg.JoinTimeout); err != nil {
 			_ = ml.Shutdown()
@@ -135,7 +141,7 @@ func (n *Node) rejoinLoop() {
 		if left {
 			return
 		}
-		if n.ml.NumMembers() > 1 && len(n.Origins()) > 0 {
+		if len(n.Members()) > 1 && len(n.Origins()) > 0 {
 			continue
 		}
 		if k, err := n.Join(n.cfg.Join); err != nil {
@@ -247,15 +253,7 @@ func (n *Node) snapshot() []*record {
 		recs = append(recs, r)
 	}
 	n.mu.Unlock()
-	slices.SortFunc(recs, func(a, b *record) int {
-		switch ka, kb := a.ch.Key(), b.ch.Key(); {
-		case ka < kb:
-			return -1
-		case ka > kb:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(recs, func(a, b *record) int { return strings.Compare(a.ch.Key(), b.ch.Key()) })
 	return recs
 }
 
@@ -292,27 +290,8 @@ func (n *Node) LastUpdate() time.Time {
 // ones, which have not been declared dead yet), itself included, sorted by
 // name. A member whose meta this version cannot read has a zero Meta.
 func (n *Node) Members() []Member {
-	nodes := n.ml.Members()
-	out := make([]Member, 0, len(nodes))
-	for _, nd := range nodes {
-		m := Member{Name: nd.Name, Addr: nd.Address()}
-		meta, err := decodeMeta(nd.Meta)
-		if err != nil {
-			n.log.Debug("gossip: unreadable member meta", "member", nd.Name, "err", err)
-		} else {
-			m.Meta = meta
-		}
-		out = append(out, m)
-	}
-	slices.SortFunc(out, func(a, b Member) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
+	out := n.d.memberList()
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -338,10 +317,7 @@ func (n *Node) Name() string { return n.cfg.Name }
 
 // Addr returns the gossip address other nodes reach this one at,
 // "host:port", with the port the OS chose if BindAddr had port 0.
-func (n *Node) Addr() string {
-	ln := n.ml.LocalNode()
-	return net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
-}
+func (n *Node) Addr() string { return n.addr }
 
 // Leave tells the cluster this node is going away, so that the others drop
 // it at once instead of after a suspicion timeout. It waits until the
