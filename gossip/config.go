@@ -31,9 +31,11 @@ type Config struct {
 	// Default "0.0.0.0:7946".
 	BindAddr string
 
-	// AdvertiseAddr is the optional "host:port" other nodes use to reach
-	// this one (for NAT or containers). Empty means the bind address, or a
-	// private IP of this host when bound to 0.0.0.0.
+	// AdvertiseAddr is the optional "ip:port" other nodes use to reach
+	// this one (for NAT or containers); it must be an IP, not a host name.
+	// Empty means the bind address, or a private IP of this host when
+	// bound to 0.0.0.0 (New fails if the host has none: bind 127.0.0.1 or
+	// set AdvertiseAddr).
 	AdvertiseAddr string
 
 	// Join lists seed nodes ("host:port") that New contacts. Empty starts a
@@ -165,6 +167,18 @@ func DefaultLocalConfig() Config {
 	return c
 }
 
+// Validate reports the first problem with c (after defaults are applied):
+// bad addresses, a Meta that does not fit NodeMeta, a bad key length, or a
+// probe timeout not shorter than the probe interval. New calls it.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if _, err := c.Meta.encode(); err != nil {
+		return err
+	}
+	_, err := c.memberlistConfig(nil, nil)
+	return err
+}
+
 // withDefaults fills zero fields from DefaultConfig.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
@@ -273,8 +287,10 @@ func (c *Config) memberlistConfig(d *delegate, logger *log.Logger) (*memberlist.
 		mc.SecretKey = append([]byte(nil), c.SecretKey...)
 	}
 	mc.Transport = c.Transport
-	mc.Delegate = d
-	mc.Events = d
+	if d != nil {
+		mc.Delegate = d
+		mc.Events = d
+	}
 	mc.Logger = logger
 	mc.LogOutput = nil
 	mc.GossipInterval = c.GossipInterval

@@ -54,6 +54,9 @@ type Node struct {
 // modifies cfg.
 func New(cfg Config) (*Node, error) {
 	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	meta, err := cfg.Meta.encode()
 	if err != nil {
 		return nil, err
