@@ -61,7 +61,9 @@ type Config struct {
 	// to Publish. Calls are serial, in acceptance order, so per channel
 	// they arrive in increasing Seq. It runs on memberlist's receive path:
 	// it must not block long and must not call Publish. env and ch are
-	// shared with Records and must not be modified.
+	// shared with Records and must not be modified. Records received while
+	// joining arrive before New returns, so OnRecord (and Verify) must not
+	// depend on having the *Node yet.
 	OnRecord func(env *release.Envelope, ch *release.Channel)
 
 	// Logger receives the package's and memberlist's logs. nil discards.
