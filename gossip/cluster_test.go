@@ -377,4 +377,15 @@ func TestEncryptedCluster(t *testing.T) {
 		_ = n.Shutdown()
 		t.Fatal("a node with the wrong key joined")
 	}
+
+	// Same key, other label: another cluster.
+	other := testConfig(RoleEdge, origin.Addr())
+	other.SecretKey = secret
+	other.Label = "staging"
+	other.JoinTimeout = 300 * time.Millisecond
+	n, err = New(other)
+	if err == nil {
+		_ = n.Shutdown()
+		t.Fatal("a node with another label joined")
+	}
 }

@@ -50,6 +50,12 @@ type Config struct {
 	// gossip; it must be 16, 24 or 32 bytes and the same on every node.
 	SecretKey []byte
 
+	// Label, if set, separates clusters that share a network (staging and
+	// production): nodes only talk to nodes with the same label. It is
+	// sent in the clear with every packet and comes out of the packet
+	// budget (see MaxRecordBytes), so keep it short; at most 255 bytes.
+	Label string
+
 	// Verify, if set, is called for every record that is newer than the one
 	// held, before it is stored or relayed. A non-nil error drops the
 	// record (it is logged at Debug). Typical use: check the origin's
@@ -288,6 +294,10 @@ func (c *Config) memberlistConfig(d *delegate, logger *log.Logger) (*memberlist.
 		}
 		mc.SecretKey = append([]byte(nil), c.SecretKey...)
 	}
+	if len(c.Label) > memberlist.LabelMaxSize {
+		return nil, fmt.Errorf("gossip: label of %d bytes is over %d", len(c.Label), memberlist.LabelMaxSize)
+	}
+	mc.Label = c.Label
 	mc.Transport = c.Transport
 	if d != nil {
 		mc.Delegate = d

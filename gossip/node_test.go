@@ -65,6 +65,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"bad bind", func(c *Config) { c.BindAddr = "127.0.0.1" }},
 		{"bad advertise", func(c *Config) { c.AdvertiseAddr = "x:y" }},
 		{"bad key", func(c *Config) { c.SecretKey = []byte("short") }},
+		{"long label", func(c *Config) { c.Label = strings.Repeat("l", 256) }},
 		{"probe timeout", func(c *Config) { c.ProbeTimeout = 2 * c.ProbeInterval }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
