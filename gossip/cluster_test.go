@@ -389,3 +389,42 @@ func TestEncryptedCluster(t *testing.T) {
 		t.Fatal("a node with another label joined")
 	}
 }
+
+// TestOriginRestart restarts the only origin (which has no seeds) under a
+// new name on the same address: the edges' rejoin loop finds it, it learns
+// the fleet's records at that join, and its new records reach the edges.
+func TestOriginRestart(t *testing.T) {
+	key := testKey(t)
+	c := newCluster(t)
+	o1, _ := c.start(testConfig(RoleOrigin))
+	addr := o1.Addr()
+	e1, _ := c.start(testConfig(RoleEdge, addr))
+	e2, _ := c.start(testConfig(RoleEdge, addr))
+	if err := o1.Publish(signedRecord(t, key, "app", "prod", 1)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, converge, func() bool { return hasSeq(e1, "app/prod", 1) && hasSeq(e2, "app/prod", 1) },
+		"seq 1 on both edges")
+
+	if err := o1.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, converge, func() bool { return len(e1.Origins()) == 0 && len(e2.Origins()) == 0 },
+		"edges see the origin leave")
+
+	cfg := testConfig(RoleOrigin)
+	cfg.Name = "origin-again"
+	cfg.BindAddr = addr
+	o2, _ := c.start(cfg)
+	eventually(t, converge, func() bool {
+		return len(e1.Origins()) == 1 && len(e2.Origins()) == 1 && len(o2.Members()) == 3
+	}, "edges rejoin the restarted origin")
+	if !hasSeq(o2, "app/prod", 1) {
+		t.Fatal("the restarted origin did not learn the fleet's records at join")
+	}
+	if err := o2.Publish(signedRecord(t, key, "app", "prod", 2)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, converge, func() bool { return hasSeq(e1, "app/prod", 2) && hasSeq(e2, "app/prod", 2) },
+		"seq 2 from the restarted origin on both edges")
+}
