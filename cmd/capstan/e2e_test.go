@@ -41,7 +41,7 @@ func runCLI(t *testing.T, server string, wantOK bool, args ...string) string {
 func startDev(t *testing.T, data string) (*testutil.Proc, string, string) {
 	t.Helper()
 	p := testutil.Start(t, []string{"CAPSTAN_ADMIN_KEY=" + e2eAdminKey}, testutil.Binary(t),
-		"dev", "--data", data, "--api", "127.0.0.1:0", "--edge", "127.0.0.1:0")
+		"dev", "--data", data, "--api", "127.0.0.1:0", "--edge", "127.0.0.1:0", "--gossip", "127.0.0.1:0")
 	m := p.WaitFor(t, 60*time.Second, testutil.DevAddrs)
 	return p, m[1], m[2]
 }
@@ -121,8 +121,15 @@ type deviceJSON struct {
 
 func runDevice(t *testing.T, edgeURL, dir string, extra ...string) deviceJSON {
 	t.Helper()
+	return runDeviceExpect(t, true, edgeURL, dir, extra...)
+}
+
+// runDeviceExpect runs `capstan device --json`, expecting it to succeed
+// or fail, and decodes its one JSON object.
+func runDeviceExpect(t *testing.T, wantOK bool, edgeURL, dir string, extra ...string) deviceJSON {
+	t.Helper()
 	args := append([]string{"device", "--edge", edgeURL, "--app", "com.example.swagger", "--channel", "production", "--dir", dir, "--json"}, extra...)
-	out := runCLI(t, "", true, args...)
+	out := runCLI(t, "", wantOK, args...)
 	var r deviceJSON
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("device output %q: %v", out, err)

@@ -89,4 +89,4 @@ func (p *Proc) Kill() {
 }
 
 // DevAddrs matches the line `capstan dev` prints once both servers listen.
-var DevAddrs = regexp.MustCompile(`capstan dev: origin API (http://\S+), edge (http://\S+) `)
+var DevAddrs = regexp.MustCompile(`capstan dev: origin API (http://\S+), edge (http://\S+), gossip (\S+) `)
