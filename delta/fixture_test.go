@@ -14,12 +14,16 @@ func TestFixturePatchSize(t *testing.T) {
 	cases := []struct {
 		from, to string
 		max      int
+		heavy    bool
 	}{
-		{"5.34.0", "5.34.1", 21910},
-		{"5.34.1", "5.35.0", 127798},
+		{"5.34.0", "5.34.1", 21910, false},
+		{"5.34.1", "5.35.0", 127798, true},
 	}
 	for _, c := range cases {
 		t.Run(c.from+"-"+c.to, func(t *testing.T) {
+			if c.heavy {
+				skipHeavy(t)
+			}
 			src := newMemSource()
 			from := makeBundle(t, src, c.from, readZip(t, "www-"+c.from+".zip"))
 			to := makeBundle(t, src, c.to, readZip(t, "www-"+c.to+".zip"))
@@ -49,6 +53,7 @@ func hashNames(files map[string][]byte) map[string][]byte {
 // Renamed files must be matched to their old twin: the patch stays within
 // the same bound as without renames.
 func TestFixtureRenamedPatchSize(t *testing.T) {
+	skipHeavy(t)
 	src := newMemSource()
 	from := makeBundle(t, src, "5.34.0", hashNames(readZip(t, "www-5.34.0.zip")))
 	to := makeBundle(t, src, "5.34.1", hashNames(readZip(t, "www-5.34.1.zip")))
@@ -64,6 +69,7 @@ func TestFixtureRenamedPatchSize(t *testing.T) {
 
 // With no base the stream is the whole release, applied by the same code.
 func TestFixtureFullBundle(t *testing.T) {
+	skipHeavy(t)
 	src := newMemSource()
 	to := makeBundle(t, src, "5.34.1", readZip(t, "www-5.34.1.zip"))
 	patch, st := roundTrip(t, DefaultConfig(), src, nil, to)
@@ -75,5 +81,13 @@ func TestFixtureFullBundle(t *testing.T) {
 	// cost devices more than the zip would.
 	if len(patch) > 3338079 {
 		t.Errorf("full bundle is %d B, more than the zip", len(patch))
+	}
+}
+
+// skipHeavy skips multi-second fixture cases under -race or -short.
+func skipHeavy(t *testing.T) {
+	t.Helper()
+	if raceEnabled || testing.Short() {
+		t.Skip("heavy fixture case: runs without -race and -short (go test ./delta/)")
 	}
 }
