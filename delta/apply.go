@@ -100,23 +100,9 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base BaseFiles
 	}
 	defer root.Close()
 
-	var dec io.Reader = cr
-	switch h.codec {
-	case codecZstd:
-		zr, err := zstd.NewReader(cr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-			zstd.WithDecoderMaxWindow(uint64(cfg.MaxWindow)))
-		if err != nil {
-			return st, fmt.Errorf("delta: zstd: %w", err)
-		}
-		defer zr.Close()
-		dec = zr
-	case codecBrotli:
-		// Without the large-window extension brotli windows stop at 16 MiB.
-		dec = brotli.NewReader(cr)
-	}
 	a := &applier{
 		cfg:    &cfg,
-		b:      &body{r: bufio.NewReaderSize(dec, 32<<10)},
+		b:      &body{r: bufio.NewReaderSize(nil, 32<<10)},
 		base:   base,
 		root:   root,
 		target: target,
@@ -125,24 +111,68 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base BaseFiles
 		ob:     make([]byte, 32<<10),
 		st:     &st,
 	}
+	raw := bufio.NewReaderSize(cr, 32<<10)
+	var zr *zstd.Decoder
+	defer func() {
+		if zr != nil {
+			zr.Close()
+		}
+	}()
 	for {
-		if err := ctx.Err(); err != nil {
-			return st, fmt.Errorf("delta: apply: %w", err)
-		}
-		kind, err := a.b.byte()
+		codec, err := raw.ReadByte()
 		if err != nil {
-			return st, fmt.Errorf("%w: reading record: %v", ErrCorruptPatch, err)
+			return st, fmt.Errorf("%w: reading frame: %v", ErrCorruptPatch, truncated(err))
 		}
-		if kind == recEnd {
+		if codec == frameEnd {
 			break
 		}
-		if err := a.record(kind); err != nil {
-			st.PatchBytes = cr.n
-			return st, err
+		chunks := &chunkReader{r: raw}
+		var dec io.Reader
+		switch codec {
+		case codecZstd:
+			if zr == nil {
+				zr, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+					zstd.WithDecoderMaxWindow(uint64(cfg.MaxWindow)))
+				if err != nil {
+					return st, fmt.Errorf("delta: zstd: %w", err)
+				}
+			}
+			if err := zr.Reset(chunks); err != nil {
+				return st, fmt.Errorf("%w: zstd frame: %v", ErrCorruptPatch, err)
+			}
+			dec = zr
+		case codecBrotli:
+			// Without the large-window extension brotli windows stop at 16 MiB.
+			dec = brotli.NewReader(chunks)
+		case codecNone:
+			dec = chunks
+		default:
+			return st, fmt.Errorf("%w: frame codec %d", ErrUnsupportedVersion, codec)
+		}
+		a.b.r.Reset(dec)
+		for {
+			if err := ctx.Err(); err != nil {
+				return st, fmt.Errorf("delta: apply: %w", err)
+			}
+			kind, err := a.b.r.ReadByte()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return st, fmt.Errorf("%w: reading record: %v", ErrCorruptPatch, err)
+			}
+			if err := a.record(kind); err != nil {
+				st.PatchBytes = cr.n
+				return st, err
+			}
+		}
+		// The codec stopped: its frame must stop exactly here too.
+		if n, err := chunks.Read(a.buf[:1]); n != 0 || err != io.EOF {
+			return st, fmt.Errorf("%w: data after the end of a frame", ErrCorruptPatch)
 		}
 	}
-	if _, err := a.b.r.ReadByte(); err != io.EOF {
-		return st, fmt.Errorf("%w: data after the end record", ErrCorruptPatch)
+	if _, err := raw.ReadByte(); err != io.EOF {
+		return st, fmt.Errorf("%w: data after the end of the stream", ErrCorruptPatch)
 	}
 	for i, d := range a.done {
 		if !d {

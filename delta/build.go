@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/andybalholm/brotli"
@@ -39,12 +40,14 @@ type Stats struct {
 	Renames  int // deltas whose old twin had another path
 
 	// TargetBytes is the size of the target release; LiteralBytes the part
-	// of it sent as literals; BodyBytes the uncompressed record stream;
-	// PatchBytes what was written to w, the download size.
-	TargetBytes, LiteralBytes, BodyBytes, PatchBytes int64
+	// of it sent as literals; PatchBytes what was written to w, the
+	// download size.
+	TargetBytes, LiteralBytes, PatchBytes int64
 
-	// Codec is the body compression: "brotli" or "zstd".
-	Codec string
+	// BrotliBytes and ZstdBytes count the uncompressed record bytes that
+	// went into brotli and zstd frames; Frames counts the frames.
+	BrotliBytes, ZstdBytes int64
+	Frames                 int
 }
 
 // job is the plan for one target file.
@@ -71,6 +74,13 @@ type deltaResult struct {
 // carries the whole release in the same format, so devices have one code
 // path. It returns what it wrote; on error w holds a partial stream that
 // must be discarded. Build checks ctx between files and during deltas.
+//
+// Records go out in three passes so that each lands in the frame codec that
+// suits it without holding finished work in memory: copies and deltas in
+// target order (deltas are computed ahead, in parallel, within
+// Config.MemoryBudget), then literals (streamed from src: those that fit
+// Config.BrotliMaxBytes in brotli, the rest in zstd), then duplicates,
+// whose source is by then always written.
 func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID release.Hash, target *release.Manifest, targetID release.Hash, src BlobSource, w io.Writer) (Stats, error) {
 	var st Stats
 	if err := cfg.normalize(); err != nil {
@@ -90,39 +100,16 @@ func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID relea
 	if cfg.Workers == 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
-
 	jobs := plan(&cfg, base, target)
 	st.Files = len(target.Files)
 	st.TargetBytes = target.TotalSize()
 
-	// Choose the body codec from an estimate of the uncompressed body: brotli's
-	// best level wins on deltas but is too slow for megabytes of literals.
-	var estimate int64
-	for _, j := range jobs {
-		switch j.kind {
-		case recLiteral:
-			estimate += target.Files[j.idx].Size
-		case recDelta:
-			estimate += target.Files[j.idx].Size / 16
-		}
-	}
-	codec := byte(codecZstd)
-	if cfg.BrotliMaxBytes > 0 && estimate <= cfg.BrotliMaxBytes {
-		codec = codecBrotli
-	}
-	st.Codec = codecName(codec)
-
 	cw := &countWriter{w: w}
-	h := header{version: formatVersion, codec: codec, base: baseID, target: targetID, files: uint32(len(target.Files))}
+	h := header{version: formatVersion, base: baseID, target: targetID, files: uint32(len(target.Files))}
 	if _, err := cw.Write(h.marshal()); err != nil {
 		return st, fmt.Errorf("delta: write header: %w", err)
 	}
-	comp, err := newCompressor(codec, cw, cfg.ZstdWindow)
-	if err != nil {
-		return st, err
-	}
-	bodyCount := &countWriter{w: comp}
-	bw := bufio.NewWriterSize(bodyCount, 64<<10)
+	fw := &frameWriter{out: cw, window: cfg.ZstdWindow, brotliLeft: cfg.BrotliMaxBytes, st: &st}
 
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -142,22 +129,21 @@ func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID relea
 		b.launch(ctx, &wg, jobs, target)
 	}()
 
+	// Pass 1: copies and deltas, in target order.
+	var literals, dups []*job
 	for _, j := range jobs {
 		if err := ctx.Err(); err != nil {
-			return st, fmt.Errorf("delta: build: %w", err)
+			return st, fmt.Errorf("delta: build: %w", ctx.Err())
 		}
-		f := target.Files[j.idx]
-		rec := []byte{j.kind}
-		rec = appendUvarint(rec, uint64(j.idx))
+		rec := appendUvarint([]byte{j.kind}, uint64(j.idx))
 		switch j.kind {
 		case recCopy:
 			st.Copies++
-			_, err = bw.Write(appendString(rec, j.basePath))
+			err = fw.record(appendString(rec, j.basePath), 0)
 		case recDup:
-			st.Dups++
-			_, err = bw.Write(appendUvarint(rec, uint64(j.dup)))
+			dups = append(dups, j)
 		case recLiteral:
-			err = b.writeLiteral(ctx, bw, j.idx, f, &st)
+			literals = append(literals, j)
 		case recDelta:
 			var r deltaResult
 			select {
@@ -169,38 +155,145 @@ func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID relea
 			if r.err != nil {
 				return st, r.err
 			}
-			switch r.kind {
-			case recLiteral:
-				err = b.writeLiteral(ctx, bw, j.idx, f, &st)
-			default:
-				rec[0] = r.kind
-				_, err = bw.Write(append(rec, r.rec...))
-				if r.kind == recDelta {
-					st.Deltas++
-				} else {
-					st.BSDiffs++
-				}
-				if j.renamed {
-					st.Renames++
-				}
+			if r.kind == recLiteral {
+				literals = append(literals, j)
+				continue
+			}
+			rec[0] = r.kind
+			err = fw.record(append(rec, r.rec...), int64(len(r.rec)))
+			if r.kind == recDelta {
+				st.Deltas++
+			} else {
+				st.BSDiffs++
+			}
+			if j.renamed {
+				st.Renames++
 			}
 		}
 		if err != nil {
 			return st, wrapWrite(err)
 		}
 	}
-	if err := bw.WriteByte(recEnd); err != nil {
+	// Pass 2: literals. Those that fit brotli's budget first, then zstd, so
+	// that the stream switches codec at most twice.
+	slices.SortFunc(literals, func(x, y *job) int { return x.idx - y.idx })
+	var rest []*job
+	for _, j := range literals {
+		if f := target.Files[j.idx]; f.Size > fw.brotliLeft {
+			rest = append(rest, j)
+			continue
+		}
+		if err := b.writeLiteral(ctx, fw, j.idx, target.Files[j.idx], &st); err != nil {
+			return st, wrapWrite(err)
+		}
+	}
+	for _, j := range rest {
+		if err := b.writeLiteral(ctx, fw, j.idx, target.Files[j.idx], &st); err != nil {
+			return st, wrapWrite(err)
+		}
+	}
+	// Pass 3: duplicates of files written above.
+	for _, j := range dups {
+		st.Dups++
+		rec := appendUvarint([]byte{recDup}, uint64(j.idx))
+		if err := fw.record(appendUvarint(rec, uint64(j.dup)), 0); err != nil {
+			return st, wrapWrite(err)
+		}
+	}
+	if err := fw.finish(); err != nil {
 		return st, wrapWrite(err)
 	}
-	if err := bw.Flush(); err != nil {
-		return st, wrapWrite(err)
-	}
-	if err := comp.Close(); err != nil {
-		return st, wrapWrite(err)
-	}
-	st.BodyBytes = bodyCount.n
 	st.PatchBytes = cw.n
 	return st, nil
+}
+
+// frameWriter writes records into frames, opening a frame of another codec
+// when a record prefers it.
+type frameWriter struct {
+	out        *countWriter
+	window     int   // zstd window
+	brotliLeft int64 // raw bytes brotli may still take (Config.BrotliMaxBytes)
+	st         *Stats
+
+	codec  byte // codec of the open frame; frameEnd when none is open
+	chunks *chunkWriter
+	comp   io.WriteCloser
+	bw     *bufio.Writer
+}
+
+// record writes a whole record. size is its bulk (bytes beyond a few
+// header bytes): it decides the codec; 0 means "fits any open frame".
+func (fw *frameWriter) record(rec []byte, size int64) error {
+	if err := fw.want(size); err != nil {
+		return err
+	}
+	return fw.write(rec)
+}
+
+// want makes sure a frame suited to a record of size bulk bytes is open.
+func (fw *frameWriter) want(size int64) error {
+	if size == 0 && fw.codec != frameEnd {
+		return nil
+	}
+	codec := byte(codecZstd)
+	if fw.brotliLeft > 0 && size <= fw.brotliLeft {
+		codec = codecBrotli
+		fw.brotliLeft -= size
+	}
+	if codec == fw.codec {
+		return nil
+	}
+	if err := fw.closeFrame(); err != nil {
+		return err
+	}
+	if _, err := fw.out.Write([]byte{codec}); err != nil {
+		return err
+	}
+	fw.chunks = &chunkWriter{w: fw.out, buf: make([]byte, 0, 64<<10)}
+	comp, err := newCompressor(codec, fw.chunks, fw.window)
+	if err != nil {
+		return err
+	}
+	fw.codec, fw.comp = codec, comp
+	if fw.bw == nil {
+		fw.bw = bufio.NewWriterSize(comp, 64<<10)
+	} else {
+		fw.bw.Reset(comp)
+	}
+	fw.st.Frames++
+	return nil
+}
+
+func (fw *frameWriter) write(p []byte) error {
+	if fw.codec == codecBrotli {
+		fw.st.BrotliBytes += int64(len(p))
+	} else {
+		fw.st.ZstdBytes += int64(len(p))
+	}
+	_, err := fw.bw.Write(p)
+	return err
+}
+
+func (fw *frameWriter) closeFrame() error {
+	if fw.codec == frameEnd {
+		return nil
+	}
+	fw.codec = frameEnd
+	if err := fw.bw.Flush(); err != nil {
+		return err
+	}
+	if err := fw.comp.Close(); err != nil {
+		return err
+	}
+	return fw.chunks.end()
+}
+
+func (fw *frameWriter) finish() error {
+	if err := fw.closeFrame(); err != nil {
+		return err
+	}
+	_, err := fw.out.Write([]byte{frameEnd})
+	return err
 }
 
 // wrapWrite prefixes an error once: errors from the blob source and from
@@ -359,11 +452,10 @@ func readBlob(ctx context.Context, src BlobSource, f release.File) ([]byte, erro
 }
 
 // writeLiteral streams f from the source into the body, checking it.
-func (b *builder) writeLiteral(ctx context.Context, bw *bufio.Writer, idx int, f release.File, st *Stats) error {
+func (b *builder) writeLiteral(ctx context.Context, fw *frameWriter, idx int, f release.File, st *Stats) error {
 	st.Literals++
 	st.LiteralBytes += f.Size
-	rec := appendUvarint([]byte{recLiteral}, uint64(idx))
-	if _, err := bw.Write(rec); err != nil {
+	if err := fw.record(appendUvarint([]byte{recLiteral}, uint64(idx)), max(f.Size, 1)); err != nil {
 		return err
 	}
 	if f.Size == 0 {
@@ -375,7 +467,7 @@ func (b *builder) writeLiteral(ctx context.Context, bw *bufio.Writer, idx int, f
 	}
 	defer rc.Close()
 	hs := sha256.New()
-	n, err := io.Copy(io.MultiWriter(bw, hs), io.LimitReader(rc, f.Size))
+	n, err := io.Copy(io.MultiWriter(writerFunc(fw.write), hs), io.LimitReader(rc, f.Size))
 	if err != nil {
 		return fmt.Errorf("%w: read %s: %w", ErrSource, f.Path, err)
 	}
@@ -480,4 +572,14 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// writerFunc adapts a write function to io.Writer.
+type writerFunc func([]byte) error
+
+func (f writerFunc) Write(p []byte) (int, error) {
+	if err := f(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -135,20 +135,27 @@ func TestModesAndZstdBody(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.BrotliMaxBytes = 0 // zstd body
 	_, st := roundTrip(t, cfg, src, from, to)
-	if st.Codec != "zstd" {
-		t.Fatalf("codec %s, want zstd", st.Codec)
+	if st.BrotliBytes != 0 || st.ZstdBytes == 0 {
+		t.Fatalf("stats %+v, want zstd frames only", st)
 	}
 }
 
 // rawStream assembles an uncompressed stream by hand, to reach records
 // Build does not choose on its own and to craft hostile ones.
 func rawStream(base, target release.Hash, files int, records ...[]byte) []byte {
-	h := header{version: formatVersion, codec: codecNone, base: base, target: target, files: uint32(files)}
-	b := h.marshal()
+	h := header{version: formatVersion, base: base, target: target, files: uint32(files)}
+	var body []byte
 	for _, r := range records {
-		b = append(b, r...)
+		body = append(body, r...)
 	}
-	return append(b, recEnd)
+	var b bytes.Buffer
+	b.Write(h.marshal())
+	b.WriteByte(codecNone)
+	cw := &chunkWriter{w: &b, buf: make([]byte, 0, 7)} // small chunks: exercise their joins
+	cw.Write(body)
+	cw.end()
+	b.WriteByte(frameEnd)
+	return b.Bytes()
 }
 
 func rec(kind byte, idx int, parts ...[]byte) []byte {
@@ -219,7 +226,10 @@ func TestApplyRejects(t *testing.T) {
 		{"empty", nil, ErrCorruptPatch},
 		{"bad magic", withHeader(func(b []byte) { b[0] = 'X' }), ErrCorruptPatch},
 		{"future version", withHeader(func(b []byte) { b[8] = 2 }), ErrUnsupportedVersion},
-		{"unknown codec", withHeader(func(b []byte) { b[9] = 9 }), ErrUnsupportedVersion},
+		{"reserved header byte", withHeader(func(b []byte) { b[9] = 9 }), ErrUnsupportedVersion},
+		{"unknown codec", withHeader(func(b []byte) { b[headerSize] = 9 }), ErrUnsupportedVersion},
+		{"no frame end", good[:len(good)-1], ErrCorruptPatch},
+		{"oversized chunk", append(bytes.Clone(good[:headerSize+1]), uv(maxChunk+1)...), ErrCorruptPatch},
 		{"other base", rawStream(other, to.id, 2), ErrWrongBase},
 		{"other target", rawStream(from.id, other, 2), ErrWrongTarget},
 		{"file count", rawStream(from.id, to.id, 3), ErrCorruptPatch},
