@@ -38,13 +38,13 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-const testAdminKey = "admin-secret"
+const trustAdminKey = "admin-secret"
 
 func newTestServer(t *testing.T, now func() time.Time) (*Server, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
 	cfg := DefaultConfig(t.TempDir())
-	cfg.AdminKey = testAdminKey
+	cfg.AdminKey = trustAdminKey
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	cfg.Now = now
 	s, err := New(cfg)
@@ -112,7 +112,7 @@ func TestAuthzMatrix(t *testing.T) {
 	_, pubB := mustKey(t, s, RolePublisher, "appB")
 	_, reader := mustKey(t, s, RoleReader)
 	callers := []struct{ name, secret string }{
-		{"admin", testAdminKey}, {"publisherA", pubA}, {"publisherB", pubB}, {"reader", reader}, {"none", ""},
+		{"admin", trustAdminKey}, {"publisherA", pubA}, {"publisherB", pubB}, {"reader", reader}, {"none", ""},
 	}
 
 	// Who may call: "public", or the callers allowed.
@@ -254,13 +254,13 @@ func TestAPIKeyLifecycle(t *testing.T) {
 		t.Fatalf("expired key: %d", c)
 	}
 	k2, secret2, _ := s.CreateKey(CreateKeyBody{Role: RoleReader})
-	if c := call(testAdminKey, "DELETE", "/v1/keys/"+k2.ID); c != 200 {
+	if c := call(trustAdminKey, "DELETE", "/v1/keys/"+k2.ID); c != 200 {
 		t.Fatalf("revoke: %d", c)
 	}
 	if c := call(secret2, "GET", "/v1/apps"); c != 401 {
 		t.Fatalf("revoked key: %d", c)
 	}
-	if c := call(testAdminKey, "DELETE", "/v1/keys/admin"); c != 400 {
+	if c := call(trustAdminKey, "DELETE", "/v1/keys/admin"); c != 400 {
 		t.Fatalf("self-revoke: %d", c)
 	}
 	keys, _ := s.Keys()

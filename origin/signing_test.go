@@ -128,10 +128,10 @@ func TestReleaseKeyRotationAtOrigin(t *testing.T) {
 	}
 }
 
-// TestResignBeforeExpiry drives the re-signing with an injected clock: a
+// TestResignPublishesFreshSignedRecord drives the re-signing with an injected clock: a
 // record is re-signed once half its lifetime has passed, with a larger Seq
 // and a later expiry, and not before.
-func TestResignBeforeExpiry(t *testing.T) {
+func TestResignPublishesFreshSignedRecord(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -139,7 +139,7 @@ func TestResignBeforeExpiry(t *testing.T) {
 	var published []*release.Envelope
 	var pmu sync.Mutex
 	cfg := DefaultConfig(t.TempDir())
-	cfg.AdminKey = testAdminKey
+	cfg.AdminKey = trustAdminKey
 	cfg.Now = clock
 	cfg.ChannelTTL = 24 * time.Hour
 	cfg.Publisher = PublisherFunc(func(env *release.Envelope) error {
