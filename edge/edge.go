@@ -42,6 +42,11 @@ type Config struct {
 	// origin costs a device a fast 503, never a hang.
 	FetchTimeout   time.Duration
 	ConnectTimeout time.Duration
+	// OriginKeys, if set, are the origin public keys whose signature every
+	// channel record must carry before the edge stores or serves it (the
+	// edge follows the origin's key rotations from there). Empty means
+	// the edge takes any well-formed record and leaves checking to devices.
+	OriginKeys []release.PublicKey
 	// RateLimit bounds requests per client address on device endpoints;
 	// the zero value means DefaultRateLimit().
 	RateLimit RateLimitConfig
@@ -186,6 +191,10 @@ func (s *Server) Apply(env *release.Envelope) bool {
 	ch, err := env.Channel()
 	if err != nil {
 		s.log.Warn("ignoring invalid channel record", "err", err)
+		return false
+	}
+	if err := s.VerifyRecord(env, ch); err != nil {
+		s.log.Warn("ignoring channel record", "channel", ch.Key(), "seq", ch.Seq, "err", err)
 		return false
 	}
 	if !s.state.apply(env, ch) {

@@ -22,6 +22,8 @@ type trustState struct {
 	rotMu      sync.Mutex // guards rotBody, rotFetched
 	rotBody    []byte
 	rotFetched time.Time
+
+	origin originTrust
 }
 
 // rotationsTTL is how long the edge serves the origin's rotation
@@ -39,6 +41,7 @@ func (s *Server) initTrust() {
 	})
 	s.reg.MustRegister(s.trust.rateLimited)
 	s.trust.limiter = newIPLimiter(s.cfg.RateLimit, s.cfg.Now)
+	s.trust.origin.keys = append([]release.PublicKey(nil), s.cfg.OriginKeys...)
 }
 
 // handleRotations serves GET /v1/keys/rotations: the origin's key rotation

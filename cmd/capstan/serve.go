@@ -276,7 +276,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 				}
 				size = int64(n)
 			}
-			verify, err := originVerifier(originKey)
+			okeys, err := originKeys(originKey)
 			if err != nil {
 				return err
 			}
@@ -293,7 +293,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 				}
 				return out
 			}
-			e, ln, err := startEdge(log, dataDir, httpAddr, size, origins, rl.apply)
+			e, ln, err := startEdge(log, dataDir, httpAddr, size, origins, rl.apply, func(c *edge.Config) { c.OriginKeys = okeys })
 			if err != nil {
 				return err
 			}
@@ -301,7 +301,9 @@ records from gossip, answers device checks from memory and serves blobs from its
 			if err != nil {
 				return err
 			}
-			gcfg.Verify = verify
+			if len(okeys) > 0 {
+				gcfg.Verify = recordVerifier(e)
+			}
 			gcfg.OnRecord = func(env *release.Envelope, _ *release.Channel) { e.Apply(env) }
 			// Serve what the edge holds while it looks for the cluster: an
 			// edge restarted while every origin is away still answers.
