@@ -56,12 +56,12 @@ type ipLimiter struct {
 
 type ipLimiterShard struct {
 	mu  sync.Mutex // guards lru and m
-	lru *list.List // of *bucket, most recent at the front
+	lru *list.List // of *ipBucket, most recent at the front
 	m   map[string]*list.Element
 	max int
 }
 
-type bucket struct {
+type ipBucket struct {
 	key    string
 	tokens float64
 	last   time.Time
@@ -110,19 +110,19 @@ func (l *ipLimiter) allow(key string) (bool, time.Duration) {
 	now := l.now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	var b *bucket
+	var b *ipBucket
 	if e, ok := sh.m[key]; ok {
 		sh.lru.MoveToFront(e)
-		b = e.Value.(*bucket)
+		b = e.Value.(*ipBucket)
 		b.tokens = math.Min(float64(l.cfg.Burst), b.tokens+now.Sub(b.last).Seconds()*l.cfg.PerSecond)
 		b.last = now
 	} else {
-		b = &bucket{key: key, tokens: float64(l.cfg.Burst), last: now}
+		b = &ipBucket{key: key, tokens: float64(l.cfg.Burst), last: now}
 		sh.m[key] = sh.lru.PushFront(b)
 		for sh.lru.Len() > sh.max {
 			old := sh.lru.Back()
 			sh.lru.Remove(old)
-			delete(sh.m, old.Value.(*bucket).key)
+			delete(sh.m, old.Value.(*ipBucket).key)
 		}
 	}
 	if b.tokens >= 1 {

@@ -68,6 +68,7 @@ type hashingReader struct {
 	n int64
 }
 
+// Read implements io.Reader.
 func (h *hashingReader) Read(p []byte) (int, error) {
 	n, err := h.r.Read(p)
 	h.h.Write(p[:n])

@@ -219,6 +219,7 @@ type decryptReader struct {
 	done    bool
 }
 
+// Read implements io.Reader.
 func (d *decryptReader) Read(p []byte) (int, error) {
 	for len(d.out) == 0 {
 		if d.err != nil {
