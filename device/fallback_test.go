@@ -142,7 +142,9 @@ func TestPatchFallbacks(t *testing.T) {
 	}{
 		{func(string) bool { return false }, device.ModeFull},
 		{func(string) bool { return false }, device.ModeDelta},
-		{func(p string) bool { return strings.HasPrefix(p, "/v1/patches/") && !strings.Contains(p, "/0000000000") }, device.ModeFull},
+		{func(p string) bool {
+			return strings.HasPrefix(p, "/v1/patches/") && !strings.Contains(p, "/0000000000")
+		}, device.ModeFull},
 		{func(p string) bool { return strings.HasPrefix(p, "/v1/patches/") }, device.ModeFiles},
 	}
 	for i, st := range steps {
