@@ -12,7 +12,6 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -86,16 +85,18 @@ func TestAttackTamperedBlob(t *testing.T) {
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	c.upload("2.0.0", v2Files, uploadOpts{})
+	// Every byte of content the edge serves is corrupted: the patch, the
+	// full bundle stream and every file.
 	c.proxy.set(func(w http.ResponseWriter, r *http.Request) bool {
-		if !strings.HasPrefix(r.URL.Path, "/v1/blobs/") {
+		if !isContent(r.URL.Path) {
 			return false
 		}
 		b := c.proxy.fetch(r.URL.Path)
-		b[0] ^= 0x01
+		b[len(b)/2] ^= 0x01
 		w.Write(b)
 		return true
 	})
-	mustFail(t, d.Update(context.Background()), "hashes to", dir, v1Files)
+	mustFail(t, d.Update(context.Background()), "verification failed", dir, v1Files)
 	if d.State().Current.Version != "1.0.0" {
 		t.Fatalf("device state moved to %s", d.State().Current.Version)
 	}
@@ -174,9 +175,9 @@ func TestAttackBadSignatures(t *testing.T) {
 			d, dir := installV1(t, c, devOpts{})
 			c.upload("2.0.0", v2Files, uploadOpts{})
 			rewriteCheck(c.proxy, func(_ *http.Request, a *checkAnswer) { tc.edit(c, a) })
-			before := c.proxy.count("blobs")
+			before := c.proxy.count("blobs") + c.proxy.count("patches")
 			mustFail(t, d.Update(context.Background()), tc.want, dir, v1Files)
-			if n := c.proxy.count("blobs") - before; n != 0 {
+			if n := c.proxy.count("blobs") + c.proxy.count("patches") - before; n != 0 {
 				t.Fatalf("device downloaded %d blobs before verifying", n)
 			}
 		})
@@ -239,10 +240,17 @@ func TestAttackMixAndMatch(t *testing.T) {
 	v2 := c.upload("2.0.0", v2Files, uploadOpts{})
 	v2M, _ := v2.Envelope.Manifest()
 	c.proxy.set(func(w http.ResponseWriter, r *http.Request) bool {
+		// Patches: serve the other release's patch from the same base.
+		if base, target, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v1/patches/"), "/"); ok && strings.HasPrefix(r.URL.Path, "/v1/patches/") {
+			if target == v2.ID.String() {
+				w.Write(c.proxy.fetch("/v1/patches/" + base + "/" + other.ID.String()))
+				return true
+			}
+		}
 		if !strings.HasPrefix(r.URL.Path, "/v1/blobs/") {
 			return false
 		}
-		// Serve the other release's file at the same path as the one asked.
+		// Files: serve the other release's file at the same path.
 		for _, f := range v2M.Files {
 			if "/v1/blobs/"+f.SHA256.String() != r.URL.Path {
 				continue
@@ -254,7 +262,7 @@ func TestAttackMixAndMatch(t *testing.T) {
 		}
 		return false
 	})
-	mustFail(t, d.Update(context.Background()), "hashes to", dir, v1Files)
+	mustFail(t, d.Update(context.Background()), "verification failed", dir, v1Files)
 }
 
 // #9 Wrong base: the files the device reuses from its installed bundle are
@@ -300,7 +308,7 @@ func TestAttackEndlessData(t *testing.T) {
 			d, dir := installV1(t, c, devOpts{})
 			c.upload("2.0.0", v2Files, uploadOpts{})
 			c.proxy.set(func(w http.ResponseWriter, r *http.Request) bool {
-				if !strings.HasPrefix(r.URL.Path, "/v1/blobs/") {
+				if !isContent(r.URL.Path) {
 					return false
 				}
 				tc.hook(w, r)
@@ -353,7 +361,7 @@ func TestAttackSlowEdge(t *testing.T) {
 	c := newCluster(t)
 	c.upload("1.0.0", v1Files, uploadOpts{})
 	c.proxy.set(func(w http.ResponseWriter, r *http.Request) bool {
-		if !strings.HasPrefix(r.URL.Path, "/v1/blobs/") {
+		if !isContent(r.URL.Path) {
 			return false
 		}
 		w.Header().Set("Content-Length", "100")
@@ -369,7 +377,7 @@ func TestAttackSlowEdge(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 	sameTree(t, dir, v1Files)
-	if c.proxy.count("blobs") == 0 {
+	if c.proxy.count("blobs")+c.proxy.count("patches") == 0 {
 		t.Fatal("the slow edge was never asked")
 	}
 }
@@ -395,6 +403,7 @@ func TestAttackGarbageEdgeFailover(t *testing.T) {
 func TestAttackWrongNativeVersion(t *testing.T) {
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{native: "1.0.0"})
+	before := c.proxy.count("blobs") + c.proxy.count("patches")
 	c.upload("2.0.0", v2Files, uploadOpts{minNative: "2.0.0"})
 	rewriteCheck(c.proxy, func(r *http.Request, a *checkAnswer) {
 		q := r.URL.Query()
@@ -409,8 +418,8 @@ func TestAttackWrongNativeVersion(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 	sameTree(t, dir, v1Files)
-	if n := c.proxy.count("blobs"); n != 3 {
-		t.Fatalf("%d blob downloads, want only v1's 3", n)
+	if n := c.proxy.count("blobs") + c.proxy.count("patches"); n != before {
+		t.Fatalf("%d content downloads after the refusal", n-before)
 	}
 }
 
@@ -448,5 +457,8 @@ func TestEdgeHoldsNoSigningKey(t *testing.T) {
 	mustFail(t, d.Update(context.Background()), "not signed by a trusted key", dir, map[string]string{})
 }
 
-// Unused-import guard for url when cases change.
-var _ = url.Values{}
+// isContent reports whether a path is release content: a file or a patch
+// (including the full-bundle stream, a patch from the empty base).
+func isContent(path string) bool {
+	return strings.HasPrefix(path, "/v1/blobs/") || strings.HasPrefix(path, "/v1/patches/")
+}

@@ -417,7 +417,7 @@ func (d *Device) populateFiles(ctx context.Context, p *plan, staging string) err
 	}
 	sp, err := d.openSealed(ctx, p)
 	if err != nil {
-		return "files", err
+		return err
 	}
 	var mu sync.Mutex
 	var firstErr error

@@ -79,15 +79,27 @@ func TestEncryptedReleases(t *testing.T) {
 	}
 	sameTree(t, dir, v1)
 	c.upload("2.0.0", v2, uploadOpts{})
-	if res := mk().Update(context.Background()); res.Status != device.StatusUpdated || res.To != "2.0.0" {
+	if res := mk().Update(context.Background()); res.Status != device.StatusUpdated || res.To != "2.0.0" || res.Mode != device.ModeFiles {
 		t.Fatalf("%+v", res)
+	}
+	if n := c.proxy.count("patches"); n != 0 {
+		t.Fatalf("device asked for %d patches of an encrypted release", n)
 	}
 	sameTree(t, dir, v2)
 	// Control: the same scan finds plaintext of an unencrypted app, so the
 	// assertions are not vacuous.
 	plain := map[string]string{"index.html": "PLAIN-CONTROL-" + strings.Repeat("x", 100)}
 	c.upload("1.0.0", plain, uploadOpts{app: "com.plain.app"})
-	pd, err := device.New(device.Config{Dir: t.TempDir(), Edges: []string{c.edgeURL}, App: "com.plain.app", Channel: "production", Keys: c.keys(), Now: c.clock.Now})
+	// (Patches and the full-bundle stream are compressed; refuse them so
+	// the control device fetches the plain files.)
+	c.proxy.set(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasPrefix(r.URL.Path, "/v1/patches/") {
+			http.NotFound(w, r)
+			return true
+		}
+		return false
+	})
+	pd, err := device.New(device.Config{Dir: t.TempDir(), Edges: []string{c.proxy.srv.URL}, App: "com.plain.app", Channel: "production", Keys: c.keys(), Now: c.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

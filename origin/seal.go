@@ -151,3 +151,21 @@ func (s *Server) sealRefs(txn *badger.Txn, c *release.Channel) error {
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 func newSHA256() hash.Hash { return sha256.New() }
+
+// checkPatchable refuses patches to an encrypted release: the origin keeps
+// neither its plaintext nor its key, so it cannot build one, and must not
+// try from plaintext blobs that other apps happen to share.
+func (s *Server) checkPatchable(target release.Hash) error {
+	err := s.db.View(func(txn *badger.Txn) error {
+		var sr sealedRecord
+		return getJSON(txn, pfxSealed+target.String(), &sr)
+	})
+	switch {
+	case err == nil:
+		return fmt.Errorf("release %s is encrypted and has no patches: %w", target, ErrNotFound)
+	case errors.Is(err, ErrNotFound):
+		return nil
+	default:
+		return err
+	}
+}
