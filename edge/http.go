@@ -116,11 +116,19 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 	if !last.IsZero() {
 		body["state_age_seconds"] = time.Since(last).Seconds()
 	}
-	if s.isSynced() {
-		body["status"] = "ok"
-	} else {
+	stale := s.expiredChannels()
+	body["expired_channels"] = stale
+	switch {
+	case !s.isSynced():
 		body["status"] = "waiting for state"
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+	case stale > 0:
+		// Devices refuse expired records as a freeze; an edge holding one
+		// has lost the origin's fresh records and says so.
+		body["status"] = "stale"
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+	default:
+		body["status"] = "ok"
 	}
 	b, _ := json.Marshal(body)
 	ctx.SetBody(b)

@@ -12,11 +12,16 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/release"
+	"github.com/valyala/fasthttp"
 )
 
 func signedRecord(t *testing.T, key ed25519.PrivateKey, seq uint64) *release.Envelope {
 	t.Helper()
-	now := time.Now()
+	return signedRecordAt(t, key, seq, time.Now())
+}
+
+func signedRecordAt(t *testing.T, key ed25519.PrivateKey, seq uint64, now time.Time) *release.Envelope {
+	t.Helper()
 	c := &release.Channel{Type: release.TypeChannel, App: "app", Channel: "production", Seq: seq, RolloutBPS: release.FullRollout, Issued: now, Expires: now.Add(time.Hour)}
 	b, err := c.Encode()
 	if err != nil {
@@ -76,5 +81,41 @@ func TestEdgeChecksOriginSignatures(t *testing.T) {
 	}
 	if e.Apply(signedRecord(t, old, 13)) {
 		t.Fatal("the retired key still signs records the edge takes")
+	}
+}
+
+// #6 Freeze via gossip: an edge cut off from fresh records marks itself
+// unhealthy once a record it holds has expired.
+func TestEdgeReportsStaleRecords(t *testing.T) {
+	clk := &testClock{now: time.Now()}
+	cfg := DefaultConfig(filepath.Join(t.TempDir(), "edge"))
+	cfg.Now = clk.Now
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown(t.Context())
+	key, _ := release.GenerateKey()
+	e.Apply(signedRecordAt(t, key, 1, clk.Now()))
+	e.MarkSynced()
+	health := func() (int, string) {
+		ctx := &fasthttp.RequestCtx{}
+		e.handleHealth(ctx)
+		var b struct {
+			Status string `json:"status"`
+		}
+		json.Unmarshal(ctx.Response.Body(), &b)
+		return ctx.Response.StatusCode(), b.Status
+	}
+	if code, st := health(); code != 200 || st != "ok" {
+		t.Fatalf("fresh: %d %s", code, st)
+	}
+	clk.Advance(2 * time.Hour) // signedRecord expires after 1 h
+	if code, st := health(); code != 503 || st != "stale" {
+		t.Fatalf("expired: %d %s", code, st)
+	}
+	e.Apply(signedRecordAt(t, key, 2, clk.Now()))
+	if code, st := health(); code != 200 || st != "ok" {
+		t.Fatalf("fresh record again: %d %s", code, st)
 	}
 }

@@ -39,7 +39,9 @@ func (s *Server) initTrust() {
 	s.trust.rateLimited = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "capstan_edge_rate_limited_total", Help: "Device requests refused with 429 because their address was over its rate.",
 	})
-	s.reg.MustRegister(s.trust.rateLimited)
+	s.reg.MustRegister(s.trust.rateLimited, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "capstan_edge_expired_channels", Help: "Channels whose newest record has expired (the edge is cut off from fresh records; devices see a freeze).",
+	}, func() float64 { return float64(s.expiredChannels()) }))
 	s.trust.limiter = newIPLimiter(s.cfg.RateLimit, s.cfg.Now)
 	s.trust.origin.keys = append([]release.PublicKey(nil), s.cfg.OriginKeys...)
 }
@@ -92,4 +94,18 @@ func (s *Server) forgetRotations() {
 	s.trust.rotMu.Lock()
 	s.trust.rotBody = nil
 	s.trust.rotMu.Unlock()
+}
+
+// expiredChannels counts channels whose newest record has expired. Such an
+// edge is partitioned from the origins (or the origins stopped signing):
+// devices refuse what it serves, so /healthz reports it unhealthy.
+func (s *Server) expiredChannels() int {
+	now := s.cfg.Now()
+	n := 0
+	for _, cs := range s.state.all() {
+		if now.After(cs.ch.Expires) {
+			n++
+		}
+	}
+	return n
 }
