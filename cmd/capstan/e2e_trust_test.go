@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,13 +103,10 @@ func TestTrustThroughTheBinary(t *testing.T) {
 	assertTreeEquals(t, filepath.Join(phone, "current"), files)
 
 	// Rotate the origin key through the admin API; the device follows.
-	req, _ := http.NewRequest("POST", api+"/v1/keys/origin/rotate", nil)
-	req.Header.Set("Authorization", "Bearer "+e2eAdminKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("rotate origin key: %v %v", err, resp)
+	if _, stderr, ok := runAs(t, api, created.Key, "keys", "rotate", "--origin"); ok || !strings.Contains(stderr, "403") {
+		t.Fatalf("publisher rotated the origin key: ok=%v %s", ok, stderr)
 	}
-	resp.Body.Close()
+	runCLI(t, api, true, "keys", "rotate", "--origin")
 	json.Unmarshal([]byte(runCLI(t, "", true, devArgs...)), &res)
 	if res.Status != "up-to-date" {
 		t.Fatalf("device after origin key rotation: %+v", res)

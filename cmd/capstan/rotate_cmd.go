@@ -61,19 +61,35 @@ func readPublicOrPrivate(path string) (ed25519.PublicKey, error) {
 
 func newKeysRotateCmd() *cobra.Command {
 	var oldFile, newFile, app, out string
-	var publish, asJSON bool
+	var publish, originKey, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "rotate",
-		Short: "Replace a release key: a statement signed by the old key that devices follow",
+		Short: "Replace a release key (or, with --origin, the origin key): a statement signed by the old key that devices follow",
 		Long: `Writes a capstan.rotation/v1 statement, signed by the old release key, that
 introduces the new one. With --publish it is sent to the origin, which then
 accepts the new key for --app and hands the statement to every edge, so that
 devices holding only the old key learn the new one.`,
 		Example: `  capstan keys gen --out release-2027.key
-  capstan keys rotate --old release.key --new release-2027.key.pub --app com.example.app --publish`,
+  capstan keys rotate --old release.key --new release-2027.key.pub --app com.example.app --publish
+  capstan keys rotate --origin      # the origin replaces its online key (admin)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := func() error {
+				if originKey {
+					// The origin makes the new key and signs the statement
+					// with its old one (admin API).
+					var env release.Envelope
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+					defer cancel()
+					if err := apiClient().Do(ctx, "POST", "/v1/keys/origin/rotate", nil, &env); err != nil {
+						return err
+					}
+					r, err := env.Rotation()
+					if err != nil {
+						return err
+					}
+					return output(cmd, asJSON, &env, fmt.Sprintf("origin key %s → %s; every channel record is re-signed, devices and edges follow /v1/keys/rotations", r.Old, release.KeyID(r.New)))
+				}
 				if oldFile == "" || newFile == "" {
 					return fmt.Errorf("--old (private key) and --new (public or private key) are required")
 				}
@@ -129,6 +145,7 @@ devices holding only the old key learn the new one.`,
 	cmd.Flags().StringVar(&app, "app", "", "the app whose key rotates (needed for --publish)")
 	cmd.Flags().StringVar(&out, "out", "", "write the statement to this file")
 	cmd.Flags().BoolVar(&publish, "publish", false, "send the statement to the origin (CAPSTAN_SERVER, CAPSTAN_API_KEY)")
+	cmd.Flags().BoolVar(&originKey, "origin", false, "rotate the origin's channel-signing key instead (admin API key)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the statement as one JSON object")
 	return cmd
 }
