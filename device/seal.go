@@ -2,7 +2,6 @@ package device
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"io"
 
@@ -27,18 +26,11 @@ func (d *Device) openSealed(ctx context.Context, p *plan) (*sealedPlan, error) {
 	if d.cfg.DecryptKey == nil {
 		return nil, fmt.Errorf("%w: release %s is encrypted and this device has no decryption key (--decrypt-key)", ErrVerify, p.target.Version)
 	}
-	sealed, err := base64.StdEncoding.DecodeString(p.target.Key)
-	if err != nil {
-		return nil, fmt.Errorf("%w: sealed release key: %v", ErrVerify, err)
-	}
-	key, err := release.OpenKey(d.cfg.DecryptKey, p.target.ID, sealed)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrVerify, err)
-	}
 	var body []byte
-	err = d.download(ctx, p.edge, "/v1/blobs/"+p.target.Sealed.String(), release.MaxSealedIndexBytes, func(r io.Reader) error {
-		body, err = io.ReadAll(r)
-		return err
+	err := d.download(ctx, p.edge, "/v1/blobs/"+p.target.Sealed.String(), release.MaxSealedIndexBytes, func(r io.Reader) error {
+		var rerr error
+		body, rerr = io.ReadAll(r)
+		return rerr
 	})
 	if err != nil {
 		return nil, fmt.Errorf("device: encrypted release index: %w", err)
@@ -52,6 +44,10 @@ func (d *Device) openSealed(ctx context.Context, p *plan) (*sealedPlan, error) {
 	}
 	if idx.Release != p.target.ID || len(idx.Files) != len(p.manifest.Files) {
 		return nil, fmt.Errorf("%w: encrypted release index is for another release", ErrVerify)
+	}
+	key, err := release.OpenKey(d.cfg.DecryptKey, p.target.ID, idx.Key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrVerify, err)
 	}
 	sp := &sealedPlan{key: key, files: make(map[string]release.SealedFile, len(idx.Files))}
 	for i, f := range p.manifest.Files {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,8 +22,7 @@ const pfxSealed = "e/"
 // sealedRecord is what the origin keeps for an encrypted release and puts
 // into every channel record that names it.
 type sealedRecord struct {
-	Key   string       `json:"key"`   // base64 HPKE-sealed release key
-	Index release.Hash `json:"index"` // hash of the index blob
+	Index release.Hash `json:"index"` // hash of the sealed index blob
 }
 
 // sealer encrypts the files of one upload with a fresh release key. The
@@ -109,7 +107,12 @@ func (s *Server) seal(id release.Hash, sl *sealer) (*sealedRecord, error) {
 	if sl == nil {
 		return nil, nil
 	}
-	idx, err := json.Marshal(&release.SealedIndex{Type: release.TypeSealedIndex, Release: id, Files: sl.files})
+	sealed, err := release.SealKey(sl.app, id, sl.key)
+	if err != nil {
+		return nil, err
+	}
+	clear(sl.key) // from now on only the app can open it
+	idx, err := json.Marshal(&release.SealedIndex{Type: release.TypeSealedIndex, Release: id, Key: sealed, Files: sl.files})
 	if err != nil {
 		return nil, err
 	}
@@ -117,22 +120,17 @@ func (s *Server) seal(id release.Hash, sl *sealer) (*sealedRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	sealed, err := release.SealKey(sl.app, id, sl.key)
-	if err != nil {
-		return nil, err
-	}
-	clear(sl.key) // from now on only the app can open it
-	return &sealedRecord{Key: base64.StdEncoding.EncodeToString(sealed), Index: ih}, nil
+	return &sealedRecord{Index: ih}, nil
 }
 
-// sealRefs fills in the sealed key and index of the releases a channel
-// record names (and clears them for plain releases).
+// sealRefs fills in the sealed index of the releases a channel record
+// names (and clears it for plain releases).
 func (s *Server) sealRefs(txn *badger.Txn, c *release.Channel) error {
 	for _, ref := range []*release.Ref{&c.Release, c.Stable} {
 		if ref == nil {
 			continue
 		}
-		ref.Key, ref.Sealed = "", release.Hash{}
+		ref.Sealed = release.Hash{}
 		if ref.ID.IsZero() {
 			continue
 		}
@@ -142,7 +140,7 @@ func (s *Server) sealRefs(txn *badger.Txn, c *release.Channel) error {
 		case err != nil:
 			return err
 		default:
-			ref.Key, ref.Sealed = sr.Key, sr.Index
+			ref.Sealed = sr.Index
 		}
 	}
 	return nil

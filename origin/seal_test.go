@@ -3,7 +3,7 @@ package origin
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http/httptest"
@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/capstan-ota/capstan/gossip"
 	"github.com/capstan-ota/capstan/release"
 )
 
@@ -41,16 +42,11 @@ func TestEncryptedUploadStoresOnlyCiphertext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ch.Release.Key == "" || ch.Release.Sealed.IsZero() {
-		t.Fatalf("channel record carries no sealed key: %+v", ch.Release)
+	if ch.Release.Sealed.IsZero() {
+		t.Fatalf("channel record names no sealed index: %+v", ch.Release)
 	}
-	// The app's key opens it; the index names ciphertext blobs that decrypt
-	// to the manifest's files.
-	sealed, _ := base64.StdEncoding.DecodeString(ch.Release.Key)
-	key, err := release.OpenKey(box, rec.ID, sealed)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The app's key opens the release key in the index; the index names
+	// ciphertext blobs that decrypt to the manifest's files.
 	f, err := s.blobs.open(ch.Release.Sealed)
 	if err != nil {
 		t.Fatal(err)
@@ -58,6 +54,10 @@ func TestEncryptedUploadStoresOnlyCiphertext(t *testing.T) {
 	ib, _ := io.ReadAll(f)
 	f.Close()
 	idx, err := release.DecodeSealedIndex(ib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := release.OpenKey(box, rec.ID, idx.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,4 +82,39 @@ func TestEncryptedUploadStoresOnlyCiphertext(t *testing.T) {
 	if w.Code != 404 {
 		t.Fatalf("GET patch: %d", w.Code)
 	}
+}
+
+// An encrypted channel record in a rollout (two sealed releases) still
+// fits one gossip message.
+func TestEncryptedRecordFitsGossip(t *testing.T) {
+	s, _ := newTestServer(t, nil)
+	box, _ := release.GenerateBoxKey()
+	pem, _ := release.EncodeBoxPublicKey(box.PublicKey())
+	p := string(pem)
+	app := "com.example.encrypted-application"
+	if _, err := s.SetApp(app, AppSettings{EncryptKey: &p}); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range []string{"10.20.30-beta.1", "10.20.31-beta.2"} {
+		z := testZip(t, map[string]string{"index.html": v})
+		bps := release.FullRollout
+		if i == 1 {
+			bps = 3000
+		}
+		if _, err := s.Upload(context.Background(), &UploadRequest{App: app, Version: v, Channel: "production-eu", RolloutBPS: bps}, bytes.NewReader(z)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env, ch, err := s.st.channel(app, "production-eu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch.Stable == nil || ch.Stable.Sealed.IsZero() || ch.Release.Sealed.IsZero() {
+		t.Fatalf("want two sealed releases: %+v", ch)
+	}
+	b, _ := json.Marshal(env)
+	if 1+len(b) > gossip.MaxRecordBytes {
+		t.Fatalf("record message of %d bytes is over gossip's %d", 1+len(b), gossip.MaxRecordBytes)
+	}
+	t.Logf("encrypted rollout record: %d bytes", 1+len(b))
 }

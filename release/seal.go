@@ -9,8 +9,8 @@ package release
 // cache it like any blob. The release key is sealed to the app's X25519
 // public key with HPKE (RFC 9180: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
 // AES-256-GCM, from the standard library's crypto/hpke) and travels inside
-// the origin-signed channel record, next to the hash of a small index that
-// maps each manifest file to its ciphertext blob.
+// a small index blob that also maps each manifest file to its ciphertext
+// blob; the origin-signed channel record names the index by its hash.
 //
 // Integrity does not rest on the encryption: the device still checks every
 // decrypted file against the CI-signed manifest.
@@ -97,13 +97,16 @@ type SealedFile struct {
 	Size int64 `json:"size"`
 }
 
-// SealedIndex maps the files of an encrypted release, in manifest order,
-// to their ciphertext blobs. It is stored as a blob; the signed channel
-// record names its hash, so it needs no signature of its own.
+// SealedIndex carries an encrypted release's key, sealed to the app, and
+// maps its files, in manifest order, to their ciphertext blobs. It is
+// stored as a blob; the signed channel record names its hash, so it needs
+// no signature of its own.
 type SealedIndex struct {
-	Type    string       `json:"type"`
-	Release Hash         `json:"release"`
-	Files   []SealedFile `json:"files"`
+	Type    string `json:"type"`
+	Release Hash   `json:"release"`
+	// Key is the release key sealed with SealKey (HPKE output).
+	Key   []byte       `json:"key"`
+	Files []SealedFile `json:"files"`
 }
 
 // DecodeSealedIndex parses an index with bounds.
@@ -117,6 +120,9 @@ func DecodeSealedIndex(b []byte) (*SealedIndex, error) {
 	}
 	if x.Type != TypeSealedIndex {
 		return nil, invalid("sealed index type %q", x.Type)
+	}
+	if len(x.Key) == 0 || len(x.Key) > 256 {
+		return nil, invalid("sealed index: sealed key of %d bytes", len(x.Key))
 	}
 	if len(x.Files) > MaxFiles {
 		return nil, invalid("sealed index lists %d files", len(x.Files))
