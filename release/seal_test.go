@@ -78,3 +78,27 @@ func TestSealKeyBoundToRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func FuzzDecryptReader(f *testing.F) {
+	key := bytes.Repeat([]byte{7}, ReleaseKeySize)
+	var ct bytes.Buffer
+	Encrypt(key, &ct, bytes.NewReader([]byte("hello, world")), 12)
+	f.Add(ct.Bytes())
+	f.Add([]byte("CPE1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, err := io.Copy(io.Discard, DecryptReader(key, bytes.NewReader(b)))
+		if err == nil && n > int64(len(b)) {
+			t.Fatalf("%d plaintext bytes from %d ciphertext bytes", n, len(b))
+		}
+	})
+}
+
+func FuzzDecodeSealedIndex(f *testing.F) {
+	f.Add([]byte(`{"type":"capstan.sealed/v1","release":"` + Sum(nil).String() + `","key":"AAAA","files":[{"blob":"` + Sum(nil).String() + `","size":40}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		x, err := DecodeSealedIndex(b)
+		if err == nil && (x.Type != TypeSealedIndex || len(x.Files) > MaxFiles) {
+			t.Fatal("decoded an invalid index")
+		}
+	})
+}
