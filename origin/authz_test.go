@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -125,7 +126,7 @@ func TestAuthzMatrix(t *testing.T) {
 	version := 10
 	relKeyCur := relKey
 	type endpoint struct {
-		name    string
+		pattern string // as registered on the mux
 		allowed []string
 		req     func(t *testing.T) *http.Request
 	}
@@ -139,33 +140,34 @@ func TestAuthzMatrix(t *testing.T) {
 		}
 	}
 	endpoints := []endpoint{
-		{"healthz", all, get("/healthz")},
-		{"metrics", all, get("/metrics")},
-		{"state", all, get("/v1/state")},
-		{"release by id", all, get("/v1/releases/" + a1.ID.String())},
-		{"blob", all, get("/v1/blobs/" + blob.String())},
-		{"origin key", all, get("/v1/keys/origin")},
-		{"rotations", all, get("/v1/keys/rotations")},
-		{"list apps", keyed, get("/v1/apps")},
-		{"get app", readA, get("/v1/apps/appA")},
-		{"set app", admin, jsonReq("PUT", "/v1/apps/appA", AppSettings{})},
-		{"upload", writeA, func(t *testing.T) *http.Request {
+		{"GET /healthz", all, get("/healthz")},
+		{"GET /metrics", all, get("/metrics")},
+		{"GET /v1/state", all, get("/v1/state")},
+		{"GET /v1/releases/{id}", all, get("/v1/releases/" + a1.ID.String())},
+		{"GET /v1/blobs/{hash}", all, get("/v1/blobs/" + blob.String())},
+		{"GET /v1/keys/origin", all, get("/v1/keys/origin")},
+		{"GET /v1/patches/{base}/{target}", all, get("/v1/patches/" + release.ZeroHash.String() + "/" + a1.ID.String())},
+		{"GET /v1/keys/rotations", all, get("/v1/keys/rotations")},
+		{"GET /v1/apps", keyed, get("/v1/apps")},
+		{"GET /v1/apps/{app}", readA, get("/v1/apps/appA")},
+		{"PUT /v1/apps/{app}", admin, jsonReq("PUT", "/v1/apps/appA", AppSettings{})},
+		{"POST /v1/apps/{app}/releases", writeA, func(t *testing.T) *http.Request {
 			version++
 			z := testZip(t, map[string]string{"index.html": fmt.Sprint(version)})
 			return httptest.NewRequest("POST", fmt.Sprintf("/v1/apps/appA/releases?version=2.0.%d", version), bytes.NewReader(z))
 		}},
-		{"list releases", readA, get("/v1/apps/appA/releases")},
-		{"get release", readA, get("/v1/apps/appA/releases/1.0.0")},
-		{"list channels", readA, get("/v1/apps/appA/channels")},
-		{"set channel", writeA, jsonReq("PUT", "/v1/apps/appA/channels/production", SetChannelBody{Version: "1.0.0"})},
-		{"rollback", writeA, jsonReq("POST", "/v1/apps/appA/channels/production/rollback", RollbackBody{To: "1.1.0"})},
-		{"create key", admin, jsonReq("POST", "/v1/keys", CreateKeyBody{Role: RoleReader})},
-		{"list keys", admin, get("/v1/keys")},
-		{"revoke key", admin, func(t *testing.T) *http.Request {
+		{"GET /v1/apps/{app}/releases", readA, get("/v1/apps/appA/releases")},
+		{"GET /v1/apps/{app}/releases/{version}", readA, get("/v1/apps/appA/releases/1.0.0")},
+		{"GET /v1/apps/{app}/channels", readA, get("/v1/apps/appA/channels")},
+		{"PUT /v1/apps/{app}/channels/{channel}", writeA, jsonReq("PUT", "/v1/apps/appA/channels/production", SetChannelBody{Version: "1.0.0"})},
+		{"POST /v1/apps/{app}/channels/{channel}/rollback", writeA, jsonReq("POST", "/v1/apps/appA/channels/production/rollback", RollbackBody{To: "1.1.0"})},
+		{"POST /v1/keys", admin, jsonReq("POST", "/v1/keys", CreateKeyBody{Role: RoleReader})},
+		{"GET /v1/keys", admin, get("/v1/keys")},
+		{"DELETE /v1/keys/{id}", admin, func(t *testing.T) *http.Request {
 			k, _ := mustKey(t, s, RoleReader)
 			return httptest.NewRequest("DELETE", "/v1/keys/"+k.ID, nil)
 		}},
-		{"release key rotation", writeA, func(t *testing.T) *http.Request {
+		{"POST /v1/keys/rotations", writeA, func(t *testing.T) *http.Request {
 			next, _ := release.GenerateKey()
 			env, err := release.NewRotation(release.RoleRelease, "appA", relKeyCur, next.Public().(ed25519.PublicKey), time.Now())
 			if err != nil {
@@ -178,11 +180,20 @@ func TestAuthzMatrix(t *testing.T) {
 			r = r.WithContext(context.WithValue(r.Context(), nextKeyCtx{}, next))
 			return r
 		}},
-		{"rotate origin key", admin, func(*testing.T) *http.Request { return httptest.NewRequest("POST", "/v1/keys/origin/rotate", nil) }},
+		{"POST /v1/keys/origin/rotate", admin, func(*testing.T) *http.Request { return httptest.NewRequest("POST", "/v1/keys/origin/rotate", nil) }},
+	}
+	covered := map[string]bool{}
+	for _, ep := range endpoints {
+		covered[ep.pattern] = true
+	}
+	for _, p := range registeredRoutes(t) {
+		if !covered[p] {
+			t.Errorf("endpoint %q is not in the authorization matrix: add it with the callers allowed", p)
+		}
 	}
 	for _, ep := range endpoints {
 		for _, c := range callers {
-			t.Run(ep.name+"/"+c.name, func(t *testing.T) {
+			t.Run(ep.pattern+"/"+c.name, func(t *testing.T) {
 				r := ep.req(t)
 				if c.secret != "" {
 					r.Header.Set("Authorization", "Bearer "+c.secret)
@@ -223,6 +234,34 @@ func TestAuthzMatrix(t *testing.T) {
 }
 
 type nextKeyCtx struct{}
+
+// registeredRoutes lists every pattern the origin's mux registers, read
+// from the package's source, so a new endpoint cannot miss the matrix.
+func registeredRoutes(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`mux\.Handle(?:Func)?\("([A-Z]+ [^"]+)"`)
+	var out []string
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+			out = append(out, m[1])
+		}
+	}
+	if len(out) < 10 {
+		t.Fatalf("found only %d routes: the source scan is broken", len(out))
+	}
+	return out
+}
 
 func TestAPIKeyLifecycle(t *testing.T) {
 	now := time.Now()
