@@ -57,15 +57,19 @@ type ipLimiter struct {
 type ipLimiterShard struct {
 	mu  sync.Mutex // guards lru and m
 	lru *list.List // of *ipBucket, most recent at the front
-	m   map[string]*list.Element
+	m   map[clientID]*list.Element
 	max int
 }
 
 type ipBucket struct {
-	key    string
+	key    clientID
 	tokens float64
 	last   time.Time
 }
+
+// clientID is a client address as a map key: no allocation per request.
+// Byte 0 is 4 or 6, the rest the IPv4 address or the IPv6 /64 prefix.
+type clientID [9]byte
 
 // newIPLimiter returns nil when limiting is off.
 func newIPLimiter(cfg RateLimitConfig, now func() time.Time) *ipLimiter {
@@ -85,7 +89,7 @@ func newIPLimiter(cfg RateLimitConfig, now func() time.Time) *ipLimiter {
 	l := &ipLimiter{cfg: cfg, now: now, seed: maphash.MakeSeed()}
 	per := max(1, cfg.Clients/ipLimiterShards)
 	for i := range l.shards {
-		l.shards[i] = ipLimiterShard{lru: list.New(), m: map[string]*list.Element{}, max: per}
+		l.shards[i] = ipLimiterShard{lru: list.New(), m: map[clientID]*list.Element{}, max: per}
 	}
 	return l
 }
@@ -93,20 +97,22 @@ func newIPLimiter(cfg RateLimitConfig, now func() time.Time) *ipLimiter {
 // clientKey is the address a bucket belongs to: the IPv4 address, or the
 // /64 prefix of an IPv6 address (one subscriber's allocation, which a
 // client can otherwise rotate through freely).
-func clientKey(ip net.IP) string {
+func clientKey(ip net.IP) clientID {
+	var id clientID
 	if v4 := ip.To4(); v4 != nil {
-		return string(v4)
+		id[0] = 4
+		copy(id[1:], v4)
+		return id
 	}
-	if len(ip) == net.IPv6len {
-		return string(ip[:8])
-	}
-	return string(ip)
+	id[0] = 6
+	copy(id[1:], ip) // the first 8 bytes: the /64
+	return id
 }
 
 // allow takes a token for key. When none is left it returns false and how
 // long until one is.
-func (l *ipLimiter) allow(key string) (bool, time.Duration) {
-	sh := &l.shards[maphash.String(l.seed, key)%ipLimiterShards]
+func (l *ipLimiter) allow(key clientID) (bool, time.Duration) {
+	sh := &l.shards[maphash.Comparable(l.seed, key)%ipLimiterShards]
 	now := l.now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()

@@ -30,32 +30,33 @@ func (c *testClock) Advance(d time.Duration) {
 func TestLimiterTokenBucket(t *testing.T) {
 	clk := &testClock{now: time.Unix(1_700_000_000, 0)}
 	l := newIPLimiter(RateLimitConfig{PerSecond: 2, Burst: 3, Clients: 1000}, clk.Now)
+	a, b := clientKey(net.ParseIP("10.0.0.1")), clientKey(net.ParseIP("10.0.0.2"))
 	for i := 0; i < 3; i++ {
-		if ok, _ := l.allow("a"); !ok {
+		if ok, _ := l.allow(a); !ok {
 			t.Fatalf("request %d of the burst refused", i)
 		}
 	}
-	ok, wait := l.allow("a")
+	ok, wait := l.allow(a)
 	if ok || wait <= 0 || wait > time.Second {
 		t.Fatalf("over the burst: ok=%v wait=%s", ok, wait)
 	}
-	if ok, _ := l.allow("b"); !ok {
+	if ok, _ := l.allow(b); !ok {
 		t.Fatal("another address is limited too")
 	}
 	clk.Advance(500 * time.Millisecond) // one token at 2/s
-	if ok, _ := l.allow("a"); !ok {
+	if ok, _ := l.allow(a); !ok {
 		t.Fatal("no refill")
 	}
-	if ok, _ := l.allow("a"); ok {
+	if ok, _ := l.allow(a); ok {
 		t.Fatal("refilled more than the rate")
 	}
 	clk.Advance(time.Hour)
 	for i := 0; i < 3; i++ {
-		if ok, _ := l.allow("a"); !ok {
+		if ok, _ := l.allow(a); !ok {
 			t.Fatal("refill beyond burst not capped or not refilled")
 		}
 	}
-	if ok, _ := l.allow("a"); ok {
+	if ok, _ := l.allow(a); ok {
 		t.Fatal("bucket grew beyond its burst")
 	}
 }
@@ -63,7 +64,7 @@ func TestLimiterTokenBucket(t *testing.T) {
 func TestLimiterBoundedClients(t *testing.T) {
 	l := newIPLimiter(RateLimitConfig{PerSecond: 1, Burst: 1, Clients: 64}, time.Now)
 	for i := 0; i < 10_000; i++ {
-		l.allow(string(rune(i)) + "x")
+		l.allow(clientKey(net.IPv4(10, 1, byte(i>>8), byte(i))))
 	}
 	if n := l.tracked(); n > 64 {
 		t.Fatalf("%d addresses tracked, bound 64", n)
@@ -128,4 +129,29 @@ func TestRateLimitHTTP(t *testing.T) {
 	if r := get(check); r.StatusCode == http.StatusTooManyRequests {
 		t.Fatal("not refilled after a second")
 	}
+}
+
+// TestLimiterNoAllocs: a known address costs no allocation per request.
+func TestLimiterNoAllocs(t *testing.T) {
+	l := newIPLimiter(RateLimitConfig{PerSecond: 1e9, Burst: 1e9}, time.Now)
+	ip := net.ParseIP("2001:db8::1")
+	l.allow(clientKey(ip))
+	if n := testing.AllocsPerRun(1000, func() { l.allow(clientKey(ip)) }); n != 0 {
+		t.Fatalf("%v allocations per request", n)
+	}
+}
+
+func BenchmarkLimiterAllow(b *testing.B) {
+	l := newIPLimiter(RateLimitConfig{}, time.Now)
+	ips := make([]clientID, 1024)
+	for i := range ips {
+		ips[i] = clientKey(net.IPv4(10, 2, byte(i>>8), byte(i)))
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			l.allow(ips[i%len(ips)])
+			i++
+		}
+	})
 }
