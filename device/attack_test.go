@@ -462,3 +462,28 @@ func TestEdgeHoldsNoSigningKey(t *testing.T) {
 func isContent(path string) bool {
 	return strings.HasPrefix(path, "/v1/blobs/") || strings.HasPrefix(path, "/v1/patches/")
 }
+
+// #10 (metadata) An endless update-check answer is cut at the bound for
+// metadata (the largest manifest plus room), not read forever.
+func TestAttackEndlessCheckAnswer(t *testing.T) {
+	c := newCluster(t)
+	d, dir := installV1(t, c, devOpts{})
+	c.proxy.set(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/v1/check" {
+			return false
+		}
+		w.Write([]byte(`{"status":"update","reason":"`))
+		buf := bytes.Repeat([]byte("A"), 64<<10)
+		for i := 0; i < 1<<15 && r.Context().Err() == nil; i++ { // up to 2 GiB
+			if _, err := w.Write(buf); err != nil {
+				return true
+			}
+		}
+		return true
+	})
+	res := d.Update(context.Background())
+	mustFail(t, res, "malformed answer", dir, v1Files)
+	if limit := int64(4<<20 + release.MaxManifestBytes); res.Bytes > limit+64<<10 {
+		t.Fatalf("device read %d bytes of an endless answer, bound %d", res.Bytes, limit)
+	}
+}
