@@ -42,6 +42,12 @@ type Config struct {
 	// origin costs a device a fast 503, never a hang.
 	FetchTimeout   time.Duration
 	ConnectTimeout time.Duration
+	// ReadTimeout bounds reading one request, headers and body, so slow
+	// clients (slowloris) cannot hold connections open (default 30 s).
+	// IdleTimeout closes keep-alive connections idle this long (default
+	// 2 minutes).
+	ReadTimeout time.Duration
+	IdleTimeout time.Duration
 	// Logger receives the edge's log; nil discards it.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -57,6 +63,8 @@ func DefaultConfig(dataDir string) Config {
 		MemCacheObject: 1 << 20,
 		FetchTimeout:   2 * time.Minute,
 		ConnectTimeout: 3 * time.Second,
+		ReadTimeout:    30 * time.Second,
+		IdleTimeout:    2 * time.Minute,
 	}
 }
 
@@ -110,6 +118,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = d.ConnectTimeout
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = d.ReadTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = d.IdleTimeout
 	}
 	if cfg.Origins == nil {
 		cfg.Origins = func() []string { return nil }

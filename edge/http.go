@@ -28,8 +28,8 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		// 16 KiB of headers: room for devices behind proxies that add a few.
 		ReadBufferSize:     16 << 10,
 		MaxRequestBodySize: 1 << 20,
-		ReadTimeout:        30 * time.Second,
-		IdleTimeout:        2 * time.Minute,
+		ReadTimeout:        s.cfg.ReadTimeout,
+		IdleTimeout:        s.cfg.IdleTimeout,
 		// WriteTimeout is one deadline for the whole response in fasthttp:
 		// it would cut slow mobile downloads, so blob routes get a long one
 		// and everything else a short one.
