@@ -42,6 +42,15 @@ type Config struct {
 	// origin costs a device a fast 503, never a hang.
 	FetchTimeout   time.Duration
 	ConnectTimeout time.Duration
+	// EventQueue bounds the device events held for forwarding (default
+	// 20000); past it the oldest are dropped. EventFlush is how often they
+	// are forwarded to an origin (default 2 s). EventsPerSecond limits
+	// POST /v1/events per client address (default 20; negative: no
+	// limit). EventsToken is sent to the origin as a bearer token.
+	EventQueue      int
+	EventFlush      time.Duration
+	EventsPerSecond int
+	EventsToken     string
 	// Logger receives the edge's log; nil discards it.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -80,6 +89,10 @@ type Server struct {
 	synced   chan struct{}
 	syncOnce sync.Once
 
+	events  *eventQueue
+	evLimit *limiter
+	flushMu sync.Mutex // one forward of events at a time
+
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -117,6 +130,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.EventQueue <= 0 {
+		cfg.EventQueue = defaultEventQueue
+	}
+	if cfg.EventFlush <= 0 {
+		cfg.EventFlush = defaultEventFlush
+	}
+	if cfg.EventsPerSecond == 0 {
+		cfg.EventsPerSecond = defaultEventsPerSec
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -140,6 +162,8 @@ func New(cfg Config) (*Server, error) {
 		manifests: map[release.Hash]*manifestEntry{},
 		synced:    make(chan struct{}),
 		stop:      make(chan struct{}),
+		events:    newEventQueue(cfg.EventQueue),
+		evLimit:   &limiter{perSec: cfg.EventsPerSecond},
 		client: &http.Client{Transport: &http.Transport{
 			DialContext:           (&net.Dialer{Timeout: cfg.ConnectTimeout}).DialContext,
 			ResponseHeaderTimeout: 30 * time.Second,
@@ -154,6 +178,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); cache.gcLoop(s.stop, time.Minute) }()
+	s.wg.Add(1)
+	go s.eventLoop()
 	return s, nil
 }
 

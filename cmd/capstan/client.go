@@ -172,6 +172,7 @@ func newChannelCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "channel", Short: "Manage channels"}
 	var app, channel, version, rollout string
 	var pause, resume, asJSON bool
+	var fl channelFlags
 	set := &cobra.Command{
 		Use:   "set",
 		Short: "Point a channel at a release, with a progressive rollout",
@@ -198,7 +199,7 @@ func newChannelCmd() *cobra.Command {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
-				cv, err := apiClient().SetChannel(ctx, app, channel, version, pct, paused)
+				cv, err := fl.apply(ctx, cmd, app, channel, version, pct, paused)
 				if err != nil {
 					return err
 				}
@@ -217,7 +218,8 @@ func newChannelCmd() *cobra.Command {
 	set.Flags().BoolVar(&pause, "pause", false, "pause the rollout: no new devices enter it")
 	set.Flags().BoolVar(&resume, "resume", false, "resume a paused rollout")
 	set.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
-	cmd.AddCommand(set)
+	fl.register(set)
+	cmd.AddCommand(set, newChannelPromoteCmd(), newChannelListCmd())
 	return cmd
 }
 
@@ -235,6 +237,7 @@ func describeChannel(c *release.Channel) string {
 	if c.Paused {
 		s += " [rollout paused]"
 	}
+	s += describeFlags(c)
 	return s + fmt.Sprintf(" (record %d, expires %s)", c.Seq, c.Expires.Format(time.RFC3339))
 }
 

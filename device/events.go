@@ -1,0 +1,117 @@
+package device
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/stats"
+)
+
+// maxOutbox bounds the events a device keeps while no edge takes them
+// (Capgo's plugin keeps 200 too); the oldest go first.
+const maxOutbox = 200
+
+func outboxPath(dir string) string { return filepath.Join(stateDir(dir), "events.json") }
+
+func (d *Device) loadOutbox() []stats.Event {
+	b, err := os.ReadFile(outboxPath(d.cfg.Dir))
+	if err != nil {
+		return nil
+	}
+	var evs []stats.Event
+	if json.Unmarshal(b, &evs) != nil {
+		return nil
+	}
+	return evs
+}
+
+func (d *Device) saveOutbox(evs []stats.Event) {
+	if len(evs) == 0 {
+		os.Remove(outboxPath(d.cfg.Dir))
+		return
+	}
+	if b, err := json.Marshal(evs); err == nil {
+		writeFileSync(outboxPath(d.cfg.Dir), b, 0o644)
+	}
+}
+
+// record queues an event about rel for the next flush.
+func (d *Device) record(action string, rel release.Ref, bytes int64, errText string) {
+	ch := d.st.Channel
+	if ch == "" {
+		ch = d.cfg.Channel
+	}
+	if ch == "" {
+		return
+	}
+	ev := stats.Event{
+		Action: action, App: d.cfg.App, Channel: ch, Device: d.st.DeviceID,
+		Release: rel.ID, Version: rel.Version, Bytes: bytes, Time: d.cfg.Now().UnixMilli(), Error: errText,
+	}
+	if ev.Validate() != nil {
+		return
+	}
+	evs := append(d.loadOutbox(), ev)
+	if len(evs) > maxOutbox {
+		evs = evs[len(evs)-maxOutbox:]
+	}
+	d.saveOutbox(evs)
+}
+
+// recordInstall reports the outcome of an install attempt of p.
+func (d *Device) recordInstall(p *plan, err error) {
+	if err != nil {
+		d.record(stats.ActionFail, p.target, d.bytes.Load(), err.Error())
+		return
+	}
+	if p.manifest != nil {
+		d.record(stats.ActionDownload, p.target, d.bytes.Load(), "")
+	}
+	d.record(stats.ActionInstall, p.target, 0, "")
+}
+
+// flushEvents posts queued events to the edge that answered (p.edge), or
+// to the configured edges in turn. Events stay queued on network errors,
+// 408, 429 and 5xx, and are dropped on other refusals (as Capgo's plugin
+// does), so a bad batch cannot block the queue for ever.
+func (d *Device) flushEvents(ctx context.Context, p *plan) {
+	evs := d.loadOutbox()
+	if len(evs) == 0 {
+		return
+	}
+	edges := d.cfg.Edges
+	if p != nil && p.edge != "" {
+		edges = uniq(append([]string{p.edge}, edges...))
+	}
+	body, err := json.Marshal(evs)
+	if err != nil {
+		return
+	}
+	for _, e := range edges {
+		ctx, cancel := context.WithTimeout(ctx, d.cfg.RequestTimeout)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(e, "/")+"/v1/events", bytes.NewReader(body))
+		if err != nil {
+			cancel()
+			continue
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := d.cfg.HTTPClient.Do(req)
+		if err != nil {
+			cancel()
+			continue
+		}
+		resp.Body.Close()
+		cancel()
+		switch c := resp.StatusCode; {
+		case c >= 200 && c < 300, c >= 400 && c < 500 && c != http.StatusRequestTimeout && c != http.StatusTooManyRequests:
+			d.saveOutbox(nil)
+			return
+		}
+	}
+}
