@@ -109,6 +109,8 @@ type Device struct {
 	cfg   Config
 	st    *State
 	bytes atomic.Int64
+	// outbox holds events not yet taken by an edge (see events.go).
+	outbox []stats.Event
 }
 
 // New opens the device's folder, recovering from an interrupted install.
@@ -156,7 +158,7 @@ func New(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{cfg: cfg, st: st}
+	d := &Device{cfg: cfg, st: st, outbox: loadOutbox(cfg.Dir)}
 	if cfg.DeviceID != "" {
 		st.DeviceID = cfg.DeviceID
 	}

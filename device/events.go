@@ -19,8 +19,9 @@ const maxOutbox = 200
 
 func outboxPath(dir string) string { return filepath.Join(stateDir(dir), "events.json") }
 
-func (d *Device) loadOutbox() []stats.Event {
-	b, err := os.ReadFile(outboxPath(d.cfg.Dir))
+// loadOutbox reads the events a previous run could not deliver.
+func loadOutbox(dir string) []stats.Event {
+	b, err := os.ReadFile(outboxPath(dir))
 	if err != nil {
 		return nil
 	}
@@ -31,13 +32,15 @@ func (d *Device) loadOutbox() []stats.Event {
 	return evs
 }
 
-func (d *Device) saveOutbox(evs []stats.Event) {
-	if len(evs) == 0 {
+// saveOutbox keeps undelivered events for the next run. Statistics are
+// not worth an fsync on the update path: a crash may lose them.
+func (d *Device) saveOutbox() {
+	if len(d.outbox) == 0 {
 		os.Remove(outboxPath(d.cfg.Dir))
 		return
 	}
-	if b, err := json.Marshal(evs); err == nil {
-		writeFileSync(outboxPath(d.cfg.Dir), b, 0o644)
+	if b, err := json.Marshal(d.outbox); err == nil {
+		os.WriteFile(outboxPath(d.cfg.Dir), b, 0o644)
 	}
 }
 
@@ -57,11 +60,10 @@ func (d *Device) record(action string, rel release.Ref, bytes int64, errText str
 	if ev.Validate() != nil {
 		return
 	}
-	evs := append(d.loadOutbox(), ev)
-	if len(evs) > maxOutbox {
-		evs = evs[len(evs)-maxOutbox:]
+	d.outbox = append(d.outbox, ev)
+	if len(d.outbox) > maxOutbox {
+		d.outbox = d.outbox[len(d.outbox)-maxOutbox:]
 	}
-	d.saveOutbox(evs)
 }
 
 // recordInstall reports the outcome of an install attempt of p.
@@ -81,15 +83,21 @@ func (d *Device) recordInstall(p *plan, err error) {
 // 408, 429 and 5xx, and are dropped on other refusals (as Capgo's plugin
 // does), so a bad batch cannot block the queue for ever.
 func (d *Device) flushEvents(ctx context.Context, p *plan) {
-	evs := d.loadOutbox()
-	if len(evs) == 0 {
+	if len(d.outbox) == 0 {
 		return
 	}
+	sent := false
+	defer func() {
+		if sent {
+			d.outbox = nil
+		}
+		d.saveOutbox()
+	}()
 	edges := d.cfg.Edges
 	if p != nil && p.edge != "" {
 		edges = uniq(append([]string{p.edge}, edges...))
 	}
-	body, err := json.Marshal(evs)
+	body, err := json.Marshal(d.outbox)
 	if err != nil {
 		return
 	}
@@ -110,7 +118,7 @@ func (d *Device) flushEvents(ctx context.Context, p *plan) {
 		cancel()
 		switch c := resp.StatusCode; {
 		case c >= 200 && c < 300, c >= 400 && c < 500 && c != http.StatusRequestTimeout && c != http.StatusTooManyRequests:
-			d.saveOutbox(nil)
+			sent = true
 			return
 		}
 	}

@@ -263,7 +263,7 @@ func (d *Device) seedBuiltin() error {
 		os.RemoveAll(staging)
 		return fmt.Errorf("device: %w", err)
 	}
-	return exchangeCurrent(d.cfg.Dir, staging)
+	return swapIn(d.cfg.Dir, staging)
 }
 
 // fillBuiltin copies the built-in bundle into dst; without one, dst stays

@@ -6,10 +6,10 @@ import (
 	"math/bits"
 )
 
-// sketchP is the HyperLogLog precision: 2^12 one-byte registers, 4 KiB per
-// sketch, a standard error of 1.04/√4096 ≈ 1.6 %, and near-exact counts up
-// to a few thousand devices thanks to linear counting.
-const sketchP = 12
+// sketchP is the HyperLogLog precision: 2^14 one-byte registers, 16 KiB per
+// sketch, a standard error of 1.04/√16384 ≈ 0.8 %, and near-exact counts up
+// to tens of thousands of devices thanks to linear counting.
+const sketchP = 14
 
 // SketchSize is the size of an encoded Sketch in bytes.
 const SketchSize = 1 << sketchP
@@ -63,8 +63,13 @@ func (s *Sketch) Estimate() uint64 {
 		}
 	}
 	e := 0.7213 / (1 + 1.079/m) * m * m / sum
-	if e <= 2.5*m && zeros > 0 {
-		e = m * math.Log(m/float64(zeros))
+	// Linear counting is the better estimate while enough registers are
+	// empty: the raw estimate is biased upwards by a few percent up to
+	// about 5m. Below 4m linear counting stays within about 1.5 %.
+	if zeros > 0 {
+		if lc := m * math.Log(m/float64(zeros)); lc < 4*m {
+			e = lc
+		}
 	}
 	return uint64(e + 0.5)
 }
