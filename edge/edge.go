@@ -45,7 +45,8 @@ type Config struct {
 	// EventQueue bounds the device events held for forwarding (default
 	// 20000); past it the oldest are dropped. EventFlush is how often they
 	// are forwarded to an origin (default 2 s). EventsPerSecond limits
-	// POST /v1/events per client address (default 20; negative: no
+	// POST /v1/events per client address (default 100, generous because
+	// carrier NAT puts many devices behind one address; negative: no
 	// limit). EventsToken is sent to the origin as a bearer token.
 	EventQueue      int
 	EventFlush      time.Duration

@@ -19,7 +19,7 @@ import (
 const (
 	defaultEventQueue   = 20000
 	defaultEventFlush   = 2 * time.Second
-	defaultEventsPerSec = 20
+	defaultEventsPerSec = 100
 	// maxLimiterClients bounds the per-address rate limiter's memory; past
 	// it, new addresses are let through until the next window.
 	maxLimiterClients = 50000
