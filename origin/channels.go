@@ -188,7 +188,10 @@ const Builtin = "builtin"
 
 // Rollback puts an earlier release back on a channel as a new record, so
 // history only moves forward and devices move back. to may name a version,
-// "builtin", or be empty for the release the channel served before.
+// "builtin", or be empty for the release the channel served before: the
+// rollout's Stable release during a partial rollout, otherwise the newest
+// earlier record that served another release. The record is marked
+// Rollback, which lets edges and devices offer an older version.
 func (s *Server) Rollback(app, ch, to string) (*release.Envelope, error) {
 	_, cur, err := s.st.channel(app, ch)
 	if err != nil {
@@ -199,6 +202,11 @@ func (s *Server) Rollback(app, ch, to string) (*release.Envelope, error) {
 	case Builtin:
 		// zero Ref: devices go back to the bundle inside the app
 	case "":
+		if cur.Stable != nil {
+			// A partial rollout: back to what everyone else runs.
+			target = *cur.Stable
+			break
+		}
 		hist, err := s.st.history(app, ch)
 		if err != nil {
 			return nil, err

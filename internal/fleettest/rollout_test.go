@@ -279,3 +279,24 @@ func TestChannelsSelectPromoteList(t *testing.T) {
 		t.Fatalf("production after losing default: HTTP %d", a.HTTP)
 	}
 }
+
+func TestRollbackDuringPartialRollout(t *testing.T) {
+	f := newFleet(t, nil)
+	v1 := f.upload(app, "1.0.0", "production", 100, "")
+	f.upload(app, "1.1.0", "production", 10, "")
+	v3 := f.upload(app, "1.2.0", "production", 10, "")
+	if c := f.channel(app, "production"); c.Stable == nil || c.Stable.ID != v1.ID {
+		t.Fatalf("stable is not 1.0.0: %+v", c)
+	}
+	env, err := f.origin().Rollback(app, "production", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := env.Channel()
+	if c.Release.ID != v1.ID || c.Stable != nil || !c.Rollback {
+		t.Fatalf("rollback of a partial rollout went to %s, want the stable 1.0.0", c.Release.Version)
+	}
+	if n := len(f.offeredSet(deviceIDs(200), v3, v1.ID)); n != 200 {
+		t.Fatalf("%d of 200 devices on 1.2.0 moved back", n)
+	}
+}
