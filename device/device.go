@@ -54,6 +54,9 @@ type Config struct {
 	// unconfirmed (see Device.Confirm) before the next run reverts it
 	// (default 10 minutes; negative: never revert).
 	ConfirmTimeout time.Duration
+	// NoEvents stops the device from reporting events (check, download,
+	// install, confirm, fail, revert) to the edge; benchmarks use it.
+	NoEvents bool
 	// HTTPClient is used for every request; nil means a client with sane
 	// connect and header timeouts.
 	HTTPClient *http.Client

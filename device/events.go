@@ -46,6 +46,9 @@ func (d *Device) saveOutbox() {
 
 // record queues an event about rel for the next flush.
 func (d *Device) record(action string, rel release.Ref, bytes int64, errText string) {
+	if d.cfg.NoEvents {
+		return
+	}
 	ch := d.st.Channel
 	if ch == "" {
 		ch = d.cfg.Channel

@@ -19,10 +19,11 @@ const maxFailedIDs = 16
 // status and a message.
 func (s *Server) resolveChannel(app, channel []byte) (*channelState, int, string) {
 	if len(channel) == 0 {
+		// A scan of the channel map (no copy): checks that name no channel
+		// cost O(channels), which is fine for the hundreds an edge holds.
 		var best *channelState
-		prefix := string(app) + "/"
-		for _, cs := range s.state.all() {
-			if cs.ch.Default && strings.HasPrefix(cs.ch.Key(), prefix) && cs.ch.App == string(app) && (best == nil || cs.ch.Seq > best.ch.Seq) {
+		for _, cs := range *s.state.cur.Load() {
+			if cs.ch.Default && cs.ch.App == string(app) && (best == nil || cs.ch.Seq > best.ch.Seq) {
 				best = cs
 			}
 		}
