@@ -205,8 +205,8 @@ func loadStatsRecord(txn *badger.Txn, e *stats.Event) (*statsRecord, error) {
 		if err := item.Value(func(b []byte) error { name = string(b); return nil }); err != nil {
 			return nil, err
 		}
-		app, version := splitName(name)
-		if app != e.App {
+		app, version, ok := strings.Cut(name, "/")
+		if !ok || app != e.App {
 			return nil, nil
 		}
 		rec.Version = version
