@@ -35,7 +35,10 @@ func statsKey(app, ch string, id release.Hash) string {
 // standard error, near exact below a few thousand); the others are exact
 // counts of the events received.
 type Counters struct {
-	Checks    uint64 `json:"checks"`
+	// Checks counts update checks made while running the release.
+	Checks uint64 `json:"checks"`
+	// Downloads, Installs, Confirms, Failures and Reverts count the
+	// events of those names about the release.
 	Downloads uint64 `json:"downloads"`
 	Installs  uint64 `json:"installs"`
 	Confirms  uint64 `json:"confirms"`
@@ -64,12 +67,15 @@ func (c *Counters) add(o Counters) {
 
 // AutoPause records that the origin paused a rollout on its own.
 type AutoPause struct {
-	At            time.Time `json:"at"`
-	Seq           uint64    `json:"seq"`
-	FailureRate   float64   `json:"failure_rate"`
-	Devices       uint64    `json:"devices"`
-	FailedDevices uint64    `json:"failed_devices"`
-	Threshold     float64   `json:"threshold"`
+	// At is when, Seq the channel record that paused the rollout.
+	At  time.Time `json:"at"`
+	Seq uint64    `json:"seq"`
+	// FailureRate, Devices and FailedDevices are the figures that crossed
+	// Threshold (fractions, device estimates).
+	FailureRate   float64 `json:"failure_rate"`
+	Devices       uint64  `json:"devices"`
+	FailedDevices uint64  `json:"failed_devices"`
+	Threshold     float64 `json:"threshold"`
 }
 
 // statsRecord is the stored form of one release's stats on one channel.
@@ -251,17 +257,21 @@ type ReleaseStats struct {
 // ChannelStats is one channel: what it serves now, its totals and each
 // release's stats (newest semver first).
 type ChannelStats struct {
-	Channel    string         `json:"channel"`
-	Serving    string         `json:"serving"`
-	RolloutBPS int            `json:"rollout_bps"`
-	Paused     bool           `json:"paused"`
-	Totals     Counters       `json:"totals"`
-	Releases   []ReleaseStats `json:"releases"`
+	Channel string `json:"channel"`
+	// Serving, RolloutBPS and Paused describe the channel's current record
+	// (Serving is "builtin" for the bundle inside the app).
+	Serving    string `json:"serving"`
+	RolloutBPS int    `json:"rollout_bps"`
+	Paused     bool   `json:"paused"`
+	// Totals sums the releases (device counts are merged sketches).
+	Totals   Counters       `json:"totals"`
+	Releases []ReleaseStats `json:"releases"`
 }
 
 // StatsReport is the answer of GET /v1/apps/{app}/stats.
 type StatsReport struct {
-	App      string         `json:"app"`
+	App string `json:"app"`
+	// Totals sums every channel of the app.
 	Totals   Counters       `json:"totals"`
 	Channels []ChannelStats `json:"channels"`
 }
