@@ -55,10 +55,6 @@ func (c *Channel) CheckOffer(o OfferCheck) *Refusal {
 		}
 		return &Refusal{BlockDowngrade, "the built-in bundle is offered only by a rollback"}
 	}
-	tv, err := ParseVersion(o.Target.Version)
-	if err != nil {
-		return &Refusal{BlockDowngrade, fmt.Sprintf("release version %q is not semver", o.Target.Version)}
-	}
 	if m := o.Manifest; m != nil && m.MinNative != "" {
 		min, err := ParseVersion(m.MinNative)
 		if err == nil {
@@ -70,6 +66,16 @@ func (c *Channel) CheckOffer(o OfferCheck) *Refusal {
 				return &Refusal{BlockUnderNative, fmt.Sprintf("release %s needs native version %s or later, the device runs %s", m.Version, m.MinNative, o.Native)}
 			}
 		}
+	}
+	// The target's version is parsed only when a rule needs it: most
+	// checks (no current version, no major rule) skip the cost.
+	needVersion := c.BlockMajor || (o.CurrentVersion != "" && !c.Rollback)
+	if !needVersion {
+		return nil
+	}
+	tv, err := ParseVersion(o.Target.Version)
+	if err != nil {
+		return &Refusal{BlockDowngrade, fmt.Sprintf("release version %q is not semver", o.Target.Version)}
 	}
 	if c.BlockMajor {
 		nv, err := ParseVersion(o.Native)
