@@ -169,3 +169,62 @@ func TestDeviceFollowsRollback(t *testing.T) {
 		t.Fatalf("after rollback to builtin the device runs %q, state %+v", got, d.State())
 	}
 }
+
+// TestRevertGoesToLastConfirmed: a release installed over an unconfirmed
+// one reverts to the last confirmed release, and only the release that
+// was running when the time ran out is marked failed.
+func TestRevertGoesToLastConfirmed(t *testing.T) {
+	f := newFleet(t, nil)
+	ctx := context.Background()
+	f.upload(app, "1.0.0", "production", 100, "")
+	clk := newClock()
+	dir := t.TempDir()
+	d := f.newDevice("phone-4", dir, "", clk)
+	mustStatus(t, d.Update(ctx), device.StatusUpdated)
+	mustStatus(t, d.Confirm(ctx), device.StatusConfirmed)
+	v11 := f.upload(app, "1.1.0", "production", 100, "")
+	mustStatus(t, d.Update(ctx), device.StatusUpdated)
+	clk.advance(5 * time.Minute)
+	v12 := f.upload(app, "1.2.0", "production", 100, "")
+	mustStatus(t, d.Update(ctx), device.StatusUpdated)
+	if st := d.State(); st.Previous == nil || st.Previous.Version != "1.0.0" || !st.Pending {
+		t.Fatalf("after installing over a pending release: %+v", st)
+	}
+	clk.advance(11 * time.Minute)
+	res := d.Update(ctx)
+	mustStatus(t, res, device.StatusReverted)
+	st := d.State()
+	if st.Current.Version != "1.0.0" || readFile(t, dir, "index.html") != "<html>1.0.0</html>" {
+		t.Fatalf("reverted to %s", st.Current.Version)
+	}
+	if !slices.Contains(st.Failed, v12.ID) || slices.Contains(st.Failed, v11.ID) {
+		t.Fatalf("failed list %v: want 1.2.0 only", st.Failed)
+	}
+	// The kept bundle is gone; a second revert source would be a download.
+	if _, err := os.Stat(filepath.Join(dir, ".capstan", "previous")); !os.IsNotExist(err) {
+		t.Fatalf("previous bundle left behind: %v", err)
+	}
+}
+
+// TestRevertDownloadsMissingPrevious: if the kept previous bundle is gone,
+// the revert downloads it again and verifies it.
+func TestRevertDownloadsMissingPrevious(t *testing.T) {
+	f := newFleet(t, nil)
+	ctx := context.Background()
+	f.upload(app, "1.0.0", "production", 100, "")
+	clk := newClock()
+	dir := t.TempDir()
+	d := f.newDevice("phone-5", dir, "", clk)
+	mustStatus(t, d.Update(ctx), device.StatusUpdated)
+	mustStatus(t, d.Confirm(ctx), device.StatusConfirmed)
+	f.upload(app, "1.1.0", "production", 100, "")
+	mustStatus(t, d.Update(ctx), device.StatusUpdated)
+	if err := os.RemoveAll(filepath.Join(dir, ".capstan", "previous")); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(11 * time.Minute)
+	mustStatus(t, d.Update(ctx), device.StatusReverted)
+	if got := readFile(t, dir, "index.html"); got != "<html>1.0.0</html>" {
+		t.Fatalf("reverted device runs %q", got)
+	}
+}
