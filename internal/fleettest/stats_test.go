@@ -243,3 +243,31 @@ func TestEdgeEventsBounds(t *testing.T) {
 		t.Fatalf("single event: %d", c)
 	}
 }
+
+func TestStatsNeedReaderRole(t *testing.T) {
+	f := newFleet(t, nil)
+	f.upload(app, "1.0.0", "production", 100, "")
+	ctx := context.Background()
+	var key struct {
+		Key string `json:"key"`
+	}
+	if err := f.api().Do(ctx, http.MethodPost, "/v1/keys", map[string]any{"role": "reader", "apps": []string{app}}, &key); err != nil {
+		t.Fatal(err)
+	}
+	reader := *f.api()
+	reader.APIKey = key.Key
+	if _, err := reader.Stats(ctx, app, ""); err != nil {
+		t.Fatalf("reader cannot read stats: %v", err)
+	}
+	if _, err := reader.Promote(ctx, app, "production", "beta", nil); err == nil {
+		t.Fatal("a reader promoted a release")
+	}
+	anon := *f.api()
+	anon.APIKey = ""
+	if _, err := anon.Stats(ctx, app, ""); err == nil {
+		t.Fatal("stats without a key")
+	}
+	if _, err := f.api().Stats(ctx, "no.such.app", ""); err == nil {
+		t.Fatal("stats of an unknown app")
+	}
+}
