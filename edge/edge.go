@@ -82,7 +82,7 @@ type Server struct {
 	flight singleflight.Group
 	reg    *prometheus.Registry
 	m      *metrics
-	srv    *fasthttp.Server
+	srv    *fasthttp.Server // guarded by srvMu
 
 	manMu     sync.RWMutex // guards manifests
 	manifests map[release.Hash]*manifestEntry
@@ -93,6 +93,9 @@ type Server struct {
 	events  *eventQueue
 	evLimit *limiter
 	flushMu sync.Mutex // one forward of events at a time
+
+	srvMu sync.Mutex // guards srv, shut: Serve and Shutdown run in different goroutines
+	shut  bool
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -244,18 +247,31 @@ func (s *Server) Records() []*release.Envelope {
 	return out
 }
 
-// Serve serves HTTP on ln until Shutdown.
+// Serve serves HTTP on ln until Shutdown. It may run in its own goroutine
+// while Shutdown is called from another.
 func (s *Server) Serve(ln net.Listener) error {
-	s.srv = s.newHTTPServer()
-	return s.srv.Serve(ln)
+	srv := s.newHTTPServer()
+	s.srvMu.Lock()
+	if s.shut {
+		s.srvMu.Unlock()
+		ln.Close()
+		return errors.New("edge: serve after shutdown")
+	}
+	s.srv = srv
+	s.srvMu.Unlock()
+	return srv.Serve(ln)
 }
 
 // Shutdown stops serving (waiting for requests in flight up to ctx) and
 // closes the cache.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
-	if s.srv != nil {
-		err = s.srv.ShutdownWithContext(ctx)
+	s.srvMu.Lock()
+	srv := s.srv
+	s.shut = true
+	s.srvMu.Unlock()
+	if srv != nil {
+		err = srv.ShutdownWithContext(ctx)
 	}
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.wg.Wait()
