@@ -177,7 +177,9 @@ func newChannelCmd() *cobra.Command {
 		Use:   "set",
 		Short: "Point a channel at a release, with a progressive rollout",
 		Example: `  capstan channel set --app com.example.app --channel production --version 1.4.2
-  capstan channel set --app com.example.app --channel production --version 1.4.3 --rollout 30`,
+  capstan channel set --app com.example.app --channel production --version 1.4.3 --rollout 30
+  capstan channel set --app com.example.app --channel production --pause     # or --resume, --finish
+  capstan channel set --app com.example.app --channel beta --device-select --block-major`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := func() error {
