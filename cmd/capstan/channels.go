@@ -35,6 +35,9 @@ func (f *channelFlags) apply(ctx context.Context, cmd *cobra.Command, app, chann
 		if pct != nil && *pct != 100 {
 			return nil, fmt.Errorf("--finish means --rollout 100; do not give both")
 		}
+		if paused != nil && *paused {
+			return nil, fmt.Errorf("--finish resumes the rollout; it cannot be combined with --pause")
+		}
 		hundred, resume := 100.0, false
 		pct, paused = &hundred, &resume
 	}

@@ -195,6 +195,9 @@ func newChannelCmd() *cobra.Command {
 					pct = &v
 				}
 				var paused *bool
+				if pause && resume {
+					return fmt.Errorf("--pause and --resume contradict each other")
+				}
 				if pause || resume {
 					p := pause
 					paused = &p
