@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -46,6 +47,10 @@ func (d *Device) saveOutbox() {
 
 // record queues an event about rel for the next flush.
 func (d *Device) record(action string, rel release.Ref, bytes int64, errText string) {
+	d.recordCause(action, rel, bytes, errText, "")
+}
+
+func (d *Device) recordCause(action string, rel release.Ref, bytes int64, errText, cause string) {
 	if d.cfg.NoEvents {
 		return
 	}
@@ -58,7 +63,7 @@ func (d *Device) record(action string, rel release.Ref, bytes int64, errText str
 	}
 	ev := stats.Event{
 		Action: action, App: d.cfg.App, Channel: ch, Device: d.st.DeviceID,
-		Release: rel.ID, Version: rel.Version, Bytes: bytes, Time: d.cfg.Now().UnixMilli(), Error: errText,
+		Release: rel.ID, Version: rel.Version, Bytes: bytes, Time: d.cfg.Now().UnixMilli(), Error: errText, Cause: cause,
 	}
 	if ev.Validate() != nil {
 		return
@@ -72,7 +77,7 @@ func (d *Device) record(action string, rel release.Ref, bytes int64, errText str
 // recordInstall reports the outcome of an install attempt of p.
 func (d *Device) recordInstall(p *plan, err error) {
 	if err != nil {
-		d.record(stats.ActionFail, p.target, d.bytes.Load(), err.Error())
+		d.recordCause(stats.ActionFail, p.target, d.bytes.Load(), err.Error(), failCause(err))
 		return
 	}
 	if p.manifest != nil {
@@ -126,3 +131,23 @@ func (d *Device) flushEvents(ctx context.Context, p *plan) {
 		}
 	}
 }
+
+// failCause classifies an install failure for the stats: bytes that do
+// not match the signed manifest, the device's own install step, or (the
+// rest) the download.
+func failCause(err error) string {
+	switch {
+	case errors.Is(err, ErrVerify):
+		return stats.CauseVerify
+	case errors.As(err, new(installError)):
+		return stats.CauseInstall
+	}
+	return stats.CauseDownload
+}
+
+// installError marks a failure of the device's own install step (the
+// swap), as opposed to getting the bytes.
+type installError struct{ err error }
+
+func (e installError) Error() string { return e.err.Error() }
+func (e installError) Unwrap() error { return e.err }

@@ -197,7 +197,7 @@ func (d *Device) markPending(target release.Ref) {
 func (d *Device) swapKeepingPrevious(staging string) error {
 	keep := !d.st.Pending
 	if err := exchangeCurrent(d.cfg.Dir, staging); err != nil {
-		return err
+		return installError{err}
 	}
 	if _, err := os.Lstat(staging); err == nil && keep {
 		os.RemoveAll(previousDir(d.cfg.Dir))

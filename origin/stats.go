@@ -235,7 +235,9 @@ func applyEvent(rec *statsRecord, e *stats.Event) {
 		rec.Confirms++
 	case stats.ActionFail:
 		rec.Failures++
-		fail.Add(e.Device)
+		if e.Cause != stats.CauseDownload {
+			fail.Add(e.Device)
+		}
 	case stats.ActionRevert:
 		rec.Reverts++
 		fail.Add(e.Device)

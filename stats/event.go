@@ -20,11 +20,21 @@ const (
 	ActionInstall = "install"
 	// ActionConfirm: the app confirmed Release healthy.
 	ActionConfirm = "confirm"
-	// ActionFail: downloading, verifying or installing Release failed.
+	// ActionFail: downloading, verifying or installing Release failed;
+	// Cause says which.
 	ActionFail = "fail"
 	// ActionRevert: Release was not confirmed in time and the device went
 	// back to its previous release; Release will not be installed again.
 	ActionRevert = "revert"
+)
+
+// Causes of a fail event. Only a failure that may be the release's fault
+// (not CauseDownload) counts towards its failure rate: an origin outage
+// must not auto-pause a healthy rollout.
+const (
+	CauseDownload = "download" // no edge delivered the bytes (network, 5xx, timeouts)
+	CauseVerify   = "verify"   // bytes arrived but did not match the signed manifest
+	CauseInstall  = "install"  // the device could not install (disk, file system)
 )
 
 // Limits on what a device or an edge may send.
@@ -58,6 +68,9 @@ type Event struct {
 	// Time is when it happened on the device, in Unix milliseconds.
 	Time  int64  `json:"time,omitempty"`
 	Error string `json:"error,omitempty"`
+	// Cause classifies a fail event (Cause…); empty counts as a failure
+	// of the release.
+	Cause string `json:"cause,omitempty"`
 }
 
 // ErrBadEvent is wrapped by every validation error of this package.
@@ -78,6 +91,11 @@ func (e *Event) Validate() error {
 	}
 	if e.Device == "" || len(e.Device) > MaxDeviceIDLen {
 		return fmt.Errorf("%w: device id must be 1 to %d bytes", ErrBadEvent, MaxDeviceIDLen)
+	}
+	switch e.Cause {
+	case "", CauseDownload, CauseVerify, CauseInstall:
+	default:
+		return fmt.Errorf("%w: unknown cause %q", ErrBadEvent, e.Cause)
 	}
 	if len(e.Version) > release.MaxVersionLen {
 		return fmt.Errorf("%w: version is over %d bytes", ErrBadEvent, release.MaxVersionLen)

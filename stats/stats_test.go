@@ -76,3 +76,14 @@ func TestDecodeBatch(t *testing.T) {
 		t.Fatalf("long error: %v, %d bytes", err, len(e.Error))
 	}
 }
+
+func TestEventCause(t *testing.T) {
+	e := Event{Action: ActionFail, App: "a", Channel: "c", Device: "d", Cause: CauseDownload}
+	if err := e.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	e.Cause = "cosmic-rays"
+	if err := e.Validate(); err == nil {
+		t.Fatal("unknown cause accepted")
+	}
+}

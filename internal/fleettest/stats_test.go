@@ -176,6 +176,26 @@ func TestAutoPauseOnFailureSpike(t *testing.T) {
 		}
 	}
 
+	// Download failures are the network's fault, not the release's: they
+	// are counted but do not move the failure rate.
+	before := releaseStats(t, rep, "1.1.0")
+	evs = evs[:0]
+	for _, id := range ids[700:800] {
+		e := ev(stats.ActionFail, id, v2, 0)
+		e.Cause = stats.CauseDownload
+		evs = append(evs, e)
+	}
+	f.sendAll(evs)
+	f.flush()
+	rep, err = f.api().Stats(context.Background(), app, "production")
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := releaseStats(t, rep, "1.1.0")
+	if after.Failures != before.Failures+100 || after.FailedDevices != before.FailedDevices {
+		t.Fatalf("download failures: failures %d→%d, failed devices %d→%d", before.Failures, after.Failures, before.FailedDevices, after.FailedDevices)
+	}
+
 	// An operator resumes: more failures do not pause it again.
 	if _, err := f.origin().SetChannel(origin.ChannelRequest{App: app, Channel: "production", RolloutBPS: -1, Paused: ptr(false)}); err != nil {
 		t.Fatal(err)
