@@ -17,6 +17,7 @@ dev: build
 # Every test, with the race detector. End-to-end tests build bin/capstan.
 test: build
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	bash scripts/fuzz.sh 5s
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)

@@ -101,6 +101,10 @@ func TestAuthzMatrix(t *testing.T) {
 	a1 := mustUpload(t, s, "appA", "1.0.0")
 	mustUpload(t, s, "appA", "1.1.0")
 	mustUpload(t, s, "appB", "1.0.0")
+	zb := testZip(t, map[string]string{"index.html": "beta"})
+	if _, err := s.Upload(context.Background(), &UploadRequest{App: "appA", Version: "1.2.0", Channel: "beta", RolloutBPS: release.FullRollout}, bytes.NewReader(zb)); err != nil {
+		t.Fatal(err)
+	}
 	relKey, _ := release.GenerateKey()
 	relPEM, _ := release.EncodePublicKey(relKey.Public().(ed25519.PublicKey), release.RoleRelease)
 	if _, err := s.SetApp("appA", AppSettings{AddReleaseKeys: []string{string(relPEM)}}); err != nil {
@@ -161,6 +165,13 @@ func TestAuthzMatrix(t *testing.T) {
 		{"GET /v1/apps/{app}/channels", readA, get("/v1/apps/appA/channels")},
 		{"PUT /v1/apps/{app}/channels/{channel}", writeA, jsonReq("PUT", "/v1/apps/appA/channels/production", SetChannelBody{Version: "1.0.0"})},
 		{"POST /v1/apps/{app}/channels/{channel}/rollback", writeA, jsonReq("POST", "/v1/apps/appA/channels/production/rollback", RollbackBody{To: "1.1.0"})},
+		{"POST /v1/apps/{app}/channels/{channel}/promote", writeA, jsonReq("POST", "/v1/apps/appA/channels/production/promote", PromoteBody{From: "beta"})},
+		{"PUT /v1/apps/{app}/channels/{channel}/policy", writeA, jsonReq("PUT", "/v1/apps/appA/channels/production/policy", ChannelPolicy{})},
+		{"GET /v1/apps/{app}/stats", readA, get("/v1/apps/appA/stats")},
+		// Events come from edges and are authenticated by the cluster's
+		// events token, not by API keys; with no token configured they are
+		// open (see TestEventsNeedClusterToken).
+		{"POST /v1/events", all, func(*testing.T) *http.Request { return httptest.NewRequest("POST", "/v1/events", strings.NewReader("[]")) }},
 		{"POST /v1/keys", admin, jsonReq("POST", "/v1/keys", CreateKeyBody{Role: RoleReader})},
 		{"GET /v1/keys", admin, get("/v1/keys")},
 		{"DELETE /v1/keys/{id}", admin, func(t *testing.T) *http.Request {
@@ -234,6 +245,33 @@ func TestAuthzMatrix(t *testing.T) {
 }
 
 type nextKeyCtx struct{}
+
+// TestEventsNeedClusterToken: with an events token configured, no API key
+// (not even an admin's) can post device events in its place.
+func TestEventsNeedClusterToken(t *testing.T) {
+	cfg := DefaultConfig(t.TempDir())
+	cfg.AdminKey = trustAdminKey
+	cfg.EventsToken = "cluster-events-token"
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, tc := range []struct {
+		bearer string
+		want   int
+	}{{"", 401}, {trustAdminKey, 401}, {"cluster-events-token", 200}} {
+		r := httptest.NewRequest("POST", "/v1/events", strings.NewReader("[]"))
+		if tc.bearer != "" {
+			r.Header.Set("Authorization", "Bearer "+tc.bearer)
+		}
+		w := httptest.NewRecorder()
+		s.Handler().ServeHTTP(w, r)
+		if w.Code != tc.want {
+			t.Errorf("bearer %q: %d, want %d", tc.bearer, w.Code, tc.want)
+		}
+	}
+}
 
 // registeredRoutes lists every pattern the origin's mux registers, read
 // from the package's source, so a new endpoint cannot miss the matrix.

@@ -79,12 +79,12 @@ func (h *hashingReader) Read(p []byte) (int, error) {
 // lists either way.
 func (s *Server) putFile(r io.Reader, size int64, sl *sealer) (release.Hash, int64, error) {
 	if sl == nil {
-		return s.blobs.put(r, size, release.Hash{})
+		return s.blobs.putNoSync(r, size, release.Hash{})
 	}
 	hr := &hashingReader{r: r, h: newSHA256()}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(release.Encrypt(sl.key, pw, hr, size)) }()
-	ch, cn, err := s.blobs.put(pr, release.CipherSize(size), release.Hash{})
+	ch, cn, err := s.blobs.putNoSync(pr, release.CipherSize(size), release.Hash{})
 	pr.CloseWithError(io.ErrClosedPipe)
 	if err != nil {
 		if errors.Is(err, bundle.ErrBadBundle) {

@@ -111,6 +111,11 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		}
 		m.Files = append(m.Files, release.File{Path: e.Path, Size: size, Mode: e.Mode, SHA256: h})
 	}
+	// One syncfs for all the files, before the record that makes them part
+	// of a release is committed.
+	if err := s.blobs.sync(); err != nil {
+		return nil, err
+	}
 	canonical, err := m.Encode()
 	if err != nil {
 		return nil, badRequest("%v", err)
