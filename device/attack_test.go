@@ -132,12 +132,9 @@ func TestAttackRecordOfAnotherAppOrChannel(t *testing.T) {
 			c := newCluster(t)
 			d, dir := installV1(t, c, devOpts{})
 			c.upload("2.0.0", v2Files, uploadOpts{app: tc.app, channel: tc.channel})
-			rewriteCheck(c.proxy, func(r *http.Request, a *checkAnswer) {
-				q := r.URL.Query()
-				q.Set("app", tc.app)
-				q.Set("channel", tc.channel)
-				q.Del("current")
-				json.Unmarshal(c.proxy.fetch("/v1/check?"+q.Encode()), a)
+			other := c.signedRecord(tc.app, tc.channel)
+			rewriteCheck(c.proxy, func(_ *http.Request, a *checkAnswer) {
+				a.Channel = other // validly signed by the origin, for another channel
 			})
 			mustFail(t, d.Update(context.Background()), "another app or channel", dir, v1Files)
 		})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -235,6 +236,9 @@ func (c *cluster) device(o devOpts) (*device.Device, string) {
 	d, err := device.New(device.Config{
 		Dir: o.dir, Edges: o.edges, App: testApp, Channel: o.channel, DeviceID: "dev-1",
 		NativeVersion: o.native, Keys: o.keys, RequestTimeout: o.timeout, Now: c.clock.Now,
+		// The attacks are about what a device installs, not about health:
+		// no revert of unconfirmed releases (the clock jumps), no events.
+		ConfirmTimeout: -1, NoEvents: true,
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -362,4 +366,28 @@ func (p *tamperProxy) fetch(pathQuery string) []byte {
 		p.t.Errorf("fetch %s: %v", pathQuery, err)
 	}
 	return b
+}
+
+// signedRecord returns the origin's current signed record of a channel, as
+// any edge or gossip member can read it from GET /v1/state.
+func (c *cluster) signedRecord(app, channel string) *release.Envelope {
+	c.t.Helper()
+	resp, err := c.proxy.client.Get(c.originURL + "/v1/state")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Channels []*release.Envelope `json:"channels"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		c.t.Fatal(err)
+	}
+	for _, env := range st.Channels {
+		if ch, err := env.Channel(); err == nil && ch.App == app && ch.Channel == channel {
+			return env
+		}
+	}
+	c.t.Fatalf("no record for %s/%s", app, channel)
+	return nil
 }
