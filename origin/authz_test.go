@@ -171,7 +171,9 @@ func TestAuthzMatrix(t *testing.T) {
 		// Events come from edges and are authenticated by the cluster's
 		// events token, not by API keys; with no token configured they are
 		// open (see TestEventsNeedClusterToken).
-		{"POST /v1/events", all, func(*testing.T) *http.Request { return httptest.NewRequest("POST", "/v1/events", strings.NewReader("[]")) }},
+		{"POST /v1/events", all, func(*testing.T) *http.Request {
+			return httptest.NewRequest("POST", "/v1/events", strings.NewReader("[]"))
+		}},
 		{"POST /v1/keys", admin, jsonReq("POST", "/v1/keys", CreateKeyBody{Role: RoleReader})},
 		{"GET /v1/keys", admin, get("/v1/keys")},
 		{"DELETE /v1/keys/{id}", admin, func(t *testing.T) *http.Request {
