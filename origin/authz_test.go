@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -212,6 +213,7 @@ func TestAuthzMatrix(t *testing.T) {
 					r.Header.Set("Authorization", "Bearer "+c.secret)
 				}
 				before := strings.Count(logs.String(), "api refused")
+				writesBefore := strings.Count(logs.String(), "msg=\"api write\"")
 				w := httptest.NewRecorder()
 				h.ServeHTTP(w, r)
 				allowed := false
@@ -227,6 +229,10 @@ func TestAuthzMatrix(t *testing.T) {
 				}
 				if !allowed && c.secret != "" && strings.Count(logs.String(), "api refused") == before {
 					t.Fatalf("refusal of %s was not logged", c.name)
+				}
+				isWrite := !slices.Contains(ep.allowed, "reader") && !slices.Contains(ep.allowed, "none")
+				if ok && isWrite && strings.Count(logs.String(), "msg=\"api write\"") == writesBefore {
+					t.Fatalf("write by %s left no audit log line", c.name)
 				}
 				if ok {
 					if next, found := r.Context().Value(nextKeyCtx{}).(ed25519.PrivateKey); found {
