@@ -16,7 +16,9 @@ import (
 // ports, in one process. Timeouts are bounds for polling, never
 // assertions about speed (see BenchmarkPropagation10 for that).
 
-const converge = 10 * time.Second
+// converge is generous: on 2 shared cores under a parallel test run, memberlist
+// convergence that takes ~0.5 s alone can take several seconds.
+const converge = 30 * time.Second
 
 func TestOriginToFiveEdges(t *testing.T) {
 	key := testKey(t)
