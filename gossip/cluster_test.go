@@ -297,7 +297,7 @@ func TestMetaAndLeave(t *testing.T) {
 	}
 	// The suspicion timeout is at least 8 s here; a leave shows in well
 	// under that.
-	eventually(t, 3*time.Second, func() bool {
+	eventually(t, 6*time.Second, func() bool {
 		for _, n := range c.nodes[:3] {
 			if len(n.Members()) != 3 {
 				return false
