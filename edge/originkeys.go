@@ -17,9 +17,9 @@ import (
 // spoofed origin: above all, not a record with a huge Seq that would wedge
 // the channel, since the edge only ever moves to a larger Seq.
 type originTrust struct {
-	mu      sync.Mutex // guards keys, lastFetch
+	mu      sync.Mutex // guards keys, lastFet
 	keys    []release.PublicKey
-	lastFet time.Time
+	lastFet time.Time // last rotation fetch started
 }
 
 // rotationFetchEvery bounds how often records signed by an unknown key
@@ -30,8 +30,14 @@ const rotationFetchEvery = 10 * time.Second
 // VerifyRecord checks that a channel record is signed by an origin key the
 // edge trusts (Config.OriginKeys, moved on by rotation statements). With
 // no OriginKeys configured every record passes: devices verify anyway,
-// and the edge then only trusts its gossip cluster's secret key. It is
-// safe for concurrent use and can be a gossip node's Verify hook.
+// and the edge then only trusts its gossip cluster's secret key.
+//
+// It never blocks, so it can be a gossip node's Verify hook (which runs on
+// memberlist's receive path). A record signed by a key the edge does not
+// know is refused at once, and starts a background fetch of the origin's
+// rotation statements; when they introduce the key, the edge pulls the
+// origin's state again, so the refused records arrive within a round trip.
+// It is safe for concurrent use.
 func (s *Server) VerifyRecord(env *release.Envelope, _ *release.Channel) error {
 	t := &s.trust.origin
 	t.mu.Lock()
@@ -41,34 +47,54 @@ func (s *Server) VerifyRecord(env *release.Envelope, _ *release.Channel) error {
 		return nil
 	}
 	err := env.Verify(keys)
-	if !errors.Is(err, release.ErrUnsigned) || !s.followOriginRotations() {
-		if err != nil {
-			return fmt.Errorf("edge: channel record: %w", err)
-		}
-		return nil
+	if errors.Is(err, release.ErrUnsigned) {
+		s.refreshOriginKeys()
 	}
-	t.mu.Lock()
-	keys = release.KeysFor(t.keys, release.RoleOrigin)
-	t.mu.Unlock()
-	if err := env.Verify(keys); err != nil {
+	if err != nil {
 		return fmt.Errorf("edge: channel record: %w", err)
 	}
 	return nil
 }
 
-// followOriginRotations asks an origin for rotation statements (at most
-// once per rotationFetchEvery) and applies those that chain from the
-// trusted keys. It reports whether the keys changed.
-func (s *Server) followOriginRotations() bool {
+// refreshOriginKeys follows the origin's rotation statements in the
+// background (at most once per rotationFetchEvery) and, if the trusted
+// keys changed, pulls the origin's state again.
+func (s *Server) refreshOriginKeys() {
 	t := &s.trust.origin
 	now := s.cfg.Now()
 	t.mu.Lock()
-	if now.Sub(t.lastFet) < rotationFetchEvery {
-		t.mu.Unlock()
-		return false
+	due := now.Sub(t.lastFet) >= rotationFetchEvery
+	if due {
+		t.lastFet = now
 	}
-	t.lastFet = now
 	t.mu.Unlock()
+	select {
+	case <-s.stop:
+		return
+	default:
+	}
+	if !due {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if !s.followOriginRotations() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := s.SyncFromOrigin(ctx); err != nil {
+			s.log.Warn("pull state after origin key rotation", "err", err)
+		}
+	}()
+}
+
+// followOriginRotations asks an origin for rotation statements and applies
+// those that chain from the trusted keys. It reports whether the keys
+// changed.
+func (s *Server) followOriginRotations() bool {
+	t := &s.trust.origin
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	b, err := s.fetchSmall(ctx, "/v1/keys/rotations", maxRotationsBody)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capstan-ota/capstan/internal/testutil"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/valyala/fasthttp"
 )
@@ -40,14 +41,18 @@ func TestEdgeChecksOriginSignatures(t *testing.T) {
 	rogue, _ := release.GenerateKey()
 	var mu sync.Mutex
 	var rots []*release.Envelope
+	var state []*release.Envelope
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1/keys/rotations" {
-			http.NotFound(w, r)
-			return
-		}
 		mu.Lock()
 		defer mu.Unlock()
-		json.NewEncoder(w).Encode(map[string]any{"rotations": rots})
+		switch r.URL.Path {
+		case "/v1/keys/rotations":
+			json.NewEncoder(w).Encode(map[string]any{"rotations": rots})
+		case "/v1/state":
+			json.NewEncoder(w).Encode(map[string]any{"channels": state})
+		default:
+			http.NotFound(w, r)
+		}
 	}))
 	defer origin.Close()
 	clk := &testClock{now: time.Now()}
@@ -72,13 +77,25 @@ func TestEdgeChecksOriginSignatures(t *testing.T) {
 		t.Fatal("unsigned record stored")
 	}
 	stmt, _ := release.NewRotation(release.RoleOrigin, "", old, next.Public().(ed25519.PublicKey), time.Now())
+	rotated := signedRecord(t, next, 12)
 	mu.Lock()
 	rots = []*release.Envelope{stmt}
+	state = []*release.Envelope{rotated}
 	mu.Unlock()
 	clk.Advance(time.Minute)
-	if !e.Apply(signedRecord(t, next, 12)) {
-		t.Fatal("record signed by the rotated key refused")
+	// The gossip path never blocks: the unknown key is refused at once, and
+	// the edge follows the rotation and pulls the state in the background.
+	if e.Apply(rotated) {
+		t.Fatal("record under an unknown key stored before the rotation was fetched")
 	}
+	testutil.Eventually(t, 10*time.Second, "the edge to follow the rotation", func() bool {
+		for _, r := range e.Records() {
+			if ch, _ := r.Channel(); ch != nil && ch.Seq == 12 {
+				return true
+			}
+		}
+		return false
+	})
 	if e.Apply(signedRecord(t, old, 13)) {
 		t.Fatal("the retired key still signs records the edge takes")
 	}
