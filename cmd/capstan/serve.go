@@ -248,7 +248,7 @@ func newOriginCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "./capstan-data/origin", "data folder")
-	cmd.Flags().BoolVar(&rotate, "rotate-key", false, "replace the origin's channel-signing key on start, publishing a statement signed by the old key")
+	cmd.Flags().BoolVar(&rotate, "rotate-key", false, "replace the origin's channel-signing key on this start, publishing a statement signed by the old key (use once; devices follow at most 32 rotations at a time)")
 	cmd.Flags().StringVar(&cosign, "rotate-cosign", "", "with --rotate-key: a release private key that co-signs the statement (recovery when the old origin key is stolen)")
 	cmd.Flags().StringVar(&apiAddr, "api", "127.0.0.1:7070", "API listen address")
 	cmd.Flags().StringVar(&pub, "public-url", "", "URL edges use to reach this origin's API (default from --api)")
