@@ -70,6 +70,7 @@ func installV1(t *testing.T, c *cluster, o devOpts) (*device.Device, string) {
 }
 
 func TestHappyPathVerifiesEverything(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	c.upload("2.0.0", v2Files, uploadOpts{})
@@ -82,6 +83,7 @@ func TestHappyPathVerifiesEverything(t *testing.T) {
 
 // #1 Arbitrary installation: the edge flips a byte of a file.
 func TestAttackTamperedBlob(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	c.upload("2.0.0", v2Files, uploadOpts{})
@@ -105,6 +107,7 @@ func TestAttackTamperedBlob(t *testing.T) {
 // #1 (manifest) The edge edits the release manifest it serves: the ID no
 // longer matches what the signed channel record names.
 func TestAttackTamperedManifest(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	c.upload("2.0.0", v2Files, uploadOpts{})
@@ -124,6 +127,7 @@ func TestAttackTamperedManifest(t *testing.T) {
 
 // #2 A validly signed record of another app, or another channel.
 func TestAttackRecordOfAnotherAppOrChannel(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ name, app, channel string }{
 		{"other app", "com.other.app", "production"},
 		{"other channel", testApp, "beta"},
@@ -143,6 +147,7 @@ func TestAttackRecordOfAnotherAppOrChannel(t *testing.T) {
 
 // #3 Unsigned or wrongly signed metadata: every variant is refused.
 func TestAttackBadSignatures(t *testing.T) {
+	t.Parallel()
 	attacker, _ := release.GenerateKey()
 	for _, tc := range []struct {
 		name string
@@ -191,6 +196,7 @@ func TestAttackBadSignatures(t *testing.T) {
 
 // #4 Rollback: an older signed record replayed after a newer one.
 func TestAttackReplayOlderRecord(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	c.upload("1.0.0", v1Files, uploadOpts{})
 	old := c.proxy.fetch("/v1/check?app=" + testApp + "&channel=production&device=dev-1")
@@ -216,6 +222,7 @@ func TestAttackReplayOlderRecord(t *testing.T) {
 // #5 Indefinite freeze: the edge serves an expired record forever; the
 // device reports it rather than "up to date".
 func TestAttackFreeze(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	c.proxy.set(nil)
@@ -230,6 +237,7 @@ func TestAttackFreeze(t *testing.T) {
 
 // #8 Mix-and-match: the manifest of A with the files of B.
 func TestAttackMixAndMatch(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	other := c.upload("1.5.0", map[string]string{"index.html": "<h1>XX</h1>", "js/app.js": "console.log(3)", "css/site.css": "body{}"}, uploadOpts{channel: "beta"})
@@ -265,6 +273,7 @@ func TestAttackMixAndMatch(t *testing.T) {
 // #9 Wrong base: the files the device reuses from its installed bundle are
 // damaged (a wrong base); the device detects it and downloads the file.
 func TestAttackWrongBase(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	// css/site.css is unchanged in v2, so the device would reuse it.
@@ -282,6 +291,7 @@ func TestAttackWrongBase(t *testing.T) {
 // #10 Endless data: the edge streams forever or lies in Content-Length; the
 // device stops at the signed size.
 func TestAttackEndlessData(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		hook func(w http.ResponseWriter, r *http.Request)
@@ -324,6 +334,7 @@ func TestAttackEndlessData(t *testing.T) {
 // the CI key and the origin key), a manifest that leaves the install
 // folder is refused when parsed.
 func TestAttackPathTraversal(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	bad := []byte(`{"type":"capstan.release/v1","app":"` + testApp + `","version":"2.0.0","files":[{"path":"../../evil.sh","size":1,"mode":420,"sha256":"` + release.Sum([]byte("x")).String() + `"}]}`)
@@ -382,6 +393,7 @@ func TestAttackSlowEdge(t *testing.T) {
 // #13 Malicious mirror denial: one edge answers garbage; the device uses
 // the next.
 func TestAttackGarbageEdgeFailover(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	c.upload("1.0.0", v1Files, uploadOpts{})
 	c.proxy.set(func(w http.ResponseWriter, r *http.Request) bool {
@@ -398,6 +410,7 @@ func TestAttackGarbageEdgeFailover(t *testing.T) {
 // #17 Compatibility: a release for a newer native shell is refused by the
 // device itself, even when the edge offers it.
 func TestAttackWrongNativeVersion(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{native: "1.0.0"})
 	before := c.proxy.count("blobs") + c.proxy.count("patches")
@@ -423,6 +436,7 @@ func TestAttackWrongNativeVersion(t *testing.T) {
 // #15 Edges hold no signing key: after serving updates, nothing in the
 // edge's data folder is a private key or contains one.
 func TestEdgeHoldsNoSigningKey(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	installV1(t, c, devOpts{})
 	secrets := [][]byte{[]byte("PRIVATE KEY"), c.originPrivateKey().Seed(), c.releaseKey.Seed()}
@@ -463,6 +477,7 @@ func isContent(path string) bool {
 // #10 (metadata) An endless update-check answer is cut at the bound for
 // metadata (the largest manifest plus room), not read forever.
 func TestAttackEndlessCheckAnswer(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	c.proxy.set(func(w http.ResponseWriter, r *http.Request) bool {

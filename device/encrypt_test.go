@@ -61,6 +61,7 @@ func encryptingCluster(t *testing.T) (*cluster, *ecdh.PrivateKey) {
 // hold only ciphertext, and a device with the app's key installs the
 // exact files.
 func TestEncryptedReleases(t *testing.T) {
+	t.Parallel()
 	c, box := encryptingCluster(t)
 	v1, v2 := secretFiles("one"), secretFiles("two")
 	c.upload("1.0.0", v1, uploadOpts{})
@@ -121,6 +122,7 @@ func TestEncryptedReleases(t *testing.T) {
 }
 
 func TestEncryptedReleaseRefusals(t *testing.T) {
+	t.Parallel()
 	stranger, _ := release.GenerateBoxKey()
 	for _, tc := range []struct {
 		name   string

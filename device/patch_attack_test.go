@@ -14,6 +14,7 @@ import (
 // the signed target manifest) and the device falls back to verified files;
 // nothing from the bad patch is installed.
 func TestAttackTamperedPatch(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		edit func(b []byte) []byte
@@ -48,6 +49,7 @@ func TestAttackTamperedPatch(t *testing.T) {
 // #9 A patch built from another base (a valid patch, for a release the
 // device does not run) is refused before it is applied.
 func TestAttackPatchForWrongBase(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	other := c.upload("1.5.0", map[string]string{"index.html": "<h1>1.5</h1>", "js/app.js": "console.log(15)", "css/site.css": "body{}"}, uploadOpts{channel: "beta"})

@@ -26,6 +26,7 @@ func trusts(d *device.Device, k ed25519.PublicKey, role string) bool {
 // A new release key, introduced by a statement signed with the old one,
 // is followed by devices that shipped with the old key only.
 func TestRotateReleaseKey(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	pem, _ := release.EncodePublicKey(c.releaseKey.Public().(ed25519.PublicKey), release.RoleRelease)
@@ -65,6 +66,7 @@ func TestRotateReleaseKey(t *testing.T) {
 // The origin rotates its own key; devices follow the statement signed by
 // the old one.
 func TestRotateOriginKey(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	oldPub := c.origin.PublicKey()
@@ -87,6 +89,7 @@ func TestRotateOriginKey(t *testing.T) {
 // one of their own. The operator rotates the origin key with a statement
 // co-signed by the release key; devices recover and update again.
 func TestRecoverFromStolenOriginKey(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	stolen := c.originPrivateKey()
@@ -134,6 +137,7 @@ func TestRecoverFromStolenOriginKey(t *testing.T) {
 
 // A rotation statement not signed by the key it retires is ignored.
 func TestForgedRotationIgnored(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	attacker, _ := release.GenerateKey()
