@@ -29,6 +29,17 @@ type BaseFiles interface {
 	Open(path string) (io.ReadCloser, error)
 }
 
+// NoBase is the BaseFiles of a device with nothing installed: every Open
+// fails. Use it (with release.ZeroHash as base ID) to apply a full bundle.
+type NoBase struct{}
+
+var _ BaseFiles = NoBase{}
+
+// Open always fails with fs.ErrNotExist.
+func (NoBase) Open(p string) (io.ReadCloser, error) {
+	return nil, fmt.Errorf("delta: no base release: %s: %w", p, fs.ErrNotExist)
+}
+
 // ApplyStats describes an applied patch.
 type ApplyStats struct {
 	Files    int // files written
@@ -63,6 +74,9 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base BaseFiles
 	}
 	if err := target.Validate(); err != nil {
 		return st, fmt.Errorf("%w: target: %v", ErrBadManifest, err)
+	}
+	if base == nil {
+		base = NoBase{}
 	}
 	var total int64
 	for _, f := range target.Files {
@@ -101,6 +115,7 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base BaseFiles
 	defer root.Close()
 
 	a := &applier{
+		ctx:    ctx,
 		cfg:    &cfg,
 		b:      &body{r: bufio.NewReaderSize(nil, 32<<10)},
 		base:   base,
@@ -185,6 +200,7 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base BaseFiles
 
 // applier is the state of one Apply call.
 type applier struct {
+	ctx     context.Context
 	cfg     *ApplyConfig
 	b       *body
 	base    BaseFiles
@@ -361,12 +377,13 @@ func (a *applier) openOld(p string, size int64) (io.ReaderAt, io.Closer, error) 
 		return ra, rc, nil
 	}
 	defer rc.Close()
-	buf := make([]byte, size)
-	if _, err := io.ReadFull(rc, buf); err != nil {
+	// Grow with the bytes actually there: size comes from the patch, so
+	// allocating it up front would let a patch pick our allocation.
+	buf, err := io.ReadAll(io.LimitReader(rc, size+1))
+	if err != nil {
 		return nil, nil, fmt.Errorf("%w: read base file %s: %v", ErrWrongBase, p, err)
 	}
-	var one [1]byte
-	if k, _ := rc.Read(one[:]); k > 0 {
+	if int64(len(buf)) != size {
 		return nil, nil, fmt.Errorf("%w: base file %s does not have %d bytes", ErrWrongBase, p, size)
 	}
 	return bytes.NewReader(buf), io.NopCloser(nil), nil
@@ -397,6 +414,9 @@ func (a *applier) delta(fh *os.File, f release.File) error {
 		}
 		if n == 0 {
 			break
+		}
+		if err := a.ctx.Err(); err != nil {
+			return fmt.Errorf("delta: apply: %w", err)
 		}
 		// Read and check the block's control list before touching bytes.
 		a.ctls = a.ctls[:0]

@@ -13,7 +13,6 @@ import (
 	"sync"
 
 	"github.com/andybalholm/brotli"
-	"github.com/gabstv/go-bsdiff/pkg/bsdiff"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/semaphore"
 
@@ -27,6 +26,16 @@ import (
 // reads.
 type BlobSource interface {
 	Open(ctx context.Context, h release.Hash) (io.ReadCloser, error)
+}
+
+// BlobSourceFunc adapts a function to BlobSource.
+type BlobSourceFunc func(ctx context.Context, h release.Hash) (io.ReadCloser, error)
+
+var _ BlobSource = BlobSourceFunc(nil)
+
+// Open calls f.
+func (f BlobSourceFunc) Open(ctx context.Context, h release.Hash) (io.ReadCloser, error) {
+	return f(ctx, h)
 }
 
 // Stats describes a built patch.
@@ -340,7 +349,7 @@ func plan(cfg *Config, base, target *release.Manifest) []*job {
 		j.kind, j.twin, j.renamed = recDelta, twin, renamed
 		j.res = make(chan deltaResult, 1)
 		j.weight = 6*twin.Size + 3*f.Size
-		if twin.Size <= cfg.BSDiffMaxSize && f.Size <= cfg.BSDiffMaxSize {
+		if cfg.BSDiff != nil && twin.Size <= cfg.BSDiffMaxSize && f.Size <= cfg.BSDiffMaxSize {
 			j.weight += 24 * twin.Size
 		}
 		j.weight = min(j.weight, cfg.MemoryBudget)
@@ -419,11 +428,11 @@ func (b *builder) delta(ctx context.Context, twin, f release.File) deltaResult {
 			best, bestSize = deltaResult{kind: recLiteral}, lit
 		}
 	}
-	if twin.Size <= b.cfg.BSDiffMaxSize && f.Size <= b.cfg.BSDiffMaxSize {
+	if b.cfg.BSDiff != nil && twin.Size <= b.cfg.BSDiffMaxSize && f.Size <= b.cfg.BSDiffMaxSize {
 		if !measured {
 			bestSize = int64(len(b.est.EncodeAll(rec, nil)))
 		}
-		if p, err := bsdiff.Bytes(old, cur); err == nil && int64(len(p)) < bestSize {
+		if p, err := b.cfg.BSDiff(old, cur); err == nil && int64(len(p)) < bestSize {
 			r := appendString(nil, twin.Path)
 			r = appendUvarint(r, uint64(len(old)))
 			r = appendUvarint(r, uint64(len(p)))

@@ -49,12 +49,17 @@ type Config struct {
 	// and ApplyConfig.MaxWindow.
 	ZstdWindow int
 
-	// BSDiffMaxSize: files whose old and new sizes are both at most this
-	// many bytes also get a classic BSDIFF40 candidate from go-bsdiff, kept
-	// when it is the smallest. go-bsdiff is slow (qsufsort) and its bzip2
-	// payload cannot share redundancy with the rest of the stream, so it
-	// rarely wins; it is here so that patches interoperate with standard
-	// bspatch tooling when wanted. Zero means never. Default 0.
+	// BSDiff, when set, makes a classic BSDIFF40 payload for files whose
+	// old and new sizes are both at most BSDiffMaxSize, kept when it is the
+	// smallest candidate. Pass go-bsdiff's bsdiff.Bytes (pinned v1.0.5); it
+	// is a field rather than an import so that devices, which link this
+	// package for Apply, do not link the diff side (style rule 2). go-bsdiff
+	// is slow (qsufsort, 17–23× old in memory) and its bzip2 payload cannot
+	// share redundancy with the rest of the stream, so it rarely wins; it is
+	// here for interoperability with standard bspatch tooling. Nil: never.
+	BSDiff func(old, new []byte) ([]byte, error)
+	// BSDiffMaxSize bounds the files BSDiff is tried on, in bytes. Zero
+	// means never. Default 0.
 	BSDiffMaxSize int64
 
 	// Renames pairs a new file with no same-path old file to the old file

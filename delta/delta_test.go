@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -199,6 +198,25 @@ func TestBSDiffRecordApplies(t *testing.T) {
 	checkDir(t, out, to)
 }
 
+// Config.BSDiff adds a BSDIFF40 candidate; whichever wins, the patch applies.
+func TestBSDiffCandidate(t *testing.T) {
+	src := newMemSource()
+	old := text(4, 20000)
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{"app.js": old})
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{"app.js": edit(4, old)})
+	calls := 0
+	cfg := DefaultConfig()
+	cfg.BSDiffMaxSize = 1 << 20
+	cfg.BSDiff = func(o, n []byte) ([]byte, error) {
+		calls++
+		return bsdiff.Bytes(o, n)
+	}
+	_, st := roundTrip(t, cfg, src, from, to)
+	if calls != 1 || st.Deltas+st.BSDiffs != 1 {
+		t.Fatalf("BSDiff called %d times, stats %+v", calls, st)
+	}
+}
+
 func TestApplyRejects(t *testing.T) {
 	src := newMemSource()
 	from := makeBundle(t, src, "1.0.0", map[string][]byte{"a.txt": []byte("hello world"), "b.txt": []byte("bbb")})
@@ -319,7 +337,7 @@ func TestApplyRefusesSymlinks(t *testing.T) {
 			if err := os.Symlink(outside, filepath.Join(stage, link)); err != nil {
 				t.Skip("symlinks unavailable:", err)
 			}
-			_, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(buf.Bytes()), emptyBase{}, release.ZeroHash, to.m, to.id, stage)
+			_, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(buf.Bytes()), NoBase{}, release.ZeroHash, to.m, to.id, stage)
 			if !errors.Is(err, ErrUnsafePath) {
 				t.Fatalf("got %v, want ErrUnsafePath", err)
 			}
@@ -338,16 +356,12 @@ func TestApplyLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, cfg := range []ApplyConfig{{MaxFileSize: 999}, {MaxTotalSize: 999}} {
-		_, err := Apply(context.Background(), cfg, bytes.NewReader(buf.Bytes()), emptyBase{}, release.ZeroHash, to.m, to.id, t.TempDir())
+		_, err := Apply(context.Background(), cfg, bytes.NewReader(buf.Bytes()), NoBase{}, release.ZeroHash, to.m, to.id, t.TempDir())
 		if !errors.Is(err, ErrTooLarge) {
 			t.Errorf("%+v: got %v, want ErrTooLarge", cfg, err)
 		}
 	}
 }
-
-type emptyBase struct{}
-
-func (emptyBase) Open(string) (io.ReadCloser, error) { return nil, fs.ErrNotExist }
 
 // badSource serves other bytes than the manifest promises.
 type badSource struct{}

@@ -1,7 +1,13 @@
 package delta
 
 import (
+	"bytes"
+	"context"
+	"io"
+	"os"
 	"path"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -89,5 +95,64 @@ func skipHeavy(t *testing.T) {
 	t.Helper()
 	if raceEnabled || testing.Short() {
 		t.Skip("heavy fixture case: runs without -race and -short (go test ./delta/)")
+	}
+}
+
+// fixturePair loads a swagger-ui pair into a fresh source.
+func fixturePair(b testing.TB, from, to string) (*memSource, *bundle, *bundle) {
+	src := newMemSource()
+	return src, makeBundle(b, src, from, readZip(b, "www-"+from+".zip")), makeBundle(b, src, to, readZip(b, "www-"+to+".zip"))
+}
+
+var benchPairs = [][2]string{{"5.34.0", "5.34.1"}, {"5.34.1", "5.35.0"}}
+
+// BenchmarkBuild measures patch building on the fixture pairs (compare with
+// C bsdiff on the tar: scripts/bench-delta.sh).
+func BenchmarkBuild(b *testing.B) {
+	for _, p := range benchPairs {
+		b.Run(p[0]+"-"+p[1], func(b *testing.B) {
+			src, from, to := fixturePair(b, p[0], p[1])
+			b.SetBytes(to.m.TotalSize())
+			var st Stats
+			for b.Loop() {
+				var err error
+				st, err = Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, src, io.Discard)
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(st.PatchBytes), "patch-B")
+		})
+	}
+}
+
+// BenchmarkApply measures a device applying the patch into a fresh folder.
+func BenchmarkApply(b *testing.B) {
+	for _, p := range benchPairs {
+		b.Run(p[0]+"-"+p[1], func(b *testing.B) {
+			src, from, to := fixturePair(b, p[0], p[1])
+			var patch bytes.Buffer
+			if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, src, &patch); err != nil {
+				b.Fatal(err)
+			}
+			base, err := OpenDir(writeDir(b, from.files))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer base.Close()
+			work := b.TempDir()
+			b.SetBytes(to.m.TotalSize())
+			i := 0
+			for b.Loop() {
+				stage := filepath.Join(work, strconv.Itoa(i))
+				i++
+				if err := os.Mkdir(stage, 0o755); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(patch.Bytes()), base, from.id, to.m, to.id, stage); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
