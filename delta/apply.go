@@ -397,20 +397,14 @@ func (a *applier) openOld(p string, size int64) (io.ReaderAt, io.Closer, error) 
 
 // delta applies a recDelta record into fh, writing out of order.
 func (a *applier) delta(fh *os.File, f release.File) error {
-	p, err := a.b.path("base path")
+	old, oldSize, closers, err := a.sources()
+	for _, c := range closers {
+		defer c.Close()
+	}
 	if err != nil {
 		return err
 	}
-	baseSize, err := a.b.uvarint(uint64(a.cfg.MaxFileSize), "base size")
-	if err != nil {
-		return err
-	}
-	old, closer, err := a.openOld(p, int64(baseSize))
-	if err != nil {
-		return err
-	}
-	defer closer.Close()
-	oldSize := int64(baseSize)
+	p := "the delta sources"
 	var newPos, oldPos int64
 	first := true
 	for {
@@ -507,6 +501,114 @@ func (a *applier) delta(fh *os.File, f release.File) error {
 		return fmt.Errorf("%w: delta for %s makes %d bytes, manifest says %d", ErrCorruptPatch, f.Path, newPos, f.Size)
 	}
 	return nil
+}
+
+// sources reads a delta's source list and opens the sources as one
+// virtual old file.
+func (a *applier) sources() (io.ReaderAt, int64, []io.Closer, error) {
+	n, err := a.b.uvarint(maxSources, "source count")
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if n == 0 {
+		return nil, 0, nil, fmt.Errorf("%w: delta without sources", ErrCorruptPatch)
+	}
+	var (
+		parts   multiReaderAt
+		closers []io.Closer
+	)
+	for range n {
+		kind, err := a.b.r.ReadByte()
+		if err != nil {
+			return nil, 0, closers, fmt.Errorf("%w: reading source: %v", ErrCorruptPatch, truncated(err))
+		}
+		var (
+			ra   io.ReaderAt
+			c    io.Closer
+			size int64
+		)
+		switch kind {
+		case srcBase:
+			p, err := a.b.path("base path")
+			if err != nil {
+				return nil, 0, closers, err
+			}
+			s, err := a.b.uvarint(uint64(a.cfg.MaxFileSize), "base size")
+			if err != nil {
+				return nil, 0, closers, err
+			}
+			size = int64(s)
+			ra, c, err = a.openOld(p, size)
+			if err != nil {
+				return nil, 0, closers, err
+			}
+		case srcTarget:
+			i, err := a.b.uvarint(uint64(len(a.target.Files)-1), "source file index")
+			if err != nil {
+				return nil, 0, closers, err
+			}
+			if !a.done[i] {
+				return nil, 0, closers, fmt.Errorf("%w: delta source %d is not written yet", ErrCorruptPatch, i)
+			}
+			sf := a.target.Files[i]
+			fh, err := a.root.Open(sf.Path)
+			if err != nil {
+				return nil, 0, closers, fmt.Errorf("delta: reopen %s: %w", sf.Path, err)
+			}
+			ra, c, size = fh, fh, sf.Size
+		default:
+			return nil, 0, closers, fmt.Errorf("%w: source kind %d", ErrCorruptPatch, kind)
+		}
+		closers = append(closers, c)
+		parts = append(parts, part{ra: ra, off: parts.size(), size: size})
+	}
+	if len(parts) == 1 {
+		return parts[0].ra, parts[0].size, closers, nil
+	}
+	return parts, parts.size(), closers, nil
+}
+
+// multiReaderAt reads the concatenation of its parts.
+type multiReaderAt []part
+
+type part struct {
+	ra        io.ReaderAt
+	off, size int64
+}
+
+func (m multiReaderAt) size() int64 {
+	if len(m) == 0 {
+		return 0
+	}
+	l := m[len(m)-1]
+	return l.off + l.size
+}
+
+// ReadAt reads len(p) bytes at off; callers keep reads within size().
+func (m multiReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for _, pt := range m {
+		if len(p) == 0 {
+			break
+		}
+		if off >= pt.off+pt.size {
+			continue
+		}
+		k := min(int64(len(p)), pt.off+pt.size-off)
+		got, err := pt.ra.ReadAt(p[:k], off-pt.off)
+		n += got
+		if int64(got) < k {
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			return n, err
+		}
+		p, off = p[k:], off+k
+	}
+	if len(p) > 0 {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 // bsdiff applies a recBSDiff record with the hardened BSDIFF40 patcher.

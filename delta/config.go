@@ -62,6 +62,13 @@ type Config struct {
 	// means never. Default 0.
 	BSDiffMaxSize int64
 
+	// Siblings also diffs a changed file against an earlier changed file
+	// of the target with the same extension and a similar size (see
+	// sibling in build.go): bundlers emit families of files that change
+	// together. Costs one more file in memory and diff time per delta;
+	// saved 10 % on swagger-ui 5.34.1→5.35.0. Default true.
+	Siblings bool
+
 	// Renames pairs a new file with no same-path old file to the old file
 	// it was most likely renamed from: same name once bundler content hashes
 	// are removed, else same extension and similar size. Default true.
@@ -76,6 +83,7 @@ func DefaultConfig() Config {
 		FileTimeout:    20 * time.Second,
 		BrotliMaxBytes: 1 << 20,
 		ZstdWindow:     8 << 20,
+		Siblings:       true,
 		Renames:        true,
 	}
 }

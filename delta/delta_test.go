@@ -73,6 +73,16 @@ func TestRoundTrip(t *testing.T) {
 			},
 		},
 		{
+			name: "sibling bundles",
+			from: map[string][]byte{"umd.js": app, "esm.js": append([]byte("export "), app...)},
+			to:   map[string][]byte{"umd.js": edit(5, app), "esm.js": append([]byte("export "), edit(5, app)...)},
+			check: func(t *testing.T, st Stats) {
+				if st.Siblings != 1 || st.Deltas != 2 {
+					t.Errorf("stats %+v", st)
+				}
+			},
+		},
+		{
 			name: "moved file and duplicate content",
 			from: map[string][]byte{"a/app.js": app},
 			to:   map[string][]byte{"b/app.js": app, "c/copy.js": app, "d/twice.txt": []byte("same"), "e/twice.txt": []byte("same")},
@@ -234,7 +244,7 @@ func TestApplyRejects(t *testing.T) {
 		return b
 	}
 	delta := func(ops ...[]byte) []byte {
-		return rawStream(from.id, to.id, 2, rec(recDelta, 0, append([][]byte{str("a.txt"), uv(11)}, ops...)...), rec(recCopy, 1, str("a.txt")))
+		return rawStream(from.id, to.id, 2, rec(recDelta, 0, append([][]byte{oneBase("a.txt", 11)}, ops...)...), rec(recCopy, 1, str("a.txt")))
 	}
 	cases := []struct {
 		name  string
@@ -262,7 +272,12 @@ func TestApplyRejects(t *testing.T) {
 		{"copy of absent base file", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello there")), rec(recCopy, 1, str("zzz"))), ErrWrongBase},
 		{"copy of other content", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello there")), rec(recCopy, 1, str("b.txt"))), ErrWrongBase},
 		{"dup before source", rawStream(from.id, to.id, 2, rec(recDup, 1, uv(0)), rec(recLiteral, 0, []byte("hello there"))), ErrCorruptPatch},
-		{"delta base size lies", rawStream(from.id, to.id, 2, rec(recDelta, 0, str("a.txt"), uv(99), uv(0))), ErrWrongBase},
+		{"delta base size lies", rawStream(from.id, to.id, 2, rec(recDelta, 0, oneBase("a.txt", 99), uv(0))), ErrWrongBase},
+		{"delta without sources", rawStream(from.id, to.id, 2, rec(recDelta, 0, uv(0))), ErrCorruptPatch},
+		{"delta with too many sources", rawStream(from.id, to.id, 2, rec(recDelta, 0, uv(maxSources+1))), ErrCorruptPatch},
+		{"delta source not written", rawStream(from.id, to.id, 2, rec(recDelta, 0, uv(1), []byte{srcTarget}, uv(1))), ErrCorruptPatch},
+		{"delta source is itself", rawStream(from.id, to.id, 2, rec(recDelta, 0, uv(1), []byte{srcTarget}, uv(0))), ErrCorruptPatch},
+		{"delta source kind", rawStream(from.id, to.id, 2, rec(recDelta, 0, uv(1), []byte{7})), ErrCorruptPatch},
 		{"delta too short", delta(uv(1), uv(5), uv(0), appendVarint(nil, 0), appendRLE(nil, make([]byte, 5)), uv(0)), ErrCorruptPatch},
 		{"delta too long", delta(uv(1), uv(12), uv(0), appendVarint(nil, 0)), ErrCorruptPatch},
 		{"delta reads past base", delta(uv(1), uv(0), uv(11), appendVarint(nil, 5), []byte("hello there")), ErrCorruptPatch},
@@ -429,4 +444,9 @@ func TestStem(t *testing.T) {
 			t.Errorf("stem(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// oneBase is the source list of a delta against one base file.
+func oneBase(p string, size uint64) []byte {
+	return append(append(uv(1), srcBase), append(str(p), uv(size)...)...)
 }

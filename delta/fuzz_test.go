@@ -34,6 +34,7 @@ func fuzzFixture(t testing.TB) (src *memSource, from, to *bundle) {
 	to = makeBundle(t, src, "1.0.1", map[string][]byte{
 		"index.html": []byte("<html>v1</html>"), "js/app.9f8e7d6c.js": edit(11, app),
 		"js/copy.js": []byte("<html>v1</html>"), "new/n.txt": text(12, 700), "new/m.txt": text(12, 700),
+		"js/app-es.5e6f7a8b.js": append(edit(11, app), "export{}"...), // a sibling of the app chunk
 	})
 	return src, from, to
 }
@@ -53,7 +54,7 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	}
 	seeds = append(seeds, rawStream(from.id, to.id, len(to.m.Files),
 		rec(recCopy, 0, str("index.html")),
-		rec(recDelta, 1, str("js/app.1a2b3c4d.js"), uv(6000), uv(1), uv(10), uv(3), appendVarint(nil, 2), appendRLE(nil, []byte{0, 0, 1, 0, 0, 0, 0, 0, 0, 2}), []byte("abc"), uv(0)),
+		rec(recDelta, 1, oneBase("js/app.1a2b3c4d.js", 6000), uv(1), uv(10), uv(3), appendVarint(nil, 2), appendRLE(nil, []byte{0, 0, 1, 0, 0, 0, 0, 0, 0, 2}), []byte("abc"), uv(0)),
 		rec(recDup, 2, uv(0)),
 		rec(recLiteral, 3, text(12, 700)),
 	))
