@@ -58,8 +58,9 @@ unpack() {
 	if [ "${3:-}" = renamed ]; then
 		(cd "$2" && find . -type f | while read -r f; do
 			h=$(sha256sum "$f" | cut -c1-8)
-			base="${f%.*}"; ext="${f##*.}"
-			mv "$f" "$base.$h.$ext"
+			dir=$(dirname "$f"); name=$(basename "$f")
+			if [[ $name == *.* ]]; then ext=".${name##*.}"; stem="${name%.*}"; else ext=""; stem="$name"; fi
+			mv "$f" "$dir/$stem.$h$ext"
 		done)
 	fi
 	# A reproducible tar: sorted names, no owners or times.
