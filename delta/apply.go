@@ -122,6 +122,7 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base BaseFiles
 		root:   root,
 		target: target,
 		done:   make([]bool, len(target.Files)),
+		dirs:   map[string]bool{},
 		// 256 KiB scratch buffers: measured, 32 KiB made Apply spend most
 		// of its time in read and write system calls.
 		buf: make([]byte, 256<<10),
@@ -209,7 +210,8 @@ type applier struct {
 	root    *os.Root
 	target  *release.Manifest
 	done    []bool
-	buf, ob []byte // scratch: decoded bytes and old bytes
+	dirs    map[string]bool // folders made and checked
+	buf, ob []byte          // scratch: decoded bytes and old bytes
 	ctls    []ctl
 	st      *ApplyStats
 }
@@ -236,8 +238,8 @@ func (a *applier) record(kind byte) error {
 	}
 	f := a.target.Files[idx]
 	if dir := path.Dir(f.Path); dir != "." {
-		if err := a.root.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("%w: create folder for %s: %v", ErrUnsafePath, f.Path, err)
+		if err := a.mkdir(dir); err != nil {
+			return err
 		}
 	}
 	// O_EXCL: never follow or overwrite anything already there.
@@ -294,6 +296,29 @@ func (a *applier) record(kind byte) error {
 	a.done[idx] = true
 	a.st.Files++
 	a.st.Written += f.Size
+	return nil
+}
+
+// mkdir creates folder dir (and its parents) and refuses any of them that
+// is a symlink. os.Root already keeps every write inside the staging
+// folder; this also keeps a planted link from redirecting files within it.
+func (a *applier) mkdir(dir string) error {
+	if a.dirs[dir] {
+		return nil
+	}
+	if err := a.root.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("%w: create folder %s: %v", ErrUnsafePath, dir, err)
+	}
+	for d := dir; d != "."; d = path.Dir(d) {
+		fi, err := a.root.Lstat(d)
+		if err != nil {
+			return fmt.Errorf("%w: folder %s: %v", ErrUnsafePath, d, err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%w: %s is not a folder (a symlink?)", ErrUnsafePath, d)
+		}
+		a.dirs[d] = true
+	}
 	return nil
 }
 

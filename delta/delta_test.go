@@ -345,19 +345,26 @@ func TestApplyRefusesSymlinks(t *testing.T) {
 	if _, err := Build(context.Background(), DefaultConfig(), nil, release.ZeroHash, to.m, to.id, src, &buf); err != nil {
 		t.Fatal(err)
 	}
-	for _, link := range []string{"sub", "b.txt"} {
-		t.Run(link, func(t *testing.T) {
+	for _, c := range []struct{ link, to string }{{"sub", "outside"}, {"b.txt", "outside"}, {"sub", "inside"}} {
+		t.Run(c.link+" to "+c.to, func(t *testing.T) {
 			outside := t.TempDir()
 			stage := t.TempDir()
-			if err := os.Symlink(outside, filepath.Join(stage, link)); err != nil {
+			target := outside
+			if c.to == "inside" {
+				target = filepath.Join(stage, "elsewhere")
+				if err := os.Mkdir(target, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Symlink(target, filepath.Join(stage, c.link)); err != nil {
 				t.Skip("symlinks unavailable:", err)
 			}
 			_, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(buf.Bytes()), NoBase{}, release.ZeroHash, to.m, to.id, stage)
 			if !errors.Is(err, ErrUnsafePath) {
 				t.Fatalf("got %v, want ErrUnsafePath", err)
 			}
-			if ents, _ := os.ReadDir(outside); len(ents) != 0 {
-				t.Fatalf("Apply wrote %d entries outside its folder", len(ents))
+			if ents, _ := os.ReadDir(target); len(ents) != 0 {
+				t.Fatalf("Apply wrote %d entries through the link", len(ents))
 			}
 		})
 	}
