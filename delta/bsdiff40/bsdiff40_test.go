@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gabstv/go-bsdiff/pkg/bsdiff"
@@ -251,6 +252,24 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\nint64(%d)\n", s, len(cur))
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// The patcher is a leaf (style rule 4): devices and tools can take it
+// without the rest of Capstan.
+func TestLeaf(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go command not found")
+	}
+	out, err := exec.Command(goBin, "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "github.com/") && line != "github.com/capstan-ota/capstan/delta/bsdiff40" {
+			t.Errorf("bsdiff40 depends on %s", line)
 		}
 	}
 }
