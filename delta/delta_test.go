@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gabstv/go-bsdiff/pkg/bsdiff"
 
@@ -456,4 +457,27 @@ func TestStem(t *testing.T) {
 // oneBase is the source list of a delta against one base file.
 func oneBase(p string, size uint64) []byte {
 	return append(append(uv(1), srcBase), append(str(p), uv(size)...)...)
+}
+
+// A file over its diff time budget, or over MaxDiffSize, is sent as a
+// literal and the patch still applies.
+func TestLiteralFallbacks(t *testing.T) {
+	src := newMemSource()
+	app := text(21, 50000)
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{"app.js": app})
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{"app.js": edit(21, app)})
+	for name, mut := range map[string]func(*Config){
+		"timeout":      func(c *Config) { c.FileTimeout = time.Nanosecond },
+		"no deltas":    func(c *Config) { c.MaxDiffSize = 0 },
+		"file too big": func(c *Config) { c.MaxDiffSize = 40000 },
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			mut(&cfg)
+			_, st := roundTrip(t, cfg, src, from, to)
+			if st.Literals != 1 || st.Deltas != 0 {
+				t.Fatalf("stats %+v, want one literal", st)
+			}
+		})
+	}
 }
