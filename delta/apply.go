@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/zstd"
@@ -48,6 +49,7 @@ type ApplyStats struct {
 	Deltas   int // rebuilt from a Capstan delta
 	BSDiffs  int // rebuilt from a BSDIFF40 payload
 	Literals int // taken from the patch as is
+	Linked   int // copies made as hard links (ApplyConfig.LinkCopies)
 
 	// PatchBytes is what Apply read from the patch; Written the bytes of
 	// files it wrote.
@@ -116,6 +118,7 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base BaseFiles
 
 	a := &applier{
 		ctx:    ctx,
+		dir:    dir,
 		cfg:    &cfg,
 		b:      &body{r: bufio.NewReaderSize(nil, 32<<10)},
 		base:   base,
@@ -204,6 +207,7 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base BaseFiles
 // applier is the state of one Apply call.
 type applier struct {
 	ctx     context.Context
+	dir     string // the staging folder, for hard links
 	cfg     *ApplyConfig
 	b       *body
 	base    BaseFiles
@@ -242,6 +246,21 @@ func (a *applier) record(kind byte) error {
 			return err
 		}
 	}
+	var basePath string
+	if kind == recCopy {
+		if basePath, err = a.b.path("base path"); err != nil {
+			return err
+		}
+		if ok, err := a.link(basePath, f); ok || err != nil {
+			if err == nil {
+				a.done[idx] = true
+				a.st.Files++
+				a.st.Copies++
+				a.st.Linked++
+			}
+			return err
+		}
+	}
 	// O_EXCL: never follow or overwrite anything already there.
 	fh, err := a.root.OpenFile(f.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -252,7 +271,7 @@ func (a *applier) record(kind byte) error {
 	hw := io.MultiWriter(fh, hs)
 	switch kind {
 	case recCopy:
-		err = a.copyBase(hw, f)
+		err = a.copyBase(hw, basePath, f)
 		a.st.Copies++
 	case recDup:
 		err = a.dup(hw, f, idx)
@@ -344,6 +363,28 @@ func verify(fh *os.File, f release.File, hs hash.Hash, buf []byte) error {
 	return nil
 }
 
+// link tries to hard-link base file p as f (ApplyConfig.LinkCopies) and
+// verifies the result. It reports false, nil when linking is not possible
+// and the caller should copy.
+func (a *applier) link(p string, f release.File) (bool, error) {
+	l, ok := a.base.(Linker)
+	if !a.cfg.LinkCopies || !ok {
+		return false, nil
+	}
+	if err := l.Link(p, fs.FileMode(f.Mode), filepath.Join(a.dir, filepath.FromSlash(f.Path))); err != nil {
+		return false, nil // another device, another mode, no support: copy instead
+	}
+	fh, err := a.root.Open(f.Path)
+	if err != nil {
+		return false, fmt.Errorf("delta: open linked %s: %w", f.Path, err)
+	}
+	defer fh.Close()
+	if err := verify(fh, f, nil, a.buf); err != nil {
+		return false, fmt.Errorf("%w: base file %s: %v", ErrWrongBase, p, err)
+	}
+	return true, nil
+}
+
 // copyExact copies exactly n bytes of src to w; a short or long source is
 // reported with sentinel.
 func copyExact(w io.Writer, src io.Reader, n int64, buf []byte, sentinel error, what string) error {
@@ -358,11 +399,7 @@ func copyExact(w io.Writer, src io.Reader, n int64, buf []byte, sentinel error, 
 	return nil
 }
 
-func (a *applier) copyBase(w io.Writer, f release.File) error {
-	p, err := a.b.path("base path")
-	if err != nil {
-		return err
-	}
+func (a *applier) copyBase(w io.Writer, p string, f release.File) error {
 	rc, err := a.base.Open(p)
 	if err != nil {
 		return fmt.Errorf("%w: open base file %s: %v", ErrWrongBase, p, err)
@@ -684,21 +721,54 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Linker is implemented by a BaseFiles that can hard-link a base file into
+// the staging folder instead of copying it (Dir does). Apply uses it for
+// copy records when ApplyConfig.LinkCopies is set.
+type Linker interface {
+	// Link makes newPath, which does not exist, a hard link to base file p.
+	// It fails unless p is a regular file with permission bits mode:
+	// linked files share their inode, so Apply cannot chmod them.
+	Link(p string, mode fs.FileMode, newPath string) error
+}
+
 // Dir is a BaseFiles backed by a folder, opened through an os.Root so that
 // no path (and no symlink inside the folder) reaches outside it.
 type Dir struct {
 	root *os.Root
+	dir  string // absolute path of the folder, for Link
 }
 
-var _ BaseFiles = (*Dir)(nil)
+var (
+	_ BaseFiles = (*Dir)(nil)
+	_ Linker    = (*Dir)(nil)
+)
 
 // OpenDir opens folder dir as a BaseFiles. Close it when done.
 func OpenDir(dir string) (*Dir, error) {
-	r, err := os.OpenRoot(dir)
+	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("delta: open base folder: %w", err)
 	}
-	return &Dir{root: r}, nil
+	r, err := os.OpenRoot(abs)
+	if err != nil {
+		return nil, fmt.Errorf("delta: open base folder: %w", err)
+	}
+	return &Dir{root: r, dir: abs}, nil
+}
+
+// Link hard-links base file p to newPath (see Linker).
+func (d *Dir) Link(p string, mode fs.FileMode, newPath string) error {
+	if err := release.ValidatePath(p); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnsafePath, err)
+	}
+	fi, err := d.root.Lstat(p)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm() != mode {
+		return fmt.Errorf("delta: %s is not a regular file with mode %o", p, mode)
+	}
+	return os.Link(filepath.Join(d.dir, filepath.FromSlash(p)), newPath)
 }
 
 // Open opens the file at the bundle-relative path p; it returns an

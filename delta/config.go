@@ -118,6 +118,13 @@ type ApplyConfig struct {
 	// may ask for; it is the decoder's dominant memory. Brotli bodies are
 	// limited to 16 MiB by the format. Zero means the default, 16 MiB.
 	MaxWindow int
+	// LinkCopies makes Apply hard-link unchanged files from the base
+	// folder instead of copying them, when the BaseFiles is a Linker (Dir
+	// is) and the file keeps its mode; each link is still hashed and
+	// checked. It saves the write of every unchanged byte and their disk
+	// space, but the two releases then share those inodes: the installer
+	// must never modify installed files in place. Default false.
+	LinkCopies bool
 	// Sync makes Apply fsync each file it writes. Leave it off when the
 	// installer syncs the staging folder once before switching to it.
 	Sync bool

@@ -481,3 +481,41 @@ func TestLiteralFallbacks(t *testing.T) {
 		})
 	}
 }
+
+// With LinkCopies, unchanged files become hard links to the base folder
+// (no bytes written); a file whose mode changes is still copied.
+func TestLinkCopies(t *testing.T) {
+	src := newMemSource()
+	app := text(31, 20000)
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{"a/same.js": app, "mode.sh": []byte("echo"), "c.js": text(32, 9000)})
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{"a/same.js": app, "mode.sh": []byte("echo"), "c.js": edit(32, text(32, 9000))})
+	to.m.Files[2].Mode = 0o755 // mode.sh
+	enc, _ := to.m.Encode()
+	to.id = release.Sum(enc)
+	var patch bytes.Buffer
+	if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, src, &patch); err != nil {
+		t.Fatal(err)
+	}
+	baseDir := writeDir(t, from.files)
+	base, err := OpenDir(baseDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Close()
+	stage := t.TempDir()
+	cfg := DefaultApplyConfig()
+	cfg.LinkCopies = true
+	st, err := Apply(context.Background(), cfg, &patch, base, from.id, to.m, to.id, stage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDir(t, stage, to)
+	if st.Copies != 2 || st.Linked != 1 {
+		t.Fatalf("stats %+v, want 2 copies of which 1 linked", st)
+	}
+	a, _ := os.Stat(filepath.Join(baseDir, "a", "same.js"))
+	b, _ := os.Stat(filepath.Join(stage, "a", "same.js"))
+	if !os.SameFile(a, b) {
+		t.Fatal("a/same.js was copied, not linked")
+	}
+}

@@ -4,7 +4,7 @@
 // with /usr/bin/time.
 //
 //	deltabench build -from OLD -to NEW -out PATCH   (-from "" for a full bundle)
-//	deltabench apply -from OLD -to NEW -patch PATCH
+//	deltabench apply -from OLD -to NEW -patch PATCH [-link]
 //	deltabench gen -dir DIR -files N -mb M   (writes DIR/a and DIR/b: a synthetic
 //	                                          bundle and its next version)
 package main

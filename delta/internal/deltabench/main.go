@@ -40,6 +40,7 @@ func run(args []string) error {
 	to := fl.String("to", "", "new bundle: folder or zip")
 	out := fl.String("out", "", "build: where to write the patch")
 	patch := fl.String("patch", "", "apply: the patch to apply")
+	link := fl.Bool("link", false, "apply: hard-link unchanged files (ApplyConfig.LinkCopies)")
 	if err := fl.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -100,7 +101,9 @@ func run(args []string) error {
 			bf = d
 		}
 		start := time.Now()
-		st, err := delta.Apply(ctx, delta.DefaultApplyConfig(), bytes.NewReader(pb), bf, baseID, target, targetID, stage)
+		acfg := delta.DefaultApplyConfig()
+		acfg.LinkCopies = *link
+		st, err := delta.Apply(ctx, acfg, bytes.NewReader(pb), bf, baseID, target, targetID, stage)
 		if err != nil {
 			return err
 		}
