@@ -32,8 +32,9 @@ type Config struct {
 	// out the file is sent as a compressed literal instead. bsdiff's search
 	// can degrade on pathological inputs, and this keeps one such file from
 	// stalling a release. It makes the patch depend on machine load, so it
-	// is a safety net far above normal times (a 1.7 MB bundle diffs in
-	// ~0.2 s; a 64 MiB file in well under 30 s). Zero means no limit.
+	// is a safety net far above normal times (measured: a 1.7 MB bundle
+	// diffs in ~0.2 s; a 35 MB one in 19 s with the 2-core machine at load
+	// average 16, where 20 s was too tight). Zero means no limit.
 	// Default 60 s.
 	FileTimeout time.Duration
 
