@@ -90,9 +90,10 @@ type deltaResult struct {
 // Records go out in three passes so that each lands in the frame codec that
 // suits it without holding finished work in memory: copies and deltas in
 // target order (deltas are computed ahead, in parallel, within
-// Config.MemoryBudget), then literals (streamed from src: those that fit
-// Config.BrotliMaxBytes in brotli, the rest in zstd), then duplicates,
-// whose source is by then always written.
+// Config.MemoryBudget; into brotli frames within Config.BrotliMaxBytes),
+// then literals (streamed from src into zstd frames), then deltas that read
+// a sibling sent as a literal, then duplicates, whose source is by then
+// always written.
 func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID release.Hash, target *release.Manifest, targetID release.Hash, src BlobSource, w io.Writer) (Stats, error) {
 	var st Stats
 	if err := cfg.normalize(); err != nil {
@@ -199,20 +200,9 @@ func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID relea
 			return st, wrapWrite(err)
 		}
 	}
-	// Pass 2: literals. Those that fit brotli's budget first, then zstd, so
-	// that the stream switches codec at most twice.
+	// Pass 2: literals, in target order.
 	slices.SortFunc(literals, func(x, y *job) int { return x.idx - y.idx })
-	var rest []*job
 	for _, j := range literals {
-		if f := target.Files[j.idx]; f.Size > fw.brotliLeft {
-			rest = append(rest, j)
-			continue
-		}
-		if err := b.writeLiteral(ctx, fw, j.idx, target.Files[j.idx], &st); err != nil {
-			return st, wrapWrite(err)
-		}
-	}
-	for _, j := range rest {
 		if err := b.writeLiteral(ctx, fw, j.idx, target.Files[j.idx], &st); err != nil {
 			return st, wrapWrite(err)
 		}
@@ -260,6 +250,15 @@ func (fw *frameWriter) record(rec []byte, size int64) error {
 	return fw.write(rec)
 }
 
+// literal starts a literal record (its bytes follow through write) in a
+// zstd frame.
+func (fw *frameWriter) literal(rec []byte) error {
+	if err := fw.open(codecZstd); err != nil {
+		return err
+	}
+	return fw.write(rec)
+}
+
 // want makes sure a frame suited to a record of size bulk bytes is open.
 func (fw *frameWriter) want(size int64) error {
 	if size == 0 && fw.codec != frameEnd {
@@ -270,6 +269,11 @@ func (fw *frameWriter) want(size int64) error {
 		codec = codecBrotli
 		fw.brotliLeft -= size
 	}
+	return fw.open(codec)
+}
+
+// open makes sure the open frame has codec.
+func (fw *frameWriter) open(codec byte) error {
 	if codec == fw.codec {
 		return nil
 	}
@@ -541,7 +545,7 @@ func readBlob(ctx context.Context, src BlobSource, f release.File) ([]byte, erro
 func (b *builder) writeLiteral(ctx context.Context, fw *frameWriter, idx int, f release.File, st *Stats) error {
 	st.Literals++
 	st.LiteralBytes += f.Size
-	if err := fw.record(appendUvarint([]byte{recLiteral}, uint64(idx)), max(f.Size, 1)); err != nil {
+	if err := fw.literal(appendUvarint([]byte{recLiteral}, uint64(idx))); err != nil {
 		return err
 	}
 	if f.Size == 0 {
