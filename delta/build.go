@@ -78,6 +78,7 @@ type job struct {
 type deltaResult struct {
 	kind byte   // recDelta, recBSDiff or recLiteral
 	rec  []byte // record bytes after the kind and index
+	sib  bool   // the delta reads its sibling
 	err  error
 }
 
@@ -178,7 +179,7 @@ func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID relea
 			}
 			rec[0] = r.kind
 			rec = append(rec, r.rec...)
-			if r.kind == recDelta && j.sib >= 0 && !written[j.sib] {
+			if r.sib && !written[j.sib] {
 				deferred = append(deferred, rec)
 			} else {
 				err = fw.record(rec, int64(len(r.rec)))
@@ -192,7 +193,7 @@ func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID relea
 			if j.renamed {
 				st.Renames++
 			}
-			if r.kind == recDelta && j.sib >= 0 {
+			if r.sib {
 				st.Siblings++
 			}
 		}
@@ -462,24 +463,28 @@ func (b *builder) delta(ctx context.Context, twin release.File, sib *release.Fil
 	if err != nil {
 		return deltaResult{err: err}
 	}
+	cur, err := readBlob(ctx, b.src, f)
+	if err != nil {
+		return deltaResult{err: err}
+	}
 	src := appendUvarint(nil, 1)
 	src = append(src, srcBase)
 	src = appendString(src, twin.Path)
 	src = appendUvarint(src, uint64(twin.Size))
 	ref := old
+	usedSib := false
 	if sib != nil {
 		sb, err := readBlob(ctx, b.src, *sib)
 		if err != nil {
 			return deltaResult{err: err}
 		}
-		ref = append(old[:len(old):len(old)], sb...)
-		src[0] = 2
-		src = append(src, srcTarget)
-		src = appendUvarint(src, uint64(sibIdx))
-	}
-	cur, err := readBlob(ctx, b.src, f)
-	if err != nil {
-		return deltaResult{err: err}
+		if siblingHelps(old, cur, sb) {
+			ref = append(old[:len(old):len(old)], sb...)
+			src[0] = 2
+			src = append(src, srcTarget)
+			src = appendUvarint(src, uint64(sibIdx))
+			usedSib = true
+		}
 	}
 	dctx := ctx
 	if b.cfg.FileTimeout > 0 {
@@ -497,7 +502,7 @@ func (b *builder) delta(ctx context.Context, twin release.File, sib *release.Fil
 		}
 		return deltaResult{err: fmt.Errorf("delta: diff %s: %w", f.Path, err)}
 	}
-	best := deltaResult{kind: recDelta, rec: rec}
+	best := deltaResult{kind: recDelta, rec: rec, sib: usedSib}
 	bestSize := int64(len(rec))
 	// A raw delta under 1/8 of the file beats any compressed literal of
 	// text; otherwise compare compressed estimates.
