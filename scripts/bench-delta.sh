@@ -7,8 +7,8 @@
 #
 # Usage: scripts/bench-delta.sh [FIXTURE_DIR]
 #   FIXTURE_DIR  holds www-5.34.0.zip, www-5.34.1.zip, www-5.35.0.zip
-#                (default: $CAPSTAN_FIXTURES, then testdata/fixtures/swagger-ui,
-#                then /work/shared/fixtures/swagger-ui)
+#                (default: $CAPSTAN_FIXTURES, then ../shared/fixtures/swagger-ui
+#                beside the repository, then testdata/fixtures/swagger-ui)
 #   BENCH_RUNS=N  runs each command N times and keeps the fastest (default 3)
 #   BENCH_LARGE=1 also builds a synthetic 150 MB / 1,500-file bundle pair and
 #                reports Capstan's build time and peak memory on it.
@@ -31,7 +31,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 fix="${1:-${CAPSTAN_FIXTURES:-}}"
-for d in "$fix" testdata/fixtures/swagger-ui /work/shared/fixtures/swagger-ui; do
+for d in "$fix" ../shared/fixtures/swagger-ui testdata/fixtures/swagger-ui; do
 	if [ -n "$d" ] && [ -f "$d/www-5.34.0.zip" ]; then fix="$d"; break; fi
 done
 [ -f "$fix/www-5.34.0.zip" ] || { echo "fixtures not found; pass FIXTURE_DIR" >&2; exit 1; }
