@@ -103,9 +103,11 @@ func (s *Server) buildPatch(ctx context.Context, baseID, targetID release.Hash) 
 	dcfg := s.cfg.Delta
 	if bm == nil {
 		// A full bundle is all literals: brotli's best level would take
-		// seconds per 10 MB (≈0.6 MB/s) to save ≈10 %; zstd is ~40× faster,
-		// and devices that need a full bundle are the minority.
+		// seconds per 10 MB (≈0.6 MB/s) to save ≈10 %, and zstd's best level
+		// is still slow; a device installing for the first time waits for
+		// this build, so it gets zstd's "better" level.
 		dcfg.BrotliMaxBytes = 0
+		dcfg.FastLiterals = true
 	}
 	go func() {
 		var err error
