@@ -33,9 +33,11 @@ type Bench struct {
 	// noPatches holds release pairs the edges have no patch for.
 	noPatches map[[2]release.Hash]bool
 
-	popMu  sync.Mutex // guards pop and newest
+	popMu  sync.Mutex // guards pop, newest, t50 and t99
 	pop    map[release.Hash]int
 	newest release.Hash // the storm's release, zero before the storm
+	// t50 and t99 are when 50 % and 99 % of the devices first ran newest.
+	t50, t99 time.Time
 
 	eventsOff  atomic.Bool
 	bytes      atomic.Int64
@@ -327,20 +329,22 @@ func (b *Bench) storm(ctx context.Context, start time.Time, sr *StormResult) {
 				sr.OriginFetches += v - fetches[e]
 			}
 		}
+		b.popMu.Lock()
+		defer b.popMu.Unlock()
+		if !b.t50.IsZero() {
+			sr.T50 = b.t50.Sub(at).Seconds()
+		}
+		if !b.t99.IsZero() {
+			sr.T99 = b.t99.Sub(at).Seconds()
+		}
 	}()
 	for {
 		select {
 		case <-ctx.Done():
+			b.rec.Mark(time.Now(), b.updatedShare())
 			return
 		case now := <-t.C:
-			u := b.updatedShare()
-			b.rec.Mark(now, u)
-			if sr.T50 < 0 && u >= 0.5 {
-				sr.T50 = now.Sub(at).Seconds()
-			}
-			if sr.T99 < 0 && u >= 0.99 {
-				sr.T99 = now.Sub(at).Seconds()
-			}
+			b.rec.Mark(now, b.updatedShare())
 		}
 	}
 }
