@@ -270,11 +270,17 @@ func (b *Bench) download(ctx context.Context, d *simDevice, ei int, base, target
 		switch {
 		case err == nil:
 			return n, edge, "patch", nil
-		case errors.Is(err, ErrNoPatch) && b.cfg.Mode == ModeAuto:
+		case b.cfg.Mode == ModePatch:
+			return n, edge, "patch", err
+		case errors.Is(err, ErrNoPatch):
 			b.markNoPatch(base.id(), target.id())
 		default:
-			return n, edge, "patch", err
+			// A patch that fails is followed by the files, as on a real
+			// device; the bytes spent on the patch still count.
+			b.rec.Error("update", edge, "patch_fallback", time.Now())
 		}
+		m, edge, err := b.fetchFiles(ctx, order, base, target)
+		return n + m, edge, "files", err
 	}
 	n, edge, err := b.fetchFiles(ctx, order, base, target)
 	return n, edge, "files", err
