@@ -94,8 +94,8 @@ func (s *Server) failFetch(ctx *fasthttp.RequestCtx, err error) {
 		fail(ctx, fasthttp.StatusNotFound, err.Error())
 	case errors.Is(err, ErrOriginUnavailable):
 		// 503 with Retry-After: the device moves on to its next edge.
-		ctx.Response.Header.Set("Retry-After", "5")
 		fail(ctx, fasthttp.StatusServiceUnavailable, err.Error())
+		ctx.Response.Header.Set("Retry-After", "5")
 	default:
 		s.log.Warn("edge request failed", "path", string(ctx.Path()), "err", err)
 		fail(ctx, fasthttp.StatusBadGateway, err.Error())
@@ -304,8 +304,8 @@ func (s *Server) serveBlob(ctx *fasthttp.RequestCtx, h release.Hash, size int64)
 	if rng := ctx.Request.Header.Peek("Range"); len(rng) > 0 && size > 0 {
 		st, en, err := fasthttp.ParseByteRange(rng, int(size))
 		if err != nil {
-			ctx.Response.Header.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
 			fail(ctx, fasthttp.StatusRequestedRangeNotSatisfiable, "bad range: "+string(rng))
+			ctx.Response.Header.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
 			return
 		}
 		start, end = int64(st), int64(en)

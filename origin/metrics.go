@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 type metrics struct {
@@ -21,7 +22,7 @@ func newMetrics(reg *prometheus.Registry, s *Server) metrics {
 			Name: "capstan_origin_http_requests_total", Help: "HTTP requests by status code.",
 		}, []string{"code"}),
 	}
-	reg.MustRegister(m.uploads, m.requests, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	reg.MustRegister(m.uploads, m.requests, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -213,3 +213,6 @@ func hashKey(k string) string {
 	s := sha256.Sum256([]byte(k))
 	return fmt.Sprintf("%x", s)
 }
+
+// Records returns the newest signed record of every channel of every app.
+func (s *Server) Records() ([]*release.Envelope, error) { return s.st.channels("") }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/Masterminds/semver/v3"
@@ -222,12 +221,4 @@ func putChannel(txn *badger.Txn, c *release.Channel, env *release.Envelope) erro
 		return err
 	}
 	return setJSON(txn, historyKey(c.App, c.Channel, c.Seq), env)
-}
-
-func splitName(s string) (string, string) {
-	i := strings.LastIndexByte(s, '/')
-	if i < 0 {
-		return s, ""
-	}
-	return s[:i], s[i+1:]
 }

@@ -15,10 +15,14 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/edge"
+	"github.com/capstan-ota/capstan/gossip"
 	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/dustin/go-humanize"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"slices"
+	"sync/atomic"
 )
 
 func newLogger(cmd *cobra.Command) *slog.Logger {
@@ -83,11 +87,54 @@ func startEdge(log *slog.Logger, dataDir, addr string, cacheSize int64, origins 
 	return e, ln, nil
 }
 
+// multiPublisher hands each newly signed record to several sinks.
+type multiPublisher []origin.Publisher
+
+func (m multiPublisher) Publish(env *release.Envelope) error {
+	var errs []error
+	for _, p := range m {
+		if p != nil {
+			errs = append(errs, p.Publish(env))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// lazyPublisher forwards to a gossip node once it exists: the origin is
+// opened before its gossip node, which needs the origin's URL.
+type lazyPublisher struct{ node atomic.Pointer[gossip.Node] }
+
+func (l *lazyPublisher) Publish(env *release.Envelope) error {
+	if n := l.node.Load(); n != nil {
+		return n.Publish(env)
+	}
+	return nil
+}
+
+// publishAll seeds the cluster with every record the origin holds, so a
+// restarted origin (or a fresh cluster) converges without waiting for a
+// change.
+func publishAll(o *origin.Server, n *gossip.Node, log *slog.Logger) {
+	envs, err := o.Records()
+	if err != nil {
+		log.Warn("list channel records", "err", err)
+		return
+	}
+	for _, env := range envs {
+		if err := n.Publish(env); err != nil && !errors.Is(err, gossip.ErrStale) {
+			log.Warn("publish channel record", "err", err)
+		}
+	}
+}
+
 func newDevCmd() *cobra.Command {
 	var dataDir, apiAddr, edgeAddr string
+	var g gossipOptions
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run an origin and one edge in one process (embedded Badger store)",
+		Long: `Run an origin and one edge in one process, with the data under --data.
+More edges can join this origin's cluster: capstan edge --join <the gossip address it prints>.`,
 		Example: `  capstan dev
   capstan dev --data /tmp/capstan --api 127.0.0.1:7070 --edge 127.0.0.1:7080`,
 		Args: cobra.NoArgs,
@@ -95,83 +142,114 @@ func newDevCmd() *cobra.Command {
 			log := newLogger(cmd)
 			ctx, stop := signalContext()
 			defer stop()
-			var e *edge.Server
-			pub := origin.PublisherFunc(func(env *release.Envelope) error {
-				if e != nil {
-					e.Apply(env)
+			var e atomic.Pointer[edge.Server]
+			toEdge := origin.PublisherFunc(func(env *release.Envelope) error {
+				if s := e.Load(); s != nil {
+					s.Apply(env)
 				}
 				return nil
 			})
-			o, api, apiLn, err := startOrigin(cmd, log, filepath.Join(dataDir, "origin"), apiAddr, pub)
+			lazy := &lazyPublisher{}
+			o, api, apiLn, err := startOrigin(cmd, log, filepath.Join(dataDir, "origin"), apiAddr, multiPublisher{toEdge, lazy})
 			if err != nil {
 				return err
 			}
 			apiURL := "http://" + apiLn.Addr().String()
-			e, edgeLn, err := startEdge(log, filepath.Join(dataDir, "edge"), edgeAddr, 0, func() []string { return []string{apiURL} })
+			es, edgeLn, err := startEdge(log, filepath.Join(dataDir, "edge"), edgeAddr, 0, func() []string { return []string{apiURL} })
 			if err != nil {
 				api.Close()
 				o.Close()
 				return err
 			}
+			e.Store(es)
+			gcfg, err := newGossipConfig(g, gossip.RoleOrigin, apiURL, log)
+			if err != nil {
+				return err
+			}
+			node, err := gossip.New(gcfg)
+			if err != nil {
+				return fmt.Errorf("gossip: %w", err)
+			}
+			lazy.node.Store(node)
+			publishAll(o, node, log)
 			syncCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			if err := e.SyncFromOrigin(syncCtx); err != nil {
+			if err := es.SyncFromOrigin(syncCtx); err != nil {
 				log.Warn("first sync from origin", "err", err)
 			}
 			cancel()
-			go e.PollOrigins(ctx, 30*time.Second)
-			fmt.Fprintf(cmd.ErrOrStderr(), "capstan dev: origin API %s, edge %s (Ctrl-C to stop)\n", apiURL, "http://"+edgeLn.Addr().String())
+			go es.PollOrigins(ctx, 30*time.Second)
+			fmt.Fprintf(cmd.ErrOrStderr(), "capstan dev: origin API %s, edge %s, gossip %s (Ctrl-C to stop)\n", apiURL, "http://"+edgeLn.Addr().String(), node.Addr())
 			<-ctx.Done()
 			log.Info("shutting down")
 			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer scancel()
+			node.Shutdown()
 			api.Shutdown(sctx)
-			err = errors.Join(e.Shutdown(sctx), o.Close())
-			return err
+			return errors.Join(es.Shutdown(sctx), o.Close())
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "./capstan-data", "data folder (origin and edge stores live under it)")
 	cmd.Flags().StringVar(&apiAddr, "api", "127.0.0.1:7070", "origin API listen address")
 	cmd.Flags().StringVar(&edgeAddr, "edge", "127.0.0.1:7080", "edge HTTP listen address")
+	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7946", "gossip bind address, for more edges to join")
 	return cmd
 }
 
 func newOriginCmd() *cobra.Command {
-	var dataDir, apiAddr, gossipAddr, join string
+	var dataDir, apiAddr, pub string
+	var g gossipOptions
 	cmd := &cobra.Command{
 		Use:     "origin",
 		Short:   "Run an origin node: the CI API, the release store, the channel signer",
-		Example: `  CAPSTAN_ADMIN_KEY=... capstan origin --data /var/lib/capstan --api 0.0.0.0:7070 --gossip 0.0.0.0:7946`,
+		Example: `  CAPSTAN_ADMIN_KEY=... capstan origin --data /var/lib/capstan --api 0.0.0.0:7070 --gossip 10.0.0.5:7946 --public-url http://origin-1:7070`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(cmd)
 			ctx, stop := signalContext()
 			defer stop()
-			o, api, _, err := startOrigin(cmd, log, dataDir, apiAddr, nil)
+			lazy := &lazyPublisher{}
+			o, api, apiLn, err := startOrigin(cmd, log, dataDir, apiAddr, lazy)
 			if err != nil {
 				return err
 			}
-			_ = gossipAddr
-			_ = join
+			defer o.Close()
+			gcfg, err := newGossipConfig(g, gossip.RoleOrigin, publicURL(pub, apiLn.Addr()), log)
+			if err != nil {
+				return err
+			}
+			node, err := gossip.New(gcfg)
+			if err != nil {
+				return fmt.Errorf("gossip: %w", err)
+			}
+			lazy.node.Store(node)
+			publishAll(o, node, log)
+			o.Registry().MustRegister(gossipMembers(node))
+			log.Info("gossip listening", "addr", node.Addr(), "members", len(node.Members()))
 			<-ctx.Done()
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			api.Shutdown(sctx)
-			return o.Close()
+			node.Leave(sctx)
+			node.Shutdown()
+			return api.Shutdown(sctx)
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "./capstan-data/origin", "data folder")
 	cmd.Flags().StringVar(&apiAddr, "api", "127.0.0.1:7070", "API listen address")
-	cmd.Flags().StringVar(&gossipAddr, "gossip", "127.0.0.1:7946", "gossip bind address")
-	cmd.Flags().StringVar(&join, "join", "", "comma-separated gossip addresses of cluster members to join")
+	cmd.Flags().StringVar(&pub, "public-url", "", "URL edges use to reach this origin's API (default from --api)")
+	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7946", "gossip bind address")
+	cmd.Flags().StringVar(&g.join, "join", "", "comma-separated gossip addresses of cluster members to join")
 	return cmd
 }
 
 func newEdgeCmd() *cobra.Command {
-	var dataDir, httpAddr, gossipAddr, join, cacheSize, originURLs string
+	var dataDir, httpAddr, cacheSize, originURLs, pub, originKey string
+	var g gossipOptions
 	cmd := &cobra.Command{
-		Use:     "edge",
-		Short:   "Run an edge node: answers device checks and serves blobs and patches",
-		Example: `  capstan edge --data /var/lib/capstan-edge --http 0.0.0.0:7080 --gossip 0.0.0.0:7947 --join origin-1:7946 --cache-size 2GiB`,
+		Use:   "edge",
+		Short: "Run an edge node: answers device checks and serves blobs and patches",
+		Long: `Run an edge node. It joins the cluster through --join, learns the origins and the channel
+records from gossip, answers device checks from memory and serves blobs from its cache.`,
+		Example: `  capstan edge --data /var/lib/capstan-edge --http 0.0.0.0:7080 --gossip 10.0.0.9:7946 --join 10.0.0.5:7946 --cache-size 2GiB`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(cmd)
@@ -185,27 +263,83 @@ func newEdgeCmd() *cobra.Command {
 				}
 				size = int64(n)
 			}
-			origins := splitList(originURLs)
-			_ = gossipAddr
-			_ = join
-			e, _, err := startEdge(log, dataDir, httpAddr, size, func() []string { return origins })
+			verify, err := originVerifier(originKey)
 			if err != nil {
 				return err
 			}
-			go e.PollOrigins(ctx, 5*time.Second)
+			static := splitList(originURLs)
+			var node atomic.Pointer[gossip.Node]
+			origins := func() []string {
+				out := append([]string(nil), static...)
+				if n := node.Load(); n != nil {
+					for _, m := range n.Origins() {
+						if m.Meta.HTTP != "" && !slices.Contains(out, m.Meta.HTTP) {
+							out = append(out, m.Meta.HTTP)
+						}
+					}
+				}
+				return out
+			}
+			e, ln, err := startEdge(log, dataDir, httpAddr, size, origins)
+			if err != nil {
+				return err
+			}
+			gcfg, err := newGossipConfig(g, gossip.RoleEdge, publicURL(pub, ln.Addr()), log)
+			if err != nil {
+				return err
+			}
+			gcfg.Verify = verify
+			gcfg.OnRecord = func(env *release.Envelope, _ *release.Channel) { e.Apply(env) }
+			// Serve what the edge holds while it looks for the cluster: an
+			// edge restarted while every origin is away still answers.
+			go func() {
+				for ctx.Err() == nil {
+					n, err := gossip.New(gcfg)
+					if err == nil {
+						node.Store(n)
+						e.MarkSynced()
+						e.Registry().MustRegister(gossipMembers(n))
+						log.Info("joined the cluster", "gossip", n.Addr(), "members", len(n.Members()), "origins", len(n.Origins()))
+						return
+					}
+					log.Warn("cannot join the cluster yet; serving what this edge holds", "err", err)
+					if len(e.Records()) > 0 {
+						e.MarkSynced()
+					}
+					select {
+					case <-ctx.Done():
+					case <-time.After(5 * time.Second):
+					}
+				}
+			}()
+			// Last resort behind gossip: pull the whole state now and then.
+			go e.PollOrigins(ctx, time.Minute)
 			<-ctx.Done()
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
+			if n := node.Load(); n != nil {
+				n.Leave(sctx)
+				n.Shutdown()
+			}
 			return e.Shutdown(sctx)
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "./capstan-data/edge", "data folder for the blob cache")
 	cmd.Flags().StringVar(&httpAddr, "http", "127.0.0.1:7080", "HTTP listen address for devices")
-	cmd.Flags().StringVar(&gossipAddr, "gossip", "127.0.0.1:7947", "gossip bind address")
-	cmd.Flags().StringVar(&join, "join", "", "comma-separated gossip addresses of cluster members to join")
+	cmd.Flags().StringVar(&pub, "public-url", "", "URL devices use to reach this edge (default from --http)")
+	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7947", "gossip bind address")
+	cmd.Flags().StringVar(&g.join, "join", "", "comma-separated gossip addresses of cluster members to join")
+	cmd.Flags().StringVar(&g.region, "region", "", "region label announced to the fleet, e.g. eu-west")
 	cmd.Flags().StringVar(&cacheSize, "cache-size", "1GiB", "disk cache cap, e.g. 500MB or 2GiB")
-	cmd.Flags().StringVar(&originURLs, "origin", "", "comma-separated origin API URLs to pull from (besides those learnt from gossip)")
+	cmd.Flags().StringVar(&originURLs, "origin", "", "comma-separated origin API URLs to pull from, besides those learnt from gossip")
+	cmd.Flags().StringVar(&originKey, "origin-key", "", "origin public key (PEM): drop gossip records it did not sign")
 	return cmd
+}
+
+// gossipMembers exports the cluster size.
+func gossipMembers(n *gossip.Node) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "capstan_gossip_members", Help: "Alive or suspected members of the gossip cluster, this node included."},
+		func() float64 { return float64(len(n.Members())) })
 }
 
 func splitList(s string) []string {

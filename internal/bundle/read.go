@@ -91,7 +91,7 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 	if b.left <= 0 {
 		// One more byte than declared means the header lied: a bomb.
 		var one [1]byte
-		if n, _ := b.rc.Read(one[:]); n > 0 {
+		if n, err := b.rc.Read(one[:]); n > 0 || err != io.EOF {
 			return 0, bad("%q is larger than its declared size", b.path)
 		}
 		return 0, io.EOF
@@ -194,7 +194,7 @@ func Read(r io.ReaderAt, size int64, lim Limits) ([]*Entry, error) {
 
 func checkPath(name string) error {
 	if err := release.ValidatePath(name); err != nil {
-		return bad("entry %q: %v", name, errors.Unwrap(err))
+		return bad("entry %q: %s", name, strings.TrimPrefix(err.Error(), release.ErrInvalid.Error()+": "))
 	}
 	return nil
 }

@@ -1,0 +1,585 @@
+package delta
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"sync"
+
+	"github.com/andybalholm/brotli"
+	"github.com/gabstv/go-bsdiff/pkg/bsdiff"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/semaphore"
+
+	"github.com/capstan-ota/capstan/delta/internal/sadiff"
+	"github.com/capstan-ota/capstan/release"
+)
+
+// BlobSource gives Build the content of a file by its SHA-256: the origin's
+// content-addressed store. Open must be safe for concurrent use; Build
+// closes every reader it opens and checks the size and hash of what it
+// reads.
+type BlobSource interface {
+	Open(ctx context.Context, h release.Hash) (io.ReadCloser, error)
+}
+
+// Stats describes a built patch.
+type Stats struct {
+	Files    int // target files
+	Copies   int // files copied from a base file with the same content
+	Dups     int // files copied from an earlier target file
+	Deltas   int // files sent as a binary delta (Capstan's codec)
+	BSDiffs  int // files sent as a BSDIFF40 payload
+	Literals int // files sent as compressed bytes
+	Renames  int // deltas whose old twin had another path
+
+	// TargetBytes is the size of the target release; LiteralBytes the part
+	// of it sent as literals; PatchBytes what was written to w, the
+	// download size.
+	TargetBytes, LiteralBytes, PatchBytes int64
+
+	// BrotliBytes and ZstdBytes count the uncompressed record bytes that
+	// went into brotli and zstd frames; Frames counts the frames.
+	BrotliBytes, ZstdBytes int64
+	Frames                 int
+}
+
+// job is the plan for one target file.
+type job struct {
+	idx      int
+	kind     byte         // recCopy, recDup, recLiteral or recDelta
+	basePath string       // recCopy: the base file with the same content
+	dup      int          // recDup: earlier target index
+	twin     release.File // recDelta: the old twin
+	renamed  bool
+	weight   int64
+	res      chan deltaResult // recDelta: the computed record, buffered 1
+}
+
+// deltaResult is a computed delta record, or a decision to send a literal.
+type deltaResult struct {
+	kind byte   // recDelta, recBSDiff or recLiteral
+	rec  []byte // record bytes after the kind and index
+	err  error
+}
+
+// Build writes one patch stream to w that turns release base (ID baseID)
+// into release target (ID targetID). With a nil or empty base the stream
+// carries the whole release in the same format, so devices have one code
+// path. It returns what it wrote; on error w holds a partial stream that
+// must be discarded. Build checks ctx between files and during deltas.
+//
+// Records go out in three passes so that each lands in the frame codec that
+// suits it without holding finished work in memory: copies and deltas in
+// target order (deltas are computed ahead, in parallel, within
+// Config.MemoryBudget), then literals (streamed from src: those that fit
+// Config.BrotliMaxBytes in brotli, the rest in zstd), then duplicates,
+// whose source is by then always written.
+func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID release.Hash, target *release.Manifest, targetID release.Hash, src BlobSource, w io.Writer) (Stats, error) {
+	var st Stats
+	if err := cfg.normalize(); err != nil {
+		return st, err
+	}
+	if target == nil {
+		return st, fmt.Errorf("%w: nil target", ErrBadManifest)
+	}
+	if err := target.Validate(); err != nil {
+		return st, fmt.Errorf("%w: target: %v", ErrBadManifest, err)
+	}
+	if base != nil {
+		if err := base.Validate(); err != nil {
+			return st, fmt.Errorf("%w: base: %v", ErrBadManifest, err)
+		}
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	jobs := plan(&cfg, base, target)
+	st.Files = len(target.Files)
+	st.TargetBytes = target.TotalSize()
+
+	cw := &countWriter{w: w}
+	h := header{version: formatVersion, base: baseID, target: targetID, files: uint32(len(target.Files))}
+	if _, err := cw.Write(h.marshal()); err != nil {
+		return st, fmt.Errorf("delta: write header: %w", err)
+	}
+	fw := &frameWriter{out: cw, window: cfg.ZstdWindow, brotliLeft: cfg.BrotliMaxBytes, st: &st}
+
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	est, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return st, fmt.Errorf("delta: %w", err)
+	}
+	defer est.Close()
+	b := &builder{cfg: &cfg, src: src, est: est, sem: semaphore.NewWeighted(cfg.MemoryBudget)}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		b.launch(ctx, &wg, jobs, target)
+	}()
+
+	// Pass 1: copies and deltas, in target order.
+	var literals, dups []*job
+	for _, j := range jobs {
+		if err := ctx.Err(); err != nil {
+			return st, fmt.Errorf("delta: build: %w", ctx.Err())
+		}
+		rec := appendUvarint([]byte{j.kind}, uint64(j.idx))
+		switch j.kind {
+		case recCopy:
+			st.Copies++
+			err = fw.record(appendString(rec, j.basePath), 0)
+		case recDup:
+			dups = append(dups, j)
+		case recLiteral:
+			literals = append(literals, j)
+		case recDelta:
+			var r deltaResult
+			select {
+			case r = <-j.res:
+			case <-ctx.Done():
+				return st, fmt.Errorf("delta: build: %w", ctx.Err())
+			}
+			b.sem.Release(j.weight)
+			if r.err != nil {
+				return st, r.err
+			}
+			if r.kind == recLiteral {
+				literals = append(literals, j)
+				continue
+			}
+			rec[0] = r.kind
+			err = fw.record(append(rec, r.rec...), int64(len(r.rec)))
+			if r.kind == recDelta {
+				st.Deltas++
+			} else {
+				st.BSDiffs++
+			}
+			if j.renamed {
+				st.Renames++
+			}
+		}
+		if err != nil {
+			return st, wrapWrite(err)
+		}
+	}
+	// Pass 2: literals. Those that fit brotli's budget first, then zstd, so
+	// that the stream switches codec at most twice.
+	slices.SortFunc(literals, func(x, y *job) int { return x.idx - y.idx })
+	var rest []*job
+	for _, j := range literals {
+		if f := target.Files[j.idx]; f.Size > fw.brotliLeft {
+			rest = append(rest, j)
+			continue
+		}
+		if err := b.writeLiteral(ctx, fw, j.idx, target.Files[j.idx], &st); err != nil {
+			return st, wrapWrite(err)
+		}
+	}
+	for _, j := range rest {
+		if err := b.writeLiteral(ctx, fw, j.idx, target.Files[j.idx], &st); err != nil {
+			return st, wrapWrite(err)
+		}
+	}
+	// Pass 3: duplicates of files written above.
+	for _, j := range dups {
+		st.Dups++
+		rec := appendUvarint([]byte{recDup}, uint64(j.idx))
+		if err := fw.record(appendUvarint(rec, uint64(j.dup)), 0); err != nil {
+			return st, wrapWrite(err)
+		}
+	}
+	if err := fw.finish(); err != nil {
+		return st, wrapWrite(err)
+	}
+	st.PatchBytes = cw.n
+	return st, nil
+}
+
+// frameWriter writes records into frames, opening a frame of another codec
+// when a record prefers it.
+type frameWriter struct {
+	out        *countWriter
+	window     int   // zstd window
+	brotliLeft int64 // raw bytes brotli may still take (Config.BrotliMaxBytes)
+	st         *Stats
+
+	codec  byte // codec of the open frame; frameEnd when none is open
+	chunks *chunkWriter
+	comp   io.WriteCloser
+	bw     *bufio.Writer
+}
+
+// record writes a whole record. size is its bulk (bytes beyond a few
+// header bytes): it decides the codec; 0 means "fits any open frame".
+func (fw *frameWriter) record(rec []byte, size int64) error {
+	if err := fw.want(size); err != nil {
+		return err
+	}
+	return fw.write(rec)
+}
+
+// want makes sure a frame suited to a record of size bulk bytes is open.
+func (fw *frameWriter) want(size int64) error {
+	if size == 0 && fw.codec != frameEnd {
+		return nil
+	}
+	codec := byte(codecZstd)
+	if fw.brotliLeft > 0 && size <= fw.brotliLeft {
+		codec = codecBrotli
+		fw.brotliLeft -= size
+	}
+	if codec == fw.codec {
+		return nil
+	}
+	if err := fw.closeFrame(); err != nil {
+		return err
+	}
+	if _, err := fw.out.Write([]byte{codec}); err != nil {
+		return err
+	}
+	fw.chunks = &chunkWriter{w: fw.out, buf: make([]byte, 0, 64<<10)}
+	comp, err := newCompressor(codec, fw.chunks, fw.window)
+	if err != nil {
+		return err
+	}
+	fw.codec, fw.comp = codec, comp
+	if fw.bw == nil {
+		fw.bw = bufio.NewWriterSize(comp, 64<<10)
+	} else {
+		fw.bw.Reset(comp)
+	}
+	fw.st.Frames++
+	return nil
+}
+
+func (fw *frameWriter) write(p []byte) error {
+	if fw.codec == codecBrotli {
+		fw.st.BrotliBytes += int64(len(p))
+	} else {
+		fw.st.ZstdBytes += int64(len(p))
+	}
+	_, err := fw.bw.Write(p)
+	return err
+}
+
+func (fw *frameWriter) closeFrame() error {
+	if fw.codec == frameEnd {
+		return nil
+	}
+	fw.codec = frameEnd
+	if err := fw.bw.Flush(); err != nil {
+		return err
+	}
+	if err := fw.comp.Close(); err != nil {
+		return err
+	}
+	return fw.chunks.end()
+}
+
+func (fw *frameWriter) finish() error {
+	if err := fw.closeFrame(); err != nil {
+		return err
+	}
+	_, err := fw.out.Write([]byte{frameEnd})
+	return err
+}
+
+// wrapWrite prefixes an error once: errors from the blob source and from
+// ctx are already wrapped.
+func wrapWrite(err error) error {
+	if errors.Is(err, ErrSource) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("delta: write patch: %w", err)
+}
+
+// plan decides, from the manifests alone, how each target file is sent.
+func plan(cfg *Config, base, target *release.Manifest) []*job {
+	baseByHash := map[release.Hash]string{}
+	if base != nil {
+		for _, f := range base.Files {
+			if _, ok := baseByHash[f.SHA256]; !ok {
+				baseByHash[f.SHA256] = f.Path
+			}
+		}
+	}
+	twins := newTwinFinder(base, target, cfg.Renames)
+	seen := map[release.Hash]int{}
+	jobs := make([]*job, len(target.Files))
+	for i, f := range target.Files {
+		j := &job{idx: i, kind: recLiteral}
+		jobs[i] = j
+		if p, ok := baseByHash[f.SHA256]; ok {
+			j.kind, j.basePath = recCopy, p
+			continue
+		}
+		if d, ok := seen[f.SHA256]; ok {
+			j.kind, j.dup = recDup, d
+			continue
+		}
+		seen[f.SHA256] = i
+		if f.Size == 0 || f.Size > cfg.MaxDiffSize {
+			continue
+		}
+		twin, renamed, ok := twins.find(f)
+		if !ok || twin.Size == 0 || twin.Size > cfg.MaxDiffSize {
+			continue
+		}
+		j.kind, j.twin, j.renamed = recDelta, twin, renamed
+		j.res = make(chan deltaResult, 1)
+		j.weight = 6*twin.Size + 3*f.Size
+		if twin.Size <= cfg.BSDiffMaxSize && f.Size <= cfg.BSDiffMaxSize {
+			j.weight += 24 * twin.Size
+		}
+		j.weight = min(j.weight, cfg.MemoryBudget)
+	}
+	return jobs
+}
+
+// builder holds what the delta workers share.
+type builder struct {
+	cfg *Config
+	src BlobSource
+	est *zstd.Encoder // fast encoder to compare candidate sizes; EncodeAll is concurrency-safe
+	sem *semaphore.Weighted
+}
+
+// launch starts delta jobs in target order as memory and worker slots
+// allow. Acquiring in order is what rules out deadlock: the writer waits
+// for job i, whose weight is already held, and releases it once written.
+func (b *builder) launch(ctx context.Context, wg *sync.WaitGroup, jobs []*job, target *release.Manifest) {
+	slots := semaphore.NewWeighted(int64(b.cfg.Workers))
+	for _, j := range jobs {
+		if j.kind != recDelta {
+			continue
+		}
+		if err := b.sem.Acquire(ctx, j.weight); err != nil {
+			return
+		}
+		if err := slots.Acquire(ctx, 1); err != nil {
+			b.sem.Release(j.weight)
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer slots.Release(1)
+			j.res <- b.delta(ctx, j.twin, target.Files[j.idx])
+		}()
+	}
+}
+
+// delta computes the cheapest record for f given its old twin.
+func (b *builder) delta(ctx context.Context, twin, f release.File) deltaResult {
+	old, err := readBlob(ctx, b.src, twin)
+	if err != nil {
+		return deltaResult{err: err}
+	}
+	cur, err := readBlob(ctx, b.src, f)
+	if err != nil {
+		return deltaResult{err: err}
+	}
+	dctx := ctx
+	if b.cfg.FileTimeout > 0 {
+		var cancel context.CancelFunc
+		dctx, cancel = context.WithTimeout(ctx, b.cfg.FileTimeout)
+		defer cancel()
+	}
+	rec, err := encodeDelta(dctx, twin.Path, old, cur)
+	if err != nil {
+		if ctx.Err() != nil {
+			return deltaResult{err: fmt.Errorf("delta: build: %w", ctx.Err())}
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return deltaResult{kind: recLiteral} // over its time budget
+		}
+		return deltaResult{err: fmt.Errorf("delta: diff %s: %w", f.Path, err)}
+	}
+	best := deltaResult{kind: recDelta, rec: rec}
+	bestSize := int64(len(rec))
+	// A raw delta under 1/8 of the file beats any compressed literal of
+	// text; otherwise compare compressed estimates.
+	measured := false
+	if int64(len(rec))*8 > f.Size {
+		bestSize = int64(len(b.est.EncodeAll(rec, nil)))
+		measured = true
+		if lit := int64(len(b.est.EncodeAll(cur, nil))); lit <= bestSize {
+			best, bestSize = deltaResult{kind: recLiteral}, lit
+		}
+	}
+	if twin.Size <= b.cfg.BSDiffMaxSize && f.Size <= b.cfg.BSDiffMaxSize {
+		if !measured {
+			bestSize = int64(len(b.est.EncodeAll(rec, nil)))
+		}
+		if p, err := bsdiff.Bytes(old, cur); err == nil && int64(len(p)) < bestSize {
+			r := appendString(nil, twin.Path)
+			r = appendUvarint(r, uint64(len(old)))
+			r = appendUvarint(r, uint64(len(p)))
+			best = deltaResult{kind: recBSDiff, rec: append(r, p...)}
+		}
+	}
+	return best
+}
+
+// readBlob reads a whole file from src and checks its size and hash.
+func readBlob(ctx context.Context, src BlobSource, f release.File) ([]byte, error) {
+	rc, err := src.Open(ctx, f.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("%w: open %s (%s): %w", ErrSource, f.Path, f.SHA256, err)
+	}
+	defer rc.Close()
+	buf := make([]byte, f.Size)
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		return nil, fmt.Errorf("%w: read %s: %w", ErrSource, f.Path, err)
+	}
+	var one [1]byte
+	if n, _ := rc.Read(one[:]); n > 0 || release.Sum(buf) != f.SHA256 {
+		return nil, fmt.Errorf("%w: content of %s does not match its manifest entry", ErrSource, f.Path)
+	}
+	return buf, nil
+}
+
+// writeLiteral streams f from the source into the body, checking it.
+func (b *builder) writeLiteral(ctx context.Context, fw *frameWriter, idx int, f release.File, st *Stats) error {
+	st.Literals++
+	st.LiteralBytes += f.Size
+	if err := fw.record(appendUvarint([]byte{recLiteral}, uint64(idx)), max(f.Size, 1)); err != nil {
+		return err
+	}
+	if f.Size == 0 {
+		return nil
+	}
+	rc, err := b.src.Open(ctx, f.SHA256)
+	if err != nil {
+		return fmt.Errorf("%w: open %s (%s): %w", ErrSource, f.Path, f.SHA256, err)
+	}
+	defer rc.Close()
+	hs := sha256.New()
+	n, err := io.Copy(io.MultiWriter(writerFunc(fw.write), hs), io.LimitReader(rc, f.Size))
+	if err != nil {
+		return fmt.Errorf("%w: read %s: %w", ErrSource, f.Path, err)
+	}
+	var one [1]byte
+	if m, _ := rc.Read(one[:]); n != f.Size || m > 0 || release.Hash(hs.Sum(nil)) != f.SHA256 {
+		return fmt.Errorf("%w: content of %s does not match its manifest entry", ErrSource, f.Path)
+	}
+	return nil
+}
+
+// encodeDelta returns a recDelta record body (after kind and index).
+func encodeDelta(ctx context.Context, basePath string, old, cur []byte) ([]byte, error) {
+	rec := appendString(nil, basePath)
+	rec = appendUvarint(rec, uint64(len(old)))
+	type ctl struct {
+		diff, extra int
+		seek        int64
+	}
+	var (
+		ctls        []ctl
+		diff, extra []byte
+		first       = true
+	)
+	flush := func() {
+		if len(ctls) == 0 {
+			return
+		}
+		rec = appendUvarint(rec, uint64(len(ctls)))
+		for _, c := range ctls {
+			rec = appendUvarint(rec, uint64(c.diff))
+			rec = appendUvarint(rec, uint64(c.extra))
+			rec = appendVarint(rec, c.seek)
+		}
+		rec = appendRLE(rec, diff)
+		rec = append(rec, extra...)
+		ctls, diff, extra = ctls[:0], diff[:0], extra[:0]
+	}
+	err := sadiff.Diff(ctx, old, cur, func(op sadiff.Op) error {
+		// An op that writes nothing only moves the old position: fold it
+		// into the previous op so the decoder can demand progress from
+		// every op but a record's first.
+		if len(op.Diff)+len(op.Extra) == 0 && !first {
+			ctls[len(ctls)-1].seek += op.Seek
+			return nil
+		}
+		first = false
+		if len(ctls) == maxBlockOps {
+			// Keep the last op's seek foldable: flush all but it.
+			last := ctls[len(ctls)-1]
+			ld := diff[len(diff)-last.diff:]
+			le := extra[len(extra)-last.extra:]
+			ctls = ctls[:len(ctls)-1]
+			diff = diff[:len(diff)-last.diff]
+			extra = extra[:len(extra)-last.extra]
+			ld, le = bytes.Clone(ld), bytes.Clone(le)
+			flush()
+			ctls = append(ctls, last)
+			diff = append(diff, ld...)
+			extra = append(extra, le...)
+		}
+		ctls = append(ctls, ctl{len(op.Diff), len(op.Extra), op.Seek})
+		diff = append(diff, op.Diff...)
+		extra = append(extra, op.Extra...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(ctls) > 0 {
+		ctls[len(ctls)-1].seek = 0 // the final seek is never used
+	}
+	flush()
+	return append(rec, 0), nil
+}
+
+// newCompressor returns the body writer for codec.
+func newCompressor(codec byte, w io.Writer, window int) (io.WriteCloser, error) {
+	switch codec {
+	case codecBrotli:
+		// LGWin 24 (16 MiB) is the largest standard window: every file's
+		// delta can reuse its siblings' (webpack emits near-identical
+		// bundles such as swagger-ui-bundle.js and swagger-ui-es-bundle.js).
+		return brotli.NewWriterOptions(w, brotli.WriterOptions{Quality: 11, LGWin: 24}), nil
+	case codecZstd:
+		e, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
+			zstd.WithWindowSize(window), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
+		if err != nil {
+			return nil, fmt.Errorf("delta: zstd: %w", err)
+		}
+		return e, nil
+	}
+	return nil, fmt.Errorf("delta: unknown codec %d", codec)
+}
+
+// countWriter counts bytes written through it.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// writerFunc adapts a write function to io.Writer.
+type writerFunc func([]byte) error
+
+func (f writerFunc) Write(p []byte) (int, error) {
+	if err := f(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}

@@ -1,0 +1,418 @@
+package delta
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gabstv/go-bsdiff/pkg/bsdiff"
+
+	"github.com/capstan-ota/capstan/release"
+)
+
+// text returns n bytes of JavaScript-looking text from seed.
+func text(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, 9))
+	words := []string{"function ", "return ", "var ", "e", "t", "n", "(", ")", "{", "}", ";", "=", ".map", "0x1f", "\n"}
+	var b []byte
+	for len(b) < n {
+		b = append(b, words[r.IntN(len(words))]...)
+	}
+	return b[:n]
+}
+
+// edit returns b with a few insertions and replacements.
+func edit(seed uint64, b []byte) []byte {
+	r := rand.New(rand.NewPCG(seed, 10))
+	out := append([]byte(nil), b...)
+	for range 1 + len(b)/2000 {
+		i := r.IntN(len(out) + 1)
+		out = append(out[:i], append([]byte("/*v2*/"), out[i:]...)...)
+	}
+	return out
+}
+
+func TestRoundTrip(t *testing.T) {
+	app := text(1, 40000)
+	vendor := text(2, 60000)
+	random := make([]byte, 5000)
+	rnd := rand.New(rand.NewPCG(5, 5))
+	for i := range random {
+		random[i] = byte(rnd.Uint32())
+	}
+	cases := []struct {
+		name     string
+		from, to map[string][]byte
+		check    func(t *testing.T, st Stats)
+	}{
+		{
+			name: "changed, new, deleted, unchanged",
+			from: map[string][]byte{"index.html": []byte("<html>"), "app.js": app, "gone.css": []byte("a{}")},
+			to:   map[string][]byte{"index.html": []byte("<html>"), "app.js": edit(1, app), "new/deep/x.txt": []byte("new file")},
+			check: func(t *testing.T, st Stats) {
+				if st.Copies != 1 || st.Deltas != 1 || st.Literals != 1 {
+					t.Errorf("stats %+v", st)
+				}
+			},
+		},
+		{
+			name: "content-hash rename",
+			from: map[string][]byte{"assets/p-3f9c1a7e.js": app, "assets/vendor.0a1b2c3d.chunk.js": vendor},
+			to:   map[string][]byte{"assets/p-8e02b7aa.js": edit(2, app), "assets/vendor.9f8e7d6c.chunk.js": edit(3, vendor)},
+			check: func(t *testing.T, st Stats) {
+				if st.Renames != 2 || st.Deltas != 2 {
+					t.Errorf("stats %+v", st)
+				}
+			},
+		},
+		{
+			name: "moved file and duplicate content",
+			from: map[string][]byte{"a/app.js": app},
+			to:   map[string][]byte{"b/app.js": app, "c/copy.js": app, "d/twice.txt": []byte("same"), "e/twice.txt": []byte("same")},
+			check: func(t *testing.T, st Stats) {
+				if st.Copies != 2 || st.Dups != 1 || st.Literals != 1 {
+					t.Errorf("stats %+v", st)
+				}
+			},
+		},
+		{
+			name: "empty files and empty release",
+			from: map[string][]byte{"empty": {}},
+			to:   map[string][]byte{"empty": {}, "also-empty": {}},
+		},
+		{
+			name: "no files",
+			from: map[string][]byte{"x": []byte("x")},
+			to:   map[string][]byte{},
+		},
+		{
+			name: "random content falls back to literal",
+			from: map[string][]byte{"blob.bin": text(3, 5000)},
+			to:   map[string][]byte{"blob.bin": random},
+			check: func(t *testing.T, st Stats) {
+				if st.Literals != 1 {
+					t.Errorf("stats %+v", st)
+				}
+			},
+		},
+		{
+			name: "full bundle",
+			to:   map[string][]byte{"index.html": []byte("<html>"), "app.js": app},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			src := newMemSource()
+			var from *bundle
+			if c.from != nil {
+				from = makeBundle(t, src, "1.0.0", c.from)
+			}
+			to := makeBundle(t, src, "1.0.1", c.to)
+			_, st := roundTrip(t, DefaultConfig(), src, from, to)
+			if c.check != nil {
+				c.check(t, st)
+			}
+		})
+	}
+}
+
+func TestModesAndZstdBody(t *testing.T) {
+	src := newMemSource()
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{"run.sh": text(1, 9000)})
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{"run.sh": edit(1, text(1, 9000)), "ro.txt": []byte("read only")})
+	to.m.Files[0].Mode = 0o444 // ro.txt sorts first
+	to.m.Files[1].Mode = 0o755
+	enc, _ := to.m.Encode()
+	to.id = release.Sum(enc)
+	cfg := DefaultConfig()
+	cfg.BrotliMaxBytes = 0 // zstd body
+	_, st := roundTrip(t, cfg, src, from, to)
+	if st.BrotliBytes != 0 || st.ZstdBytes == 0 {
+		t.Fatalf("stats %+v, want zstd frames only", st)
+	}
+}
+
+// rawStream assembles an uncompressed stream by hand, to reach records
+// Build does not choose on its own and to craft hostile ones.
+func rawStream(base, target release.Hash, files int, records ...[]byte) []byte {
+	h := header{version: formatVersion, base: base, target: target, files: uint32(files)}
+	var body []byte
+	for _, r := range records {
+		body = append(body, r...)
+	}
+	var b bytes.Buffer
+	b.Write(h.marshal())
+	b.WriteByte(codecNone)
+	cw := &chunkWriter{w: &b, buf: make([]byte, 0, 7)} // small chunks: exercise their joins
+	cw.Write(body)
+	cw.end()
+	b.WriteByte(frameEnd)
+	return b.Bytes()
+}
+
+func rec(kind byte, idx int, parts ...[]byte) []byte {
+	b := appendUvarint([]byte{kind}, uint64(idx))
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
+}
+
+func uv(v uint64) []byte  { return appendUvarint(nil, v) }
+func str(s string) []byte { return appendString(nil, s) }
+
+// applyRaw applies a stream onto a base folder into a fresh folder.
+func applyRaw(t *testing.T, patch []byte, baseFiles map[string][]byte, baseID release.Hash, to *bundle) (string, error) {
+	t.Helper()
+	d, err := OpenDir(writeDir(t, baseFiles))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	out := t.TempDir()
+	_, err = Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(patch), d, baseID, to.m, to.id, out)
+	return out, err
+}
+
+func TestBSDiffRecordApplies(t *testing.T) {
+	src := newMemSource()
+	old := text(4, 20000)
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{"app.js": old})
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{"app.js": edit(4, old)})
+	p, err := bsdiff.Bytes(old, to.files["app.js"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := rawStream(from.id, to.id, 1, rec(recBSDiff, 0, str("app.js"), uv(uint64(len(old))), uv(uint64(len(p))), p))
+	out, err := applyRaw(t, s, from.files, from.id, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDir(t, out, to)
+}
+
+func TestApplyRejects(t *testing.T) {
+	src := newMemSource()
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{"a.txt": []byte("hello world"), "b.txt": []byte("bbb")})
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{"a.txt": []byte("hello there"), "c.txt": []byte("hello world")})
+	good := rawStream(from.id, to.id, 2,
+		rec(recLiteral, 0, []byte("hello there")),
+		rec(recCopy, 1, str("a.txt")))
+	if _, err := applyRaw(t, good, from.files, from.id, to); err != nil {
+		t.Fatalf("the well-formed stream fails: %v", err)
+	}
+	other := release.Sum([]byte("other"))
+	withHeader := func(mut func(b []byte)) []byte {
+		b := bytes.Clone(good)
+		mut(b)
+		return b
+	}
+	delta := func(ops ...[]byte) []byte {
+		return rawStream(from.id, to.id, 2, rec(recDelta, 0, append([][]byte{str("a.txt"), uv(11)}, ops...)...), rec(recCopy, 1, str("a.txt")))
+	}
+	cases := []struct {
+		name  string
+		patch []byte
+		want  error
+	}{
+		{"empty", nil, ErrCorruptPatch},
+		{"bad magic", withHeader(func(b []byte) { b[0] = 'X' }), ErrCorruptPatch},
+		{"future version", withHeader(func(b []byte) { b[8] = 2 }), ErrUnsupportedVersion},
+		{"reserved header byte", withHeader(func(b []byte) { b[9] = 9 }), ErrUnsupportedVersion},
+		{"unknown codec", withHeader(func(b []byte) { b[headerSize] = 9 }), ErrUnsupportedVersion},
+		{"no frame end", good[:len(good)-1], ErrCorruptPatch},
+		{"oversized chunk", append(bytes.Clone(good[:headerSize+1]), uv(maxChunk+1)...), ErrCorruptPatch},
+		{"other base", rawStream(other, to.id, 2), ErrWrongBase},
+		{"other target", rawStream(from.id, other, 2), ErrWrongTarget},
+		{"file count", rawStream(from.id, to.id, 3), ErrCorruptPatch},
+		{"missing file", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello there"))), ErrCorruptPatch},
+		{"file twice", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello there")), rec(recLiteral, 0, []byte("hello there"))), ErrCorruptPatch},
+		{"index out of range", rawStream(from.id, to.id, 2, rec(recLiteral, 7)), ErrCorruptPatch},
+		{"unknown record", rawStream(from.id, to.id, 2, rec(9, 0)), ErrCorruptPatch},
+		{"truncated literal", good[:headerSize+5], ErrCorruptPatch},
+		{"trailing data", append(bytes.Clone(good), 1, 2, 3), ErrCorruptPatch},
+		{"wrong literal", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello THERE")), rec(recCopy, 1, str("a.txt"))), ErrVerify},
+		{"copy escapes base", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello there")), rec(recCopy, 1, str("../a.txt"))), ErrUnsafePath},
+		{"copy of absent base file", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello there")), rec(recCopy, 1, str("zzz"))), ErrWrongBase},
+		{"copy of other content", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello there")), rec(recCopy, 1, str("b.txt"))), ErrWrongBase},
+		{"dup before source", rawStream(from.id, to.id, 2, rec(recDup, 1, uv(0)), rec(recLiteral, 0, []byte("hello there"))), ErrCorruptPatch},
+		{"delta base size lies", rawStream(from.id, to.id, 2, rec(recDelta, 0, str("a.txt"), uv(99), uv(0))), ErrWrongBase},
+		{"delta too short", delta(uv(1), uv(5), uv(0), appendVarint(nil, 0), appendRLE(nil, make([]byte, 5)), uv(0)), ErrCorruptPatch},
+		{"delta too long", delta(uv(1), uv(12), uv(0), appendVarint(nil, 0)), ErrCorruptPatch},
+		{"delta reads past base", delta(uv(1), uv(0), uv(11), appendVarint(nil, 5), []byte("hello there")), ErrCorruptPatch},
+		{"delta seeks before base", delta(uv(2), uv(1), uv(0), appendVarint(nil, -5)), ErrCorruptPatch},
+		{"delta empty op", delta(uv(2), uv(0), uv(0), appendVarint(nil, 0), uv(0), uv(0), appendVarint(nil, 0)), ErrCorruptPatch},
+		{"delta too many ops", delta(uv(maxBlockOps + 1)), ErrCorruptPatch},
+		{"delta empty run", delta(uv(1), uv(11), uv(0), appendVarint(nil, 0), uv(0), uv(0)), ErrCorruptPatch},
+		{"delta run overrun", delta(uv(1), uv(5), uv(6), appendVarint(nil, 0), uv(9), uv(0)), ErrCorruptPatch},
+		{"bsdiff payload too big", rawStream(from.id, to.id, 2, rec(recBSDiff, 0, str("a.txt"), uv(11), uv(1<<40))), ErrCorruptPatch},
+		{"bsdiff garbage", rawStream(from.id, to.id, 2, rec(recBSDiff, 0, str("a.txt"), uv(11), uv(40), make([]byte, 40))), ErrCorruptPatch},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := applyRaw(t, c.patch, from.files, from.id, to)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("got %v, want %v", err, c.want)
+			}
+			if !strings.HasPrefix(err.Error(), "delta: ") {
+				t.Errorf("error %q lacks the package prefix", err)
+			}
+		})
+	}
+}
+
+// Every prefix and many single-byte corruptions of a real patch fail
+// cleanly (the file hashes catch what the format cannot).
+func TestApplyDamagedPatches(t *testing.T) {
+	src := newMemSource()
+	app := text(6, 30000)
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{"app.js": app, "x.txt": []byte("x")})
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{"app.js": edit(6, app), "y.txt": []byte("x"), "z.txt": text(7, 300)})
+	for _, codecMax := range []int64{0, 1 << 20} {
+		cfg := DefaultConfig()
+		cfg.BrotliMaxBytes = codecMax
+		var buf bytes.Buffer
+		if _, err := Build(context.Background(), cfg, from.m, from.id, to.m, to.id, src, &buf); err != nil {
+			t.Fatal(err)
+		}
+		good := buf.Bytes()
+		step := max(1, len(good)/97)
+		for n := 0; n < len(good); n += step {
+			if _, err := applyRaw(t, good[:n], from.files, from.id, to); err == nil {
+				t.Fatalf("a patch cut at %d of %d bytes applied", n, len(good))
+			}
+		}
+		r := rand.New(rand.NewPCG(8, uint64(codecMax)))
+		for range 60 {
+			b := bytes.Clone(good)
+			i := headerSize + r.IntN(len(b)-headerSize)
+			b[i] ^= byte(1 + r.IntN(255))
+			out, err := applyRaw(t, b, from.files, from.id, to)
+			if err == nil {
+				checkDir(t, out, to) // a flip the codec ignores must still give the right files
+			}
+		}
+	}
+}
+
+// Apply writes only inside its folder: a symlink planted in the staging
+// folder (pointing outside) is neither followed nor replaced.
+func TestApplyRefusesSymlinks(t *testing.T) {
+	src := newMemSource()
+	to := makeBundle(t, src, "1.0.0", map[string][]byte{"sub/a.txt": []byte("payload"), "b.txt": []byte("payload2")})
+	var buf bytes.Buffer
+	if _, err := Build(context.Background(), DefaultConfig(), nil, release.ZeroHash, to.m, to.id, src, &buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, link := range []string{"sub", "b.txt"} {
+		t.Run(link, func(t *testing.T) {
+			outside := t.TempDir()
+			stage := t.TempDir()
+			if err := os.Symlink(outside, filepath.Join(stage, link)); err != nil {
+				t.Skip("symlinks unavailable:", err)
+			}
+			_, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(buf.Bytes()), emptyBase{}, release.ZeroHash, to.m, to.id, stage)
+			if !errors.Is(err, ErrUnsafePath) {
+				t.Fatalf("got %v, want ErrUnsafePath", err)
+			}
+			if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+				t.Fatalf("Apply wrote %d entries outside its folder", len(ents))
+			}
+		})
+	}
+}
+
+func TestApplyLimits(t *testing.T) {
+	src := newMemSource()
+	to := makeBundle(t, src, "1.0.0", map[string][]byte{"a": make([]byte, 1000)})
+	var buf bytes.Buffer
+	if _, err := Build(context.Background(), DefaultConfig(), nil, release.ZeroHash, to.m, to.id, src, &buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []ApplyConfig{{MaxFileSize: 999}, {MaxTotalSize: 999}} {
+		_, err := Apply(context.Background(), cfg, bytes.NewReader(buf.Bytes()), emptyBase{}, release.ZeroHash, to.m, to.id, t.TempDir())
+		if !errors.Is(err, ErrTooLarge) {
+			t.Errorf("%+v: got %v, want ErrTooLarge", cfg, err)
+		}
+	}
+}
+
+type emptyBase struct{}
+
+func (emptyBase) Open(string) (io.ReadCloser, error) { return nil, fs.ErrNotExist }
+
+// badSource serves other bytes than the manifest promises.
+type badSource struct{}
+
+func (badSource) Open(context.Context, release.Hash) (io.ReadCloser, error) {
+	return io.NopCloser(strings.NewReader("tampered")), nil
+}
+
+func TestBuildErrors(t *testing.T) {
+	src := newMemSource()
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{"app.js": text(1, 5000)})
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{"app.js": edit(1, text(1, 5000)), "new.txt": []byte("n")})
+	if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, badSource{}, io.Discard); !errors.Is(err, ErrSource) {
+		t.Errorf("tampered source: got %v, want ErrSource", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Build(ctx, DefaultConfig(), from.m, from.id, to.m, to.id, src, io.Discard); !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled: got %v, want context.Canceled", err)
+	}
+	bad := *to.m
+	bad.Files = append([]release.File{{Path: "../escape", Size: 1}}, bad.Files...)
+	if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, &bad, to.id, src, io.Discard); !errors.Is(err, ErrBadManifest) {
+		t.Errorf("bad manifest: got %v, want ErrBadManifest", err)
+	}
+	if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, src, failWriter{}); err == nil {
+		t.Error("a failing writer did not fail Build")
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+// A tiny memory budget serialises deltas but must not deadlock.
+func TestTinyMemoryBudget(t *testing.T) {
+	src := newMemSource()
+	files, next := map[string][]byte{}, map[string][]byte{}
+	for i := range 8 {
+		b := text(uint64(i), 8000)
+		files[fmt.Sprintf("f%d.js", i)] = b
+		next[fmt.Sprintf("f%d.js", i)] = edit(uint64(i), b)
+	}
+	cfg := DefaultConfig()
+	cfg.MemoryBudget = 1
+	cfg.Workers = 3
+	_, st := roundTrip(t, cfg, src, makeBundle(t, src, "1.0.0", files), makeBundle(t, src, "1.0.1", next))
+	if st.Deltas != 8 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestStem(t *testing.T) {
+	cases := map[string]string{
+		"p-3f9c1a.js":                      "p-*.js",
+		"build/p-8e02b7.entry.js":          "build/p-*.entry.js",
+		"static/js/main.a1b2c3d4.chunk.js": "static/js/main.*.chunk.js",
+		"assets/index-BjFkq1cS.js":         "assets/index-*.js",
+		"swagger-ui-es-bundle.js":          "swagger-ui-es-bundle.js",
+		"polyfills-es2015.js":              "polyfills-es2015.js",
+		"vendor.js":                        "vendor.js",
+	}
+	for in, want := range cases {
+		if got := stem(in); got != want {
+			t.Errorf("stem(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

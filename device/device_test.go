@@ -1,0 +1,115 @@
+package device
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+
+	"github.com/capstan-ota/capstan/release"
+)
+
+func manifestOf(t *testing.T, version string, files map[string]string) (*release.Manifest, *release.Envelope) {
+	t.Helper()
+	m := &release.Manifest{Type: release.TypeRelease, App: "com.x", Version: version}
+	var names []string
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		m.Files = append(m.Files, release.File{Path: n, Size: int64(len(files[n])), Mode: 0o644, SHA256: release.Sum([]byte(files[n]))})
+	}
+	b, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, &release.Envelope{Signed: b}
+}
+
+func writeTree(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for n, b := range files {
+		p := filepath.Join(dir, n)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestRecoverAfterCrash simulates a device killed around the swap: the
+// next start must know which bundle Dir/current holds.
+func TestRecoverAfterCrash(t *testing.T) {
+	a := map[string]string{"index.html": "A", "a.js": "aaa"}
+	b := map[string]string{"index.html": "B", "b/b.js": "bbb"}
+	_, envA := manifestOf(t, "1.0.0", a)
+	_, envB := manifestOf(t, "2.0.0", b)
+	refA := release.Ref{Version: "1.0.0", ID: envA.ID()}
+	refB := release.Ref{Version: "2.0.0", ID: envB.ID()}
+	for _, tc := range []struct {
+		name    string
+		onDisk  map[string]string
+		wantCur release.Ref
+	}{
+		{"killed before the swap", a, refA},
+		{"killed after the swap", b, refB},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeTree(t, currentDir(dir), tc.onDisk)
+			// A staging folder left behind by the crash.
+			staging, _ := newStaging(dir)
+			writeTree(t, staging, b)
+			st := &State{DeviceID: "d", Current: refA, Manifest: envA, Installing: &refB, InstallingManifest: envB}
+			if err := saveState(dir, st); err != nil {
+				t.Fatal(err)
+			}
+			d, err := New(Config{Dir: dir, Edges: []string{"http://127.0.0.1:1"}, App: "com.x", Channel: "production"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := d.State().Current; got != tc.wantCur {
+				t.Fatalf("current = %+v, want %+v", got, tc.wantCur)
+			}
+			if d.State().Installing != nil {
+				t.Fatal("installing marker not cleared")
+			}
+			if _, err := os.Stat(staging); !os.IsNotExist(err) {
+				t.Fatal("stale staging folder not removed")
+			}
+		})
+	}
+}
+
+// TestSwapInIsAtomicExchange checks both bundles stay whole across a swap.
+func TestSwapIn(t *testing.T) {
+	dir := t.TempDir()
+	writeTree(t, currentDir(dir), map[string]string{"old.txt": "old"})
+	staging, _ := newStaging(dir)
+	writeTree(t, staging, map[string]string{"new.txt": "new"})
+	if err := swapIn(dir, staging); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(currentDir(dir), "new.txt")); err != nil || string(b) != "new" {
+		t.Fatal("new bundle not in place")
+	}
+	if _, err := os.Stat(filepath.Join(currentDir(dir), "old.txt")); !os.IsNotExist(err) {
+		t.Fatal("old file left in current")
+	}
+}
+
+func TestWriteFileRefusesMismatch(t *testing.T) {
+	dir := t.TempDir()
+	f := release.File{Path: "a/b.js", Size: 3, Mode: 0o644, SHA256: release.Sum([]byte("abc"))}
+	if err := writeFile(dir, f, stringsReader("abd")); err == nil {
+		t.Fatal("wrong content accepted")
+	}
+	if err := writeFile(t.TempDir(), f, stringsReader("abcd")); err == nil {
+		t.Fatal("oversized content accepted")
+	}
+	f.Path = "../escape.js"
+	if err := writeFile(t.TempDir(), f, stringsReader("abc")); err == nil {
+		t.Fatal("path traversal accepted")
+	}
+}
