@@ -71,6 +71,7 @@ func (r *Result) WriteText(w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t\n", op, s.Count, s.Errors, s.PerSec, s.P50, s.P90, s.P99, s.P999, s.Max)
 	}
 	tw.Flush()
+	sb.WriteString("(errors count failed attempts, including those a device recovered from on another edge)\n")
 	if len(r.PerEdge) > 1 {
 		sb.WriteString("\nper edge:\n")
 		tw = tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)

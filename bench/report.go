@@ -37,7 +37,7 @@ svg text{font:11px system-ui,sans-serif;fill:#333}
 	if r.Mode == "open" {
 		sb.WriteString(" (open loop: time spent waiting behind a slow server counts)")
 	}
-	sb.WriteString("; download from its own start; start_lag is how late sessions started against the schedule.</p>\n")
+	sb.WriteString("; download from its own start; start_lag is how late sessions started against the schedule. Errors count failed attempts, including those a device recovered from on another edge.</p>\n")
 
 	sb.WriteString("<h2>Latency histograms</h2><div class=grid>\n")
 	for _, op := range []string{"check", "update", "download"} {

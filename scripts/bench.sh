@@ -12,7 +12,7 @@
 # prints one table and writes it, with the method, to docs/benchmarks.md
 # between <!-- bench:start --> and <!-- bench:end --> (## Fleet benchmark).
 #
-# Knobs (environment): WRK_SECONDS (4), WRK_ROUNDS (2), WRK_CONNS (50), BENCH_SECONDS (10),
+# Knobs (environment): WRK_SECONDS (3), WRK_ROUNDS (3), WRK_CONNS (50), BENCH_SECONDS (10),
 # BENCH_DEVICES (2000), STORM_DEVICES (200), CAPSTAN_FIXTURES (default ../shared/fixtures from the
 # repository root), KEEP_TMP=1 to keep the temp dir.
 set -euo pipefail
@@ -21,8 +21,8 @@ ROOT=$(git rev-parse --show-toplevel)
 cd "$ROOT"
 FIX=${CAPSTAN_FIXTURES:-$ROOT/../shared/fixtures}/swagger-ui
 BIN=$ROOT/bin/capstan
-WRK_SECONDS=${WRK_SECONDS:-4}
-WRK_ROUNDS=${WRK_ROUNDS:-2}
+WRK_SECONDS=${WRK_SECONDS:-3}
+WRK_ROUNDS=${WRK_ROUNDS:-3}
 WRK_CONNS=${WRK_CONNS:-50}
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_DEVICES=${BENCH_DEVICES:-2000}

@@ -123,7 +123,7 @@ run after --kill-after; devices fail over, failed updates are counted).`,
 	f.DurationVar(&cfg.StormAfter, "storm-after", 0, "storm: when to release it (default a quarter of --duration)")
 	f.StringVar(&killCmd, "kill-cmd", "", "edge-kill: shell command that stops an edge")
 	f.DurationVar(&cfg.KillAfter, "kill-after", 0, "edge-kill: when to run --kill-cmd (default half of --duration)")
-	f.BoolVar(&cfg.Recycle, "recycle", cfg.Recycle, "put an updated device back on its starting release, keeping the mix constant (default true for steady and edge-kill)")
+	f.BoolVar(&cfg.Recycle, "recycle", cfg.Recycle, "put an updated device back on its starting release, keeping the mix constant (the storm scenario never does)")
 	f.StringVar(&cfg.Mode, "mode", cfg.Mode, "download: auto (patch, else files), patch or files")
 	f.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "concurrent file downloads per device in files mode")
 	f.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "per-request timeout")
