@@ -65,10 +65,10 @@ func (r *Result) WriteText(w io.Writer) error {
 	fmt.Fprintf(&sb, "edges: %s\n\n", strings.Join(r.Edges, ", "))
 
 	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "op\tcount\terrors\tper s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tmax ms\t")
+	fmt.Fprintln(tw, "op\tcount\terrors\tper s\tp50 ms\tp90 ms\tp95 ms\tp99 ms\tp99.9 ms\tmax ms\t")
 	for _, op := range orderedOps(r.Ops) {
 		s := r.Ops[op]
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t\n", op, s.Count, s.Errors, s.PerSec, s.P50, s.P90, s.P99, s.P999, s.Max)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t\n", op, s.Count, s.Errors, s.PerSec, s.P50, s.P90, s.P95, s.P99, s.P999, s.Max)
 	}
 	tw.Flush()
 	sb.WriteString("(errors count failed attempts, including those a device recovered from on another edge)\n")

@@ -172,6 +172,7 @@ type OpSummary struct {
 	Mean   float64 `json:"mean_ms"`
 	P50    float64 `json:"p50_ms"`
 	P90    float64 `json:"p90_ms"`
+	P95    float64 `json:"p95_ms"`
 	P99    float64 `json:"p99_ms"`
 	P999   float64 `json:"p99_9_ms"`
 	Max    float64 `json:"max_ms"`
@@ -201,6 +202,7 @@ func summarize(s *opStats, elapsed time.Duration, buckets bool) OpSummary {
 	out.Mean = h.Mean() / 1000
 	out.P50 = ms(h.ValueAtQuantile(50))
 	out.P90 = ms(h.ValueAtQuantile(90))
+	out.P95 = ms(h.ValueAtQuantile(95))
 	out.P99 = ms(h.ValueAtQuantile(99))
 	out.P999 = ms(h.ValueAtQuantile(99.9))
 	out.Max = ms(h.Max())

@@ -33,6 +33,7 @@ func TestRecorderPercentiles(t *testing.T) {
 	}
 	near("p50", s.P50, 501)
 	near("p90", s.P90, 901)
+	near("p95", s.P95, 951)
 	near("p99", s.P99, 991)
 	near("p99.9", s.P999, 1000)
 	near("max", s.Max, 2000)

@@ -189,7 +189,7 @@ func TestBenchCommandSteady(t *testing.T) {
 		t.Errorf("%v failed sessions:\n%s", f, text)
 	}
 	for _, op := range []string{"check", "update", "download"} {
-		for _, field := range []string{"count", "errors", "per_s", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms"} {
+		for _, field := range []string{"count", "errors", "per_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p99_9_ms", "max_ms"} {
 			num(t, out, "ops", op, field)
 		}
 		if num(t, out, "ops", op, "count") <= 0 {
