@@ -358,7 +358,7 @@ func (b *Bench) scrapeFetches(ctx context.Context) map[string]float64 {
 		if ctx.Err() != nil {
 			continue
 		}
-		_, _ = get(b.http, e+"/metrics", 2*time.Second, func(r *response) error {
+		_, _ = get(ctx, b.http, e+"/metrics", 2*time.Second, func(r *response) error {
 			out[e] = metricValue(r.Body, "capstan_edge_origin_fetches_total")
 			return nil
 		})

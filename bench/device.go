@@ -104,14 +104,14 @@ func (b *Bench) session(ctx context.Context, d *simDevice, intended time.Time) o
 	if err != nil {
 		b.rec.Error("update", b.cfg.Edges[ei], errKind(err), end)
 		b.cfg.Logger.Debug("update failed", "device", d.id, "err", err)
-		b.report(d, "download_fail", from, target, n, end.Sub(intended), err)
+		b.report(ctx, d, "download_fail", from, target, n, end.Sub(intended), err)
 		return outUpdateFailed
 	}
 	b.rec.Record("download", edge, end, end.Sub(dlStart), n)
 	b.rec.Record("update", edge, end, end.Sub(intended), 0)
 	b.rec.Record("update_"+mode, "", end, end.Sub(intended), n)
 	b.install(d, target)
-	b.report(d, "install", from, target, n, end.Sub(intended), nil)
+	b.report(ctx, d, "install", from, target, n, end.Sub(intended), nil)
 	if b.recycle {
 		// A new device on the old release takes this one's place.
 		b.install(d, d.start)
@@ -164,7 +164,7 @@ func (b *Bench) check(ctx context.Context, d *simDevice, intended time.Time) (*r
 		edge := b.cfg.Edges[ei]
 		var target *relInfo
 		var blocked bool
-		n, err := get(b.http, edge+path, b.cfg.Timeout, func(r *response) error {
+		n, err := get(ctx, b.http, edge+path, b.cfg.Timeout, func(r *response) error {
 			var ans checkAnswer
 			if err := json.Unmarshal(r.Body, &ans); err != nil {
 				return fmt.Errorf("bench: decode check answer: %w", err)
@@ -317,7 +317,7 @@ func (b *Bench) fetchPatch(ctx context.Context, order []int, base, target *relIn
 			break
 		}
 		edge := b.cfg.Edges[ei]
-		n, err := get(b.http, edge+path, b.patchTimeout(target), func(r *response) error {
+		n, err := get(ctx, b.http, edge+path, b.patchTimeout(target), func(r *response) error {
 			return verifyPatch(r.Body, r.ETag, base.id(), target)
 		})
 		total += n
@@ -427,7 +427,7 @@ func (b *Bench) fetchBlob(ctx context.Context, order []int, f release.File) (int
 			break
 		}
 		edge := b.cfg.Edges[ei]
-		n, err := get(b.http, edge+path, timeout, func(r *response) error {
+		n, err := get(ctx, b.http, edge+path, timeout, func(r *response) error {
 			if int64(len(r.Body)) != f.Size {
 				return fmt.Errorf("%w: %s is %d bytes, the manifest says %d", ErrVerify, f.Path, len(r.Body), f.Size)
 			}
@@ -467,7 +467,7 @@ type event struct {
 // report posts one event to the edge the device prefers. It is best
 // effort: an error is counted and never fails the update, and an edge
 // without the endpoint turns events off for the run.
-func (b *Bench) report(d *simDevice, action string, from, to *relInfo, n int64, took time.Duration, cause error) {
+func (b *Bench) report(ctx context.Context, d *simDevice, action string, from, to *relInfo, n int64, took time.Duration, cause error) {
 	if !b.cfg.Events || b.eventsOff.Load() {
 		return
 	}
@@ -482,7 +482,7 @@ func (b *Bench) report(d *simDevice, action string, from, to *relInfo, n int64, 
 	body, _ := json.Marshal([]event{ev})
 	edge := b.cfg.Edges[d.order[0]]
 	start := time.Now()
-	_, err := do(b.http, "POST", edge+"/v1/events", body, b.cfg.Timeout, nil)
+	_, err := do(ctx, b.http, "POST", edge+"/v1/events", body, b.cfg.Timeout, nil)
 	end := time.Now()
 	var se *statusError
 	if errors.As(err, &se) && (se.code == 404 || se.code == 405) {

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
@@ -32,7 +33,7 @@ func (b *Bench) probe(ctx context.Context) (*relInfo, error) {
 	var errs []error
 	for _, edge := range b.cfg.Edges {
 		var ans checkAnswer
-		_, err := get(b.http, edge+"/v1/check?"+q.Encode(), b.cfg.Timeout, func(r *response) error {
+		_, err := get(ctx, b.http, edge+"/v1/check?"+q.Encode(), b.cfg.Timeout, func(r *response) error {
 			return json.Unmarshal(r.Body, &ans)
 		})
 		if err != nil {
@@ -54,7 +55,7 @@ func (b *Bench) probe(ctx context.Context) (*relInfo, error) {
 		}
 		return b.fetchRelease(ctx, ch.Release.ID)
 	}
-	return nil, fmt.Errorf("bench: no edge answered the first check: %v", errs)
+	return nil, fmt.Errorf("bench: no edge answered the first check: %w", errors.Join(errs...))
 }
 
 // fetchRelease gets a release manifest from the edges by ID.
@@ -68,7 +69,7 @@ func (b *Bench) fetchRelease(ctx context.Context, id release.Hash) (*relInfo, er
 			return nil, ctx.Err()
 		}
 		var env *release.Envelope
-		_, err := get(b.http, edge+"/v1/releases/"+id.String(), b.cfg.Timeout, func(r *response) error {
+		_, err := get(ctx, b.http, edge+"/v1/releases/"+id.String(), b.cfg.Timeout, func(r *response) error {
 			var err error
 			env, err = release.DecodeEnvelope(r.Body)
 			return err
@@ -83,7 +84,7 @@ func (b *Bench) fetchRelease(ctx context.Context, id release.Hash) (*relInfo, er
 		}
 		return b.releaseFromEnvelope(env, release.Ref{ID: id, Version: m.Version})
 	}
-	return nil, fmt.Errorf("bench: release %s: %v", id, errs)
+	return nil, fmt.Errorf("bench: release %s: %w", id, errors.Join(errs...))
 }
 
 // olderReleases resolves the releases the fleet may start on that are older

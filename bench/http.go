@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -95,11 +96,20 @@ type response struct {
 
 // get sends GET url and calls consume with a 200 answer. It returns the
 // bytes of the body received, whatever the status.
-func get(c *fasthttp.Client, url string, timeout time.Duration, consume func(*response) error) (int64, error) {
-	return do(c, fasthttp.MethodGet, url, nil, timeout, consume)
+func get(ctx context.Context, c *fasthttp.Client, url string, timeout time.Duration, consume func(*response) error) (int64, error) {
+	return do(ctx, c, fasthttp.MethodGet, url, nil, timeout, consume)
 }
 
-func do(c *fasthttp.Client, method, url string, body []byte, timeout time.Duration, consume func(*response) error) (int64, error) {
+// do sends one request. fasthttp's client takes no context, so ctx is
+// honoured through the timeout: the request never outlives ctx's deadline,
+// and is not sent once ctx is done.
+func do(ctx context.Context, c *fasthttp.Client, method, url string, body []byte, timeout time.Duration, consume func(*response) error) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)

@@ -11,18 +11,21 @@ import (
 )
 
 // opOrder is the order operations are printed in.
-var opOrder = []string{"check", "update", "download", "update_patch", "update_files", "event", "start_lag"}
+func opOrder() []string {
+	return []string{"check", "update", "download", "update_patch", "update_files", "event", "start_lag"}
+}
 
 // orderedOps returns the ops of m in print order, unknown ones last.
 func orderedOps[V any](m map[string]V) []string {
 	var out []string
-	for _, op := range opOrder {
+	order := opOrder()
+	for _, op := range order {
 		if _, ok := m[op]; ok {
 			out = append(out, op)
 		}
 	}
 	for _, op := range sortedKeys(m) {
-		if !contains(opOrder, op) {
+		if !contains(order, op) {
 			out = append(out, op)
 		}
 	}

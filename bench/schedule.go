@@ -36,6 +36,10 @@ type opFunc func(ctx context.Context, intended time.Time)
 func (s schedule) run(ctx context.Context, op opFunc) int64 {
 	start := time.Now()
 	end := start.Add(s.duration)
+	// Sessions get the caller's context, not the schedule's deadline: a
+	// session started before the end finishes, and cancelling the caller's
+	// context still stops everything.
+	sessionCtx := ctx
 	ctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -51,9 +55,7 @@ func (s schedule) run(ctx context.Context, op opFunc) int64 {
 					mu.Lock()
 					started++
 					mu.Unlock()
-					// The session itself gets a context that outlives the
-					// schedule: a session started before the end finishes.
-					op(context.WithoutCancel(ctx), time.Now())
+					op(sessionCtx, time.Now())
 				}
 			}()
 		}
@@ -91,7 +93,7 @@ func (s schedule) run(ctx context.Context, op opFunc) int64 {
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			op(context.WithoutCancel(ctx), intended)
+			op(sessionCtx, intended)
 		}()
 	}
 	wg.Wait()

@@ -104,7 +104,7 @@ func TestOpenLoopStalledServer(t *testing.T) {
 	rec := NewRecorder(time.Now(), time.Second)
 	s := schedule{rate: 200, concurrency: 4, duration: 600 * time.Millisecond}
 	s.run(context.Background(), func(ctx context.Context, intended time.Time) {
-		if _, err := get(c, srv.URL+"/", 5*time.Second, nil); err != nil {
+		if _, err := get(context.Background(), c, srv.URL+"/", 5*time.Second, nil); err != nil {
 			t.Error(err)
 		}
 		rec.Record("check", "", time.Now(), time.Since(intended), 0)

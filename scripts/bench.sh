@@ -37,10 +37,11 @@ for v in 5.34.0 5.34.1 5.35.0; do
 	[ -f "$FIX/www-$v.zip" ] || die "fixture $FIX/www-$v.zip not found (set CAPSTAN_FIXTURES)"
 done
 [ -x "$BIN" ] || go build -o "$BIN" ./cmd/capstan
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-	log "installing nginx and wrk"
-	(apt-get update -qq && apt-get install -y -qq nginx wrk) >/dev/null 2>&1 || die "cannot install nginx and wrk (apt-get)"
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || ! command -v jq >/dev/null; then
+	log "installing nginx, wrk and jq"
+	(apt-get update -qq && apt-get install -y -qq nginx wrk jq) >/dev/null 2>&1 || die "cannot install nginx, wrk and jq (apt-get)"
 fi
+command -v python3 >/dev/null || die "python3 is needed to write the table"
 NGINX=$(command -v nginx)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/capstan-bench.XXXXXX")
@@ -207,6 +208,7 @@ FLEET=(--releases "$ID0,$ID1" --fleet prev=70,older=10,current=20)
 	--scenario storm --storm-version 5.35.0 --storm-after 2s --fleet current=100 --rate $((STORM_DEVICES / 2)) --json "$TMP/storm.json" --report "$TMP/storm.html" >"$TMP/storm.txt" 2>"$TMP/storm.err"
 KILLED=${EDGE_PIDS[2]}
 log "edge 3 (pid $KILLED) will be killed with SIGKILL mid-run"
+disown "$KILLED" # no "Killed" job notice from bash: the kill is the point
 "$BIN" bench --edge "$EDGE_LIST" "${B[@]}" --scenario edge-kill --kill-after $((BENCH_SECONDS / 2))s --kill-cmd "kill -9 $KILLED" \
 	--releases "$ID1" --fleet prev=80,current=20 --json "$TMP/kill.json" --report "$TMP/kill.html" >"$TMP/kill.txt" 2>"$TMP/kill.err"
 
