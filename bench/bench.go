@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,7 +180,12 @@ type StormResult struct {
 	// At to the end: with one pull per object per edge it stays near
 	// edges × objects, whatever the fleet size.
 	OriginFetches float64 `json:"origin_fetches"`
-	Error         string  `json:"error,omitempty"`
+	// Propagation is, per edge, the seconds from At until the edge's
+	// check answer named Version (polled every 10 ms); -1 when it never
+	// did. PropagationMax is the slowest edge.
+	Propagation    map[string]float64 `json:"propagation_s"`
+	PropagationMax float64            `json:"propagation_max_s"`
+	Error          string             `json:"error,omitempty"`
 }
 
 // KillResult is the edge-kill measurement.
@@ -320,6 +327,23 @@ func (b *Bench) storm(ctx context.Context, start time.Time, sr *StormResult) {
 	b.popMu.Lock()
 	b.newest = view.Release.ID
 	b.popMu.Unlock()
+	var pwg sync.WaitGroup
+	var pmu sync.Mutex
+	sr.Propagation = map[string]float64{}
+	for _, e := range b.cfg.Edges {
+		pwg.Add(1)
+		go func() {
+			defer pwg.Done()
+			d := b.propagation(ctx, e, at, view.Release.ID)
+			pmu.Lock()
+			sr.Propagation[e] = d
+			if d < 0 || sr.PropagationMax >= 0 && d > sr.PropagationMax {
+				sr.PropagationMax = d
+			}
+			pmu.Unlock()
+		}()
+	}
+	defer pwg.Wait()
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	defer func() {
@@ -345,6 +369,41 @@ func (b *Bench) storm(ctx context.Context, start time.Time, sr *StormResult) {
 			return
 		case now := <-t.C:
 			b.rec.Mark(now, b.updatedShare())
+		}
+	}
+}
+
+// propagation polls edge's check answer every 10 ms until its channel
+// record names id, and returns the seconds since at, or -1 if ctx ended
+// first.
+func (b *Bench) propagation(ctx context.Context, edge string, at time.Time, id release.Hash) float64 {
+	q := url.Values{}
+	q.Set("app", b.cfg.App)
+	q.Set("channel", b.cfg.Channel)
+	q.Set("device", b.cfg.DevicePrefix+"propagation")
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		var got release.Hash
+		_, err := get(ctx, b.http, edge+"/v1/check?"+q.Encode(), b.cfg.Timeout, func(r *response) error {
+			var ans checkAnswer
+			if err := json.Unmarshal(r.Body, &ans); err != nil || ans.Channel == nil {
+				return fmt.Errorf("bench: decode check answer: %v", err)
+			}
+			ch, err := ans.Channel.Channel()
+			if err != nil {
+				return err
+			}
+			got = ch.Release.ID
+			return nil
+		})
+		if err == nil && got == id {
+			return time.Since(at).Seconds()
+		}
+		select {
+		case <-ctx.Done():
+			return -1
+		case <-t.C:
 		}
 	}
 }

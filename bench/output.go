@@ -105,8 +105,8 @@ func (r *Result) WriteText(w io.Writer) error {
 		if s.Error != "" {
 			fmt.Fprintf(&sb, "storm: %s\n", s.Error)
 		} else {
-			fmt.Fprintf(&sb, "storm: %s released at %.2fs; 50%% of devices on it after %s, 99%% after %s; %.1f%% at the end; %.0f origin fetches since\n",
-				s.Version, s.At, secs(s.T50), secs(s.T99), 100*s.Updated, s.OriginFetches)
+			fmt.Fprintf(&sb, "storm: %s released at %.2fs; every edge answered it after %s; 50%% of devices on it after %s, 99%% after %s; %.1f%% at the end; %.0f origin fetches since\n",
+				s.Version, s.At, secs(s.PropagationMax), secs(s.T50), secs(s.T99), 100*s.Updated, s.OriginFetches)
 		}
 	}
 	if k := r.Kill; k != nil {

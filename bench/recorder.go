@@ -212,10 +212,10 @@ func summarize(s *opStats, elapsed time.Duration, buckets bool) OpSummary {
 	return out
 }
 
-// logBuckets regroups an HDR histogram into 4 buckets per power of ten:
+// logBuckets regroups an HDR histogram into 6 buckets per power of ten:
 // fine enough to see modes, coarse enough to draw.
 func logBuckets(h *hdrhistogram.Histogram) []Bucket {
-	const perDecade = 4
+	const perDecade = 6
 	idx := func(us int64) int {
 		if us < 1 {
 			us = 1

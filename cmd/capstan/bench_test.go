@@ -244,6 +244,9 @@ func TestBenchCommandStorm(t *testing.T) {
 	if num(t, out, "storm", "updated") != 1 || num(t, out, "storm", "t99_s") < 0 {
 		t.Errorf("the fleet did not converge on 2.0.0:\n%s", text)
 	}
+	if num(t, out, "storm", "propagation_max_s") < 0 {
+		t.Errorf("the edge never answered 2.0.0:\n%s", text)
+	}
 	if num(t, out, "storm", "origin_fetches") <= 0 {
 		t.Errorf("no origin fetch counted after the storm (the edge had to pull 2.0.0):\n%s", text)
 	}
