@@ -394,9 +394,9 @@ func (d *Device) install(ctx context.Context, p *plan) (string, error) {
 	return mode, nil
 }
 
-// populate fills staging with every file of the target, reusing files the
-// installed bundle already has and downloading the rest.
-func (d *Device) populate(ctx context.Context, p *plan, staging string) (string, error) {
+// populateFiles fills staging with every file of the target, reusing files
+// the installed bundle already has and downloading the rest one by one.
+func (d *Device) populateFiles(ctx context.Context, p *plan, staging string) error {
 	have := map[release.Hash]string{}
 	if d.st.Manifest != nil {
 		if cur, err := d.st.Manifest.Manifest(); err == nil {
@@ -436,7 +436,7 @@ func (d *Device) populate(ctx context.Context, p *plan, staging string) (string,
 	}
 	close(work)
 	wg.Wait()
-	return "files", firstErr
+	return firstErr
 }
 
 func (d *Device) placeFile(ctx context.Context, edge, staging string, f release.File, have map[release.Hash]string) error {

@@ -29,6 +29,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/releases/{id}", s.handleReleaseByID)
 	mux.HandleFunc("GET /v1/blobs/{hash}", s.handleBlob)
 	mux.HandleFunc("GET /v1/keys/origin", s.handleOriginKey)
+	mux.HandleFunc("GET /v1/patches/{base}/{target}", s.handlePatch)
 
 	// CI and operator API, authenticated by API key.
 	mux.HandleFunc("GET /v1/apps", s.handleApps)

@@ -210,6 +210,9 @@ func (s *Server) Rollback(app, ch, to string) (*release.Envelope, error) {
 }
 
 func (s *Server) publish(env *release.Envelope) {
+	if c, err := env.Channel(); err == nil {
+		s.precompute(c)
+	}
 	if s.cfg.Publisher == nil {
 		return
 	}

@@ -11,6 +11,7 @@ import (
 type metrics struct {
 	uploads  *prometheus.CounterVec
 	requests *prometheus.CounterVec
+	patches  *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry, s *Server) metrics {
@@ -21,8 +22,11 @@ func newMetrics(reg *prometheus.Registry, s *Server) metrics {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "capstan_origin_http_requests_total", Help: "HTTP requests by status code.",
 		}, []string{"code"}),
+		patches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "capstan_origin_patches_total", Help: "Patch builds by result.",
+		}, []string{"result"}),
 	}
-	reg.MustRegister(m.uploads, m.requests, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(m.uploads, m.requests, m.patches, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -14,11 +14,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/capstan-ota/capstan/delta"
 	"github.com/capstan-ota/capstan/internal/bundle"
 	"github.com/capstan-ota/capstan/internal/kv"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 )
 
 // Publisher spreads signed channel records to the fleet (the gossip node).
@@ -50,6 +52,15 @@ type Config struct {
 	Limits bundle.Limits
 	// Publisher receives every newly signed channel record; nil for none.
 	Publisher Publisher
+	// Delta configures patch building (memory budget, size caps).
+	Delta delta.Config
+	// PrecomputeBases is how many of a channel's previous releases get a
+	// patch built in the background when the channel moves to a new
+	// release (default 5; the full bundle is always built). Negative
+	// disables precomputing; patches are then built on first request.
+	PrecomputeBases int
+	// PatchBuilds bounds concurrent patch builds (default 2).
+	PatchBuilds int
 	// Logger receives the origin's log; nil discards it.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now. Tests inject their own.
@@ -59,10 +70,13 @@ type Config struct {
 // DefaultConfig returns the defaults for a data folder.
 func DefaultConfig(dataDir string) Config {
 	return Config{
-		DataDir:        dataDir,
-		ChannelTTL:     24 * time.Hour,
-		MaxUploadBytes: 1 << 30,
-		Limits:         bundle.DefaultLimits(),
+		DataDir:         dataDir,
+		ChannelTTL:      24 * time.Hour,
+		MaxUploadBytes:  1 << 30,
+		Limits:          bundle.DefaultLimits(),
+		Delta:           delta.DefaultConfig(),
+		PrecomputeBases: 5,
+		PatchBuilds:     2,
 	}
 }
 
@@ -80,6 +94,9 @@ type Server struct {
 	generatedAdminKey string
 
 	chanMu sync.Mutex // serialises channel record changes so Seq only grows
+
+	flight   singleflight.Group // one build per patch pair
+	buildSem chan struct{}      // bounds concurrent patch builds
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -101,6 +118,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.PrecomputeBases == 0 {
+		cfg.PrecomputeBases = d.PrecomputeBases
+	}
+	if cfg.PatchBuilds <= 0 {
+		cfg.PatchBuilds = d.PatchBuilds
+	}
+	if cfg.Delta == (delta.Config{}) {
+		cfg.Delta = d.Delta
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -120,7 +146,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("origin: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, db: db, st: &store{db: db}, blobs: blobs, key: key, stop: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, db: db, st: &store{db: db}, blobs: blobs, key: key, stop: make(chan struct{}),
+		buildSem: make(chan struct{}, cfg.PatchBuilds)}
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
 	if err := s.bootstrapAdmin(); err != nil {

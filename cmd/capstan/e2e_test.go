@@ -157,8 +157,11 @@ func TestReleaseFromCIToDevice(t *testing.T) {
 	}
 
 	r := runDevice(t, edgeURL, phone)
-	if r.Status != "updated" || r.To != "5.34.0" {
+	if r.Status != "updated" || r.To != "5.34.0" || r.Mode != "full" {
 		t.Fatalf("first device run: %+v", r)
+	}
+	if zi, _ := os.Stat(z1); r.Bytes >= zi.Size() {
+		t.Errorf("full download of %d bytes is not smaller than the zip (%d)", r.Bytes, zi.Size())
 	}
 	assertTreeEquals(t, filepath.Join(phone, "current"), zipFiles(t, z1))
 
@@ -174,8 +177,13 @@ func TestReleaseFromCIToDevice(t *testing.T) {
 	}
 	assertTreeEquals(t, filepath.Join(phone, "current"), zipFiles(t, z1)) // --check installs nothing
 	r = runDevice(t, edgeURL, phone)
-	if r.Status != "updated" || r.From != "5.34.0" || r.To != "5.34.1" {
+	if r.Status != "updated" || r.From != "5.34.0" || r.To != "5.34.1" || r.Mode != "delta" {
 		t.Fatalf("update to 5.34.1: %+v", r)
+	}
+	// The patch is ≈20 KB; the check answer with the signed manifest adds a
+	// few KB. C bsdiff of the uncompressed tar is 21,910 B (SPEC §4).
+	if r.Bytes > 40_000 {
+		t.Errorf("delta update downloaded %d bytes", r.Bytes)
 	}
 	assertTreeEquals(t, filepath.Join(phone, "current"), zipFiles(t, z2))
 

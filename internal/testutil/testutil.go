@@ -64,8 +64,10 @@ var (
 	buildErr  error
 )
 
-// Binary builds ./cmd/capstan once per test process (with the race
-// detector when the test binary has it) and returns its path.
+// Binary builds ./cmd/capstan once per test process and returns its path.
+// It is built without the race detector even under -race: the packages it
+// wires are race-tested in-process, and a race-instrumented binary makes
+// patch builds in end-to-end tests several times slower.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -75,11 +77,7 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "capstan")
-		args := []string{"build", "-o", binPath}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		args = append(args, "./cmd/capstan")
+		args := []string{"build", "-o", binPath, "./cmd/capstan"}
 		cmd := exec.Command("go", args...)
 		cmd.Dir = RepoRoot(t)
 		out, err := cmd.CombinedOutput()

@@ -1,0 +1,90 @@
+package device
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+
+	"github.com/capstan-ota/capstan/delta"
+	"github.com/capstan-ota/capstan/release"
+)
+
+// Download modes reported in Result.Mode.
+const (
+	ModeDelta = "delta" // a patch from the installed release
+	ModeFull  = "full"  // the whole release as one compressed stream
+	ModeFiles = "files" // file by file, reusing what the device holds
+)
+
+// noBase is the base of a full download: it has no files.
+type noBase struct{}
+
+func (noBase) Open(string) (io.ReadCloser, error) { return nil, fs.ErrNotExist }
+
+// fetchPatch downloads the patch from base to p's target and applies it
+// into staging, streaming. A patch is trusted only through the signed
+// target manifest: Apply verifies every file it writes.
+func (d *Device) fetchPatch(ctx context.Context, p *plan, edge string, baseID release.Hash, staging string) error {
+	var base delta.BaseFiles = noBase{}
+	if !baseID.IsZero() {
+		dir, err := delta.OpenDir(currentDir(d.cfg.Dir))
+		if err != nil {
+			return err
+		}
+		defer dir.Close()
+		base = dir
+	}
+	total := p.manifest.TotalSize()
+	// A patch is never larger than the compressed release plus framing;
+	// anything longer is an endless body.
+	limit := total + total/8 + 1<<20
+	return d.download(ctx, edge, "/v1/patches/"+baseID.String()+"/"+p.target.ID.String(), limit, func(r io.Reader) error {
+		_, err := delta.Apply(ctx, delta.DefaultApplyConfig(), r, base, baseID, p.manifest, p.target.ID, staging)
+		return err
+	})
+}
+
+// resetStaging empties a staging folder after a failed attempt.
+func resetStaging(staging string) error {
+	if err := os.RemoveAll(staging); err != nil {
+		return err
+	}
+	return os.Mkdir(staging, 0o755)
+}
+
+// populate fills staging with every file of the target: a patch from the
+// installed release if there is one, else the full bundle in one stream,
+// else file by file. Each fallback starts from an empty staging folder.
+func (d *Device) populate(ctx context.Context, p *plan, staging string) (string, error) {
+	var errs []error
+	edges := uniq(append([]string{p.edge}, d.cfg.Edges...))
+	attempts := []struct {
+		mode string
+		base release.Hash
+	}{{ModeDelta, d.st.Current.ID}, {ModeFull, release.Hash{}}}
+	for _, a := range attempts {
+		if a.mode == ModeDelta && (a.base.IsZero() || d.st.Manifest == nil) {
+			continue
+		}
+		for _, e := range edges {
+			err := d.fetchPatch(ctx, p, e, a.base, staging)
+			if err == nil {
+				return a.mode, nil
+			}
+			errs = append(errs, fmt.Errorf("%s from %s: %w", a.mode, e, err))
+			if rerr := resetStaging(staging); rerr != nil {
+				return a.mode, rerr
+			}
+			if ctx.Err() != nil {
+				return a.mode, errors.Join(errs...)
+			}
+		}
+	}
+	if err := d.populateFiles(ctx, p, staging); err != nil {
+		return ModeFiles, errors.Join(append(errs, err)...)
+	}
+	return ModeFiles, nil
+}
