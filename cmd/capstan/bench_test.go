@@ -41,6 +41,9 @@ func startBenchCluster(t *testing.T, n int) *benchCluster {
 	var mu sync.Mutex
 	ocfg := origin.DefaultConfig(filepath.Join(t.TempDir(), "origin"))
 	ocfg.AdminKey = benchAdminKey
+	// Only the patches a test asks for are built: background builds of
+	// full bundles would compete for the CPU under the race detector.
+	ocfg.PrecomputeBases = -1
 	ocfg.Publisher = origin.PublisherFunc(func(env *release.Envelope) error {
 		mu.Lock()
 		defer mu.Unlock()
@@ -90,11 +93,11 @@ func startBenchCluster(t *testing.T, n int) *benchCluster {
 func testBundle(t *testing.T, version string) []byte {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(1, 2))
-	vendor := make([]byte, 200<<10)
+	vendor := make([]byte, 32<<10)
 	for i := range vendor {
 		vendor[i] = byte(rng.IntN(256))
 	}
-	app := bytes.Repeat([]byte("console.log('"+version+"');\n"), 4000)
+	app := bytes.Repeat([]byte("console.log('"+version+"');\n"), 500)
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
 	for name, body := range map[string][]byte{
@@ -114,12 +117,32 @@ func testBundle(t *testing.T, version string) []byte {
 	return buf.Bytes()
 }
 
-func (c *benchCluster) upload(t *testing.T, app, version, channel string) {
+func (c *benchCluster) upload(t *testing.T, app, version, channel string) release.Hash {
 	t.Helper()
 	api := &client.Client{Server: c.api, APIKey: benchAdminKey}
-	_, err := api.UploadRelease(context.Background(), client.Upload{App: app, Version: version, Channel: channel, Bundle: bytes.NewReader(testBundle(t, version))})
+	rec, err := api.UploadRelease(context.Background(), client.Upload{App: app, Version: version, Channel: channel, Bundle: bytes.NewReader(testBundle(t, version))})
 	if err != nil {
 		t.Fatal(err)
+	}
+	return rec.ID
+}
+
+// buildPatches asks the origin for each patch base → target and waits for
+// it, so that a slow build on a loaded test machine (the race detector
+// makes the delta builder many times slower) cannot run into the bench's
+// request timeout.
+func (c *benchCluster) buildPatches(t *testing.T, target release.Hash, bases ...release.Hash) {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Minute}
+	for _, b := range bases {
+		resp, err := hc.Get(c.api + "/v1/patches/" + b.String() + "/" + target.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("patch %s → %s: %s", b, target, resp.Status)
+		}
 	}
 }
 
@@ -177,9 +200,10 @@ func num(t *testing.T, m map[string]any, path ...string) float64 {
 
 func TestBenchCommandSteady(t *testing.T) {
 	c := startBenchCluster(t, 2)
-	c.upload(t, "com.example.bench", "1.0.0", "production")
-	c.upload(t, "com.example.bench", "1.0.1", "production")
-	c.upload(t, "com.example.bench", "1.0.2", "production")
+	v0 := c.upload(t, "com.example.bench", "1.0.0", "production")
+	v1 := c.upload(t, "com.example.bench", "1.0.1", "production")
+	v2 := c.upload(t, "com.example.bench", "1.0.2", "production")
+	c.buildPatches(t, v2, v0, v1)
 	out, text := runBenchCmd(t, c, "--devices", "20", "--duration", "2s", "--concurrency", "8")
 
 	if num(t, out, "updates") <= 0 {
@@ -204,6 +228,9 @@ func TestBenchCommandSteady(t *testing.T) {
 	}
 	if num(t, out, "bytes") <= 0 {
 		t.Error("no bytes downloaded")
+	}
+	if num(t, out, "ops", "update_patch", "count") <= 0 || num(t, out, "patch_bytes") <= 0 {
+		t.Errorf("no device updated with a patch:\n%s", text)
 	}
 	if pe, _ := out["per_edge"].(map[string]any); len(pe) != 2 {
 		t.Errorf("per_edge has %d edges, want 2", len(pe))
@@ -233,8 +260,9 @@ func TestBenchCommandSteady(t *testing.T) {
 
 func TestBenchCommandStorm(t *testing.T) {
 	c := startBenchCluster(t, 1)
-	c.upload(t, "com.example.bench", "1.0.0", "production")
-	c.upload(t, "com.example.bench", "2.0.0", "")
+	v1 := c.upload(t, "com.example.bench", "1.0.0", "production")
+	v2 := c.upload(t, "com.example.bench", "2.0.0", "")
+	c.buildPatches(t, v2, v1)
 	out, text := runBenchCmd(t, c, "--devices", "20", "--duration", "2s", "--scenario", "storm",
 		"--storm-version", "2.0.0", "--storm-after", "300ms", "--fleet", "current=100", "--concurrency", "8")
 	storm, _ := out["storm"].(map[string]any)
@@ -256,8 +284,9 @@ func TestBenchCommandStorm(t *testing.T) {
 // Kill hook: devices that preferred it fail over to the other.
 func TestBenchEdgeKill(t *testing.T) {
 	c := startBenchCluster(t, 2)
-	c.upload(t, "com.example.bench", "1.0.0", "production")
-	c.upload(t, "com.example.bench", "1.0.1", "production")
+	v0 := c.upload(t, "com.example.bench", "1.0.0", "production")
+	v1 := c.upload(t, "com.example.bench", "1.0.1", "production")
+	c.buildPatches(t, v1, v0)
 	cfg := bench.DefaultConfig()
 	cfg.Edges, cfg.App, cfg.Channel = c.urls, "com.example.bench", "production"
 	cfg.Devices, cfg.Duration, cfg.Concurrency = 20, 2*time.Second, 8
