@@ -31,6 +31,7 @@ func TestVerifyPatch(t *testing.T) {
 	}{
 		{"good", good, etag(good), true},
 		{"good without etag", good, "", true},
+		{"good, etag no content address", good, "6566f4c1-4ed2", true},
 		{"short", good[:40], "", false},
 		{"bad magic", append([]byte("NOTAPTCH"), good[8:]...), "", false},
 		{"other base", stream(target, target, 3), "", false},
