@@ -347,7 +347,8 @@ Updated devices are put back on their starting release, so the mix stays constan
 
 {storm['devices']:,} devices on 5.34.1, open loop at {storm.get('rate', 0):,.0f} sessions/s; 5.35.0 is put on the channel
 {st.get('at_s', 0):.1f} s into the run. Every edge answered checks with it after {secs(st.get('propagation_max_s'))} (SPEC §4: within 1 s on
-10 edges; polled every 10 ms). 50 % of the devices ran it after {secs(st.get('t50_s'))}, 99 % after {secs(st.get('t99_s'))};
+10 edges; polled every 10 ms). The first devices to ask wait for the origin to build the 5.34.1→5.35.0 patch
+(it starts building when the channel moves; the edges share one pull). 50 % of the devices ran it after {secs(st.get('t50_s'))}, 99 % after {secs(st.get('t99_s'))};
 {100*st.get('updated', 0):.1f} % at the end. Origin fetches by the three edges after the release: {st.get('origin_fetches', 0):.0f}
 for {storm['updates']:,} device updates (each edge pulls the new manifest and the patch once, whatever the number of devices;
 in files mode it would be each of the {new_objects - 1} new files instead; the count also holds the edges' periodic state polls). Failed checks {storm['failed_checks']}, failed updates {storm['failed_updates']}.
