@@ -104,14 +104,14 @@ func (b *Bench) session(ctx context.Context, d *simDevice, intended time.Time) o
 	if err != nil {
 		b.rec.Error("update", b.cfg.Edges[ei], errKind(err), end)
 		b.cfg.Logger.Debug("update failed", "device", d.id, "err", err)
-		b.report(ctx, d, "download_fail", from, target, n, end.Sub(intended), err)
+		b.report(ctx, d, target, n, err)
 		return outUpdateFailed
 	}
 	b.rec.Record("download", edge, end, end.Sub(dlStart), n)
 	b.rec.Record("update", edge, end, end.Sub(intended), 0)
 	b.rec.Record("update_"+mode, "", end, end.Sub(intended), n)
 	b.install(d, target)
-	b.report(ctx, d, "install", from, target, n, end.Sub(intended), nil)
+	b.report(ctx, d, target, n, nil)
 	if b.recycle {
 		// A new device on the old release takes this one's place.
 		b.install(d, d.start)
@@ -451,38 +451,52 @@ func (b *Bench) fetchBlob(ctx context.Context, order []int, f release.File) (int
 	return total, "", fmt.Errorf("bench: blob %s: %w", f.Path, errors.Join(errs...))
 }
 
-// event is one device event, in the shape of the Capgo stats body the
-// edge accepts (an array of objects).
+// event is one device event, in the shape the edge's POST /v1/events
+// takes (an array of these; see the rollout branch's stats.Event).
 type event struct {
-	Action    string `json:"action"`
-	App       string `json:"app_id"`
-	Channel   string `json:"channel"`
-	DeviceID  string `json:"device_id"`
-	Version   string `json:"version_name"`
-	Release   string `json:"release,omitempty"`
-	From      string `json:"from,omitempty"`
-	Bytes     int64  `json:"bytes"`
-	MS        int64  `json:"ms"`
-	Error     string `json:"error,omitempty"`
-	Timestamp int64  `json:"timestamp"`
+	Action  string `json:"action"`
+	App     string `json:"app"`
+	Channel string `json:"channel"`
+	Device  string `json:"device"`
+	Release string `json:"release"`
+	Version string `json:"version,omitempty"`
+	Bytes   int64  `json:"bytes,omitempty"`
+	Time    int64  `json:"time,omitempty"`
+	Error   string `json:"error,omitempty"`
+	Cause   string `json:"cause,omitempty"`
 }
 
-// report posts one event to the edge the device prefers. It is best
-// effort: an error is counted and never fails the update, and an edge
-// without the endpoint turns events off for the run.
-func (b *Bench) report(ctx context.Context, d *simDevice, action string, from, to *relInfo, n int64, took time.Duration, cause error) {
+// report posts the events of one update to the edge the device prefers:
+// download and install after a success, fail (cause verify or download)
+// after a failure. It is best effort: an error is counted under "event"
+// and never fails the update, and an edge without the endpoint (404 or
+// 405) turns events off for the run. All simulated devices share one
+// source address, so an edge's per-address event limit shows up as
+// event:http_429.
+func (b *Bench) report(ctx context.Context, d *simDevice, to *relInfo, n int64, cause error) {
 	if !b.cfg.Events || b.eventsOff.Load() {
 		return
 	}
-	ev := event{
-		Action: action, App: b.cfg.App, Channel: b.cfg.Channel, DeviceID: d.id,
-		Version: to.version(), Release: to.id().String(), From: from.id().String(),
-		Bytes: n, MS: took.Milliseconds(), Timestamp: time.Now().UnixMilli(),
-	}
+	now := time.Now().UnixMilli()
+	base := event{App: b.cfg.App, Channel: b.cfg.Channel, Device: d.id, Release: to.id().String(), Version: to.ref.Version, Time: now}
+	var evs []event
 	if cause != nil {
-		ev.Error = cause.Error()
+		ev := base
+		ev.Action, ev.Bytes, ev.Error, ev.Cause = "fail", n, cause.Error(), "download"
+		if errors.Is(cause, ErrVerify) {
+			ev.Cause = "verify"
+		}
+		if len(ev.Error) > 256 {
+			ev.Error = ev.Error[:256]
+		}
+		evs = append(evs, ev)
+	} else {
+		dl, in := base, base
+		dl.Action, dl.Bytes = "download", n
+		in.Action = "install"
+		evs = append(evs, dl, in)
 	}
-	body, _ := json.Marshal([]event{ev})
+	body, _ := json.Marshal(evs)
 	edge := b.cfg.Edges[d.order[0]]
 	start := time.Now()
 	_, err := do(ctx, b.http, "POST", edge+"/v1/events", body, b.cfg.Timeout, nil)
