@@ -18,6 +18,10 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
+// maxConnsPerEdge caps the connections the default client opens to one
+// edge (the common 1024 file-descriptor limit allows a few edges).
+const maxConnsPerEdge = 256
+
 // Bench is one benchmark run. Create it with New and call Run once.
 type Bench struct {
 	cfg     Config
@@ -63,7 +67,10 @@ func New(cfg Config) (*Bench, error) {
 		recycle:   cfg.Recycle && cfg.Scenario != ScenarioStorm,
 	}
 	if b.http == nil {
-		b.http = newHTTPClient(cfg.Concurrency*cfg.Parallel+8, cfg.Timeout)
+		// One connection per download in flight, but not more than a
+		// process can usually open: past the cap requests wait for a
+		// connection, and in the open loop that wait is latency.
+		b.http = newHTTPClient(min(cfg.Concurrency*cfg.Parallel+8, maxConnsPerEdge), cfg.Timeout)
 	}
 	return b, nil
 }

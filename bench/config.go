@@ -147,7 +147,8 @@ type Config struct {
 	// Logger receives setup and scenario notes; nil discards them.
 	Logger *slog.Logger
 	// HTTP is the client used for every request; nil means a
-	// fasthttp.Client sized to Concurrency × Parallel connections per edge.
+	// fasthttp.Client with Concurrency × Parallel connections per edge, at
+	// most 256.
 	HTTP *fasthttp.Client
 }
 
