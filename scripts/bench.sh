@@ -210,10 +210,13 @@ B=(--app $APP --channel $CHANNEL --devices "$BENCH_DEVICES" --duration "${BENCH_
 # Events are off here: nginx has no /v1/events, and the comparison is about
 # serving updates.
 L=(--app $APP --channel $CHANNEL --devices 200 --duration 5s --rate 20 --releases "$ID0" --fleet prev=100 --events=false)
-"$BIN" bench --edge "$E1" "${L[@]}" --json "$TMP/light.json" >"$TMP/light.txt" 2>"$TMP/light.err"
-"$BIN" bench --edge "$NG" "${L[@]}" --device-prefix nginx-light- --json "$TMP/nginx-light.json" >"$TMP/nginx-light.txt" 2>"$TMP/nginx-light.err"
-# What static hosting without deltas sends: the changed files.
-"$BIN" bench --edge "$NG" "${L[@]}" --mode files --device-prefix nginx-files- --json "$TMP/nginx-files.json" >"$TMP/nginx-files.txt" 2>"$TMP/nginx-files.err"
+# Two rounds, interleaved; each side keeps its round with the lower median.
+for r in 1 2; do
+	"$BIN" bench --edge "$E1" "${L[@]}" --device-prefix "light$r-" --json "$TMP/light.$r.json" >"$TMP/light.$r.txt" 2>"$TMP/light.$r.err"
+	"$BIN" bench --edge "$NG" "${L[@]}" --device-prefix "nginx-light$r-" --json "$TMP/nginx-light.$r.json" >"$TMP/nginx-light.$r.txt" 2>"$TMP/nginx-light.$r.err"
+	# What static hosting without deltas sends: the changed files.
+	"$BIN" bench --edge "$NG" "${L[@]}" --mode files --device-prefix "nginx-files$r-" --json "$TMP/nginx-files.$r.json" >"$TMP/nginx-files.$r.txt" 2>"$TMP/nginx-files.$r.err"
+done
 FLEET=(--releases "$ID0,$ID1" --fleet prev=70,older=10,current=20)
 "$BIN" bench --edge "$E1" "${B[@]}" "${FLEET[@]}" --events=false --device-prefix one- --json "$TMP/one-steady.json" >"$TMP/one-steady.txt" 2>"$TMP/one-steady.err"
 "$BIN" bench --edge "$NG" "${B[@]}" "${FLEET[@]}" --events=false --device-prefix nginx- --json "$TMP/nginx-steady.json" >"$TMP/nginx-steady.txt" 2>"$TMP/nginx-steady.err"
@@ -278,7 +281,8 @@ for b, size in (("big", $BIG_SIZE), ("small", $SMALL_SIZE)):
     row(f"blob {size/1e6:.2f} MB: requests/s", c[0], n[0], "", "higher", target=vs_nginx(c[0], n[0]))
     row(f"blob {size/1e6:.2f} MB: MB/s", c[0]*size/1e6, n[0]*size/1e6, "", "higher")
     row(f"blob {size/1e6:.2f} MB: p99 latency", c[1], n[1], " ms", "lower", "{:.2f}")
-light, nlight, nfiles = load("light"), load("nginx-light"), load("nginx-files")
+def best(n): return min((load(f"{n}.{r}") for r in (1, 2)), key=lambda r: r["ops"]["update"]["p50_ms"])
+light, nlight, nfiles = best("light"), best("nginx-light"), best("nginx-files")
 def mode(r): return "patch" if r["ops"].get("update_patch", {}).get("count") else "files"
 cu, nu, fu = light["ops"]["update"], nlight["ops"]["update"], nfiles["ops"]["update"]
 row(f"device update 5.34.0→5.34.1 at 20/s (Capstan: {mode(light)}, nginx: {mode(nlight)}): median", cu["p50_ms"], nu["p50_ms"], " ms", "lower", "{:.1f}",
@@ -330,8 +334,8 @@ keep-alive unlimited), runs interleaved (edge, nginx, edge, nginx …) in the sa
 serves are the edge's own answers saved to files (\`/v1/check\` with the same query), so the bytes are
 identical; blobs are the same files under \`/v1/blobs/<sha256>\`. The device rows run \`capstan bench\` (same flags) once
 against edge 1 and once against nginx, which serves the saved check answers, manifests, blobs and the 5.34.0→5.34.1
-patch ({PATCH_SIZE:,} B) as files: 200 devices on 5.34.0 arriving at 20 per second (open loop) for the latency of one
-update, and {onesteady['devices']:,} devices with 50 sessions in flight (closed loop) for throughput. Each device
+patch ({PATCH_SIZE:,} B) as files: 200 devices on 5.34.0 arriving at 20 per second (open loop, 5 s, two interleaved
+rounds, each side's round with the lower median kept) for the latency of one update, and {onesteady['devices']:,} devices with 50 sessions in flight (closed loop) for throughput. Each device
 downloads the patch and checks its header and content address (or, in files mode, downloads the files its release
 lacks and checks their size and SHA-256 against the signed manifest). The "nginx sending files" rows are what
 static hosting without deltas costs a device.
