@@ -50,6 +50,7 @@ type Bench struct {
 	patchBytes atomic.Int64
 	blobBytes  atomic.Int64
 	failovers  atomic.Int64
+	fallbacks  atomic.Int64
 }
 
 // New validates cfg and returns a Bench. It sends no request.
@@ -137,13 +138,16 @@ type Result struct {
 	Sessions int64 `json:"sessions"`
 	// Unstarted counts open-loop sessions that were due before the end
 	// but never got a slot: the generator (or the server) fell behind.
-	Unstarted      int64   `json:"unstarted"`
-	Updates        int64   `json:"updates"`
-	UpToDate       int64   `json:"up_to_date"`
-	Blocked        int64   `json:"blocked"`
-	FailedChecks   int64   `json:"failed_checks"`
-	FailedUpdates  int64   `json:"failed_updates"`
-	Failovers      int64   `json:"failovers"`
+	Unstarted     int64 `json:"unstarted"`
+	Updates       int64 `json:"updates"`
+	UpToDate      int64 `json:"up_to_date"`
+	Blocked       int64 `json:"blocked"`
+	FailedChecks  int64 `json:"failed_checks"`
+	FailedUpdates int64 `json:"failed_updates"`
+	Failovers     int64 `json:"failovers"`
+	// PatchFallbacks counts updates that fell back to files after a patch
+	// failed (not a 404, which means the edge has no patch for the pair).
+	PatchFallbacks int64   `json:"patch_fallbacks"`
 	SessionsPerSec float64 `json:"sessions_per_s"`
 	UpdatesPerSec  float64 `json:"updates_per_s"`
 
@@ -304,6 +308,7 @@ func (b *Bench) Run(ctx context.Context) (*Result, error) {
 	res.FailedChecks = counts[outCheckFailed].Load()
 	res.FailedUpdates = counts[outUpdateFailed].Load()
 	res.Failovers = b.failovers.Load()
+	res.PatchFallbacks = b.fallbacks.Load()
 	res.SessionsPerSec = float64(res.Sessions) / elapsed.Seconds()
 	res.UpdatesPerSec = float64(res.Updates) / elapsed.Seconds()
 	res.Bytes, res.PatchBytes, res.BlobBytes = b.bytes.Load(), b.patchBytes.Load(), b.blobBytes.Load()

@@ -89,6 +89,9 @@ func (r *Result) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&sb, "\nsessions %d (%.1f/s): %d updated (%.1f/s), %d up to date, %d blocked, %d failed checks, %d failed updates, %d failovers",
 		r.Sessions, r.SessionsPerSec, r.Updates, r.UpdatesPerSec, r.UpToDate, r.Blocked, r.FailedChecks, r.FailedUpdates, r.Failovers)
+	if r.PatchFallbacks > 0 {
+		fmt.Fprintf(&sb, ", %d updates fell back to files after a failed patch", r.PatchFallbacks)
+	}
 	if r.Unstarted > 0 {
 		fmt.Fprintf(&sb, ", %d due but never started (the generator fell behind)", r.Unstarted)
 	}
