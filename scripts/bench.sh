@@ -17,6 +17,16 @@
 # repository root), KEEP_TMP=1 to keep the temp dir.
 set -euo pipefail
 
+# --edge-only (make bench-edge): only the wrk comparison of one edge with
+# nginx; prints the table and leaves docs/benchmarks.md alone.
+EDGE_ONLY=0
+for arg in "$@"; do
+	case $arg in
+	--edge-only) EDGE_ONLY=1 ;;
+	*) echo "usage: scripts/bench.sh [--edge-only]" >&2; exit 2 ;;
+	esac
+done
+
 ROOT=$(git rev-parse --show-toplevel)
 cd "$ROOT"
 FIX=${CAPSTAN_FIXTURES:-$ROOT/../shared/fixtures}/swagger-ui
@@ -201,48 +211,53 @@ for r in $(seq 1 "$WRK_ROUNDS"); do
 	done
 done
 
-log "capstan bench: $BENCH_DEVICES devices, ${BENCH_SECONDS}s per scenario"
-B=(--app $APP --channel $CHANNEL --devices "$BENCH_DEVICES" --duration "${BENCH_SECONDS}s")
-# Device view, like for like: the same client against one edge and against
-# nginx. First one update at a time, nearly (20 sessions/s, every device
-# behind): the latency of a device update, not of a saturated machine; then
-# the steady fleet with 50 sessions in flight, for throughput.
-# Events are off here: nginx has no /v1/events, and the comparison is about
-# serving updates.
-L=(--app $APP --channel $CHANNEL --devices 200 --duration 5s --rate 20 --releases "$ID0" --fleet prev=100 --events=false)
-# Two rounds, interleaved; each side keeps its round with the lower median.
-for r in 1 2; do
-	"$BIN" bench --edge "$E1" "${L[@]}" --device-prefix "light$r-" --json "$TMP/light.$r.json" >"$TMP/light.$r.txt" 2>"$TMP/light.$r.err"
-	"$BIN" bench --edge "$NG" "${L[@]}" --device-prefix "nginx-light$r-" --json "$TMP/nginx-light.$r.json" >"$TMP/nginx-light.$r.txt" 2>"$TMP/nginx-light.$r.err"
-	# What static hosting without deltas sends: the changed files.
-	"$BIN" bench --edge "$NG" "${L[@]}" --mode files --device-prefix "nginx-files$r-" --json "$TMP/nginx-files.$r.json" >"$TMP/nginx-files.$r.txt" 2>"$TMP/nginx-files.$r.err"
-done
-FLEET=(--releases "$ID0,$ID1" --fleet prev=70,older=10,current=20)
-"$BIN" bench --edge "$E1" "${B[@]}" "${FLEET[@]}" --events=false --device-prefix one- --json "$TMP/one-steady.json" >"$TMP/one-steady.txt" 2>"$TMP/one-steady.err"
-"$BIN" bench --edge "$NG" "${B[@]}" "${FLEET[@]}" --events=false --device-prefix nginx- --json "$TMP/nginx-steady.json" >"$TMP/nginx-steady.txt" 2>"$TMP/nginx-steady.err"
-# The fleet as deployed: three edges, each device with its own edge order.
-"$BIN" bench --edge "$EDGE_LIST" "${B[@]}" "${FLEET[@]}" --json "$TMP/steady.json" --report "$TMP/steady.html" >"$TMP/steady.txt" 2>"$TMP/steady.err"
-"$BIN" bench --edge "$EDGE_LIST" --app $APP --channel $CHANNEL --devices "$STORM_DEVICES" --duration "${BENCH_SECONDS}s" \
-	--scenario storm --storm-version 5.35.0 --storm-after 2s --fleet current=100 --rate $((STORM_DEVICES / 2)) --json "$TMP/storm.json" --report "$TMP/storm.html" >"$TMP/storm.txt" 2>"$TMP/storm.err"
-KILLED=${EDGE_PIDS[2]}
-log "edge 3 (pid $KILLED) will be killed with SIGKILL mid-run"
-disown "$KILLED" # no "Killed" job notice from bash: the kill is the point
-"$BIN" bench --edge "$EDGE_LIST" "${B[@]}" --scenario edge-kill --kill-after $((BENCH_SECONDS / 2))s --kill-cmd "kill -9 $KILLED" \
-	--releases "$ID1" --fleet prev=80,current=20 --json "$TMP/kill.json" --report "$TMP/kill.html" >"$TMP/kill.txt" 2>"$TMP/kill.err"
+if [ "$EDGE_ONLY" = 0 ]; then
+	log "capstan bench: $BENCH_DEVICES devices, ${BENCH_SECONDS}s per scenario"
+	B=(--app $APP --channel $CHANNEL --devices "$BENCH_DEVICES" --duration "${BENCH_SECONDS}s")
+	# Device view, like for like: the same client against one edge and against
+	# nginx. First one update at a time, nearly (20 sessions/s, every device
+	# behind): the latency of a device update, not of a saturated machine; then
+	# the steady fleet with 50 sessions in flight, for throughput.
+	# Events are off here: nginx has no /v1/events, and the comparison is about
+	# serving updates.
+	L=(--app $APP --channel $CHANNEL --devices 200 --duration 5s --rate 20 --releases "$ID0" --fleet prev=100 --events=false)
+	# Two rounds, interleaved; each side keeps its round with the lower median.
+	for r in 1 2; do
+		"$BIN" bench --edge "$E1" "${L[@]}" --device-prefix "light$r-" --json "$TMP/light.$r.json" >"$TMP/light.$r.txt" 2>"$TMP/light.$r.err"
+		"$BIN" bench --edge "$NG" "${L[@]}" --device-prefix "nginx-light$r-" --json "$TMP/nginx-light.$r.json" >"$TMP/nginx-light.$r.txt" 2>"$TMP/nginx-light.$r.err"
+		# What static hosting without deltas sends: the changed files.
+		"$BIN" bench --edge "$NG" "${L[@]}" --mode files --device-prefix "nginx-files$r-" --json "$TMP/nginx-files.$r.json" >"$TMP/nginx-files.$r.txt" 2>"$TMP/nginx-files.$r.err"
+	done
+	FLEET=(--releases "$ID0,$ID1" --fleet prev=70,older=10,current=20)
+	"$BIN" bench --edge "$E1" "${B[@]}" "${FLEET[@]}" --events=false --device-prefix one- --json "$TMP/one-steady.json" >"$TMP/one-steady.txt" 2>"$TMP/one-steady.err"
+	"$BIN" bench --edge "$NG" "${B[@]}" "${FLEET[@]}" --events=false --device-prefix nginx- --json "$TMP/nginx-steady.json" >"$TMP/nginx-steady.txt" 2>"$TMP/nginx-steady.err"
+	# The fleet as deployed: three edges, each device with its own edge order.
+	"$BIN" bench --edge "$EDGE_LIST" "${B[@]}" "${FLEET[@]}" --json "$TMP/steady.json" --report "$TMP/steady.html" >"$TMP/steady.txt" 2>"$TMP/steady.err"
+	"$BIN" bench --edge "$EDGE_LIST" --app $APP --channel $CHANNEL --devices "$STORM_DEVICES" --duration "${BENCH_SECONDS}s" \
+		--scenario storm --storm-version 5.35.0 --storm-after 2s --fleet current=100 --rate $((STORM_DEVICES / 2)) --json "$TMP/storm.json" --report "$TMP/storm.html" >"$TMP/storm.txt" 2>"$TMP/storm.err"
+	KILLED=${EDGE_PIDS[2]}
+	log "edge 3 (pid $KILLED) will be killed with SIGKILL mid-run"
+	disown "$KILLED" # no "Killed" job notice from bash: the kill is the point
+	"$BIN" bench --edge "$EDGE_LIST" "${B[@]}" --scenario edge-kill --kill-after $((BENCH_SECONDS / 2))s --kill-cmd "kill -9 $KILLED" \
+		--releases "$ID1" --fleet prev=80,current=20 --json "$TMP/kill.json" --report "$TMP/kill.html" >"$TMP/kill.txt" 2>"$TMP/kill.err"
+fi
 
 rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 EDGE_RSS=$(for p in "${EDGE_PIDS[@]:0:2}"; do rss_kb "$p"; done | sort -n | tail -1)
 NGINX_RSS=0
 for p in $NGINX_PID $(pgrep -P "$NGINX_PID" || true); do NGINX_RSS=$((NGINX_RSS + $(rss_kb "$p"))); done
 
-mkdir -p "$ROOT/docs/bench"
-cp "$TMP/steady.html" "$ROOT/docs/bench/fleet-steady.html"
-cp "$TMP/storm.html" "$ROOT/docs/bench/fleet-storm.html"
-cp "$TMP/kill.html" "$ROOT/docs/bench/fleet-edge-kill.html"
+if [ "$EDGE_ONLY" = 0 ]; then
+	mkdir -p "$ROOT/docs/bench"
+	cp "$TMP/steady.html" "$ROOT/docs/bench/fleet-steady.html"
+	cp "$TMP/storm.html" "$ROOT/docs/bench/fleet-storm.html"
+	cp "$TMP/kill.html" "$ROOT/docs/bench/fleet-edge-kill.html"
+fi
 
 python3 - "$TMP" "$ROOT/docs/benchmarks.md" <<PY
 import json, re, sys, os, subprocess, datetime
 PATCH_SIZE = $PATCH_SIZE
+EDGE_ONLY = $EDGE_ONLY == 1
 tmp, doc = sys.argv[1], sys.argv[2]
 
 def wrk1(path):
@@ -258,7 +273,8 @@ def wrk(name):
     return max(wrk1(f"{tmp}/wrk-{name}.{r}.txt") for r in range(1, $WRK_ROUNDS + 1))
 
 def load(n): return json.load(open(f"{tmp}/{n}.json"))
-steady, onesteady, nsteady, storm, kill = load("steady"), load("one-steady"), load("nginx-steady"), load("storm"), load("kill")
+if not EDGE_ONLY:
+    steady, onesteady, nsteady, storm, kill = load("steady"), load("one-steady"), load("nginx-steady"), load("storm"), load("kill")
 
 rows = []
 def row(what, c, n, unit, better="higher", fmt="{:,.0f}", target=""):
@@ -281,22 +297,26 @@ for b, size in (("big", $BIG_SIZE), ("small", $SMALL_SIZE)):
     row(f"blob {size/1e6:.2f} MB: requests/s", c[0], n[0], "", "higher", target=vs_nginx(c[0], n[0]))
     row(f"blob {size/1e6:.2f} MB: MB/s", c[0]*size/1e6, n[0]*size/1e6, "", "higher")
     row(f"blob {size/1e6:.2f} MB: p99 latency", c[1], n[1], " ms", "lower", "{:.2f}")
-def best(n): return min((load(f"{n}.{r}") for r in (1, 2)), key=lambda r: r["ops"]["update"]["p50_ms"])
-light, nlight, nfiles = best("light"), best("nginx-light"), best("nginx-files")
-def mode(r): return "patch" if r["ops"].get("update_patch", {}).get("count") else "files"
-cu, nu, fu = light["ops"]["update"], nlight["ops"]["update"], nfiles["ops"]["update"]
-row(f"device update 5.34.0→5.34.1 at 20/s (Capstan: {mode(light)}, nginx: {mode(nlight)}): median", cu["p50_ms"], nu["p50_ms"], " ms", "lower", "{:.1f}",
-    target=below(cu["p50_ms"], 30, "ms; the target includes applying the patch, skipped here"))
-row("device update at 20/s: p99", cu["p99_ms"], nu["p99_ms"], " ms", "lower", "{:.1f}")
-row("device update at 20/s: bytes per update", light["bytes"]/max(light["updates"],1)/1e3, nlight["bytes"]/max(nlight["updates"],1)/1e3, " kB", "lower", "{:,.1f}")
-row(f"device update at 20/s, nginx sending the changed files instead ({mode(nfiles)}): median", cu["p50_ms"], fu["p50_ms"], " ms", "lower", "{:.1f}")
-row("device update at 20/s, nginx sending files: bytes per update", light["bytes"]/max(light["updates"],1)/1e3, nfiles["bytes"]/max(nfiles["updates"],1)/1e3, " kB", "lower", "{:,.1f}")
-row("device sessions/s, 50 in flight (check + update when offered)", onesteady["sessions_per_s"], nsteady["sessions_per_s"], "", "higher")
-row("device update with 50 sessions in flight: median", onesteady["ops"]["update"]["p50_ms"], nsteady["ops"]["update"]["p50_ms"], " ms", "lower", "{:.1f}")
+if not EDGE_ONLY:
+    def best(n): return min((load(f"{n}.{r}") for r in (1, 2)), key=lambda r: r["ops"]["update"]["p50_ms"])
+    light, nlight, nfiles = best("light"), best("nginx-light"), best("nginx-files")
+    def mode(r): return "patch" if r["ops"].get("update_patch", {}).get("count") else "files"
+    cu, nu, fu = light["ops"]["update"], nlight["ops"]["update"], nfiles["ops"]["update"]
+    row(f"device update 5.34.0→5.34.1 at 20/s (Capstan: {mode(light)}, nginx: {mode(nlight)}): median", cu["p50_ms"], nu["p50_ms"], " ms", "lower", "{:.1f}",
+        target=below(cu["p50_ms"], 30, "ms; the target includes applying the patch, skipped here"))
+    row("device update at 20/s: p99", cu["p99_ms"], nu["p99_ms"], " ms", "lower", "{:.1f}")
+    row("device update at 20/s: bytes per update", light["bytes"]/max(light["updates"],1)/1e3, nlight["bytes"]/max(nlight["updates"],1)/1e3, " kB", "lower", "{:,.1f}")
+    row(f"device update at 20/s, nginx sending the changed files instead ({mode(nfiles)}): median", cu["p50_ms"], fu["p50_ms"], " ms", "lower", "{:.1f}")
+    row("device update at 20/s, nginx sending files: bytes per update", light["bytes"]/max(light["updates"],1)/1e3, nfiles["bytes"]/max(nfiles["updates"],1)/1e3, " kB", "lower", "{:,.1f}")
+    row("device sessions/s, 50 in flight (check + update when offered)", onesteady["sessions_per_s"], nsteady["sessions_per_s"], "", "higher")
+    row("device update with 50 sessions in flight: median", onesteady["ops"]["update"]["p50_ms"], nsteady["ops"]["update"]["p50_ms"], " ms", "lower", "{:.1f}")
 row("peak RSS (VmHWM) of one edge / all nginx processes", $EDGE_RSS/1024, $NGINX_RSS/1024, " MB", "lower", "{:.0f}", target=below($EDGE_RSS/1024, 150, "MB"))
 
 table = ["| measure | Capstan edge | nginx static | Capstan / nginx | better | SPEC §4 target |", "|---|---:|---:|---:|---|---|"]
 table += ["| " + " | ".join(r) + " |" for r in rows]
+if EDGE_ONLY:
+    print("\n".join(table))
+    sys.exit(0)
 
 def ops(r):
     out = ["| op | count | errors | p50 ms | p90 ms | p95 ms | p99 ms | p99.9 ms | max ms |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -404,7 +424,8 @@ open(doc, "w").write(text)
 print("\n".join(table))
 PY
 
+[ "$EDGE_ONLY" = 1 ] && exit 0
 echo
-cat "$TMP/storm.txt" | grep -E '^storm:' || true
-cat "$TMP/kill.txt" | grep -E '^edge kill' || true
+grep -E '^storm:' "$TMP/storm.txt" || true
+grep -E '^edge kill' "$TMP/kill.txt" || true
 log "written to docs/benchmarks.md (reports in docs/bench/)"
