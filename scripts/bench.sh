@@ -394,16 +394,17 @@ Reports with latency histograms and latency over time: [steady](bench/fleet-stea
 
 method = """## Fleet benchmark
 
-How to run: \`make bench\` (about 2 minutes; needs nginx, wrk, jq and python3, and the swagger-ui fixtures in
+How to run: \`make bench\` (2 to 3 minutes; needs nginx, wrk, jq and python3, and the swagger-ui fixtures in
 \`../shared/fixtures\` next to the repository or in \`CAPSTAN_FIXTURES\`). It starts an origin and three edges as separate
-processes on loopback, uploads swagger-ui 5.34.0, 5.34.1 and 5.35.0, and measures:
+processes on loopback, uploads swagger-ui 5.34.0, 5.34.1 and 5.35.0, waits for the origin's patch builds, and
+measures (\`make bench-edge\` runs only the first item and prints its table without touching this file):
 
 - **wrk, edge vs nginx**: the same URLs, bytes and wrk settings against one edge and against nginx serving the same
   bytes as static files. This is the like-for-like figure behind the SPEC's targets (check throughput ≥ nginx, check
   p99 < 2 ms at 50 connections, blob throughput ≥ nginx, edge RSS < 150 MB).
 - **capstan bench**: simulated devices, each with its own id and installed release, doing what a device does: check,
-  and when offered, download the patch (or the files its release lacks), verify sizes and SHA-256 against the signed
-  manifest, report events. Check and update latencies are measured from each session's intended start and recorded in
+  and when offered, download the patch (checking its header and content address) or the files its release lacks
+  (checking sizes and SHA-256 against the signed manifest), report events. Check and update latencies are measured from each session's intended start and recorded in
   HDR histograms. Patch application (device CPU) is skipped; the bytes are downloaded and verified.
 - **release storm**: a new release lands while the fleet checks at a fixed rate: time until 99 % of devices run it,
   and how many fetches the edges sent to the origin.
