@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/url"
@@ -51,6 +52,7 @@ type Bench struct {
 	blobBytes  atomic.Int64
 	failovers  atomic.Int64
 	fallbacks  atomic.Int64
+	ran        atomic.Bool
 }
 
 // New validates cfg and returns a Bench. It sends no request.
@@ -203,7 +205,7 @@ type StormResult struct {
 type KillResult struct {
 	At    float64 `json:"at_s"`
 	Error string  `json:"error,omitempty"`
-	// FailedUpdatesAfter counts failed checks and updates after the kill;
+	// FailedAfter counts failed checks and updates after the kill;
 	// the goal is zero (devices fail over).
 	FailedAfter int64 `json:"failed_after"`
 }
@@ -212,6 +214,9 @@ type KillResult struct {
 // It returns an error only when the run could not start; failures during
 // the run are counted in the result.
 func (b *Bench) Run(ctx context.Context) (*Result, error) {
+	if b.ran.Swap(true) {
+		return nil, errors.New("bench: Run called twice; make a new Bench")
+	}
 	if err := b.buildFleet(ctx, b.shares); err != nil {
 		return nil, err
 	}
