@@ -58,8 +58,8 @@ run after --kill-after; devices fail over, failed updates are counted).`,
 			}
 			// The origin API is used when it is configured or needed: a
 			// bench against edges alone must not need origin credentials.
-			if useOrigin || os.Getenv("CAPSTAN_API_KEY") != "" || cfg.Scenario == bench.ScenarioStorm {
-				cfg.Origin = apiClient()
+			if api := apiClient(); useOrigin || api.APIKey != "" || cfg.Scenario == bench.ScenarioStorm {
+				cfg.Origin = api
 			}
 			if killCmd != "" {
 				cfg.Kill = func(ctx context.Context) error {
@@ -118,7 +118,7 @@ run after --kill-after; devices fail over, failed updates are counted).`,
 	f.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "steady, storm or edge-kill")
 	f.StringVar(&cfg.Fleet, "fleet", cfg.Fleet, "shares of devices per starting release: prev, older, current, none")
 	f.StringVar(&releases, "releases", "", "releases devices may start on: IDs, or versions with the origin API (default: the origin's list)")
-	f.BoolVar(&useOrigin, "origin", false, "read releases from the origin API (CAPSTAN_SERVER) even without CAPSTAN_API_KEY")
+	f.BoolVar(&useOrigin, "origin", false, "read releases from the origin API (--server, CAPSTAN_SERVER) even without an API key")
 	f.StringVar(&cfg.StormVersion, "storm-version", "", "storm: the version to point the channel at mid-run (needs CAPSTAN_API_KEY)")
 	f.DurationVar(&cfg.StormAfter, "storm-after", 0, "storm: when to release it (default a quarter of --duration)")
 	f.StringVar(&killCmd, "kill-cmd", "", "edge-kill: shell command that stops an edge")
