@@ -230,6 +230,13 @@ func lineSVG(title string, ss []series, logY bool, xmax float64, markers []marke
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", tx(p.x), ty(p.y)))
 		}
 		fmt.Fprintf(&sb, `<polyline fill="none" stroke="%s" stroke-width="1.8" points="%s"/>`, s.color, strings.Join(pts, " "))
+		if len(s.pts) <= 120 {
+			// Dots too, so that a series with one point (an op seen in a
+			// single second) still shows.
+			for _, p := range s.pts {
+				fmt.Fprintf(&sb, `<circle cx="%.1f" cy="%.1f" r="2.5" fill="%s"/>`, tx(p.x), ty(p.y), s.color)
+			}
+		}
 		lx := chartW - padR - 80*(len(ss)-i)
 		fmt.Fprintf(&sb, `<rect x="%d" y="22" width="10" height="10" fill="%s"/><text x="%d" y="31">%s</text>`, lx, s.color, lx+14, html.EscapeString(s.name))
 	}
