@@ -120,6 +120,7 @@ type Server struct {
 }
 
 type manifestEntry struct {
+	id      release.Hash
 	envJSON []byte
 	m       *release.Manifest
 }
