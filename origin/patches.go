@@ -167,9 +167,12 @@ func (s *Server) precompute(c *release.Channel) {
 	if c.Release.ID.IsZero() || !c.Release.Sealed.IsZero() || s.cfg.PrecomputeBases < 0 {
 		return
 	}
-	bases := []release.Hash{{}}
+	// Most devices run the release the channel served just before: their
+	// patch comes first, then older bases, then the full bundle (only new
+	// devices and failed patches need it).
+	var bases []release.Hash
 	if hist, err := s.st.history(c.App, c.Channel); err == nil {
-		for i := len(hist) - 1; i >= 0 && len(bases) <= s.cfg.PrecomputeBases; i-- {
+		for i := len(hist) - 1; i >= 0 && len(bases) < s.cfg.PrecomputeBases; i-- {
 			id := hist[i].Release.ID
 			if id.IsZero() || id == c.Release.ID || containsHash(bases, id) {
 				continue
@@ -177,6 +180,7 @@ func (s *Server) precompute(c *release.Channel) {
 			bases = append(bases, id)
 		}
 	}
+	bases = append(bases, release.Hash{})
 	target := c.Release.ID
 	s.wg.Add(1)
 	go func() {
