@@ -42,6 +42,13 @@ type Config struct {
 	// origin costs a device a fast 503, never a hang.
 	FetchTimeout   time.Duration
 	ConnectTimeout time.Duration
+	// Fleet lists the fleet's alive edges (this one included) for
+	// GET /v1/edges; it is called at most once a second. Nil means the
+	// edge knows no fleet and answers an empty list.
+	Fleet func() []Peer
+	// Region is this edge's region label, as announced in gossip; empty
+	// means none.
+	Region string
 	// Logger receives the edge's log; nil discards it.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -73,6 +80,7 @@ type Server struct {
 	reg    *prometheus.Registry
 	m      *metrics
 	srv    *fasthttp.Server
+	fleet  fleetCache
 
 	manMu     sync.RWMutex // guards manifests
 	manifests map[release.Hash]*manifestEntry

@@ -69,6 +69,9 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, metricsHandler fasthttp.Request
 	case strings.HasPrefix(path, "/v1/releases/") && get:
 		s.handleRelease(ctx, path[len("/v1/releases/"):])
 		return "release"
+	case path == "/v1/edges" && get:
+		s.handleEdges(ctx)
+		return "edges"
 	case path == "/healthz" && get:
 		s.handleHealth(ctx)
 		return "healthz"

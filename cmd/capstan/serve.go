@@ -66,13 +66,16 @@ func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir, addr string, pub
 	return o, srv, ln, nil
 }
 
-func startEdge(log *slog.Logger, dataDir, addr string, cacheSize int64, origins func() []string) (*edge.Server, net.Listener, error) {
+func startEdge(log *slog.Logger, dataDir, addr string, cacheSize int64, origins func() []string, opts ...func(*edge.Config)) (*edge.Server, net.Listener, error) {
 	cfg := edge.DefaultConfig(dataDir)
 	if cacheSize > 0 {
 		cfg.CacheSize = cacheSize
 	}
 	cfg.Origins = origins
 	cfg.Logger = log.With("component", "edge")
+	for _, o := range opts {
+		o(&cfg)
+	}
 	e, err := edge.New(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -280,7 +283,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 				}
 				return out
 			}
-			e, ln, err := startEdge(log, dataDir, httpAddr, size, origins)
+			e, ln, err := startEdge(log, dataDir, httpAddr, size, origins, withFleet(fleetPeers(&node), g.region))
 			if err != nil {
 				return err
 			}
