@@ -26,8 +26,13 @@ type Config struct {
 	// Dir holds the installed bundle (Dir/current) and the device's state
 	// (Dir/.capstan).
 	Dir string
-	// Edges are the base URLs to try, in order.
+	// Edges are the base URLs the app ships. With ranking on (the
+	// default) they are where the device learns the fleet, and the last
+	// resort after the ranked edges; with Ranking.Off they are tried in
+	// order.
 	Edges []string
+	// Ranking says how the device finds its nearest edge (see RankConfig).
+	Ranking RankConfig
 	// App and Channel say what to follow.
 	App, Channel string
 	// DeviceID overrides the stored (or generated) device id.
@@ -89,6 +94,7 @@ type Device struct {
 	cfg   Config
 	st    *State
 	bytes atomic.Int64
+	rank  ranker
 }
 
 // New opens the device's folder, recovering from an interrupted install.
@@ -257,7 +263,8 @@ func (d *Device) check(ctx context.Context) (*plan, error) {
 		q.Set("native", d.cfg.NativeVersion)
 	}
 	var errs []error
-	for _, edge := range d.cfg.Edges {
+	edges := d.edgeOrder(ctx)
+	for i, edge := range edges {
 		var ans checkAnswer
 		if err := d.getJSON(ctx, edge, "/v1/check?"+q.Encode(), 4<<20+release.MaxManifestBytes, &ans); err != nil {
 			errs = append(errs, err)
@@ -269,6 +276,7 @@ func (d *Device) check(ctx context.Context) (*plan, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", edge, err))
 			continue
 		}
+		d.served(edges, i)
 		return p, nil
 	}
 	return nil, errors.Join(append([]error{ErrNoEdge}, errs...)...)
@@ -453,7 +461,7 @@ func (d *Device) placeFile(ctx context.Context, edge, staging string, f release.
 			}
 		}
 	}
-	edges := append([]string{edge}, d.cfg.Edges...)
+	edges := append([]string{edge}, d.order()...)
 	var errs []error
 	for _, e := range uniq(edges) {
 		err := d.download(ctx, e, "/v1/blobs/"+f.SHA256.String(), f.Size, func(r io.Reader) error {

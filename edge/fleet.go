@@ -38,10 +38,11 @@ const (
 	MaxFleetBody  = 64 << 10
 )
 
-// fleetTTL is how long an encoded fleet list is reused, and how long
-// devices and proxies may cache it (Cache-Control max-age): membership
-// changes within seconds, and a device probes what it gets anyway.
-const fleetTTL = 5 * time.Second
+// fleetReuse is how long an encoded fleet list is reused before
+// Config.Fleet is called again. Devices and proxies may cache it for 5 s
+// (Cache-Control max-age): membership changes within seconds, and a
+// device times what it gets anyway.
+const fleetReuse = time.Second
 
 // fleetCache holds the last encoded /v1/edges body.
 type fleetCache struct {
@@ -55,7 +56,7 @@ type fleetCache struct {
 func (s *Server) handleEdges(ctx *fasthttp.RequestCtx) {
 	now := s.cfg.Now()
 	s.fleet.mu.Lock()
-	if s.fleet.body == nil || now.Sub(s.fleet.at) >= time.Second || now.Before(s.fleet.at) {
+	if s.fleet.body == nil || now.Sub(s.fleet.at) >= fleetReuse || now.Before(s.fleet.at) {
 		s.fleet.body = s.encodeFleet()
 		s.fleet.at = now
 	}
