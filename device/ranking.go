@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -43,10 +44,17 @@ type RankConfig struct {
 	// region first, so a large fleet costs a few requests, not one per
 	// edge.
 	Candidates int
-	// Probes is the number of requests timed per candidate (default 3);
-	// the smallest round trip counts, which leaves out the connection
-	// setup of the first and any one-off stall.
+	// Probes is the number of requests timed per candidate (default 3),
+	// one after the other on one connection. The smallest round trip
+	// counts: the TCP handshake and the time from request to first
+	// response byte are both samples, so a one-off stall is left out.
 	Probes int
+	// SlowFactor bounds the wait for slow candidates (default 4): once the
+	// first candidate has finished its probes, after time T, the others
+	// get until SlowFactor×T (at least 100 ms). A candidate that has not
+	// answered by then is ranked after every measured one. A ranking thus
+	// costs a few round trips to the nearest edge, not to the farthest.
+	SlowFactor int
 	// Timeout bounds a whole ranking, fleet list and probes (default 2 s).
 	// Edges that have not answered by then are left out.
 	Timeout time.Duration
@@ -77,6 +85,9 @@ type RankedEdge struct {
 	Region string `json:"region,omitempty"`
 	// RTTMicros is the smallest round trip of its probes, in microseconds.
 	RTTMicros int64 `json:"rtt_us"`
+	// Unmeasured is set when the ranking was cut off before the edge
+	// answered: RTTMicros is then a lower bound (the time waited).
+	Unmeasured bool `json:"unmeasured,omitempty"`
 }
 
 // LostEdge is an edge that was faster than the current best and stopped
@@ -144,6 +155,9 @@ func (d *Device) rankCfg() RankConfig {
 	}
 	if c.Probes <= 0 {
 		c.Probes = 3
+	}
+	if c.SlowFactor <= 0 {
+		c.SlowFactor = 4
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 2 * time.Second
@@ -293,22 +307,23 @@ func (d *Device) rankEdges(ctx context.Context) (*Ranking, error) {
 		}
 	}
 	cands := d.candidates(peers, prev, lost, c.Candidates)
-	rtts := d.probeAll(ctx, cands, c.Probes)
+	results := d.probeAll(ctx, cands, c)
 	for i, cand := range cands {
-		if rtts[i] > 0 {
-			cand.RTTMicros = rtts[i].Microseconds()
+		if pr := results[i]; pr.measured || pr.cut {
+			cand.RTTMicros = pr.best.Microseconds()
+			cand.Unmeasured = pr.cut
 			r.Edges = append(r.Edges, cand)
 		}
 	}
 	slices.SortStableFunc(r.Edges, func(a, b RankedEdge) int { return cmp.Compare(a.RTTMicros, b.RTTMicros) })
-	if len(r.Edges) == 0 {
+	if len(r.Edges) == 0 || r.Edges[0].Unmeasured {
 		return nil, fmt.Errorf("%w: no edge answered a probe", ErrNoEdge)
 	}
 	best := r.Edges[0].RTTMicros
 	// Edges that were faster than the new best and did not answer: keep
 	// timing them, and rank again sooner, so the device returns to them.
 	answered := func(u string) bool {
-		return slices.ContainsFunc(r.Edges, func(e RankedEdge) bool { return e.URL == u })
+		return slices.ContainsFunc(r.Edges, func(e RankedEdge) bool { return e.URL == u && !e.Unmeasured })
 	}
 	for _, l := range lost {
 		if !answered(l.URL) {
@@ -410,63 +425,128 @@ func validEdgeURL(s string) bool {
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.User == nil && u.RawQuery == "" && u.Fragment == ""
 }
 
-// probeAll times every candidate in parallel and returns each one's
-// smallest round trip, 0 for one that never answered 200.
-func (d *Device) probeAll(ctx context.Context, cands []RankedEdge, probes int) []time.Duration {
-	rtts := make([]time.Duration, len(cands))
+// probeResult is what the probes of one candidate found.
+type probeResult struct {
+	best     time.Duration // smallest round-trip sample; the cut-off time if cut
+	measured bool          // a probe was answered 200
+	done     bool          // the probes ended (all sent, or one failed)
+	cut      bool          // no answer yet when the ranking was cut off
+}
+
+// probeAll times every candidate in parallel. Once the first candidate
+// has finished its probes, the others get until SlowFactor times that
+// (at least minSettle); the ranking never waits for the farthest edge's
+// round trips. A candidate still unanswered then gets the elapsed time as
+// a lower bound of its round trip and is marked unmeasured.
+func (d *Device) probeAll(ctx context.Context, cands []RankedEdge, c RankConfig) []probeResult {
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+	res := make([]probeResult, len(cands))
+	var mu sync.Mutex // guards res and over
+	over := false     // the ranking is cut off: later samples are ignored
+	finished := make(chan int, len(cands))
 	var wg sync.WaitGroup
-	for i, c := range cands {
+	for i, cand := range cands {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rtts[i] = d.probe(ctx, c.URL, probes)
+			d.probe(pctx, cand.URL, c.Probes, func(rtt time.Duration) {
+				mu.Lock()
+				defer mu.Unlock()
+				if over {
+					return
+				}
+				if !res[i].measured || rtt < res[i].best {
+					res[i].best = rtt
+				}
+				res[i].measured = true
+			})
+			mu.Lock()
+			res[i].done = true
+			mu.Unlock()
+			finished <- i
 		}()
 	}
-	wg.Wait()
-	return rtts
-}
-
-// probe sends probes GET /healthz to edge one after the other, on one
-// kept-alive connection, and returns the smallest round trip of those
-// answered 200, or 0. Round trips use the real monotonic clock, not
-// Config.Now, which may be a test's fake calendar.
-func (d *Device) probe(ctx context.Context, edge string, probes int) time.Duration {
-	var best time.Duration
-	for i := 0; i < probes && ctx.Err() == nil; i++ {
-		rtt, err := d.probeOnce(ctx, edge)
-		if err != nil {
-			if i == 0 {
-				return 0 // down or not ready: no point in timing it again
+	var settle <-chan time.Time
+	for left := len(cands); left > 0; {
+		select {
+		case i := <-finished:
+			left--
+			mu.Lock()
+			first := settle == nil && res[i].measured
+			mu.Unlock()
+			if first {
+				wait := max(time.Duration(c.SlowFactor)*time.Since(start), minSettle)
+				settle = time.After(wait - time.Since(start))
 			}
-			continue
-		}
-		if best == 0 || rtt < best {
-			best = rtt
+		case <-settle:
+			left = 0
+		case <-ctx.Done():
+			left = 0
 		}
 	}
-	return best
+	mu.Lock()
+	over = true
+	elapsed := time.Since(start)
+	for i := range res {
+		if !res[i].done && !res[i].measured {
+			// Cut off before any answer: slower than everything measured.
+			res[i].best, res[i].cut = elapsed, true
+		}
+	}
+	mu.Unlock()
+	cancel()
+	wg.Wait()
+	return res
+}
+
+// minSettle is the least time candidates get after the first finished.
+const minSettle = 100 * time.Millisecond
+
+// probe sends up to probes GET /healthz to edge one after the other, on
+// one kept-alive connection, and reports each round-trip sample to report:
+// the time from the request written to the first response byte, which
+// leaves out the connection setup of the first. (The TCP handshake alone
+// is no sample: a proxy or load balancer in front of the edge completes
+// it without the edge.) It stops at the first failure. Round
+// trips use the real monotonic clock, not Config.Now, which may be a
+// test's fake calendar.
+func (d *Device) probe(ctx context.Context, edge string, probes int, report func(time.Duration)) {
+	for i := 0; i < probes && ctx.Err() == nil; i++ {
+		if err := d.probeOnce(ctx, edge, report); err != nil {
+			return
+		}
+	}
 }
 
 var errNotReady = errors.New("device: edge not ready")
 
-func (d *Device) probeOnce(ctx context.Context, edge string) (time.Duration, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(edge, "/")+"/healthz", nil)
-	if err != nil {
-		return 0, err
+func (d *Device) probeOnce(ctx context.Context, edge string, report func(time.Duration)) error {
+	var wrote time.Time
+	var rtt time.Duration
+	trace := &httptrace.ClientTrace{
+		WroteRequest:         func(httptrace.WroteRequestInfo) { wrote = time.Now() },
+		GotFirstResponseByte: func() { rtt = time.Since(wrote) },
 	}
-	start := time.Now()
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet, strings.TrimRight(edge, "/")+"/healthz", nil)
+	if err != nil {
+		return err
+	}
 	resp, err := d.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	// Drain a bounded body so that the connection is reused by the next
 	// probe (and by the check that follows on the winner).
 	n, _ := io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 	resp.Body.Close()
-	rtt := time.Since(start)
 	d.bytes.Add(n)
 	if resp.StatusCode != http.StatusOK {
-		return 0, errNotReady
+		return errNotReady
 	}
-	return max(rtt, time.Microsecond), nil
+	if !wrote.IsZero() {
+		report(max(rtt, time.Microsecond))
+	}
+	return nil
 }

@@ -50,8 +50,13 @@ type Arm struct {
 	// plus the full install of Base.
 	First Latency `json:"first_run_ms"`
 	// Update is the measured update's latency (ms): check + patch +
-	// verify + install of Target.
+	// verify + install of Target. It includes the device's disk work
+	// (every file of the new bundle is written and synced).
 	Update Latency `json:"update_ms"`
+	// Check is the latency (ms) of a check that finds the device up to
+	// date: one verified answer from the edge, the network share of an
+	// update without the disk.
+	Check Latency `json:"check_ms"`
 }
 
 // Latency summarises run times in milliseconds.
@@ -153,13 +158,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			if err != nil {
 				return nil, err
 			}
+			t0 := time.Now()
 			r := d.Update(ctx)
 			if r.Status != device.StatusUpdated {
 				arm.Failed++
 				logf("regions: %s device %d first run: %s %s", arm.Name, i, r.Status, r.Error)
 				continue
 			}
-			first[k] = append(first[k], float64(r.MS))
+			first[k] = append(first[k], ms(time.Since(t0)))
 			devs[k] = append(devs[k], d)
 		}
 	}
@@ -180,23 +186,33 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	// The measured updates, one device at a time, the arms interleaved so
 	// that both see the same machine load.
-	var upd [2][]float64
+	var upd, chk [2][]float64
 	for i := 0; i < max(len(devs[0]), len(devs[1])); i++ {
 		for k, arm := range arms {
 			if i >= len(devs[k]) {
 				continue
 			}
+			t0 := time.Now()
 			r := devs[k][i].Update(ctx)
+			took := ms(time.Since(t0))
 			if r.Status != device.StatusUpdated {
 				arm.Failed++
 				logf("regions: %s device %d update: %s %s", arm.Name, i, r.Status, r.Error)
 				continue
 			}
+			t0 = time.Now()
+			c := devs[k][i].Check(ctx)
+			if c.Status != device.StatusUpToDate {
+				arm.Failed++
+				logf("regions: %s device %d check: %s %s", arm.Name, i, c.Status, c.Error)
+				continue
+			}
+			chk[k] = append(chk[k], ms(time.Since(t0)))
 			if arm.ByRegion == nil {
 				arm.ByRegion = map[string]int{}
 			}
 			arm.ByRegion[regionOf[r.Edge]]++
-			upd[k] = append(upd[k], float64(r.MS))
+			upd[k] = append(upd[k], took)
 		}
 	}
 	for k, arm := range arms {
@@ -204,7 +220,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if n := len(upd[k]); n > 0 {
 			arm.NearestShare = float64(arm.ByRegion[nearest.Region]) / float64(n)
 		}
-		arm.First, arm.Update = summarise(first[k]), summarise(upd[k])
+		arm.First, arm.Update, arm.Check = summarise(first[k]), summarise(upd[k]), summarise(chk[k])
 	}
 	rep.Ranked, rep.Random = *arms[0], *arms[1]
 	os.RemoveAll(devDir)
@@ -234,14 +250,14 @@ func (r *Report) String() string {
 	for _, s := range r.Sites {
 		fmt.Fprintf(&b, "  %-10s +%5.0f ms  %s\n", s.Region, s.RTTms, s.URL)
 	}
-	fmt.Fprintf(&b, "%-7s %7s %7s %9s %9s %9s %9s %9s  %s\n", "arm", "devices", "failed", "nearest", "upd p50", "upd p95", "upd mean", "1st p50", "served by region")
+	fmt.Fprintf(&b, "%-7s %7s %7s %8s %9s %9s %9s %9s %9s  %s\n", "arm", "devices", "failed", "nearest", "check p50", "check p95", "upd p50", "upd p95", "1st p50", "served by region")
 	for _, a := range []Arm{r.Ranked, r.Random} {
 		var regions []string
 		for _, s := range r.Sites {
 			regions = append(regions, fmt.Sprintf("%s=%d", s.Region, a.ByRegion[s.Region]))
 		}
-		fmt.Fprintf(&b, "%-7s %7d %7d %8.0f%% %7.0fms %7.0fms %7.0fms %7.0fms  %s\n", a.Name, a.Devices, a.Failed,
-			100*a.NearestShare, a.Update.P50, a.Update.P95, a.Update.Mean, a.First.P50, strings.Join(regions, " "))
+		fmt.Fprintf(&b, "%-7s %7d %7d %7.0f%% %7.1fms %7.1fms %7.0fms %7.0fms %7.0fms  %s\n", a.Name, a.Devices, a.Failed,
+			100*a.NearestShare, a.Check.P50, a.Check.P95, a.Update.P50, a.Update.P95, a.First.P50, strings.Join(regions, " "))
 	}
 	return b.String()
 }

@@ -12,7 +12,9 @@ import (
 
 // Proxy forwards TCP connections from its listener to a target address,
 // holding every chunk of data for a fixed delay in each direction, so a
-// round trip through it takes 2×OneWay longer. Bandwidth is not limited.
+// request's round trip through it takes 2×oneWay longer. Bandwidth is not
+// limited, and the TCP handshake is not delayed (the kernel completes it
+// before the proxy sees the connection).
 // Its methods are safe for concurrent use.
 type Proxy struct {
 	ln     net.Listener
@@ -92,9 +94,9 @@ func (p *Proxy) accept() {
 		go func() {
 			defer p.wg.Done()
 			defer p.untrack(c)
-			// The dial pays the delay too, as a SYN across the distance
-			// would.
-			time.Sleep(2 * p.oneWay)
+			// The client's handshake completed in the kernel at once; only
+			// data is delayed, so a request's round trip through the proxy
+			// is one added RTT, as over a netem link once connected.
 			up, err := net.DialTimeout("tcp", *p.target.Load(), 3*time.Second)
 			if err != nil {
 				return // the client sees the connection closed, as with a dead server
