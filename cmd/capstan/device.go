@@ -17,7 +17,7 @@ type ed25519PublicKey = ed25519.PublicKey
 func newDeviceCmd() *cobra.Command {
 	var edges, app, channel, dir, deviceID, nativeVersion string
 	var keyFiles []string
-	var check, asJSON bool
+	var check, asJSON, noRank bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "device",
@@ -29,6 +29,7 @@ func newDeviceCmd() *cobra.Command {
 			cfg := device.Config{
 				Dir: dir, Edges: splitList(edges), App: app, Channel: channel,
 				DeviceID: deviceID, NativeVersion: nativeVersion,
+				Ranking: device.RankConfig{Off: noRank},
 			}
 			for _, kf := range keyFiles {
 				b, err := os.ReadFile(kf)
@@ -76,6 +77,7 @@ func newDeviceCmd() *cobra.Command {
 	cmd.Flags().StringVar(&deviceID, "device-id", "", "device id (default: generated once and kept in DIR)")
 	cmd.Flags().StringArrayVar(&keyFiles, "public-key", nil, "trusted public keys (PEM; release and origin keys; repeatable)")
 	cmd.Flags().StringVar(&nativeVersion, "native-version", "", "version of the native app shell")
+	cmd.Flags().BoolVar(&noRank, "no-rank", false, "try the --edge URLs in order; do not look for the nearest edge of the fleet")
 	cmd.Flags().BoolVar(&check, "check", false, "only ask whether an update is available; install nothing")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "give up after this long")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
