@@ -120,9 +120,9 @@ type Ranking struct {
 // ranker holds a device's ranking. The zero value is ready: it loads the
 // ranking from disk on first use.
 type ranker struct {
-	loaded bool
-	r      *Ranking // nil: no ranking yet
-	rng    *rand.Rand
+	load sync.Once // reads r from disk
+	r    *Ranking  // nil: no ranking yet
+	rng  *rand.Rand
 }
 
 func rankingPath(dir string) string { return filepath.Join(stateDir(dir), "edges.json") }
@@ -168,11 +168,9 @@ func (d *Device) rankCfg() RankConfig {
 // loadRanking reads edges.json once. A missing, oversized or corrupt file
 // is no ranking: the file is a cache of measurements, and the device
 // simply ranks again.
-func (d *Device) loadRanking() {
-	if d.rank.loaded {
-		return
-	}
-	d.rank.loaded = true
+func (d *Device) loadRanking() { d.rank.load.Do(d.readRanking) }
+
+func (d *Device) readRanking() {
 	f, err := os.Open(rankingPath(d.cfg.Dir))
 	if err != nil {
 		return
@@ -219,8 +217,10 @@ func (d *Device) edgeOrder(ctx context.Context) []string {
 	return d.order()
 }
 
-// order is the ranked edges, then the shipped ones, without repeats.
+// order is the ranked edges, then the shipped ones, without repeats. It
+// only reads the ranking, so concurrent downloads may call it.
 func (d *Device) order() []string {
+	d.loadRanking()
 	if d.cfg.Ranking.Off || d.rank.r == nil || !slices.Equal(d.rank.r.Shipped, d.cfg.Edges) {
 		return d.cfg.Edges
 	}

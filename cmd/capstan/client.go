@@ -172,11 +172,14 @@ func newChannelCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "channel", Short: "Manage channels"}
 	var app, channel, version, rollout string
 	var pause, resume, asJSON bool
+	var fl channelFlags
 	set := &cobra.Command{
 		Use:   "set",
 		Short: "Point a channel at a release, with a progressive rollout",
 		Example: `  capstan channel set --app com.example.app --channel production --version 1.4.2
-  capstan channel set --app com.example.app --channel production --version 1.4.3 --rollout 30`,
+  capstan channel set --app com.example.app --channel production --version 1.4.3 --rollout 30
+  capstan channel set --app com.example.app --channel production --pause     # or --resume, --finish
+  capstan channel set --app com.example.app --channel beta --device-select --block-major`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := func() error {
@@ -192,13 +195,16 @@ func newChannelCmd() *cobra.Command {
 					pct = &v
 				}
 				var paused *bool
+				if pause && resume {
+					return fmt.Errorf("--pause and --resume contradict each other")
+				}
 				if pause || resume {
 					p := pause
 					paused = &p
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
-				cv, err := apiClient().SetChannel(ctx, app, channel, version, pct, paused)
+				cv, err := fl.apply(ctx, cmd, app, channel, version, pct, paused)
 				if err != nil {
 					return err
 				}
@@ -217,7 +223,8 @@ func newChannelCmd() *cobra.Command {
 	set.Flags().BoolVar(&pause, "pause", false, "pause the rollout: no new devices enter it")
 	set.Flags().BoolVar(&resume, "resume", false, "resume a paused rollout")
 	set.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
-	cmd.AddCommand(set)
+	fl.register(set)
+	cmd.AddCommand(set, newChannelPromoteCmd(), newChannelListCmd())
 	return cmd
 }
 
@@ -235,6 +242,7 @@ func describeChannel(c *release.Channel) string {
 	if c.Paused {
 		s += " [rollout paused]"
 	}
+	s += describeFlags(c)
 	return s + fmt.Sprintf(" (record %d, expires %s)", c.Seq, c.Expires.Format(time.RFC3339))
 }
 
