@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -17,16 +18,19 @@ import (
 	"golang.org/x/term"
 )
 
+// cli holds the settings shared by the client commands of this run.
+var cli globals
+
 func apiClient() *client.Client {
 	return &client.Client{
-		Server: envOr("CAPSTAN_SERVER", "http://127.0.0.1:7070"),
-		APIKey: os.Getenv("CAPSTAN_API_KEY"),
+		Server: pick(cli.server, "CAPSTAN_SERVER", cli.file.Server, "http://127.0.0.1:7070"),
+		APIKey: pick(cli.apiKey, "CAPSTAN_API_KEY", cli.file.APIKey, ""),
 	}
 }
 
 func newUploadCmd() *cobra.Command {
-	var app, version, channel, rollout, signKey, minNative string
-	var asJSON bool
+	var app, version, channel, rollout, signKey, minNative, packageJSON string
+	var asJSON, versionExistsOK bool
 	cmd := &cobra.Command{
 		Use:   "upload PATH",
 		Short: "Upload a web bundle (a zip or a folder) as a new release",
@@ -35,8 +39,15 @@ func newUploadCmd() *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			err := func() error {
-				if app == "" || version == "" {
-					return fmt.Errorf("--app and --version are required")
+				if version == "" {
+					v, err := versionFromPackageJSON(packageJSON)
+					if err != nil {
+						return fmt.Errorf("no --version given, and %w", err)
+					}
+					version = v
+				}
+				if app == "" {
+					return fmt.Errorf("--app is required")
 				}
 				if err := release.ValidateApp(app); err != nil {
 					return err
@@ -51,7 +62,7 @@ func newUploadCmd() *cobra.Command {
 				defer cleanup()
 				var env *release.Envelope
 				if signKey == "" {
-					signKey = os.Getenv("CAPSTAN_SIGNING_KEY")
+					signKey = pick("", "CAPSTAN_SIGNING_KEY", cli.file.SigningKey, "")
 				}
 				if signKey != "" {
 					env, err = signBundle(zipPath, signKey, app, version, minNative)
@@ -90,9 +101,14 @@ func newUploadCmd() *cobra.Command {
 				}
 				return output(cmd, asJSON, map[string]any{
 					"app": rec.App, "version": rec.Version, "id": rec.ID, "files": rec.Files, "size": rec.Size,
-					"channel": channel, "signed": env != nil,
+					"channel": channel, "signed": env != nil, "shipped": true,
 				}, human)
 			}()
+			if err != nil && versionExistsOK && client.IsConflict(err) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "capstan: WARNING: version %s of %s already exists: NOTHING WAS SHIPPED (--version-exists-ok)\n", version, app)
+				return output(cmd, asJSON, map[string]any{"app": app, "version": version, "shipped": false, "reason": "version exists"},
+					"nothing shipped: version "+version+" already exists")
+			}
 			if err != nil {
 				return fail(cmd, asJSON, err)
 			}
@@ -100,13 +116,34 @@ func newUploadCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&app, "app", "", "app ID, e.g. com.example.app (required)")
-	cmd.Flags().StringVar(&version, "version", "", "semver version of this release, unique per app (required)")
+	cmd.Flags().StringVar(&version, "version", "", "semver version of this release, unique per app (default: \"version\" of --package-json)")
+	cmd.Flags().StringVar(&packageJSON, "package-json", "package.json", "package.json to take the version from when --version is not given")
+	cmd.Flags().BoolVar(&versionExistsOK, "version-exists-ok", false, "exit 0 (shipping nothing, and saying so) when the version already exists")
 	cmd.Flags().StringVar(&channel, "channel", "", "point this channel at the new release")
 	cmd.Flags().StringVar(&rollout, "rollout", "", "percentage of devices offered the release on --channel (default 100)")
 	cmd.Flags().StringVar(&signKey, "sign-key", "", "ed25519 release key file (or CAPSTAN_SIGNING_KEY: a path or the PEM itself)")
 	cmd.Flags().StringVar(&minNative, "min-native", "", "lowest native app version that can run this bundle")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
+}
+
+// versionFromPackageJSON reads the "version" field of a package.json, the
+// usual home of a web app's version.
+func versionFromPackageJSON(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read %s for the version: %w", path, err)
+	}
+	var pkg struct {
+		Version string `json:"version"`
+	}
+	if err := json.Unmarshal(b, &pkg); err != nil {
+		return "", fmt.Errorf("%s is not valid JSON: %w", path, err)
+	}
+	if pkg.Version == "" {
+		return "", fmt.Errorf("%s has no \"version\"", path)
+	}
+	return pkg.Version, nil
 }
 
 // bundleZip returns a zip path for PATH: the zip itself, or a

@@ -7,29 +7,22 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/capstan-ota/capstan/internal/testutil"
 )
 
-// rolloutBinary builds bin/capstan into dir once per test.
-func rolloutBinary(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "capstan")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build capstan: %v\n%s", err, out)
-	}
-	return bin
-}
+// rolloutBinary returns the capstan binary shared by the end-to-end tests.
+func rolloutBinary(t *testing.T, _ string) string { return testutil.Binary(t) }
 
 // rolloutDev runs `capstan dev` on free ports and returns the origin and
 // edge URLs; the process is stopped when the test ends.
 func rolloutDev(t *testing.T, bin, data string, args ...string) (api, edgeURL string) {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"dev", "--data", data, "--api", "127.0.0.1:0", "--edge", "127.0.0.1:0"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"dev", "--data", data, "--api", "127.0.0.1:0", "--edge", "127.0.0.1:0", "--gossip", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), "CAPSTAN_ADMIN_KEY=e2e-admin")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -42,7 +35,7 @@ func rolloutDev(t *testing.T, bin, data string, args ...string) (api, edgeURL st
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 	})
-	re := regexp.MustCompile(`capstan dev: origin API (\S+), edge (\S+)`)
+	re := testutil.DevAddrs
 	found := make(chan [2]string, 1)
 	var logMu sync.Mutex
 	var log bytes.Buffer
