@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -33,9 +34,11 @@ func testRegions(t *testing.T, netns bool) {
 	}
 	z1 := testutil.Fixture(t, "swagger-ui/www-5.34.0.zip")
 	z2 := testutil.Fixture(t, "swagger-ui/www-5.34.1.zip")
-	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Second)
+	bin := testutil.Binary(t)
+	// About 20 s on an idle machine; the deadline leaves room for a busy one.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	f, err := regions.StartFleet(ctx, regions.FleetConfig{Binary: testutil.Binary(t), Dir: t.TempDir(), Netns: netns, Logf: t.Logf})
+	f, err := regions.StartFleet(ctx, regions.FleetConfig{Binary: bin, Dir: t.TempDir(), Netns: netns, Logf: t.Logf})
 	if netns && errors.Is(err, netsim.ErrUnavailable) {
 		t.Skipf("skipping the namespace variant (TestRegionsLoopback covers the behaviour): %v", err)
 	}
@@ -88,6 +91,17 @@ func testRegions(t *testing.T, netns bool) {
 		}
 	}
 	run("first run", true, near, "5.34.0")
+	// The command does the same: it ships the far edge and installs from
+	// the near one, keeping the ranking in its folder.
+	cliDir := filepath.Join(t.TempDir(), "cli-phone")
+	out := runCLI(t, "", true, "device", "--edge", far.URL, "--app", app, "--channel", channel, "--dir", cliDir, "--json", "--check")
+	var cr struct{ Status, Edge string }
+	if err := json.Unmarshal([]byte(out), &cr); err != nil || cr.Status != "available" || cr.Edge != near.URL {
+		t.Fatalf("capstan device --check shipping the far edge: %s (%v), want available from %s", out, err, near.URL)
+	}
+	if _, err := os.Stat(filepath.Join(cliDir, ".capstan", "edges.json")); err != nil {
+		t.Fatalf("capstan device keeps no ranking: %v", err)
+	}
 	for i, d := range devs {
 		r := d.Ranking()
 		var got []string
