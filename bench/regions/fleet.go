@@ -64,6 +64,9 @@ type FleetConfig struct {
 	AdminKey string
 	// Logf receives progress lines; nil discards them.
 	Logf func(format string, args ...any)
+	// NetLogf receives each ip and tc command run for the namespaces; nil
+	// discards them.
+	NetLogf func(format string, args ...any)
 }
 
 // Edge is one edge of a Fleet.
@@ -118,7 +121,7 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 	f := &Fleet{cfg: cfg, mode: ModeLoopback, client: &http.Client{Timeout: 10 * time.Second}}
 	bind := "127.0.0.1"
 	if cfg.Netns {
-		n, err := netsim.NewNet(ctx, nil)
+		n, err := netsim.NewNet(ctx, cfg.NetLogf)
 		if err != nil {
 			return nil, err
 		}

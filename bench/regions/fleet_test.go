@@ -3,34 +3,31 @@ package regions
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/exec"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/capstan-ota/capstan/internal/netsim"
 )
 
-// namespaces lists this package's network namespaces.
-func namespaces(t *testing.T) []string {
-	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		return nil
-	}
-	var ns []string
-	for _, l := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(l); len(f) > 0 && strings.HasPrefix(f[0], "capstan-") {
-			ns = append(ns, f[0])
-		}
-	}
-	return ns
-}
-
 // TestStartFleetCleansUpOnFailure: a fleet whose origin cannot start
-// leaves no namespace, link or process behind.
+// leaves none of the namespaces it made behind.
 func TestStartFleetCleansUpOnFailure(t *testing.T) {
 	for _, netns := range []bool{false, true} {
-		before := len(namespaces(t))
-		_, err := StartFleet(context.Background(), FleetConfig{Binary: "/bin/false", Dir: t.TempDir(), Netns: netns})
+		var mu sync.Mutex
+		var made []string
+		nsAdd := regexp.MustCompile(`^ip netns add (\S+)$`)
+		logf := func(format string, args ...any) {
+			if m := nsAdd.FindStringSubmatch(fmt.Sprintf(format, args...)); m != nil {
+				mu.Lock()
+				made = append(made, m[1])
+				mu.Unlock()
+			}
+		}
+		_, err := StartFleet(context.Background(), FleetConfig{Binary: "/bin/false", Dir: t.TempDir(), Netns: netns, NetLogf: logf})
 		if netns && errors.Is(err, netsim.ErrUnavailable) {
 			t.Logf("namespaces unavailable: %v", err)
 			continue
@@ -38,8 +35,14 @@ func TestStartFleetCleansUpOnFailure(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "exited before") {
 			t.Fatalf("netns=%v: StartFleet with a binary that exits: %v", netns, err)
 		}
-		if after := len(namespaces(t)); after != before {
-			t.Fatalf("netns=%v: %d namespaces before, %d after a failed start", netns, before, after)
+		if netns && len(made) == 0 {
+			t.Fatal("no namespace was made")
+		}
+		out, _ := exec.Command("ip", "netns", "list").Output()
+		for _, ns := range made {
+			if strings.Contains(string(out), ns) {
+				t.Errorf("namespace %s left behind after a failed start", ns)
+			}
 		}
 	}
 }
