@@ -72,6 +72,9 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, metricsHandler fasthttp.Request
 	case strings.HasPrefix(path, "/v1/releases/") && get:
 		s.handleRelease(ctx, path[len("/v1/releases/"):])
 		return "release"
+	case path == "/v1/edges" && get:
+		s.handleEdges(ctx)
+		return "edges"
 	case path == "/v1/keys/rotations" && get:
 		s.handleRotations(ctx)
 		return "rotations"
