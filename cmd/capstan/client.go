@@ -85,12 +85,16 @@ func newUploadCmd() *cobra.Command {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 				defer cancel()
+				var warnings []string
 				rec, err := apiClient().UploadRelease(ctx, client.Upload{
 					App: app, Version: version, MinNative: minNative, Channel: channel, Rollout: rollout,
-					Envelope: env, Bundle: body,
+					Envelope: env, Bundle: body, Warnings: &warnings,
 				})
 				if err != nil {
 					return err
+				}
+				for _, w := range warnings {
+					fmt.Fprintln(cmd.ErrOrStderr(), "capstan: warning: "+w)
 				}
 				human := fmt.Sprintf("uploaded %s %s: %d files, %d bytes, release %s", rec.App, rec.Version, rec.Files, rec.Size, rec.ID)
 				if channel != "" {
@@ -101,7 +105,7 @@ func newUploadCmd() *cobra.Command {
 				}
 				return output(cmd, asJSON, map[string]any{
 					"app": rec.App, "version": rec.Version, "id": rec.ID, "files": rec.Files, "size": rec.Size,
-					"channel": channel, "signed": env != nil, "shipped": true,
+					"channel": channel, "signed": env != nil, "shipped": true, "warnings": warnings,
 				}, human)
 			}()
 			if err != nil && versionExistsOK && client.IsConflict(err) {
