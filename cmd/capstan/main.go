@@ -85,10 +85,3 @@ func fail(cmd *cobra.Command, asJSON bool, err error) error {
 	}
 	return err
 }
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
