@@ -175,12 +175,23 @@ func TestDeviceKilledDuringInstalls(t *testing.T) {
 			}
 		}
 		p := testutil.Start(t, nil, bin, "device", "--edge", edgeURL, "--app", "com.example.swagger", "--channel", "production", "--dir", phone, "--json")
-		select {
-		case <-p.Exited():
-			completed++
-		case <-time.After(time.Duration(rng.IntN(60)) * time.Millisecond):
-			p.Kill()
-			killed++
+		// Every other run is killed at a random moment; the rest run to the
+		// end, so both kinds happen whatever the machine's speed.
+		if i%2 == 0 {
+			select {
+			case <-p.Exited():
+				completed++
+			case <-time.After(time.Duration(rng.IntN(80)) * time.Millisecond):
+				p.Kill()
+				killed++
+			}
+		} else {
+			select {
+			case <-p.Exited():
+				completed++
+			case <-time.After(60 * time.Second):
+				t.Fatalf("run %d did not finish in 60s", i)
+			}
 		}
 		cur := filepath.Join(phone, "current")
 		if _, err := os.Stat(cur); os.IsNotExist(err) {
@@ -191,7 +202,7 @@ func TestDeviceKilledDuringInstalls(t *testing.T) {
 		}
 	}
 	t.Logf("%d runs killed, %d completed", killed, completed)
-	if killed < 20 || completed < 20 {
+	if killed < 10 || completed < 100 {
 		t.Fatalf("too few kills (%d) or completions (%d) to prove anything", killed, completed)
 	}
 }
