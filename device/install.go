@@ -134,17 +134,17 @@ func safeJoin(root, p string) (string, error) {
 	return filepath.Join(root, filepath.FromSlash(p)), nil
 }
 
-// syncTree fsyncs every folder under root so the new names are durable.
+// syncTree makes everything under root durable, files and folders alike,
+// with one syncfs(2) on its file system: cheaper than an fsync per file for
+// a bundle of hundreds of files, and it also covers files that were
+// hard-linked or written by the patch applier without their own fsync.
 func syncTree(root string) error {
-	return filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return syncDir(p)
-		}
-		return nil
-	})
+	d, err := os.Open(root)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return unix.Syncfs(int(d.Fd()))
 }
 
 // verifyTree checks that root holds exactly the files of m.

@@ -36,7 +36,12 @@ func (d *Device) fetchPatch(ctx context.Context, p *plan, edge string, baseID re
 	// anything longer is an endless body.
 	limit := total + total/8 + 1<<20
 	return d.download(ctx, edge, "/v1/patches/"+baseID.String()+"/"+p.target.ID.String(), limit, func(r io.Reader) error {
-		_, err := delta.Apply(ctx, delta.DefaultApplyConfig(), r, base, baseID, p.manifest, p.target.ID, staging)
+		cfg := delta.DefaultApplyConfig()
+		// Unchanged files are hard-linked from the installed bundle instead
+		// of copied: bundles are never modified in place, and an update then
+		// costs only the bytes that changed.
+		cfg.LinkCopies = true
+		_, err := delta.Apply(ctx, cfg, r, base, baseID, p.manifest, p.target.ID, staging)
 		return err
 	})
 }
