@@ -42,6 +42,8 @@ type Config struct {
 	// origin costs a device a fast 503, never a hang.
 	FetchTimeout   time.Duration
 	ConnectTimeout time.Duration
+	// Capgo configures the endpoints for @capgo/capacitor-updater devices.
+	Capgo CapgoConfig
 	// Logger receives the edge's log; nil discards it.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -73,6 +75,7 @@ type Server struct {
 	reg    *prometheus.Registry
 	m      *metrics
 	srv    *fasthttp.Server
+	capgo  *capgoState
 
 	manMu     sync.RWMutex // guards manifests
 	manifests map[release.Hash]*manifestEntry
@@ -148,6 +151,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
+	s.capgo = newCapgoState(cfg.Capgo, s.reg)
 	if err := s.loadState(); err != nil {
 		db.Close()
 		return nil, err

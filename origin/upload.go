@@ -25,6 +25,9 @@ type UploadRequest struct {
 	// Envelope is the CI-signed manifest, if the uploader signed one. Its
 	// signed bytes must equal the manifest the origin computes from the zip.
 	Envelope *release.Envelope
+	// Capgo, if set, is a Capgo-encrypted copy of the bundle for devices
+	// running @capgo/capacitor-updater (see capgo.go).
+	Capgo *CapgoUpload
 }
 
 // ErrBadRequest wraps every refusal caused by the request's content.
@@ -66,6 +69,9 @@ func (s *Server) CheckUpload(req *UploadRequest) error {
 // visible only once every blob is durable and its record is committed.
 func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader) (*release.Record, error) {
 	if err := s.CheckUpload(req); err != nil {
+		return nil, err
+	}
+	if err := req.Capgo.check(); err != nil {
 		return nil, err
 	}
 	tmp, err := os.CreateTemp(s.blobs.tmp, "upload-*.zip")
@@ -138,6 +144,9 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 			return err
 		}
 		if err := txn.Set([]byte(pfxReleaseID+rec.ID.String()), []byte(req.App+"/"+req.Version)); err != nil {
+			return err
+		}
+		if err := putCapgoRelease(txn, rec.ID, req.Capgo); err != nil {
 			return err
 		}
 		if req.Channel != "" {
