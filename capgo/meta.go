@@ -8,7 +8,8 @@ import "github.com/capstan-ota/capstan/release"
 // cache it for good.
 type ReleaseMeta struct {
 	// Zip is the full zip of the release's files, built once by the origin
-	// (deterministic, content-addressed, served at /v1/capgo/zips/{id}).
+	// (deterministic, content-addressed, served at /v1/capgo/zips/{id} and
+	// as a blob). It is zero for encrypted releases.
 	Zip release.Hash `json:"zip"`
 	// ZipSize is its length in bytes.
 	ZipSize int64 `json:"zip_size"`

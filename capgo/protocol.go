@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/capstan-ota/capstan/release"
@@ -348,9 +347,6 @@ func IsHexSHA256(s string) bool {
 	}
 	return true
 }
-
-// itoa is strconv.Itoa, named for brevity in messages.
-func itoa(n int) string { return strconv.Itoa(n) }
 
 // lower trims and lower-cases a platform name.
 func lower(s Str) string { return strings.ToLower(strings.TrimSpace(string(s))) }

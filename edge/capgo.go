@@ -313,7 +313,7 @@ func (s *Server) capgoMeta(ctx context.Context, id release.Hash) (*capgo.Release
 			}
 		}
 		var m capgo.ReleaseMeta
-		if err := json.Unmarshal(raw, &m); err != nil || m.Zip.IsZero() {
+		if err := json.Unmarshal(raw, &m); err != nil || m.Zip.IsZero() && m.Encrypted == nil {
 			return nil, ErrOriginUnavailable
 		}
 		if m.Encrypted != nil {

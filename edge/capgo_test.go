@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -233,6 +234,26 @@ func checkManifest(t *testing.T, a *capgotest.AppVersion, rec *release.Record) {
 	}
 }
 
+// newQuietFleet is newFleet without background patch builds: Capgo
+// devices never ask for Capstan patches, and the builds would only compete
+// for CPU with the test.
+func newQuietFleet(t *testing.T) *fleet {
+	t.Helper()
+	cfg := origin.DefaultConfig(t.TempDir())
+	cfg.AdminKey = adminKey
+	cfg.PrecomputeBases = -1
+	cfg.CapgoBrotliQuality = 1 // the race detector makes q9 ~10 s per MiB
+	o, err := origin.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fleet{origin: o}
+	f.originSrv = httptest.NewServer(o.Handler())
+	f.originURL = f.originSrv.URL
+	t.Cleanup(func() { f.originSrv.Close(); o.Close() })
+	return f
+}
+
 func uploadFixture(t *testing.T, f *fleet, app, version, fixture, channel string, enc *capgo.Encrypted, encZip []byte) *release.Record {
 	t.Helper()
 	zf, err := os.Open(testutil.Fixture(t, fixture))
@@ -249,6 +270,10 @@ func uploadFixture(t *testing.T, f *fleet, app, version, fixture, channel string
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Wait for (join) the background build of zip and Brotli payloads.
+	if err := f.origin.PrepareCapgo(context.Background(), rec.ID); err != nil {
+		t.Fatal(err)
+	}
 	return rec
 }
 
@@ -262,6 +287,28 @@ func newDevice(t *testing.T, e *testEdge, app, nativeVersion string) *capgotest.
 			PluginVersion: "8.51.14", IsProd: true, InstallSource: "google_play",
 		},
 	}
+}
+
+// checkUntilUpdate polls the update check until the edge offers an update:
+// the first check of a new release may find its zip still being built and
+// answer "failed, retry later", as a device would retry at its next
+// foreground.
+func checkUntilUpdate(t *testing.T, d *capgotest.Device) *capgotest.AppVersion {
+	t.Helper()
+	var a *capgotest.AppVersion
+	var raw []byte
+	var err error
+	testutil.Eventually(t, 2*time.Minute, "an update answer", func() bool {
+		a, raw, err = d.Check(context.Background())
+		if err != nil {
+			t.Fatalf("%v: %s", err, raw)
+		}
+		if !a.IsUpdate() && *a.Error != capgo.CodeNoBundle {
+			t.Fatalf("not an update: %s", raw)
+		}
+		return a.IsUpdate()
+	})
+	return a
 }
 
 func fixtureHashes(t *testing.T, fixture string) map[string]string {
@@ -298,17 +345,14 @@ func sameFiles(t *testing.T, d *capgotest.Device, version, fixture string) {
 // with the plugin's algorithm: manifest downloads reuse the files the
 // device already holds, and old plugins take the full zip.
 func TestCapgoInstallsSwaggerReleases(t *testing.T) {
-	f := newFleet(t)
+	f := newQuietFleet(t)
 	uploadFixture(t, f, "com.swagger", "5.34.0", "swagger-ui/www-5.34.0.zip", "production", nil, nil)
 	e := startEdge(t, f, t.TempDir(), nil)
 	syncEdge(t, e)
 	ctx := context.Background()
 
 	d := newDevice(t, e, "com.swagger", "5.0.0")
-	a, raw, err := d.Check(ctx)
-	if err != nil || !a.IsUpdate() {
-		t.Fatalf("%v: %s", err, raw)
-	}
+	a := checkUntilUpdate(t, d)
 	res, err := d.Install(ctx, a)
 	if err != nil {
 		t.Fatal(err)
@@ -317,14 +361,15 @@ func TestCapgoInstallsSwaggerReleases(t *testing.T) {
 		t.Fatalf("first install: %+v", res)
 	}
 	sameFiles(t, d, "5.34.0", "swagger-ui/www-5.34.0.zip")
-	if a, raw, err = d.Check(ctx); err != nil || a.IsUpdate() || *a.Kind != capgo.KindUpToDate {
+	a, raw, err := d.Check(ctx)
+	if err != nil || a.IsUpdate() || *a.Kind != capgo.KindUpToDate {
 		t.Fatalf("after install: %v %s", err, raw)
 	}
 
 	uploadFixture(t, f, "com.swagger", "5.34.1", "swagger-ui/www-5.34.1.zip", "production", nil, nil)
 	syncEdge(t, e)
-	if a, raw, err = d.Check(ctx); err != nil || !a.IsUpdate() || *a.Version != "5.34.1" {
-		t.Fatalf("%v: %s", err, raw)
+	if a = checkUntilUpdate(t, d); *a.Version != "5.34.1" {
+		t.Fatalf("offered %s", *a.Version)
 	}
 	res, err = d.Install(ctx, a)
 	if err != nil {
@@ -370,7 +415,7 @@ func TestCapgoEncryptedRelease(t *testing.T) {
 	if enc.KeyID != capgo.KeyIDFromPEM(string(pubPEM)) {
 		t.Fatalf("key id %s, from PEM %s", enc.KeyID, capgo.KeyIDFromPEM(string(pubPEM)))
 	}
-	f := newFleet(t)
+	f := newQuietFleet(t)
 	uploadFixture(t, f, "com.secret", "5.34.0", "swagger-ui/www-5.34.0.zip", "production", enc, encZip.Bytes())
 	e := startEdge(t, f, t.TempDir(), nil)
 	syncEdge(t, e)

@@ -129,6 +129,15 @@ func (s *Server) CapgoRelease(ctx context.Context, id release.Hash) (*capgo.Rele
 	if _, err := s.st.releaseByID(id); err != nil {
 		return nil, err
 	}
+	var cr capgoRelease
+	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, pfxCapgoRelease+id.String(), &cr) })
+	switch {
+	case err == nil:
+		// Encrypted releases are served as the encrypted zip only.
+		return &capgo.ReleaseMeta{Encrypted: &cr.Encrypted, EncryptedZip: cr.EncryptedZip, EncryptedSize: cr.EncryptedSize}, nil
+	case err != ErrNotFound:
+		return nil, fmt.Errorf("origin: capgo release %s: %w", id, err)
+	}
 	h, err := s.capgoZip(ctx, id)
 	if err != nil {
 		return nil, err
@@ -142,16 +151,7 @@ func (s *Server) CapgoRelease(ctx context.Context, id release.Hash) (*capgo.Rele
 	if err != nil {
 		return nil, fmt.Errorf("origin: zip of %s: %w", id, err)
 	}
-	meta := &capgo.ReleaseMeta{Zip: h, ZipSize: fi.Size()}
-	var cr capgoRelease
-	err = s.db.View(func(txn *badger.Txn) error { return getJSON(txn, pfxCapgoRelease+id.String(), &cr) })
-	switch {
-	case err == nil:
-		meta.Encrypted, meta.EncryptedZip, meta.EncryptedSize = &cr.Encrypted, cr.EncryptedZip, cr.EncryptedSize
-	case err != ErrNotFound:
-		return nil, fmt.Errorf("origin: capgo release %s: %w", id, err)
-	}
-	return meta, nil
+	return &capgo.ReleaseMeta{Zip: h, ZipSize: fi.Size()}, nil
 }
 
 // capgoRoutes registers the Capgo endpoints: public, read-only documents

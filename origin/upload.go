@@ -171,5 +171,8 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 	if published != nil {
 		s.publish(published)
 	}
+	if req.Capgo == nil {
+		s.precomputeCapgo(rec.ID)
+	}
 	return rec, nil
 }
