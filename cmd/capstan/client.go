@@ -25,7 +25,7 @@ func apiClient() *client.Client {
 }
 
 func newUploadCmd() *cobra.Command {
-	var app, version, channel, rollout, signKey, minNative string
+	var app, version, channel, rollout, signKey, minNative, capgoKey string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "upload PATH",
@@ -59,6 +59,19 @@ func newUploadCmd() *cobra.Command {
 						return err
 					}
 				}
+				if capgoKey == "" {
+					capgoKey = os.Getenv("CAPSTAN_CAPGO_KEY")
+				}
+				up := client.Upload{App: app, Version: version, MinNative: minNative, Channel: channel, Rollout: rollout, Envelope: env}
+				if capgoKey != "" {
+					enc, encZip, err := capgoEncrypt(zipPath, capgoKey)
+					if err != nil {
+						return err
+					}
+					defer os.Remove(encZip.Name())
+					defer encZip.Close()
+					up.Capgo, up.CapgoZip = enc, encZip
+				}
 				f, err := os.Open(zipPath)
 				if err != nil {
 					return err
@@ -74,10 +87,8 @@ func newUploadCmd() *cobra.Command {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 				defer cancel()
-				rec, err := apiClient().UploadRelease(ctx, client.Upload{
-					App: app, Version: version, MinNative: minNative, Channel: channel, Rollout: rollout,
-					Envelope: env, Bundle: body,
-				})
+				up.Bundle = body
+				rec, err := apiClient().UploadRelease(ctx, up)
 				if err != nil {
 					return err
 				}
@@ -88,9 +99,12 @@ func newUploadCmd() *cobra.Command {
 				if env != nil {
 					human += "\nsigned with key " + env.Signatures[0].KeyID
 				}
+				if up.Capgo != nil {
+					human += "\nencrypted for Capgo devices with key_id " + up.Capgo.KeyID
+				}
 				return output(cmd, asJSON, map[string]any{
 					"app": rec.App, "version": rec.Version, "id": rec.ID, "files": rec.Files, "size": rec.Size,
-					"channel": channel, "signed": env != nil,
+					"channel": channel, "signed": env != nil, "capgo_encrypted": up.Capgo != nil,
 				}, human)
 			}()
 			if err != nil {
@@ -105,6 +119,7 @@ func newUploadCmd() *cobra.Command {
 	cmd.Flags().StringVar(&rollout, "rollout", "", "percentage of devices offered the release on --channel (default 100)")
 	cmd.Flags().StringVar(&signKey, "sign-key", "", "ed25519 release key file (or CAPSTAN_SIGNING_KEY: a path or the PEM itself)")
 	cmd.Flags().StringVar(&minNative, "min-native", "", "lowest native app version that can run this bundle")
+	cmd.Flags().StringVar(&capgoKey, "capgo-key", "", "Capgo RSA private key (capstan keys gen --capgo, or .capgo_key_v2 from npx @capgo/cli key create; or CAPSTAN_CAPGO_KEY): also upload a copy encrypted for @capgo/capacitor-updater")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
 }
@@ -217,7 +232,7 @@ func newChannelCmd() *cobra.Command {
 	set.Flags().BoolVar(&pause, "pause", false, "pause the rollout: no new devices enter it")
 	set.Flags().BoolVar(&resume, "resume", false, "resume a paused rollout")
 	set.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
-	cmd.AddCommand(set)
+	cmd.AddCommand(set, newChannelCapgoCmd())
 	return cmd
 }
 
@@ -315,6 +330,7 @@ func newKeysCmd() *cobra.Command {
 		},
 	}
 	gen.Flags().StringVar(&out, "out", "", "private key file to write (required)")
+	withCapgoKeyGen(gen)
 	cmd.AddCommand(gen)
 	return cmd
 }

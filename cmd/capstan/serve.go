@@ -66,8 +66,11 @@ func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir, addr string, pub
 	return o, srv, ln, nil
 }
 
-func startEdge(log *slog.Logger, dataDir, addr string, cacheSize int64, origins func() []string) (*edge.Server, net.Listener, error) {
+func startEdge(log *slog.Logger, dataDir, addr string, cacheSize int64, origins func() []string, opts ...func(*edge.Config)) (*edge.Server, net.Listener, error) {
 	cfg := edge.DefaultConfig(dataDir)
+	for _, o := range opts {
+		o(&cfg)
+	}
 	if cacheSize > 0 {
 		cfg.CacheSize = cacheSize
 	}
@@ -130,6 +133,7 @@ func publishAll(o *origin.Server, n *gossip.Node, log *slog.Logger) {
 func newDevCmd() *cobra.Command {
 	var dataDir, apiAddr, edgeAddr string
 	var g gossipOptions
+	var cf capgoEdgeFlags
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run an origin and one edge in one process (embedded Badger store)",
@@ -155,7 +159,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 				return err
 			}
 			apiURL := "http://" + apiLn.Addr().String()
-			es, edgeLn, err := startEdge(log, filepath.Join(dataDir, "edge"), edgeAddr, 0, func() []string { return []string{apiURL} })
+			es, edgeLn, err := startEdge(log, filepath.Join(dataDir, "edge"), edgeAddr, 0, func() []string { return []string{apiURL} }, cf.apply)
 			if err != nil {
 				api.Close()
 				o.Close()
@@ -192,6 +196,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 	cmd.Flags().StringVar(&apiAddr, "api", "127.0.0.1:7070", "origin API listen address")
 	cmd.Flags().StringVar(&edgeAddr, "edge", "127.0.0.1:7080", "edge HTTP listen address")
 	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7946", "gossip bind address, for more edges to join")
+	cf.register(cmd)
 	return cmd
 }
 
@@ -244,6 +249,7 @@ func newOriginCmd() *cobra.Command {
 func newEdgeCmd() *cobra.Command {
 	var dataDir, httpAddr, cacheSize, originURLs, pub, originKey string
 	var g gossipOptions
+	var cf capgoEdgeFlags
 	cmd := &cobra.Command{
 		Use:   "edge",
 		Short: "Run an edge node: answers device checks and serves blobs and patches",
@@ -280,7 +286,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 				}
 				return out
 			}
-			e, ln, err := startEdge(log, dataDir, httpAddr, size, origins)
+			e, ln, err := startEdge(log, dataDir, httpAddr, size, origins, cf.apply)
 			if err != nil {
 				return err
 			}
@@ -333,6 +339,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 	cmd.Flags().StringVar(&cacheSize, "cache-size", "1GiB", "disk cache cap, e.g. 500MB or 2GiB")
 	cmd.Flags().StringVar(&originURLs, "origin", "", "comma-separated origin API URLs to pull from, besides those learnt from gossip")
 	cmd.Flags().StringVar(&originKey, "origin-key", "", "origin public key (PEM): drop gossip records it did not sign")
+	cf.register(cmd)
 	return cmd
 }
 
