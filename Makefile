@@ -2,9 +2,10 @@
 GO      ?= go
 BIN     := bin/capstan
 PKGS    := ./...
-STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
+# staticcheck is pinned and run through the module proxy, so lint works on a fresh machine.
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build dev test test-short race bench bench-delta lint fuzz tidy-check clean
+.PHONY: build dev test test-short bench bench-delta bench-edge lint fuzz tidy-check clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/capstan
@@ -16,6 +17,7 @@ dev: build
 # Every test, with the race detector. End-to-end tests build bin/capstan.
 test: build
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	bash scripts/fuzz.sh 5s
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
@@ -25,6 +27,10 @@ bench: build
 
 bench-delta:
 	bash scripts/bench-delta.sh
+
+# Edge throughput against nginx serving the same bytes (part of `make bench`).
+bench-edge: build
+	bash scripts/bench.sh --edge-only
 
 # Fuzz every parser for FUZZTIME each (default 60s); CI runs them briefly in `make test` via the seed corpus.
 FUZZTIME ?= 60s

@@ -9,6 +9,7 @@ import (
 // Capstan device event actions a Capgo stat maps onto (the same names as
 // Capstan's own device events).
 const (
+	EventCheck    = "check" // sent by the edge for every update check
 	EventDownload = "download"
 	EventInstall  = "install"
 	EventFail     = "fail"
@@ -30,12 +31,33 @@ func EventAction(action string) string {
 		return EventInstall
 	case action == "update_fail":
 		return EventRevert
-	case strings.HasSuffix(action, "_fail"):
+	case strings.HasSuffix(action, "_fail"), action == "insufficient_disk_space":
 		return EventFail
 	case action == "download_complete", action == "download_zip_complete", action == "download_manifest_complete":
 		return EventDownload
 	}
 	return ""
+}
+
+// Causes of a failure, as Capstan's device events classify them: only a
+// failure that may be the release's fault (verify, install) counts towards
+// its failure rate; a download failure may be the network's.
+const (
+	CauseDownload = "download"
+	CauseVerify   = "verify"
+	CauseInstall  = "install"
+)
+
+// FailCause classifies a plugin failure action.
+func FailCause(action string) string {
+	switch action {
+	case "download_fail", "finish_download_fail", "download_manifest_file_fail":
+		return CauseDownload
+	case "checksum_fail", "checksum_required", "decrypt_fail", "download_manifest_checksum_fail", "download_manifest_brotli_fail",
+		"manifest_path_fail", "windows_path_fail", "canonical_path_fail":
+		return CauseVerify
+	}
+	return CauseInstall
 }
 
 // Event is a Capgo stat mapped onto a Capstan device event.
@@ -53,6 +75,8 @@ type Event struct {
 	Time int64
 	// Error is the plugin's action name for failures.
 	Error string
+	// Cause classifies a fail event (Cause…); empty for other actions.
+	Cause string
 }
 
 // EventSink receives the events Capgo devices report. Implementations must

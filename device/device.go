@@ -17,8 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/Masterminds/semver/v3"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/stats"
 )
 
 // Config configures a device. Zero values mean the documented defaults.
@@ -44,6 +44,19 @@ type Config struct {
 	MaxDownload int64
 	// Parallel is the number of concurrent file downloads (default 8).
 	Parallel int
+	// BuiltinDir is the bundle shipped inside the app. A device with an
+	// empty Dir/current starts from a copy of it, and going back to the
+	// built-in bundle (a rollback to builtin, or reverting the first
+	// update) copies it into Dir/current. Empty means the app ships no
+	// web bundle of its own: Dir/current is then left empty.
+	BuiltinDir string
+	// ConfirmTimeout is how long a newly installed release may stay
+	// unconfirmed (see Device.Confirm) before the next run reverts it
+	// (default 10 minutes; negative: never revert).
+	ConfirmTimeout time.Duration
+	// NoEvents stops the device from reporting events (check, download,
+	// install, confirm, fail, revert) to the edge; benchmarks use it.
+	NoEvents bool
 	// HTTPClient is used for every request; nil means a client with sane
 	// connect and header timeouts.
 	HTTPClient *http.Client
@@ -57,6 +70,11 @@ const (
 	StatusUpToDate = "up-to-date"
 	StatusAvail    = "available"
 	StatusFailed   = "failed"
+	// StatusConfirmed: Confirm marked the current release healthy.
+	StatusConfirmed = "confirmed"
+	// StatusReverted: the run reverted an unconfirmed release and
+	// installed nothing else.
+	StatusReverted = "reverted"
 )
 
 // Result is what one run did; it is printed by `capstan device --json`.
@@ -72,6 +90,11 @@ type Result struct {
 	// Reason explains an up-to-date answer that is really a block.
 	Reason string `json:"reason,omitempty"`
 	Edge   string `json:"edge,omitempty"`
+	// Code names the rule behind Reason (release.Block…), when one applies.
+	Code string `json:"code,omitempty"`
+	// Reverted is the version this run reverted because it was not
+	// confirmed in time.
+	Reverted string `json:"reverted,omitempty"`
 }
 
 // Errors a run can fail with; callers branch with errors.Is.
@@ -89,6 +112,8 @@ type Device struct {
 	cfg   Config
 	st    *State
 	bytes atomic.Int64
+	// outbox holds events not yet taken by an edge (see events.go).
+	outbox []stats.Event
 }
 
 // New opens the device's folder, recovering from an interrupted install.
@@ -102,8 +127,13 @@ func New(cfg Config) (*Device, error) {
 	if err := release.ValidateApp(cfg.App); err != nil {
 		return nil, fmt.Errorf("device: %w", err)
 	}
-	if err := release.ValidateChannel(cfg.Channel); err != nil {
-		return nil, fmt.Errorf("device: %w", err)
+	if cfg.Channel != "" {
+		if err := release.ValidateChannel(cfg.Channel); err != nil {
+			return nil, fmt.Errorf("device: %w", err)
+		}
+	}
+	if cfg.ConfirmTimeout == 0 {
+		cfg.ConfirmTimeout = DefaultConfirmTimeout
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 10 * time.Second
@@ -131,7 +161,7 @@ func New(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{cfg: cfg, st: st}
+	d := &Device{cfg: cfg, st: st, outbox: loadOutbox(cfg.Dir)}
 	if cfg.DeviceID != "" {
 		st.DeviceID = cfg.DeviceID
 	}
@@ -139,6 +169,9 @@ func New(cfg Config) (*Device, error) {
 		st.DeviceID = newDeviceID()
 	}
 	if err := d.recover(); err != nil {
+		return nil, err
+	}
+	if err := d.seedBuiltin(); err != nil {
 		return nil, err
 	}
 	if err := saveState(cfg.Dir, st); err != nil {
@@ -156,6 +189,10 @@ func (d *Device) recover() error {
 	if d.st.Installing == nil {
 		return nil
 	}
+	if d.st.Reverting {
+		d.recoverRevert()
+		return nil
+	}
 	if d.st.InstallingManifest != nil {
 		if m, err := d.st.InstallingManifest.Manifest(); err == nil && verifyTree(currentDir(d.cfg.Dir), m) == nil {
 			d.commitInstalled(*d.st.Installing, d.st.InstallingManifest)
@@ -166,7 +203,8 @@ func (d *Device) recover() error {
 }
 
 func (d *Device) commitInstalled(to release.Ref, env *release.Envelope) {
-	if d.st.Current.ID != to.ID {
+	// While Current is pending, Previous stays the last confirmed release.
+	if d.st.Current.ID != to.ID && !d.st.Pending {
 		prev := d.st.Current
 		d.st.Previous = &prev
 		d.st.PreviousManifest = d.st.Manifest
@@ -179,6 +217,7 @@ func (d *Device) commitInstalled(to release.Ref, env *release.Envelope) {
 type checkAnswer struct {
 	Status  string            `json:"status"`
 	Reason  string            `json:"reason"`
+	Code    string            `json:"code"`
 	Channel *release.Envelope `json:"channel"`
 	Release *release.Envelope `json:"release"`
 }
@@ -191,6 +230,7 @@ type plan struct {
 	manifest *release.Manifest
 	env      *release.Envelope
 	reason   string
+	code     string
 }
 
 // Check asks the edges whether an update is available, verifying the
@@ -203,6 +243,7 @@ func (d *Device) Check(ctx context.Context) Result {
 	if err == nil && res.Status == StatusUpdated {
 		res.Status = StatusAvail
 	}
+	d.flushEvents(ctx, p)
 	return res
 }
 
@@ -210,11 +251,27 @@ func (d *Device) Check(ctx context.Context) Result {
 func (d *Device) Update(ctx context.Context) Result {
 	start := d.cfg.Now()
 	res := Result{From: d.st.Current.Version}
+	reverted, err := d.revertIfDue(ctx)
+	if err != nil {
+		res.Status, res.Error = StatusFailed, err.Error()
+		res.MS = d.cfg.Now().Sub(start).Milliseconds()
+		d.flushEvents(ctx, nil)
+		return res
+	}
 	p, err := d.check(ctx)
 	if err == nil && p.reason == "" && p.target.ID != d.st.Current.ID {
 		res.Mode, err = d.install(ctx, p)
+		d.recordInstall(p, err)
 	}
-	return d.finish(res, start, p, err)
+	res = d.finish(res, start, p, err)
+	if reverted != "" {
+		res.Reverted = reverted
+		if res.Status == StatusUpToDate {
+			res.Status = StatusReverted
+		}
+	}
+	d.flushEvents(ctx, p)
+	return res
 }
 
 func (d *Device) finish(res Result, start time.Time, p *plan, err error) Result {
@@ -222,6 +279,7 @@ func (d *Device) finish(res Result, start time.Time, p *plan, err error) Result 
 	res.MS = d.cfg.Now().Sub(start).Milliseconds()
 	if p != nil {
 		res.Edge = p.edge
+		res.Code = p.code
 	}
 	switch {
 	case err != nil:
@@ -248,10 +306,16 @@ func (d *Device) finish(res Result, start time.Time, p *plan, err error) Result 
 func (d *Device) check(ctx context.Context) (*plan, error) {
 	q := url.Values{}
 	q.Set("app", d.cfg.App)
-	q.Set("channel", d.cfg.Channel)
+	if d.cfg.Channel != "" {
+		q.Set("channel", d.cfg.Channel)
+	}
 	q.Set("device", d.st.DeviceID)
 	if !d.st.Current.ID.IsZero() {
 		q.Set("current", d.st.Current.ID.String())
+		q.Set("version", d.st.Current.Version)
+	}
+	if f := recentFailed(d.st.Failed); f != "" {
+		q.Set("failed", f)
 	}
 	if d.cfg.NativeVersion != "" {
 		q.Set("native", d.cfg.NativeVersion)
@@ -269,6 +333,8 @@ func (d *Device) check(ctx context.Context) (*plan, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", edge, err))
 			continue
 		}
+		d.st.Channel = p.channel.Channel
+		d.record(stats.ActionCheck, d.st.Current, 0, "")
 		return p, nil
 	}
 	return nil, errors.Join(append([]error{ErrNoEdge}, errs...)...)
@@ -289,8 +355,12 @@ func (d *Device) verify(edge string, ans *checkAnswer) (*plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: channel record: %v", ErrVerify, err)
 	}
-	if ch.App != d.cfg.App || ch.Channel != d.cfg.Channel {
-		return nil, fmt.Errorf("%w: got %s, want %s/%s", ErrWrongRecord, ch.Key(), d.cfg.App, d.cfg.Channel)
+	if ch.App != d.cfg.App || ch.Channel != d.cfg.Channel && (d.cfg.Channel != "" || !ch.Default) {
+		want := d.cfg.App + "/" + d.cfg.Channel
+		if d.cfg.Channel == "" {
+			want = "the default channel of " + d.cfg.App
+		}
+		return nil, fmt.Errorf("%w: got %s, want %s", ErrWrongRecord, ch.Key(), want)
 	}
 	if seen := d.st.Seqs[ch.Key()]; ch.Seq < seen {
 		return nil, fmt.Errorf("%w: seq %d after %d", ErrReplay, ch.Seq, seen)
@@ -307,13 +377,14 @@ func (d *Device) verify(edge string, ans *checkAnswer) (*plan, error) {
 	if !ok || target.ID == d.st.Current.ID {
 		return p, nil
 	}
-	if slices.Contains(d.st.Failed, target.ID) {
-		p.reason = "release " + target.Version + " failed on this device before; it is not installed again"
+	offer := release.OfferCheck{Target: target, CurrentVersion: d.st.Current.Version, Native: d.cfg.NativeVersion, Failed: d.st.Failed}
+	if r := ch.CheckOffer(offer); r != nil && (r.Code == release.BlockFailed || r.Code == release.BlockDowngrade) {
+		p.reason, p.code = r.Reason, r.Code
 		return p, nil
 	}
 	p.target = target
 	if ans.Status == "blocked" {
-		p.reason = ans.Reason
+		p.reason, p.code = ans.Reason, ans.Code
 		p.target = d.st.Current
 		return p, nil
 	}
@@ -338,27 +409,14 @@ func (d *Device) verify(edge string, ans *checkAnswer) (*plan, error) {
 	if m.App != d.cfg.App || m.Version != target.Version {
 		return nil, fmt.Errorf("%w: manifest is %s %s, the channel names %s %s", ErrVerify, m.App, m.Version, d.cfg.App, target.Version)
 	}
-	if reason := nativeBlock(m, d.cfg.NativeVersion); reason != "" {
-		p.reason = reason
+	offer.Manifest = m
+	if r := ch.CheckOffer(offer); r != nil {
+		p.reason, p.code = r.Reason, r.Code
 		p.target = d.st.Current
 		return p, nil
 	}
 	p.manifest, p.env = m, ans.Release
 	return p, nil
-}
-
-// nativeBlock enforces the manifest's minimum native version on the device
-// itself, whatever the edge said.
-func nativeBlock(m *release.Manifest, native string) string {
-	if m.MinNative == "" || native == "" {
-		return ""
-	}
-	min, err1 := semver.NewVersion(m.MinNative)
-	nv, err2 := semver.NewVersion(native)
-	if err1 != nil || err2 != nil || nv.LessThan(min) {
-		return fmt.Sprintf("release %s needs native version %s or later, this device runs %s", m.Version, m.MinNative, native)
-	}
-	return ""
 }
 
 // install downloads and installs p's release and returns the mode used.
@@ -374,9 +432,11 @@ func (d *Device) install(ctx context.Context, p *plan) (string, error) {
 		if err != nil {
 			return mode, err
 		}
-		if err := syncTree(staging); err != nil {
-			return mode, fmt.Errorf("device: %w", err)
-		}
+	} else if err := d.fillBuiltin(staging); err != nil {
+		return mode, err
+	}
+	if err := syncTree(staging); err != nil {
+		return mode, fmt.Errorf("device: %w", err)
 	}
 	// Record the intent before the swap, so a crash right after it is
 	// recognised on the next run.
@@ -384,13 +444,12 @@ func (d *Device) install(ctx context.Context, p *plan) (string, error) {
 	if err := saveState(d.cfg.Dir, d.st); err != nil {
 		return mode, err
 	}
-	if err := swapIn(d.cfg.Dir, staging); err != nil {
+	if err := d.swapKeepingPrevious(staging); err != nil {
 		return mode, err
 	}
 	d.commitInstalled(p.target, p.env)
 	d.st.Installing, d.st.InstallingManifest = nil, nil
-	d.st.Pending = true
-	d.st.PendingSince = d.cfg.Now().Unix()
+	d.markPending(p.target)
 	return mode, nil
 }
 

@@ -38,6 +38,11 @@ type State struct {
 	Pending bool `json:"pending,omitempty"`
 	// PendingSince is when Current was installed (unix seconds).
 	PendingSince int64 `json:"pending_since,omitempty"`
+	// Reverting is set with Installing while a revert swaps Previous back
+	// in, so a run after a crash finishes the revert, not an install.
+	Reverting bool `json:"reverting,omitempty"`
+	// Channel is the channel of the newest verified record; events name it.
+	Channel string `json:"channel,omitempty"`
 }
 
 func stateDir(dir string) string  { return filepath.Join(dir, ".capstan") }

@@ -44,7 +44,8 @@ type CapgoConfig struct {
 	// with Retry-After, which the plugin honours for all its calls.
 	RequestsPerSecond int
 	// Events receives device stats mapped onto Capstan device events; nil
-	// drops them (the per-action counters still count them).
+	// means the edge's own event pipeline (forwarded to an origin like
+	// POST /v1/events, feeding per-release stats and auto-pause).
 	Events capgo.EventSink
 }
 
@@ -83,7 +84,7 @@ type capgoApp struct {
 	refreshing bool
 }
 
-func newCapgoState(cfg CapgoConfig, reg *prometheus.Registry) *capgoState {
+func newCapgoState(cfg CapgoConfig, reg *prometheus.Registry, events capgo.EventSink) *capgoState {
 	if cfg.DefaultChannel == "" {
 		cfg.DefaultChannel = defaultCapgoChannel
 	}
@@ -114,7 +115,7 @@ func newCapgoState(cfg CapgoConfig, reg *prometheus.Registry) *capgoState {
 		}, []string{"action"}),
 	}
 	if c.sink == nil {
-		c.sink = capgo.NoEvents{}
+		c.sink = events
 	}
 	reg.MustRegister(c.updates, c.stats)
 	return c
@@ -418,7 +419,13 @@ func (s *Server) handleCapgoUpdates(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	ch := cs.ch
-	target, ok := ch.Target(string(in.DeviceID), currentRelease(ch, string(in.VersionName)))
+	current := currentRelease(ch, string(in.VersionName))
+	check := capgo.Event{Action: capgo.EventCheck, App: app, Channel: ch.Channel, Device: string(in.DeviceID), Release: current}
+	if !current.IsZero() {
+		check.Version = string(in.VersionName)
+	}
+	s.capgo.sink.DeviceEvents([]capgo.Event{check})
+	target, ok := ch.Target(string(in.DeviceID), current)
 	if !ok || !target.ID.IsZero() && target.Version == string(in.VersionName) {
 		s.capgoRefuse(ctx, &capgo.Refusal{Error: capgo.CodeNoNewVersion, Message: "No new version available", Kind: capgo.KindUpToDate})
 		return
@@ -445,7 +452,13 @@ func (s *Server) handleCapgoUpdates(ctx *fasthttp.RequestCtx) {
 		_, t.Failed = s.capgo.failed.Get(app + "|" + string(in.DeviceID) + "|" + target.ID.String())
 	}
 	rules := capgo.Rules{Channel: ch.Channel, Flags: cfg.Flags(ch.Channel), BlockMajor: blockMajor(ch)}
-	if r := capgo.Check(in, t, rules); r != nil {
+	r := capgo.Check(in, t, rules)
+	if r == nil || r.Error == capgo.CodeAlreadyOnBuiltin {
+		if cr := capstanOfferCheck(ch, in, target); cr != nil {
+			r = cr
+		}
+	}
+	if r != nil {
 		s.capgoRefuse(ctx, r)
 		return
 	}
@@ -560,7 +573,11 @@ func (s *Server) handleCapgoStats(ctx *fasthttp.RequestCtx) {
 		if release.ValidateChannel(channel) != nil {
 			continue
 		}
-		evs = append(evs, capgo.Event{Action: ev, App: app, Channel: channel, Device: device, Release: id, Version: version, Time: st.Timestamp, Error: errorOf(ev, action)})
+		e := capgo.Event{Action: ev, App: app, Channel: channel, Device: device, Release: id, Version: version, Time: st.Timestamp, Error: errorOf(ev, action)}
+		if ev == capgo.EventFail {
+			e.Cause = capgo.FailCause(action)
+		}
+		evs = append(evs, e)
 	}
 	if len(evs) > 0 {
 		s.capgo.sink.DeviceEvents(evs)

@@ -636,3 +636,42 @@ func zipOf(t *testing.T, files map[string][]byte) *bytes.Buffer {
 	}
 	return &buf
 }
+
+// TestCapgoStatsFeedOriginCounters: with no sink configured, Capgo stats
+// go through the edge's event pipeline to the origin's per-release
+// counters, like Capstan devices' own events.
+func TestCapgoStatsFeedOriginCounters(t *testing.T) {
+	f := newFleet(t)
+	rec := f.upload(t, "1.0.0", map[string][]byte{"index.html": []byte("v1")})
+	e := startEdge(t, f, t.TempDir(), nil)
+	syncEdge(t, e)
+	ctx := context.Background()
+	d := newDevice(t, e, "com.x", "1.0.0")
+	if a, raw, err := d.Check(ctx); err != nil || !a.IsUpdate() {
+		t.Fatalf("%v: %s", err, raw)
+	}
+	for _, action := range []string{"download_zip_complete", "set", "download_fail", "checksum_fail", "update_fail", "app_moved_to_foreground"} {
+		if code, err := d.Stat(ctx, action, "1.0.0", "builtin"); err != nil || code != 200 {
+			t.Fatalf("%s: %d %v", action, code, err)
+		}
+	}
+	if err := e.FlushEvents(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.origin.Stats("com.x", "production")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *origin.ReleaseStats
+	for i, r := range rep.Channels[0].Releases {
+		if r.Release == rec.ID {
+			got = &rep.Channels[0].Releases[i]
+		}
+	}
+	if got == nil || got.Downloads != 1 || got.Installs != 1 || got.Failures != 2 || got.Reverts != 1 || got.Devices != 1 {
+		t.Fatalf("origin counters: %+v", rep)
+	}
+	if rep.Totals.Checks == 0 {
+		t.Fatalf("update checks were not counted: %+v", rep.Totals)
+	}
+}

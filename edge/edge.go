@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/capstan-ota/capstan/capgo"
 	"github.com/capstan-ota/capstan/internal/kv"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/dgraph-io/badger/v4"
@@ -42,6 +43,22 @@ type Config struct {
 	// origin costs a device a fast 503, never a hang.
 	FetchTimeout   time.Duration
 	ConnectTimeout time.Duration
+	// ReadTimeout bounds reading one request, headers and body, so slow
+	// clients (slowloris) cannot hold connections open (default 30 s).
+	// IdleTimeout closes keep-alive connections idle this long (default
+	// 2 minutes).
+	ReadTimeout time.Duration
+	IdleTimeout time.Duration
+	// EventQueue bounds the device events held for forwarding (default
+	// 20000); past it the oldest are dropped. EventFlush is how often they
+	// are forwarded to an origin (default 2 s). EventsPerSecond limits
+	// POST /v1/events per client address (default 100, generous because
+	// carrier NAT puts many devices behind one address; negative: no
+	// limit). EventsToken is sent to the origin as a bearer token.
+	EventQueue      int
+	EventFlush      time.Duration
+	EventsPerSecond int
+	EventsToken     string
 	// Capgo configures the endpoints for @capgo/capacitor-updater devices.
 	Capgo CapgoConfig
 	// Logger receives the edge's log; nil discards it.
@@ -59,6 +76,8 @@ func DefaultConfig(dataDir string) Config {
 		MemCacheObject: 1 << 20,
 		FetchTimeout:   2 * time.Minute,
 		ConnectTimeout: 3 * time.Second,
+		ReadTimeout:    30 * time.Second,
+		IdleTimeout:    2 * time.Minute,
 	}
 }
 
@@ -74,7 +93,7 @@ type Server struct {
 	flight singleflight.Group
 	reg    *prometheus.Registry
 	m      *metrics
-	srv    *fasthttp.Server
+	srv    *fasthttp.Server // guarded by srvMu
 	capgo  *capgoState
 
 	manMu     sync.RWMutex // guards manifests
@@ -82,6 +101,13 @@ type Server struct {
 
 	synced   chan struct{}
 	syncOnce sync.Once
+
+	events  *eventQueue
+	evLimit *limiter
+	flushMu sync.Mutex // one forward of events at a time
+
+	srvMu sync.Mutex // guards srv, shut: Serve and Shutdown run in different goroutines
+	shut  bool
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -114,11 +140,26 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = d.ConnectTimeout
 	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = d.ReadTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = d.IdleTimeout
+	}
 	if cfg.Origins == nil {
 		cfg.Origins = func() []string { return nil }
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.EventQueue <= 0 {
+		cfg.EventQueue = defaultEventQueue
+	}
+	if cfg.EventFlush <= 0 {
+		cfg.EventFlush = defaultEventFlush
+	}
+	if cfg.EventsPerSecond == 0 {
+		cfg.EventsPerSecond = defaultEventsPerSec
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -143,6 +184,8 @@ func New(cfg Config) (*Server, error) {
 		manifests: map[release.Hash]*manifestEntry{},
 		synced:    make(chan struct{}),
 		stop:      make(chan struct{}),
+		events:    newEventQueue(cfg.EventQueue),
+		evLimit:   &limiter{perSec: cfg.EventsPerSecond},
 		client: &http.Client{Transport: &http.Transport{
 			DialContext:           (&net.Dialer{Timeout: cfg.ConnectTimeout}).DialContext,
 			ResponseHeaderTimeout: 30 * time.Second,
@@ -151,13 +194,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
-	s.capgo = newCapgoState(cfg.Capgo, s.reg)
+	s.capgo = newCapgoState(cfg.Capgo, s.reg, capgo.EventSinkFunc(s.pushCapgoEvents))
 	if err := s.loadState(); err != nil {
 		db.Close()
 		return nil, err
 	}
 	s.wg.Add(1)
 	go func() { defer s.wg.Done(); cache.gcLoop(s.stop, time.Minute) }()
+	s.wg.Add(1)
+	go s.eventLoop()
 	return s, nil
 }
 
@@ -221,18 +266,31 @@ func (s *Server) Records() []*release.Envelope {
 	return out
 }
 
-// Serve serves HTTP on ln until Shutdown.
+// Serve serves HTTP on ln until Shutdown. It may run in its own goroutine
+// while Shutdown is called from another.
 func (s *Server) Serve(ln net.Listener) error {
-	s.srv = s.newHTTPServer()
-	return s.srv.Serve(ln)
+	srv := s.newHTTPServer()
+	s.srvMu.Lock()
+	if s.shut {
+		s.srvMu.Unlock()
+		ln.Close()
+		return errors.New("edge: serve after shutdown")
+	}
+	s.srv = srv
+	s.srvMu.Unlock()
+	return srv.Serve(ln)
 }
 
 // Shutdown stops serving (waiting for requests in flight up to ctx) and
 // closes the cache.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
-	if s.srv != nil {
-		err = s.srv.ShutdownWithContext(ctx)
+	s.srvMu.Lock()
+	srv := s.srv
+	s.shut = true
+	s.srvMu.Unlock()
+	if srv != nil {
+		err = srv.ShutdownWithContext(ctx)
 	}
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.wg.Wait()

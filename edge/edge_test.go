@@ -176,6 +176,8 @@ func TestThunderingHerdFetchesOnce(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1000, MaxConnsPerHost: 0}}
 	var wg sync.WaitGroup
 	var bad atomic.Int64
+	var errMu sync.Mutex
+	var firstErr error
 	start := make(chan struct{})
 	for i := 0; i < 1000; i++ {
 		wg.Add(1)
@@ -185,6 +187,11 @@ func TestThunderingHerdFetchesOnce(t *testing.T) {
 			resp, err := client.Get(e.url + "/v1/blobs/" + h.String())
 			if err != nil {
 				bad.Add(1)
+				errMu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				errMu.Unlock()
 				return
 			}
 			hs := sha256.New()
@@ -200,7 +207,7 @@ func TestThunderingHerdFetchesOnce(t *testing.T) {
 	close(start)
 	wg.Wait()
 	if bad.Load() != 0 {
-		t.Fatalf("%d of 1000 requests failed", bad.Load())
+		t.Fatalf("%d of 1000 requests failed; first error: %v", bad.Load(), firstErr)
 	}
 	if n := f.blobPulls.Load(); n != 1 {
 		t.Fatalf("origin was asked %d times for one blob, want 1", n)

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/Masterminds/semver/v3"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
@@ -28,8 +27,8 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		// 16 KiB of headers: room for devices behind proxies that add a few.
 		ReadBufferSize:     16 << 10,
 		MaxRequestBodySize: 1 << 20,
-		ReadTimeout:        30 * time.Second,
-		IdleTimeout:        2 * time.Minute,
+		ReadTimeout:        s.cfg.ReadTimeout,
+		IdleTimeout:        s.cfg.IdleTimeout,
 		// WriteTimeout is one deadline for the whole response in fasthttp:
 		// it would cut slow mobile downloads, so blob routes get a long one
 		// and everything else a short one.
@@ -69,6 +68,9 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, metricsHandler fasthttp.Request
 	case strings.HasPrefix(path, "/v1/releases/") && get:
 		s.handleRelease(ctx, path[len("/v1/releases/"):])
 		return "release"
+	case path == "/v1/events" && ctx.IsPost():
+		s.handleEvents(ctx)
+		return "events"
 	case path == "/healthz" && get:
 		s.handleHealth(ctx)
 		return "healthz"
@@ -135,8 +137,8 @@ const (
 func (s *Server) handleCheck(ctx *fasthttp.RequestCtx) {
 	q := ctx.QueryArgs()
 	app, channel := q.Peek("app"), q.Peek("channel")
-	if len(app) == 0 || len(channel) == 0 || len(app) > release.MaxAppLen || len(channel) > release.MaxAppLen {
-		fail(ctx, fasthttp.StatusBadRequest, "app and channel are required")
+	if len(app) == 0 || len(app) > release.MaxAppLen || len(channel) > release.MaxAppLen {
+		fail(ctx, fasthttp.StatusBadRequest, "app is required; app and channel are at most 128 bytes")
 		return
 	}
 	device := q.Peek("device")
@@ -153,11 +155,14 @@ func (s *Server) handleCheck(ctx *fasthttp.RequestCtx) {
 		}
 		current = h
 	}
-	key := make([]byte, 0, len(app)+len(channel)+1)
-	key = append(append(append(key, app...), '/'), channel...)
-	cs, ok := s.state.get(string(key))
-	if !ok {
-		fail(ctx, fasthttp.StatusNotFound, "unknown app or channel: "+string(key))
+	cs, code, msg := s.resolveChannel(app, channel)
+	if cs == nil {
+		fail(ctx, code, msg)
+		return
+	}
+	failed, err := parseFailed(q.Peek("failed"))
+	if err != nil {
+		fail(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
 	ctx.SetContentType("application/json")
@@ -167,8 +172,13 @@ func (s *Server) handleCheck(ctx *fasthttp.RequestCtx) {
 		s.writeCheck(ctx, StatusUpToDate, cs, nil, "")
 		return
 	}
+	offer := release.OfferCheck{Target: target, CurrentVersion: string(q.Peek("version")), Native: string(q.Peek("native")), Failed: failed}
 	if target.ID.IsZero() {
 		// Back to the bundle inside the app.
+		if r := cs.ch.CheckOffer(offer); r != nil {
+			writeRefusal(ctx, cs, r)
+			return
+		}
 		s.writeCheck(ctx, StatusUpdate, cs, nil, "")
 		return
 	}
@@ -179,37 +189,20 @@ func (s *Server) handleCheck(ctx *fasthttp.RequestCtx) {
 		s.failFetch(ctx, err)
 		return
 	}
-	if reason := blockedReason(me.m, string(q.Peek("native"))); reason != "" {
-		s.writeCheck(ctx, StatusBlocked, cs, nil, reason)
+	offer.Manifest = me.m
+	if r := cs.ch.CheckOffer(offer); r != nil {
+		writeRefusal(ctx, cs, r)
 		return
 	}
 	s.writeCheck(ctx, StatusUpdate, cs, me, "")
 }
 
-// blockedReason says why a device with native version native may not run
-// m, or "" if it may.
-func blockedReason(m *release.Manifest, native string) string {
-	if m.MinNative == "" {
-		return ""
-	}
-	min, err := semver.NewVersion(m.MinNative)
-	if err != nil {
-		return ""
-	}
-	nv, err := semver.NewVersion(native)
-	if err != nil {
-		return "release " + m.Version + " needs native version " + m.MinNative + " or later; the device did not say its native version"
-	}
-	if nv.LessThan(min) {
-		return "release " + m.Version + " needs native version " + m.MinNative + " or later, the device runs " + native
-	}
-	return ""
-}
-
 // CheckResponse is the body of GET /v1/check.
 type CheckResponse struct {
-	Status  string            `json:"status"`
-	Reason  string            `json:"reason,omitempty"`
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+	// Code names the rule behind a "blocked" answer (release.Block…).
+	Code    string            `json:"code,omitempty"`
 	Channel *release.Envelope `json:"channel"`
 	Release *release.Envelope `json:"release,omitempty"`
 }

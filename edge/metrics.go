@@ -17,6 +17,8 @@ type metrics struct {
 	originFetches prometheus.Counter
 	originBytes   prometheus.Counter
 	bytesServed   prometheus.Counter
+	eventsIn      prometheus.Counter
+	eventsOut     prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
@@ -34,6 +36,13 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 		originBytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "capstan_edge_origin_bytes_total", Help: "Bytes pulled from origins."}),
 		bytesServed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "capstan_edge_bytes_served_total", Help: "Blob and patch bytes served to devices."}),
 	}
+	m.eventsIn = prometheus.NewCounter(prometheus.CounterOpts{Name: "capstan_edge_events_received_total", Help: "Device events accepted from devices."})
+	m.eventsOut = prometheus.NewCounter(prometheus.CounterOpts{Name: "capstan_edge_events_forwarded_total", Help: "Device events forwarded to an origin."})
+	reg.MustRegister(m.eventsIn, m.eventsOut,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "capstan_edge_events_queued", Help: "Device events waiting to be forwarded."},
+			func() float64 { return float64(s.events.len()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "capstan_edge_events_dropped_total", Help: "Device events dropped because the queue was full."},
+			func() float64 { s.events.mu.Lock(); defer s.events.mu.Unlock(); return float64(s.events.dropped) }))
 	reg.MustRegister(m.requests, m.latency, m.cacheHits, m.cacheMisses, m.originFetches, m.originBytes, m.bytesServed,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "capstan_edge_cache_bytes", Help: "Bytes of blobs in the disk cache."},
 			func() float64 { b, _ := s.cache.used(); return float64(b) }),

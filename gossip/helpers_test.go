@@ -216,7 +216,7 @@ func (c *cluster) shutdown() {
 // waitMembers waits until every node sees want members.
 func (c *cluster) waitMembers(want int) {
 	c.t.Helper()
-	eventually(c.t, 10*time.Second, func() bool {
+	eventually(c.t, 30*time.Second, func() bool {
 		for _, n := range c.nodes {
 			if len(n.Members()) != want {
 				return false

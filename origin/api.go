@@ -41,6 +41,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/apps/{app}/channels/{channel}/rollback", s.handleRollback)
 	mux.HandleFunc("POST /v1/keys", s.handleCreateKey)
 	s.capgoRoutes(mux)
+	s.releaseRoutes(mux)
 	return s.m.instrument(mux)
 }
 
@@ -298,6 +299,11 @@ type SetChannelBody struct {
 	Version string   `json:"version,omitempty"`
 	Rollout *float64 `json:"rollout,omitempty"` // percent
 	Paused  *bool    `json:"paused,omitempty"`
+	// BlockMajor, DeviceSelect and Default set the channel flags of the
+	// same names; absent keeps them.
+	BlockMajor   *bool `json:"block_major,omitempty"`
+	DeviceSelect *bool `json:"device_select,omitempty"`
+	Default      *bool `json:"default,omitempty"`
 }
 
 const maxJSONBody = 64 << 10
@@ -322,7 +328,8 @@ func (s *Server) handleSetChannel(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	req := ChannelRequest{App: app, Channel: ch, Version: body.Version, RolloutBPS: -1, Paused: body.Paused}
+	req := ChannelRequest{App: app, Channel: ch, Version: body.Version, RolloutBPS: -1, Paused: body.Paused,
+		BlockMajor: body.BlockMajor, DeviceSelect: body.DeviceSelect, Default: body.Default}
 	if body.Rollout != nil {
 		if *body.Rollout < 0 || *body.Rollout > 100 {
 			s.fail(w, badRequest("rollout must be between 0 and 100 percent"))

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/capstan-ota/capstan/release"
+	"golang.org/x/sys/unix"
 )
 
 // blobStore keeps immutable content-addressed files under root. A blob is
@@ -43,9 +44,34 @@ func (b *blobStore) path(h release.Hash) string {
 // errHashMismatch means content did not hash to what the caller expected.
 var errHashMismatch = errors.New("content does not match its expected SHA-256")
 
-// put stores r's content, at most limit bytes. If want is non-zero the
-// content must hash to it. It returns the hash and size.
+// put stores r's content, at most limit bytes, and makes it durable. If
+// want is non-zero the content must hash to it. It returns the hash and size.
 func (b *blobStore) put(r io.Reader, limit int64, want release.Hash) (release.Hash, int64, error) {
+	h, n, err := b.putNoSync(r, limit, want)
+	if err == nil {
+		err = b.sync()
+	}
+	return h, n, err
+}
+
+// sync makes every blob written so far durable with one syncfs(2): far
+// cheaper than an fsync per file and per folder when an upload holds
+// thousands of files. Callers sync before they commit a record that refers
+// to the blobs.
+func (b *blobStore) sync() error {
+	d, err := os.Open(b.root)
+	if err != nil {
+		return fmt.Errorf("origin: sync blobs: %w", err)
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("origin: sync blobs: %w", err)
+	}
+	return nil
+}
+
+// putNoSync stores r's content like put, without making it durable yet.
+func (b *blobStore) putNoSync(r io.Reader, limit int64, want release.Hash) (release.Hash, int64, error) {
 	if !want.IsZero() && b.has(want) {
 		// Already stored: drain nothing, the caller's reader is discarded.
 		fi, err := os.Stat(b.path(want))
@@ -63,9 +89,6 @@ func (b *blobStore) put(r io.Reader, limit int64, want release.Hash) (release.Ha
 	if err == nil && n > limit {
 		err = fmt.Errorf("blob is over the limit of %d bytes", limit)
 	}
-	if err == nil {
-		err = f.Sync()
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -81,10 +104,10 @@ func (b *blobStore) put(r io.Reader, limit int64, want release.Hash) (release.Ha
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return release.Hash{}, 0, fmt.Errorf("origin: store blob: %w", err)
 	}
-	if err := os.Rename(f.Name(), dst); err != nil {
-		return release.Hash{}, 0, fmt.Errorf("origin: store blob: %w", err)
+	if b.has(sum) {
+		return sum, n, nil // same content already stored: keep the old file
 	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
+	if err := os.Rename(f.Name(), dst); err != nil {
 		return release.Hash{}, 0, fmt.Errorf("origin: store blob: %w", err)
 	}
 	return sum, n, nil

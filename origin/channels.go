@@ -32,6 +32,13 @@ func (s *Server) nextChannelRecord(txn *badger.Txn, app, ch string, mutate func(
 	if prev != nil {
 		cp := *prev
 		c = &cp
+	} else {
+		// The first channel of an app becomes its default channel.
+		has, err := appHasDefault(txn, app)
+		if err != nil {
+			return nil, err
+		}
+		c.Default = !has
 	}
 	if err := mutate(c, prev); err != nil {
 		return nil, err
@@ -77,6 +84,10 @@ func pointAt(c, prev *release.Channel, target release.Ref, bps int) {
 	c.Release = target
 	c.RolloutBPS = bps
 	c.Paused = false
+	// A rollback record keeps its licence to move devices back only while
+	// the rolled-back-to release is what devices outside the new rollout
+	// get; see docs/decisions/031-rollout-semantics.md.
+	c.Rollback = prev != nil && prev.Rollback && c.Stable != nil && c.Stable.ID == prev.Release.ID
 }
 
 // ChannelRequest changes what a channel serves.
@@ -90,6 +101,10 @@ type ChannelRequest struct {
 	RolloutBPS int
 	// Paused, if non-nil, pauses or resumes the rollout.
 	Paused *bool
+	// BlockMajor, DeviceSelect and Default, if non-nil, set the channel's
+	// flags of the same names (see release.Channel). Making a channel the
+	// default takes the flag from the app's previous default channel.
+	BlockMajor, DeviceSelect, Default *bool
 }
 
 // SetChannel points a channel at a release and signs the new record.
@@ -114,7 +129,7 @@ func (s *Server) SetChannel(req ChannelRequest) (*release.Envelope, error) {
 		}
 		target = r
 	}
-	return s.updateChannel(req.App, req.Channel, func(c, prev *release.Channel) error {
+	env, err := s.updateChannel(req.App, req.Channel, func(c, prev *release.Channel) error {
 		if target == nil && prev == nil {
 			return fmt.Errorf("%w: channel %s/%s does not exist yet: give --version", ErrNotFound, req.App, req.Channel)
 		}
@@ -141,8 +156,13 @@ func (s *Server) SetChannel(req ChannelRequest) (*release.Envelope, error) {
 		if req.Paused != nil {
 			c.Paused = *req.Paused
 		}
+		applyFlags(c, req)
 		return nil
 	})
+	if err != nil || req.Default == nil || !*req.Default {
+		return env, err
+	}
+	return env, s.clearOtherDefaults(req.App, req.Channel)
 }
 
 func (s *Server) updateChannel(app, ch string, mutate func(c, prev *release.Channel) error) (*release.Envelope, error) {
@@ -168,7 +188,10 @@ const Builtin = "builtin"
 
 // Rollback puts an earlier release back on a channel as a new record, so
 // history only moves forward and devices move back. to may name a version,
-// "builtin", or be empty for the release the channel served before.
+// "builtin", or be empty for the release the channel served before: the
+// rollout's Stable release during a partial rollout, otherwise the newest
+// earlier record that served another release. The record is marked
+// Rollback, which lets edges and devices offer an older version.
 func (s *Server) Rollback(app, ch, to string) (*release.Envelope, error) {
 	_, cur, err := s.st.channel(app, ch)
 	if err != nil {
@@ -179,6 +202,11 @@ func (s *Server) Rollback(app, ch, to string) (*release.Envelope, error) {
 	case Builtin:
 		// zero Ref: devices go back to the bundle inside the app
 	case "":
+		if cur.Stable != nil {
+			// A partial rollout: back to what everyone else runs.
+			target = *cur.Stable
+			break
+		}
 		hist, err := s.st.history(app, ch)
 		if err != nil {
 			return nil, err
@@ -205,6 +233,7 @@ func (s *Server) Rollback(app, ch, to string) (*release.Envelope, error) {
 		c.RolloutBPS = release.FullRollout
 		c.Stable = nil
 		c.Paused = false
+		c.Rollback = true
 		return nil
 	})
 }

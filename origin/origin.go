@@ -50,6 +50,13 @@ type Config struct {
 	MaxUploadBytes int64
 	// Limits bounds the content of an uploaded bundle.
 	Limits bundle.Limits
+	// EventsToken, if set, is the bearer token edges must send with
+	// POST /v1/events (CAPSTAN_EVENTS_TOKEN). Empty accepts events from
+	// anyone: they are bounded and only count against known releases.
+	EventsToken string
+	// AutoPause is the origin-wide auto-pause policy; channels may
+	// override it (SetChannelPolicy).
+	AutoPause AutoPausePolicy
 	// Publisher receives every newly signed channel record; nil for none.
 	Publisher Publisher
 	// Delta configures patch building (memory budget, size caps).
@@ -97,7 +104,8 @@ type Server struct {
 
 	generatedAdminKey string
 
-	chanMu sync.Mutex // serialises channel record changes so Seq only grows
+	chanMu  sync.Mutex // serialises channel record changes so Seq only grows
+	statsMu sync.Mutex // serialises read-modify-write of stats records
 
 	flight   singleflight.Group // one build per patch pair
 	buildSem chan struct{}      // bounds concurrent patch builds
@@ -154,6 +162,7 @@ func New(cfg Config) (*Server, error) {
 		buildSem: make(chan struct{}, cfg.PatchBuilds)}
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
+	s.reg.MustRegister(statsCollector{s})
 	if err := s.bootstrapAdmin(); err != nil {
 		db.Close()
 		return nil, err

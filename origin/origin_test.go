@@ -324,3 +324,24 @@ func TestAdminKeyGeneratedOnce(t *testing.T) {
 		t.Fatal("origin public key not written:", err)
 	}
 }
+
+func newServer(t *testing.T, srv *http.Server) *httptest.Server {
+	ts := httptest.NewUnstartedServer(srv.Handler)
+	ts.Config = srv
+	ts.Start()
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+// randomish is incompressible filler for size tests.
+func randomish(n int) []byte {
+	b := make([]byte, n)
+	x := uint32(2463534242)
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = byte(x)
+	}
+	return b
+}

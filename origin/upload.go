@@ -100,7 +100,7 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		if err != nil {
 			return nil, badRequest("%v", err)
 		}
-		h, size, err := s.blobs.put(rc, e.Size(), release.Hash{})
+		h, size, err := s.blobs.putNoSync(rc, e.Size(), release.Hash{})
 		rc.Close()
 		if err != nil {
 			if errors.Is(err, bundle.ErrBadBundle) {
@@ -109,6 +109,11 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 			return nil, err
 		}
 		m.Files = append(m.Files, release.File{Path: e.Path, Size: size, Mode: e.Mode, SHA256: h})
+	}
+	// One syncfs for all the files, before the record that makes them part
+	// of a release is committed.
+	if err := s.blobs.sync(); err != nil {
+		return nil, err
 	}
 	canonical, err := m.Encode()
 	if err != nil {

@@ -34,6 +34,23 @@ type Channel struct {
 	// Paused stops new devices from entering the rollout: only devices that
 	// already run Release keep it.
 	Paused bool `json:"paused,omitempty"`
+	// Rollback marks a record that may move devices to an older version
+	// than they run: Rollback sets it, and it stays while the rolled-back-to
+	// release is still what the channel falls back to (Stable). Without it
+	// edges and devices never offer a release older (semver) than the one a
+	// device runs.
+	Rollback bool `json:"rollback,omitempty"`
+	// BlockMajor refuses to offer a release whose major version is above
+	// the device's native app major version (Capgo's
+	// disable_auto_update=major): a new major needs a store update.
+	BlockMajor bool `json:"block_major,omitempty"`
+	// Default marks the app's default channel: the one a device follows
+	// when it names none. Devices may always ask for it.
+	Default bool `json:"default,omitempty"`
+	// DeviceSelect lets devices choose this channel themselves (beta
+	// testers, QA). Edges refuse a device that asks for a channel that is
+	// neither Default nor DeviceSelect.
+	DeviceSelect bool `json:"device_select,omitempty"`
 	// Issued and Expires bound the record's freshness. A device treats an
 	// expired record as an attack (freeze), not as "no update".
 	Issued  time.Time `json:"issued"`

@@ -2,6 +2,7 @@ package release
 
 import (
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -183,3 +184,5 @@ func TestChannelTarget(t *testing.T) {
 		t.Fatalf("encoded record is %d bytes (%v); it must stay small for gossip", len(b), err)
 	}
 }
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

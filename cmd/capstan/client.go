@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -25,8 +26,8 @@ func apiClient() *client.Client {
 }
 
 func newUploadCmd() *cobra.Command {
-	var app, version, channel, rollout, signKey, minNative, capgoKey string
-	var asJSON bool
+	var app, version, channel, rollout, signKey, minNative, packageJSON, capgoKey string
+	var asJSON, versionExistsOK bool
 	cmd := &cobra.Command{
 		Use:   "upload PATH",
 		Short: "Upload a web bundle (a zip or a folder) as a new release",
@@ -35,8 +36,15 @@ func newUploadCmd() *cobra.Command {
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			err := func() error {
-				if app == "" || version == "" {
-					return fmt.Errorf("--app and --version are required")
+				if version == "" {
+					v, err := versionFromPackageJSON(packageJSON)
+					if err != nil {
+						return fmt.Errorf("no --version given, and %w", err)
+					}
+					version = v
+				}
+				if app == "" {
+					return fmt.Errorf("--app is required")
 				}
 				if err := release.ValidateApp(app); err != nil {
 					return err
@@ -104,9 +112,14 @@ func newUploadCmd() *cobra.Command {
 				}
 				return output(cmd, asJSON, map[string]any{
 					"app": rec.App, "version": rec.Version, "id": rec.ID, "files": rec.Files, "size": rec.Size,
-					"channel": channel, "signed": env != nil, "capgo_encrypted": up.Capgo != nil,
+					"channel": channel, "signed": env != nil, "shipped": true, "capgo_encrypted": up.Capgo != nil,
 				}, human)
 			}()
+			if err != nil && versionExistsOK && client.IsConflict(err) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "capstan: WARNING: version %s of %s already exists: NOTHING WAS SHIPPED (--version-exists-ok)\n", version, app)
+				return output(cmd, asJSON, map[string]any{"app": app, "version": version, "shipped": false, "reason": "version exists"},
+					"nothing shipped: version "+version+" already exists")
+			}
 			if err != nil {
 				return fail(cmd, asJSON, err)
 			}
@@ -114,7 +127,9 @@ func newUploadCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&app, "app", "", "app ID, e.g. com.example.app (required)")
-	cmd.Flags().StringVar(&version, "version", "", "semver version of this release, unique per app (required)")
+	cmd.Flags().StringVar(&version, "version", "", "semver version of this release, unique per app (default: \"version\" of --package-json)")
+	cmd.Flags().StringVar(&packageJSON, "package-json", "package.json", "package.json to take the version from when --version is not given")
+	cmd.Flags().BoolVar(&versionExistsOK, "version-exists-ok", false, "exit 0 (shipping nothing, and saying so) when the version already exists")
 	cmd.Flags().StringVar(&channel, "channel", "", "point this channel at the new release")
 	cmd.Flags().StringVar(&rollout, "rollout", "", "percentage of devices offered the release on --channel (default 100)")
 	cmd.Flags().StringVar(&signKey, "sign-key", "", "ed25519 release key file (or CAPSTAN_SIGNING_KEY: a path or the PEM itself)")
@@ -122,6 +137,25 @@ func newUploadCmd() *cobra.Command {
 	cmd.Flags().StringVar(&capgoKey, "capgo-key", "", "Capgo RSA private key (capstan keys gen --capgo, or .capgo_key_v2 from npx @capgo/cli key create; or CAPSTAN_CAPGO_KEY): also upload a copy encrypted for @capgo/capacitor-updater")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
+}
+
+// versionFromPackageJSON reads the "version" field of a package.json, the
+// usual home of a web app's version.
+func versionFromPackageJSON(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read %s for the version: %w", path, err)
+	}
+	var pkg struct {
+		Version string `json:"version"`
+	}
+	if err := json.Unmarshal(b, &pkg); err != nil {
+		return "", fmt.Errorf("%s is not valid JSON: %w", path, err)
+	}
+	if pkg.Version == "" {
+		return "", fmt.Errorf("%s has no \"version\"", path)
+	}
+	return pkg.Version, nil
 }
 
 // bundleZip returns a zip path for PATH: the zip itself, or a
@@ -187,11 +221,14 @@ func newChannelCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "channel", Short: "Manage channels"}
 	var app, channel, version, rollout string
 	var pause, resume, asJSON bool
+	var fl channelFlags
 	set := &cobra.Command{
 		Use:   "set",
 		Short: "Point a channel at a release, with a progressive rollout",
 		Example: `  capstan channel set --app com.example.app --channel production --version 1.4.2
-  capstan channel set --app com.example.app --channel production --version 1.4.3 --rollout 30`,
+  capstan channel set --app com.example.app --channel production --version 1.4.3 --rollout 30
+  capstan channel set --app com.example.app --channel production --pause     # or --resume, --finish
+  capstan channel set --app com.example.app --channel beta --device-select --block-major`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := func() error {
@@ -207,13 +244,16 @@ func newChannelCmd() *cobra.Command {
 					pct = &v
 				}
 				var paused *bool
+				if pause && resume {
+					return fmt.Errorf("--pause and --resume contradict each other")
+				}
 				if pause || resume {
 					p := pause
 					paused = &p
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
-				cv, err := apiClient().SetChannel(ctx, app, channel, version, pct, paused)
+				cv, err := fl.apply(ctx, cmd, app, channel, version, pct, paused)
 				if err != nil {
 					return err
 				}
@@ -232,7 +272,8 @@ func newChannelCmd() *cobra.Command {
 	set.Flags().BoolVar(&pause, "pause", false, "pause the rollout: no new devices enter it")
 	set.Flags().BoolVar(&resume, "resume", false, "resume a paused rollout")
 	set.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
-	cmd.AddCommand(set, newChannelCapgoCmd())
+	fl.register(set)
+	cmd.AddCommand(set, newChannelPromoteCmd(), newChannelListCmd(), newChannelCapgoCmd())
 	return cmd
 }
 
@@ -250,6 +291,7 @@ func describeChannel(c *release.Channel) string {
 	if c.Paused {
 		s += " [rollout paused]"
 	}
+	s += describeFlags(c)
 	return s + fmt.Sprintf(" (record %d, expires %s)", c.Seq, c.Expires.Format(time.RFC3339))
 }
 

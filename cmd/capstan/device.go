@@ -15,10 +15,10 @@ import (
 type ed25519PublicKey = ed25519.PublicKey
 
 func newDeviceCmd() *cobra.Command {
-	var edges, app, channel, dir, deviceID, nativeVersion string
+	var edges, app, channel, dir, deviceID, nativeVersion, builtin string
 	var keyFiles []string
-	var check, asJSON bool
-	var timeout time.Duration
+	var check, confirm, asJSON bool
+	var timeout, confirmTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "device",
 		Short: "Run the reference device: check, download a patch, verify, install atomically",
@@ -29,6 +29,7 @@ func newDeviceCmd() *cobra.Command {
 			cfg := device.Config{
 				Dir: dir, Edges: splitList(edges), App: app, Channel: channel,
 				DeviceID: deviceID, NativeVersion: nativeVersion,
+				BuiltinDir: builtin, ConfirmTimeout: confirmTimeout,
 			}
 			for _, kf := range keyFiles {
 				b, err := os.ReadFile(kf)
@@ -48,9 +49,12 @@ func newDeviceCmd() *cobra.Command {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			var res device.Result
-			if check {
+			switch {
+			case confirm:
+				res = d.Confirm(ctx)
+			case check:
 				res = d.Check(ctx)
-			} else {
+			default:
 				res = d.Update(ctx)
 			}
 			human := fmt.Sprintf("%s: %s → %s", res.Status, orBuiltin(res.From), orBuiltin(res.To))
@@ -59,6 +63,9 @@ func newDeviceCmd() *cobra.Command {
 			}
 			if res.Reason != "" {
 				human += " — " + res.Reason
+			}
+			if res.Reverted != "" {
+				human += fmt.Sprintf(" (reverted %s: not confirmed within %s; it will not be installed again)", res.Reverted, confirmTimeout)
 			}
 			if err := output(cmd, asJSON, res, human); err != nil {
 				return err
@@ -71,12 +78,15 @@ func newDeviceCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&edges, "edge", "http://127.0.0.1:7080", "edge URLs to try, in order, comma-separated")
 	cmd.Flags().StringVar(&app, "app", "", "app ID (required)")
-	cmd.Flags().StringVar(&channel, "channel", "production", "channel to follow")
+	cmd.Flags().StringVar(&channel, "channel", "", "channel to follow (default: the app's default channel); any other must allow device selection")
 	cmd.Flags().StringVar(&dir, "dir", "", "device folder: the bundle is installed in DIR/current (required)")
 	cmd.Flags().StringVar(&deviceID, "device-id", "", "device id (default: generated once and kept in DIR)")
 	cmd.Flags().StringArrayVar(&keyFiles, "public-key", nil, "trusted public keys (PEM; release and origin keys; repeatable)")
 	cmd.Flags().StringVar(&nativeVersion, "native-version", "", "version of the native app shell")
 	cmd.Flags().BoolVar(&check, "check", false, "only ask whether an update is available; install nothing")
+	cmd.Flags().BoolVar(&confirm, "confirm", false, "mark the installed release healthy (the app started well) and report it; check nothing")
+	cmd.Flags().DurationVar(&confirmTimeout, "confirm-timeout", device.DefaultConfirmTimeout, "revert a new release not confirmed within this long after install, on the next run")
+	cmd.Flags().StringVar(&builtin, "builtin", "", "the bundle shipped inside the app: DIR/current starts as a copy, and going back to builtin restores it (without it, builtin is an empty folder)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "give up after this long")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	cmd.MarkFlagRequired("app")

@@ -47,7 +47,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Long: `Capstan ships web-bundle updates to mobile apps as tiny binary patches.
 
 Servers:   capstan dev | origin | edge
-CI:        capstan upload | channel set | rollback | keys gen
+CI:        capstan upload | channel set|promote|list | rollback | stats | keys gen
 Devices:   capstan device
 Client commands read CAPSTAN_SERVER (default http://127.0.0.1:7070) and CAPSTAN_API_KEY.`,
 		SilenceUsage:  true,
@@ -55,7 +55,8 @@ Client commands read CAPSTAN_SERVER (default http://127.0.0.1:7070) and CAPSTAN_
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newDevCmd(), newOriginCmd(), newEdgeCmd(), newKeysCmd(), newUploadCmd(), newChannelCmd(), newRollbackCmd(), newDeviceCmd())
+	defer addReleaseFlags(root)
+	root.AddCommand(newDevCmd(), newOriginCmd(), newEdgeCmd(), newKeysCmd(), newUploadCmd(), newChannelCmd(), newRollbackCmd(), newDeviceCmd(), newStatsCmd())
 	return root
 }
 

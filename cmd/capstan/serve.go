@@ -43,6 +43,9 @@ func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir, addr string, pub
 	cfg.AdminKey = os.Getenv("CAPSTAN_ADMIN_KEY")
 	cfg.Logger = log.With("component", "origin")
 	cfg.Publisher = pub
+	if err := releaseConfig(cmd, &cfg); err != nil {
+		return nil, nil, nil, err
+	}
 	o, err := origin.New(cfg)
 	if err != nil {
 		return nil, nil, nil, err
@@ -75,6 +78,7 @@ func startEdge(log *slog.Logger, dataDir, addr string, cacheSize int64, origins 
 		cfg.CacheSize = cacheSize
 	}
 	cfg.Origins = origins
+	cfg.EventsToken = os.Getenv("CAPSTAN_EVENTS_TOKEN")
 	cfg.Logger = log.With("component", "edge")
 	e, err := edge.New(cfg)
 	if err != nil {

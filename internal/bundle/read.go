@@ -17,7 +17,10 @@ import (
 // Limits bounds what a bundle may contain. The zero value of a field means
 // its default from DefaultLimits.
 type Limits struct {
-	// MaxFiles is the most file entries a bundle may hold (default 100,000).
+	// MaxFiles is the most file entries a bundle may hold (default 20,000:
+	// real web bundles have hundreds to a few thousand files, and every
+	// file costs a blob write at the origin and a record in the manifest
+	// every device downloads).
 	MaxFiles int
 	// MaxTotalSize is the most uncompressed bytes in all files together
 	// (default 512 MiB; SPEC targets bundles up to 150 MB).
@@ -32,7 +35,7 @@ type Limits struct {
 
 // DefaultLimits returns the limits used when a field is zero.
 func DefaultLimits() Limits {
-	return Limits{MaxFiles: release.MaxFiles, MaxTotalSize: 512 << 20, MaxFileSize: 256 << 20, MaxRatio: 200}
+	return Limits{MaxFiles: 20_000, MaxTotalSize: 512 << 20, MaxFileSize: 256 << 20, MaxRatio: 200}
 }
 
 func (l Limits) withDefaults() Limits {

@@ -14,9 +14,10 @@ import (
 // Proc is a capstan process started by a test. It is killed when the test
 // ends if the test has not stopped it.
 type Proc struct {
-	Cmd *exec.Cmd
-	mu  sync.Mutex // guards out
-	out bytes.Buffer
+	Cmd    *exec.Cmd
+	exited chan struct{} // closed when the process has been waited for
+	mu     sync.Mutex    // guards out
+	out    bytes.Buffer
 }
 
 type lockedWriter struct{ p *Proc }
@@ -37,18 +38,16 @@ func (p *Proc) Output() string {
 // Start runs bin with args and extra environment variables.
 func Start(t testing.TB, env []string, bin string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Cmd: exec.Command(bin, args...)}
+	p := &Proc{Cmd: exec.Command(bin, args...), exited: make(chan struct{})}
 	p.Cmd.Env = append(os.Environ(), env...)
 	p.Cmd.Stdout = lockedWriter{p}
 	p.Cmd.Stderr = lockedWriter{p}
 	if err := p.Cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}
+	go func() { p.Cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
-		if p.Cmd.ProcessState == nil {
-			p.Cmd.Process.Kill()
-			p.Cmd.Wait()
-		}
+		p.Kill()
 		if t.Failed() {
 			t.Logf("output of %v:\n%s", args, p.Output())
 		}
@@ -67,25 +66,26 @@ func (p *Proc) WaitFor(t testing.TB, timeout time.Duration, re *regexp.Regexp) [
 	return m
 }
 
+// Exited is closed once the process has exited.
+func (p *Proc) Exited() <-chan struct{} { return p.exited }
+
 // Stop sends SIGTERM and waits for the process to exit.
 func (p *Proc) Stop(t testing.TB) {
 	t.Helper()
 	p.Cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- p.Cmd.Wait() }()
 	select {
-	case <-done:
+	case <-p.exited:
 	case <-time.After(20 * time.Second):
-		p.Cmd.Process.Kill()
-		<-done
+		p.Kill()
 		t.Fatalf("process did not stop within 20s after SIGTERM")
 	}
 }
 
-// Kill sends SIGKILL and waits.
+// Kill sends SIGKILL and waits for the process to exit. It is safe to call
+// more than once and from several goroutines.
 func (p *Proc) Kill() {
 	p.Cmd.Process.Kill()
-	p.Cmd.Wait()
+	<-p.exited
 }
 
 // DevAddrs matches the line `capstan dev` prints once both servers listen.

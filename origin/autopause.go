@@ -1,0 +1,166 @@
+package origin
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/capstan-ota/capstan/release"
+	"github.com/dgraph-io/badger/v4"
+)
+
+// AutoPausePolicy says when a rollout pauses itself: once at least
+// MinDevices distinct devices reported on the release and more than
+// FailureRate of them reported a fail or a revert.
+type AutoPausePolicy struct {
+	// FailureRate is the threshold, a fraction in (0, 1]. Zero means the
+	// default (0.2); a negative value disables auto-pause.
+	FailureRate float64 `json:"failure_rate"`
+	// MinDevices is the fewest devices that must have reported before the
+	// rate is trusted. Zero means the default (20).
+	MinDevices int `json:"min_devices"`
+}
+
+// Defaults of AutoPausePolicy.
+const (
+	DefaultAutoPauseFailureRate = 0.2
+	DefaultAutoPauseMinDevices  = 20
+)
+
+func (p AutoPausePolicy) withDefaults() AutoPausePolicy {
+	if p.FailureRate == 0 {
+		p.FailureRate = DefaultAutoPauseFailureRate
+	}
+	if p.MinDevices <= 0 {
+		p.MinDevices = DefaultAutoPauseMinDevices
+	}
+	return p
+}
+
+// ChannelPolicy overrides the origin-wide auto-pause policy for one
+// channel. It lives only on the origin (edges and devices do not need it),
+// so it is not part of the signed channel record.
+type ChannelPolicy struct {
+	AutoPauseFailureRate *float64 `json:"auto_pause_failure_rate,omitempty"`
+	AutoPauseMinDevices  *int     `json:"auto_pause_min_devices,omitempty"`
+}
+
+// policyFor returns the effective auto-pause policy of a channel.
+func (s *Server) policyFor(app, ch string) AutoPausePolicy {
+	p := s.cfg.AutoPause.withDefaults()
+	var cp ChannelPolicy
+	if err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, pfxPolicy+app+"/"+ch, &cp) }); err == nil {
+		if cp.AutoPauseFailureRate != nil {
+			p.FailureRate = *cp.AutoPauseFailureRate
+		}
+		if cp.AutoPauseMinDevices != nil && *cp.AutoPauseMinDevices > 0 {
+			p.MinDevices = *cp.AutoPauseMinDevices
+		}
+	}
+	return p
+}
+
+// SetChannelPolicy stores a channel's auto-pause overrides (nil fields
+// keep the stored value).
+func (s *Server) SetChannelPolicy(app, ch string, p ChannelPolicy) (ChannelPolicy, error) {
+	if _, _, err := s.st.channel(app, ch); err != nil {
+		return ChannelPolicy{}, fmt.Errorf("origin: policy: %w", err)
+	}
+	if r := p.AutoPauseFailureRate; r != nil && *r > 1 {
+		return ChannelPolicy{}, badRequest("auto-pause failure rate %v must be at most 1 (a fraction; negative disables)", *r)
+	}
+	var cur ChannelPolicy
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if err := getJSON(txn, pfxPolicy+app+"/"+ch, &cur); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if p.AutoPauseFailureRate != nil {
+			cur.AutoPauseFailureRate = p.AutoPauseFailureRate
+		}
+		if p.AutoPauseMinDevices != nil {
+			cur.AutoPauseMinDevices = p.AutoPauseMinDevices
+		}
+		return setJSON(txn, pfxPolicy+app+"/"+ch, &cur)
+	})
+	if err != nil {
+		return ChannelPolicy{}, fmt.Errorf("origin: policy: %w", err)
+	}
+	return cur, nil
+}
+
+// maybeAutoPause pauses the rollout of the release whose stats are at key
+// if its failure rate crossed the channel's threshold. A release is
+// auto-paused at most once per channel: if an operator resumes it, the
+// origin does not fight the decision.
+func (s *Server) maybeAutoPause(key string) {
+	var rec statsRecord
+	if err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, key, &rec) }); err != nil {
+		return
+	}
+	if rec.AutoPaused != nil || rec.Release.IsZero() {
+		return
+	}
+	v := rec.view()
+	p := s.policyFor(rec.App, rec.Channel)
+	if p.FailureRate < 0 || v.Devices < uint64(p.MinDevices) || v.FailureRate <= p.FailureRate {
+		return
+	}
+	_, cur, err := s.st.channel(rec.App, rec.Channel)
+	if err != nil || cur.Release.ID != rec.Release || cur.Paused {
+		return
+	}
+	env, err := s.updateChannel(rec.App, rec.Channel, func(c, _ *release.Channel) error {
+		if c.Release.ID != rec.Release || c.Paused {
+			return errNoChange
+		}
+		c.Paused = true
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, errNoChange) {
+			s.log.Error("auto-pause", "app", rec.App, "channel", rec.Channel, "version", rec.Version, "err", err)
+		}
+		return
+	}
+	c, _ := env.Channel()
+	ap := &AutoPause{At: s.cfg.Now().UTC(), Seq: c.Seq, FailureRate: v.FailureRate, Devices: v.Devices, FailedDevices: v.FailedDevices, Threshold: p.FailureRate}
+	s.log.Warn("rollout auto-paused: failure rate over threshold",
+		"app", rec.App, "channel", rec.Channel, "version", rec.Version,
+		"failure_rate", fmt.Sprintf("%.1f%%", v.FailureRate*100), "failed_devices", v.FailedDevices, "devices", v.Devices,
+		"threshold", fmt.Sprintf("%.1f%%", p.FailureRate*100), "seq", c.Seq)
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	err = s.db.Update(func(txn *badger.Txn) error {
+		var r statsRecord
+		if err := getJSON(txn, key, &r); err != nil {
+			return err
+		}
+		r.AutoPaused = ap
+		return setJSON(txn, key, &r)
+	})
+	if err != nil {
+		s.log.Error("auto-pause: record", "err", err)
+	}
+}
+
+// errNoChange aborts a channel update that turned out to be unnecessary.
+var errNoChange = errors.New("no change")
+
+func (s *Server) handleSetPolicy(w http.ResponseWriter, r *http.Request) {
+	app, ch := r.PathValue("app"), r.PathValue("channel")
+	if _, err := s.authorize(r, RolePublisher, app); err != nil {
+		s.fail(w, err)
+		return
+	}
+	var body ChannelPolicy
+	if err := decodeBody(r, &body); err != nil {
+		s.fail(w, err)
+		return
+	}
+	p, err := s.SetChannelPolicy(app, ch, body)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}

@@ -1,0 +1,413 @@
+package origin
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/stats"
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Stats live under their own key prefix:
+//
+//	s/<app>/<channel>/<release id> → statsRecord
+//	o/<app>/<channel>              → ChannelPolicy (auto-pause overrides)
+const (
+	pfxStats  = "s/"
+	pfxPolicy = "o/"
+)
+
+func statsKey(app, ch string, id release.Hash) string {
+	return pfxStats + app + "/" + ch + "/" + id.String()
+}
+
+// Counters are the durable per-release counts, and their sums per channel
+// and app. Devices and FailedDevices are HyperLogLog estimates (about 1.6 %
+// standard error, near exact below a few thousand); the others are exact
+// counts of the events received.
+type Counters struct {
+	// Checks counts update checks made while running the release.
+	Checks uint64 `json:"checks"`
+	// Downloads, Installs, Confirms, Failures and Reverts count the
+	// events of those names about the release.
+	Downloads uint64 `json:"downloads"`
+	Installs  uint64 `json:"installs"`
+	Confirms  uint64 `json:"confirms"`
+	Failures  uint64 `json:"failures"`
+	Reverts   uint64 `json:"reverts"`
+	// Bytes is what devices reported downloading for the release.
+	Bytes uint64 `json:"bytes"`
+	// Devices is the distinct devices that reported anything about the
+	// release (running it, downloading it, failing it).
+	Devices uint64 `json:"devices"`
+	// FailedDevices is the distinct devices that reported a fail or a
+	// revert; FailureRate is FailedDevices/Devices.
+	FailedDevices uint64  `json:"failed_devices"`
+	FailureRate   float64 `json:"failure_rate"`
+}
+
+func (c *Counters) add(o Counters) {
+	c.Checks += o.Checks
+	c.Downloads += o.Downloads
+	c.Installs += o.Installs
+	c.Confirms += o.Confirms
+	c.Failures += o.Failures
+	c.Reverts += o.Reverts
+	c.Bytes += o.Bytes
+}
+
+// AutoPause records that the origin paused a rollout on its own.
+type AutoPause struct {
+	// At is when, Seq the channel record that paused the rollout.
+	At  time.Time `json:"at"`
+	Seq uint64    `json:"seq"`
+	// FailureRate, Devices and FailedDevices are the figures that crossed
+	// Threshold (fractions, device estimates).
+	FailureRate   float64 `json:"failure_rate"`
+	Devices       uint64  `json:"devices"`
+	FailedDevices uint64  `json:"failed_devices"`
+	Threshold     float64 `json:"threshold"`
+}
+
+// statsRecord is the stored form of one release's stats on one channel.
+type statsRecord struct {
+	App     string       `json:"app"`
+	Channel string       `json:"channel"`
+	Release release.Hash `json:"release"`
+	Version string       `json:"version"`
+	Counters
+	DevSketch  []byte     `json:"dev_sketch,omitempty"`
+	FailSketch []byte     `json:"fail_sketch,omitempty"`
+	AutoPaused *AutoPause `json:"auto_paused,omitempty"`
+}
+
+func (r *statsRecord) sketches() (dev, fail stats.Sketch) {
+	dev.UnmarshalBinary(r.DevSketch)
+	fail.UnmarshalBinary(r.FailSketch)
+	return dev, fail
+}
+
+// view fills the estimated fields.
+func (r *statsRecord) view() ReleaseStats {
+	dev, fail := r.sketches()
+	c := r.Counters
+	c.Devices, c.FailedDevices = dev.Estimate(), fail.Estimate()
+	c.FailureRate = rate(c.FailedDevices, c.Devices)
+	return ReleaseStats{Version: r.Version, Release: r.Release, Counters: c, AutoPaused: r.AutoPaused}
+}
+
+func rate(failed, devices uint64) float64 {
+	if devices == 0 {
+		return 0
+	}
+	if failed > devices {
+		return 1
+	}
+	return float64(failed) / float64(devices)
+}
+
+// IngestResult says what happened to a batch of events.
+type IngestResult struct {
+	Accepted int `json:"accepted"`
+	// Dropped counts events for apps, channels or releases the origin does
+	// not know (they would otherwise let anyone create keys without end).
+	Dropped int `json:"dropped"`
+}
+
+// IngestEvents adds device events to the durable counters, then pauses any
+// rollout whose failure rate crossed its threshold. Events must be
+// validated (stats.DecodeBatch does).
+func (s *Server) IngestEvents(ctx context.Context, events []stats.Event) (IngestResult, error) {
+	var res IngestResult
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	touched := map[string]bool{}
+	s.statsMu.Lock()
+	err := s.db.Update(func(txn *badger.Txn) error {
+		recs := map[string]*statsRecord{}
+		known := map[string]bool{}
+		for i := range events {
+			e := &events[i]
+			if err := e.Validate(); err != nil {
+				res.Dropped++
+				continue
+			}
+			key := statsKey(e.App, e.Channel, e.Release)
+			rec := recs[key]
+			if rec == nil {
+				ok, seen := known[key]
+				if !seen {
+					var err error
+					rec, err = loadStatsRecord(txn, e)
+					if err != nil {
+						return err
+					}
+					ok = rec != nil
+					known[key] = ok
+				}
+				if !ok {
+					res.Dropped++
+					continue
+				}
+				recs[key] = rec
+			}
+			applyEvent(rec, e)
+			res.Accepted++
+		}
+		for key, rec := range recs {
+			if err := setJSON(txn, key, rec); err != nil {
+				return err
+			}
+			touched[key] = true
+		}
+		return nil
+	})
+	s.statsMu.Unlock()
+	if err != nil {
+		return IngestResult{}, fmt.Errorf("origin: store events: %w", err)
+	}
+	for key := range touched {
+		s.maybeAutoPause(key)
+	}
+	return res, nil
+}
+
+// loadStatsRecord returns the stored record for e's key, a new one when e
+// names a known app, channel and release, or nil when it does not.
+func loadStatsRecord(txn *badger.Txn, e *stats.Event) (*statsRecord, error) {
+	var rec statsRecord
+	switch err := getJSON(txn, statsKey(e.App, e.Channel, e.Release), &rec); {
+	case err == nil:
+		return &rec, nil
+	case !errors.Is(err, ErrNotFound):
+		return nil, err
+	}
+	if _, err := txn.Get([]byte(channelKey(e.App, e.Channel))); err != nil {
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	rec = statsRecord{App: e.App, Channel: e.Channel, Release: e.Release, Version: Builtin}
+	if !e.Release.IsZero() {
+		item, err := txn.Get([]byte(pfxReleaseID + e.Release.String()))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		var name string
+		if err := item.Value(func(b []byte) error { name = string(b); return nil }); err != nil {
+			return nil, err
+		}
+		app, version, ok := strings.Cut(name, "/")
+		if !ok || app != e.App {
+			return nil, nil
+		}
+		rec.Version = version
+	}
+	return &rec, nil
+}
+
+func applyEvent(rec *statsRecord, e *stats.Event) {
+	dev, fail := rec.sketches()
+	dev.Add(e.Device)
+	switch e.Action {
+	case stats.ActionCheck:
+		rec.Checks++
+	case stats.ActionDownload:
+		rec.Downloads++
+		rec.Bytes += uint64(e.Bytes)
+	case stats.ActionInstall:
+		rec.Installs++
+	case stats.ActionConfirm:
+		rec.Confirms++
+	case stats.ActionFail:
+		rec.Failures++
+		if e.Cause != stats.CauseDownload {
+			fail.Add(e.Device)
+		}
+	case stats.ActionRevert:
+		rec.Reverts++
+		fail.Add(e.Device)
+	}
+	rec.DevSketch, _ = dev.MarshalBinary()
+	rec.FailSketch, _ = fail.MarshalBinary()
+}
+
+// ReleaseStats is one release's stats on one channel.
+type ReleaseStats struct {
+	Version string       `json:"version"`
+	Release release.Hash `json:"release"`
+	Counters
+	// AutoPaused is set when the origin paused this release's rollout
+	// because of its failure rate.
+	AutoPaused *AutoPause `json:"auto_paused,omitempty"`
+}
+
+// ChannelStats is one channel: what it serves now, its totals and each
+// release's stats (newest semver first).
+type ChannelStats struct {
+	Channel string `json:"channel"`
+	// Serving, RolloutBPS and Paused describe the channel's current record
+	// (Serving is "builtin" for the bundle inside the app).
+	Serving    string `json:"serving"`
+	RolloutBPS int    `json:"rollout_bps"`
+	Paused     bool   `json:"paused"`
+	// Totals sums the releases (device counts are merged sketches).
+	Totals   Counters       `json:"totals"`
+	Releases []ReleaseStats `json:"releases"`
+}
+
+// StatsReport is the answer of GET /v1/apps/{app}/stats.
+type StatsReport struct {
+	App string `json:"app"`
+	// Totals sums every channel of the app.
+	Totals   Counters       `json:"totals"`
+	Channels []ChannelStats `json:"channels"`
+}
+
+// Stats reports an app's counters, for one channel or all ("").
+func (s *Server) Stats(app, channel string) (*StatsReport, error) {
+	if _, err := s.st.app(app); err != nil {
+		return nil, fmt.Errorf("origin: stats: %w", err)
+	}
+	prefix := pfxStats + app + "/"
+	if channel != "" {
+		if _, _, err := s.st.channel(app, channel); err != nil {
+			return nil, fmt.Errorf("origin: stats: %w", err)
+		}
+		prefix += channel + "/"
+	}
+	var recs []statsRecord
+	err := s.db.View(func(txn *badger.Txn) error {
+		return iterate(txn, prefix, func(_ string, b []byte) error {
+			var r statsRecord
+			if err := json.Unmarshal(b, &r); err != nil {
+				return err
+			}
+			recs = append(recs, r)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("origin: stats: %w", err)
+	}
+	envs, err := s.st.channels(app)
+	if err != nil {
+		return nil, fmt.Errorf("origin: stats: %w", err)
+	}
+	rep := &StatsReport{App: app, Channels: []ChannelStats{}}
+	byName := map[string]*ChannelStats{}
+	var appDev, appFail stats.Sketch
+	chDev, chFail := map[string]*stats.Sketch{}, map[string]*stats.Sketch{}
+	for _, env := range envs {
+		c, err := env.Channel()
+		if err != nil || (channel != "" && c.Channel != channel) {
+			continue
+		}
+		rep.Channels = append(rep.Channels, ChannelStats{Channel: c.Channel, Serving: c.Release.Version, RolloutBPS: c.RolloutBPS, Paused: c.Paused, Releases: []ReleaseStats{}})
+		chDev[c.Channel], chFail[c.Channel] = &stats.Sketch{}, &stats.Sketch{}
+	}
+	for i := range rep.Channels {
+		byName[rep.Channels[i].Channel] = &rep.Channels[i]
+		if rep.Channels[i].Serving == "" {
+			rep.Channels[i].Serving = Builtin
+		}
+	}
+	for i := range recs {
+		r := &recs[i]
+		cs := byName[r.Channel]
+		if cs == nil {
+			continue
+		}
+		cs.Releases = append(cs.Releases, r.view())
+		cs.Totals.add(r.Counters)
+		rep.Totals.add(r.Counters)
+		dev, fail := r.sketches()
+		chDev[r.Channel].Merge(&dev)
+		chFail[r.Channel].Merge(&fail)
+		appDev.Merge(&dev)
+		appFail.Merge(&fail)
+	}
+	for i := range rep.Channels {
+		cs := &rep.Channels[i]
+		cs.Totals.Devices, cs.Totals.FailedDevices = chDev[cs.Channel].Estimate(), chFail[cs.Channel].Estimate()
+		cs.Totals.FailureRate = rate(cs.Totals.FailedDevices, cs.Totals.Devices)
+		sort.Slice(cs.Releases, func(a, b int) bool { return versionLess(cs.Releases[b].Version, cs.Releases[a].Version) })
+	}
+	rep.Totals.Devices, rep.Totals.FailedDevices = appDev.Estimate(), appFail.Estimate()
+	rep.Totals.FailureRate = rate(rep.Totals.FailedDevices, rep.Totals.Devices)
+	return rep, nil
+}
+
+// versionLess orders semver versions, with "builtin" first.
+func versionLess(a, b string) bool {
+	va, errA := release.ParseVersion(a)
+	vb, errB := release.ParseVersion(b)
+	switch {
+	case errA != nil && errB != nil:
+		return a < b
+	case errA != nil:
+		return true
+	case errB != nil:
+		return false
+	}
+	return va.LessThan(vb)
+}
+
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
+	if tok := s.cfg.EventsToken; tok != "" {
+		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
+			s.fail(w, fmt.Errorf("%w: events need the cluster events token", errUnauthenticated))
+			return
+		}
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, stats.MaxEdgeBody+1))
+	if err != nil {
+		s.fail(w, badRequest("read events: %v", err))
+		return
+	}
+	if len(b) > stats.MaxEdgeBody {
+		s.fail(w, badRequest("events body is over %d bytes", stats.MaxEdgeBody))
+		return
+	}
+	events, dropped, err := stats.DecodeBatch(b, stats.MaxEdgeBatch)
+	if err != nil {
+		s.fail(w, badRequest("%v", err))
+		return
+	}
+	res, err := s.IngestEvents(r.Context(), events)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	res.Dropped += dropped
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
+	app := r.PathValue("app")
+	if _, err := s.authorize(r, RoleReader, app); err != nil {
+		s.fail(w, err)
+		return
+	}
+	rep, err := s.Stats(app, r.URL.Query().Get("channel"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}

@@ -1,0 +1,138 @@
+package stats
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/capstan-ota/capstan/release"
+)
+
+// Actions a device reports.
+const (
+	// ActionCheck: the device asked for an update; Release is what it runs.
+	ActionCheck = "check"
+	// ActionDownload: the device downloaded Release; Bytes says how much.
+	ActionDownload = "download"
+	// ActionInstall: the device swapped Release in; it is pending until
+	// the app confirms it.
+	ActionInstall = "install"
+	// ActionConfirm: the app confirmed Release healthy.
+	ActionConfirm = "confirm"
+	// ActionFail: downloading, verifying or installing Release failed;
+	// Cause says which.
+	ActionFail = "fail"
+	// ActionRevert: Release was not confirmed in time and the device went
+	// back to its previous release; Release will not be installed again.
+	ActionRevert = "revert"
+)
+
+// Causes of a fail event. Only a failure that may be the release's fault
+// (not CauseDownload) counts towards its failure rate: an origin outage
+// must not auto-pause a healthy rollout.
+const (
+	CauseDownload = "download" // no edge delivered the bytes (network, 5xx, timeouts)
+	CauseVerify   = "verify"   // bytes arrived but did not match the signed manifest
+	CauseInstall  = "install"  // the device could not install (disk, file system)
+)
+
+// Limits on what a device or an edge may send.
+const (
+	// MaxDeviceBatch bounds the events of one device request.
+	MaxDeviceBatch = 200
+	// MaxDeviceBody bounds the body of one device request in bytes.
+	MaxDeviceBody = 64 << 10
+	// MaxEdgeBatch bounds the events of one edge-to-origin request.
+	MaxEdgeBatch = 2000
+	// MaxEdgeBody bounds the body of one edge-to-origin request in bytes.
+	MaxEdgeBody = 2 << 20
+	// MaxDeviceIDLen bounds a device id, as the edge's check does.
+	MaxDeviceIDLen = 128
+	// MaxErrorLen bounds the error text an event carries; longer text is cut.
+	MaxErrorLen = 256
+)
+
+// Event is one thing that happened on a device.
+type Event struct {
+	Action  string `json:"action"`
+	App     string `json:"app"`
+	Channel string `json:"channel"`
+	Device  string `json:"device"`
+	// Release is the release the event is about; zero is the bundle built
+	// into the app.
+	Release release.Hash `json:"release"`
+	Version string       `json:"version,omitempty"`
+	// Bytes is what a download cost, in bytes.
+	Bytes int64 `json:"bytes,omitempty"`
+	// Time is when it happened on the device, in Unix milliseconds.
+	Time  int64  `json:"time,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Cause classifies a fail event (Cause…); empty counts as a failure
+	// of the release.
+	Cause string `json:"cause,omitempty"`
+}
+
+// ErrBadEvent is wrapped by every validation error of this package.
+var ErrBadEvent = errors.New("stats: bad event")
+
+// Validate checks an event's fields and cuts an over-long error text.
+func (e *Event) Validate() error {
+	switch e.Action {
+	case ActionCheck, ActionDownload, ActionInstall, ActionConfirm, ActionFail, ActionRevert:
+	default:
+		return fmt.Errorf("%w: unknown action %q", ErrBadEvent, e.Action)
+	}
+	if err := release.ValidateApp(e.App); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadEvent, err)
+	}
+	if err := release.ValidateChannel(e.Channel); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadEvent, err)
+	}
+	if e.Device == "" || len(e.Device) > MaxDeviceIDLen {
+		return fmt.Errorf("%w: device id must be 1 to %d bytes", ErrBadEvent, MaxDeviceIDLen)
+	}
+	switch e.Cause {
+	case "", CauseDownload, CauseVerify, CauseInstall:
+	default:
+		return fmt.Errorf("%w: unknown cause %q", ErrBadEvent, e.Cause)
+	}
+	if len(e.Version) > release.MaxVersionLen {
+		return fmt.Errorf("%w: version is over %d bytes", ErrBadEvent, release.MaxVersionLen)
+	}
+	if e.Bytes < 0 || e.Bytes > 1<<40 {
+		return fmt.Errorf("%w: bytes %d out of range", ErrBadEvent, e.Bytes)
+	}
+	if len(e.Error) > MaxErrorLen {
+		e.Error = e.Error[:MaxErrorLen]
+	}
+	return nil
+}
+
+// DecodeBatch parses a JSON array of events, or a single event object (as
+// Capgo's plugin sometimes sends), refusing more than max events. Invalid
+// events are dropped and counted, not fatal: one bad event does not lose
+// the batch.
+func DecodeBatch(b []byte, max int) (events []Event, dropped int, err error) {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '{' {
+		b = append(append([]byte{'['}, b...), ']')
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, 0, fmt.Errorf("%w: body must be a JSON array of events: %v", ErrBadEvent, err)
+	}
+	if len(raw) > max {
+		return nil, 0, fmt.Errorf("%w: %d events in one request, the limit is %d", ErrBadEvent, len(raw), max)
+	}
+	events = make([]Event, 0, len(raw))
+	for _, r := range raw {
+		var e Event
+		if json.Unmarshal(r, &e) != nil || e.Validate() != nil {
+			dropped++
+			continue
+		}
+		events = append(events, e)
+	}
+	return events, dropped, nil
+}
