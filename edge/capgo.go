@@ -39,9 +39,10 @@ type CapgoConfig struct {
 	// overrides set by plugins older than v8's device-side channel store.
 	// The least recently used entries are forgotten first.
 	MaxDevices int
-	// RequestsPerSecond limits each client address across the Capgo
-	// endpoints (default 50; negative: no limit). Over it, devices get 429
-	// with Retry-After, which the plugin honours for all its calls.
+	// RequestsPerSecond limits each client address (the last
+	// X-Forwarded-For hop behind a proxy) across the Capgo endpoints
+	// (default 50; negative: no limit). Over it, devices get 429 with
+	// Retry-After, which the plugin honours for all its calls.
 	RequestsPerSecond int
 	// Events receives device stats mapped onto Capstan device events; nil
 	// means the edge's own event pipeline (forwarded to an origin like
@@ -141,7 +142,7 @@ func (s *Server) routeCapgo(ctx *fasthttp.RequestCtx, path string) (string, bool
 	default:
 		return "", false
 	}
-	if ok, retry := s.capgo.limiter.Allow(ctx.RemoteIP().String(), s.cfg.Now()); !ok {
+	if ok, retry := s.capgo.limiter.Allow(clientAddr(ctx), s.cfg.Now()); !ok {
 		ctx.Response.Header.Set("Retry-After", strconv.Itoa(retry))
 		writeCapgoJSON(ctx, fasthttp.StatusTooManyRequests, &capgo.Refusal{
 			Error: capgo.CodeTooManyRequests, Message: "too many requests from this address; retry later",
@@ -158,6 +159,24 @@ func (s *Server) routeCapgo(ctx *fasthttp.RequestCtx, path string) (string, bool
 		s.handleCapgoChannel(ctx)
 	}
 	return route, true
+}
+
+// clientAddr is the address a request is rate-limited by: the last
+// X-Forwarded-For hop when a proxy sets one (the address the proxy saw; the
+// edge is meant to sit behind a TLS proxy, where every connection comes
+// from the proxy), else the connection's address. A client can only add
+// hops in front of that one, not replace it.
+func clientAddr(ctx *fasthttp.RequestCtx) string {
+	if xff := ctx.Request.Header.Peek("X-Forwarded-For"); len(xff) > 0 {
+		s := string(xff)
+		if i := strings.LastIndexByte(s, ','); i >= 0 {
+			s = s[i+1:]
+		}
+		if s = strings.TrimSpace(s); s != "" && len(s) <= 64 {
+			return s
+		}
+	}
+	return ctx.RemoteIP().String()
 }
 
 func writeCapgoJSON(ctx *fasthttp.RequestCtx, status int, v any) {

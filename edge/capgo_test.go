@@ -529,6 +529,10 @@ func TestCapgoRateLimit(t *testing.T) {
 			t.Fatalf("request %d: %d %s", i, resp.StatusCode, raw)
 		}
 	}
+	// Behind a proxy, devices are told apart by the proxy's last hop.
+	if resp, raw := postJSON(t, e.url+"/updates", "POST", androidBody, "X-Forwarded-For", "203.0.113.7"); resp.StatusCode != 200 {
+		t.Fatalf("another client behind the proxy: %d %s", resp.StatusCode, raw)
+	}
 	for _, path := range []string{"/updates", "/stats", "/channel_self"} {
 		resp, raw := postJSON(t, e.url+path, "POST", androidBody)
 		if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "1" {
