@@ -177,9 +177,13 @@ func TestCapgoConformance(t *testing.T) {
 		}
 	})
 	t.Run("over the fasthttp body cap", func(t *testing.T) {
-		resp, _ := postJSON(t, u, "POST", withFields(t, androidBody, "padding", strings.Repeat("x", 2<<20)))
-		if resp.StatusCode == 200 {
-			t.Fatal("a 2 MiB body was accepted")
+		// The edge refuses (413) or closes the connection mid-body.
+		resp, err := http.Post(u, "application/json", strings.NewReader(withFields(t, androidBody, "padding", strings.Repeat("x", 2<<20))))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				t.Fatal("a 2 MiB body was accepted")
+			}
 		}
 	})
 }

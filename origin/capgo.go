@@ -18,7 +18,31 @@ import (
 const (
 	pfxCapgoApp     = "ga/" // ga/<app> → capgo.AppConfig
 	pfxCapgoRelease = "gr/" // gr/<release id> → capgoRelease
+	pfxCapgoUsed    = "gu/" // gu/<app> → present once Capgo devices or settings touched the app
 )
+
+// markCapgoUsed records that an app serves Capgo devices, so that its next
+// uploads are prepared for them in the background. Apps no Capgo device
+// ever asked about cost no zip and no Brotli build.
+func (s *Server) markCapgoUsed(app string) {
+	if s.capgoUsed(app) || release.ValidateApp(app) != nil {
+		return
+	}
+	if _, err := s.st.app(app); err != nil {
+		return
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(pfxCapgoUsed+app), []byte{1}) }); err != nil {
+		s.log.Warn("mark app as serving capgo devices", "app", app, "err", err)
+	}
+}
+
+func (s *Server) capgoUsed(app string) bool {
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get([]byte(pfxCapgoUsed + app))
+		return err
+	})
+	return err == nil
+}
 
 // CapgoUpload is the Capgo part of an upload: a bundle the CLI encrypted
 // for the @capgo/capacitor-updater plugin. The origin stores the strings
@@ -120,7 +144,11 @@ func (s *Server) SetCapgoConfig(app string, c *capgo.AppConfig) error {
 	if _, err := s.st.app(app); err != nil {
 		return err
 	}
-	return s.db.Update(func(txn *badger.Txn) error { return setJSON(txn, pfxCapgoApp+app, c) })
+	if err := s.db.Update(func(txn *badger.Txn) error { return setJSON(txn, pfxCapgoApp+app, c) }); err != nil {
+		return fmt.Errorf("origin: store capgo config: %w", err)
+	}
+	s.markCapgoUsed(app)
+	return nil
 }
 
 // CapgoRelease returns what edges need to answer Capgo devices for a
@@ -169,6 +197,8 @@ func (s *Server) capgoRoutes(mux *http.ServeMux) {
 // say only which devices a channel accepts, nothing secret, like the
 // channel records in /v1/state.
 func (s *Server) handleCapgoPublicConfig(w http.ResponseWriter, r *http.Request) {
+	// Edges ask for an app's settings when a Capgo device first checks.
+	s.markCapgoUsed(r.PathValue("app"))
 	c, err := s.CapgoConfig(r.PathValue("app"))
 	if err != nil {
 		s.fail(w, err)

@@ -100,8 +100,9 @@ func (s *Server) derived(ctx context.Context, key string, build func(ctx context
 	return v.(release.Hash), nil
 }
 
-// precomputeCapgo prepares a new release for Capgo devices in the
-// background, so that the first device to ask does not wait.
+// precomputeCapgo prepares a new release of an app that serves Capgo
+// devices in the background, so that the first device to ask does not
+// wait.
 func (s *Server) precomputeCapgo(id release.Hash) {
 	s.wg.Add(1)
 	go func() {

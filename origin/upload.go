@@ -176,7 +176,7 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 	if published != nil {
 		s.publish(published)
 	}
-	if req.Capgo == nil {
+	if req.Capgo == nil && s.capgoUsed(req.App) {
 		s.precomputeCapgo(rec.ID)
 	}
 	return rec, nil
