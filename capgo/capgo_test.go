@@ -171,6 +171,23 @@ func TestAnswersHaveIOSTypes(t *testing.T) {
 	}
 }
 
+func TestFolderPrefix(t *testing.T) {
+	for _, tc := range []struct {
+		paths []string
+		want  string
+	}{
+		{[]string{"index.html", "a/b.js"}, ""},
+		{[]string{"www/a.js", "www/index.html"}, "www/"},
+		{[]string{"www/index.html", "other/x"}, ""},
+		{[]string{"a.js"}, ""},
+		{[]string{"dist/a/b.js", "dist/c.css"}, "dist/"},
+	} {
+		if got := FolderPrefix(tc.paths); got != tc.want {
+			t.Errorf("FolderPrefix(%q) = %q, want %q", tc.paths, got, tc.want)
+		}
+	}
+}
+
 func TestChannelIDIsStableSmallNumber(t *testing.T) {
 	a, b := ChannelID("com.x", "beta"), ChannelID("com.x", "production")
 	if a == b || a <= 0 || a >= 1<<31 || a != ChannelID("com.x", "beta") {

@@ -1,6 +1,10 @@
 package capgo
 
-import "github.com/capstan-ota/capstan/release"
+import (
+	"strings"
+
+	"github.com/capstan-ota/capstan/release"
+)
 
 // ReleaseMeta is what an edge needs, beyond the signed manifest, to answer
 // a Capgo device for one release. The origin serves it at
@@ -32,4 +36,27 @@ const BrotliMinSize = 8192
 // install it under the wrong name with the wrong bytes.
 func WantsBrotli(path string, size int64) bool {
 	return size >= BrotliMinSize || len(path) > 3 && path[len(path)-3:] == ".br"
+}
+
+// FolderPrefix returns the single top-level folder ("www/") that a bundle's
+// files sit in when it has no index.html at its root, else "". The plugin
+// flattens such a folder when it unzips; manifest entries must name the
+// files the same way, so the edge strips the prefix from them.
+func FolderPrefix(paths []string) string {
+	prefix := ""
+	for i, p := range paths {
+		if p == "index.html" {
+			return ""
+		}
+		top, _, ok := strings.Cut(p, "/")
+		if !ok {
+			return ""
+		}
+		if i == 0 {
+			prefix = top + "/"
+		} else if top+"/" != prefix {
+			return ""
+		}
+	}
+	return prefix
 }

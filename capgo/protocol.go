@@ -165,14 +165,13 @@ func (in *Info) Validate() error {
 	if len(in.DeviceID) > MaxDeviceIDLen {
 		return badRequest("device_id is over %d bytes", MaxDeviceIDLen)
 	}
-	for name, v := range map[string]Str{
-		"platform": in.Platform, "custom_id": in.CustomID, "version_build": in.VersionBuild,
-		"version_code": in.VersionCode, "version_os": in.VersionOS, "version_name": in.VersionName,
-		"plugin_version": in.PluginVersion, "install_source": in.InstallSource,
-		"defaultChannel": in.DefaultChannel, "key_id": in.KeyID, "channel": in.Channel,
-	} {
+	fields := [...]Str{in.Platform, in.CustomID, in.VersionBuild, in.VersionCode, in.VersionOS, in.VersionName,
+		in.PluginVersion, in.InstallSource, in.DefaultChannel, in.KeyID, in.Channel}
+	for i, v := range fields {
 		if len(v) > MaxFieldLen {
-			return badRequest("%s is over %d bytes", name, MaxFieldLen)
+			names := [...]string{"platform", "custom_id", "version_build", "version_code", "version_os", "version_name",
+				"plugin_version", "install_source", "defaultChannel", "key_id", "channel"}
+			return badRequest("%s is over %d bytes", names[i], MaxFieldLen)
 		}
 	}
 	return nil

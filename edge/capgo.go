@@ -512,9 +512,14 @@ func capgoAnswer(base string, m *release.Manifest, meta *capgo.ReleaseMeta, with
 	}
 	a := &capgo.UpdateAnswer{Version: m.Version, URL: base + "/v1/blobs/" + meta.Zip.String(), Checksum: meta.Zip.String()}
 	if withManifest {
+		paths := make([]string, len(m.Files))
+		for i, f := range m.Files {
+			paths[i] = f.Path
+		}
+		prefix := capgo.FolderPrefix(paths)
 		a.Manifest = make([]capgo.ManifestEntry, 0, len(m.Files))
 		for _, f := range m.Files {
-			e := capgo.ManifestEntry{FileName: f.Path, FileHash: f.SHA256.String(), DownloadURL: base + "/v1/blobs/" + f.SHA256.String()}
+			e := capgo.ManifestEntry{FileName: strings.TrimPrefix(f.Path, prefix), FileHash: f.SHA256.String(), DownloadURL: base + "/v1/blobs/" + f.SHA256.String()}
 			if capgo.WantsBrotli(f.Path, f.Size) {
 				e.FileName += ".br"
 				e.DownloadURL = base + "/capgo/br/" + f.SHA256.String()

@@ -683,3 +683,29 @@ func TestCapgoStatsFeedOriginCounters(t *testing.T) {
 		t.Fatalf("update checks were not counted: %+v", rep.Totals)
 	}
 }
+
+// TestCapgoTopFolderBundle: a bundle zipped with one top folder installs
+// the same way from the manifest as from the zip, which the plugin
+// flattens.
+func TestCapgoTopFolderBundle(t *testing.T) {
+	f := newFleet(t)
+	files := map[string][]byte{"www/index.html": []byte("<html>top</html>"), "www/js/app.js": bytes.Repeat([]byte("let a = 1;\n"), 1000)}
+	if _, err := f.origin.Upload(context.Background(), &origin.UploadRequest{App: "com.x", Version: "1.0.0", Channel: "production", RolloutBPS: release.FullRollout},
+		zipOf(t, files)); err != nil {
+		t.Fatal(err)
+	}
+	e := startEdge(t, f, t.TempDir(), nil)
+	syncEdge(t, e)
+	for _, plugin := range []string{"8.51.14", "5.2.0"} {
+		d := newDevice(t, e, "com.x", "1.0.0")
+		d.Info.PluginVersion = capgo.Str(plugin)
+		res, err := d.Install(context.Background(), checkUntilUpdate(t, d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := d.Files("1.0.0")
+		if len(got) != 2 || got["index.html"] != release.Sum(files["www/index.html"]).String() || got["js/app.js"] == "" {
+			t.Fatalf("plugin %s (%s): installed %v", plugin, res.Mode, got)
+		}
+	}
+}
