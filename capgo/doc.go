@@ -6,11 +6,12 @@
 // I/O: the request and answer types (with the exact JSON types the iOS
 // decoder demands), bounded parsers for the plugin's bodies, the update
 // decision of Capgo's backend mapped onto Capstan channels, the per-app
-// Capgo settings an operator stores on the origin, and the plugin's bundle
-// encryption (RSA-2048 "private encrypt" of an AES-128-CBC session key and
-// of the zip's SHA-256). The protocol itself is described in
-// docs/capgo.md; the choices made where the plugin leaves room are in
-// docs/decisions/070-capgo-compat.md.
+// Capgo settings an operator stores on the origin, and the shapes of the
+// plugin's bundle-encryption strings. The key side of that encryption
+// (key pairs, encryption in CI, recovery on a device) is package
+// capgo/capgokey, which edges and origins never import. The protocol is
+// described in docs/capgo.md; the choices made where the plugin leaves
+// room are in docs/decisions/070-capgo-compat.md.
 //
 // All functions are safe for concurrent use. Parsers copy what they keep:
 // callers may reuse the byte slices they pass in.

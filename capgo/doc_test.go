@@ -11,10 +11,10 @@ import (
 	"testing"
 )
 
-// TestDocComments enforces the house rule in capgo and capgotest: every
+// TestDocComments enforces the house rule in capgo, capgotest and capgokey: every
 // exported name has a doc comment that starts with its name.
 func TestDocComments(t *testing.T) {
-	for _, dir := range []string{".", "capgotest"} {
+	for _, dir := range []string{".", "capgotest", "capgokey"} {
 		fset := token.NewFileSet()
 		names, err := filepath.Glob(filepath.Join(dir, "*.go"))
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/andybalholm/brotli"
 	"github.com/capstan-ota/capstan/capgo"
+	"github.com/capstan-ota/capstan/capgo/capgokey"
 	"github.com/capstan-ota/capstan/capgo/capgotest"
 	"github.com/capstan-ota/capstan/edge"
 	"github.com/capstan-ota/capstan/internal/testutil"
@@ -401,18 +402,18 @@ func TestCapgoInstallsSwaggerReleases(t *testing.T) {
 // format: the device recovers the session key and checksum with the public
 // key, decrypts the zip and checks it.
 func TestCapgoEncryptedRelease(t *testing.T) {
-	privPEM, pubPEM, err := capgo.GenerateKey()
+	privPEM, pubPEM, err := capgokey.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	priv, _ := capgo.ParsePrivateKey(privPEM)
-	pub, _ := capgo.ParsePublicKey(pubPEM)
+	priv, _ := capgokey.ParsePrivateKey(privPEM)
+	pub, _ := capgokey.ParsePublicKey(pubPEM)
 	plain, err := os.ReadFile(testutil.Fixture(t, "swagger-ui/www-5.34.0.zip"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var encZip bytes.Buffer
-	enc, err := capgo.EncryptBundle(priv, bytes.NewReader(plain), &encZip)
+	enc, err := capgokey.EncryptBundle(priv, bytes.NewReader(plain), &encZip)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/andybalholm/brotli"
 	"github.com/capstan-ota/capstan/capgo"
+	"github.com/capstan-ota/capstan/capgo/capgokey"
 )
 
 // AppVersion mirrors the iOS plugin's AppVersionDec: every field has the
@@ -378,16 +379,16 @@ func (d *Device) installZip(ctx context.Context, a *AppVersion, dir string) (*Re
 		if d.PublicKey == nil {
 			return nil, errors.New("decrypt_fail: encrypted bundle but no public key")
 		}
-		key, iv, err := capgo.DecryptSession(d.PublicKey, sk)
+		key, iv, err := capgokey.DecryptSession(d.PublicKey, sk)
 		if err != nil {
 			return nil, fmt.Errorf("decrypt_fail: %w", err)
 		}
-		if b, err = capgo.DecryptAESCBC(key, iv, b); err != nil {
+		if b, err = capgokey.DecryptAESCBC(key, iv, b); err != nil {
 			return nil, fmt.Errorf("decrypt_fail: %w", err)
 		}
 	}
 	if d.PublicKey != nil {
-		if want, err = capgo.DecryptChecksum(d.PublicKey, want); err != nil {
+		if want, err = capgokey.DecryptChecksum(d.PublicKey, want); err != nil {
 			return nil, fmt.Errorf("checksum_fail: %w", err)
 		}
 	}

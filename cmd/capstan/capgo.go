@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/capgo"
+	"github.com/capstan-ota/capstan/capgo/capgokey"
 	"github.com/capstan-ota/capstan/edge"
 	"github.com/spf13/cobra"
 )
@@ -53,7 +54,7 @@ func withCapgoKeyGen(gen *cobra.Command) {
 		if _, err := os.Stat(out); err == nil {
 			return fmt.Errorf("%s exists: refusing to overwrite a key", out)
 		}
-		priv, pub, err := capgo.GenerateKey()
+		priv, pub, err := capgokey.GenerateKey()
 		if err != nil {
 			return err
 		}
@@ -84,7 +85,7 @@ func capgoEncrypt(zipPath, keyValue string) (*capgo.Encrypted, *os.File, error) 
 		}
 		pemBytes = b
 	}
-	priv, err := capgo.ParsePrivateKey(pemBytes)
+	priv, err := capgokey.ParsePrivateKey(pemBytes)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -97,7 +98,7 @@ func capgoEncrypt(zipPath, keyValue string) (*capgo.Encrypted, *os.File, error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	enc, err := capgo.EncryptBundle(priv, in, out)
+	enc, err := capgokey.EncryptBundle(priv, in, out)
 	if err == nil {
 		_, err = out.Seek(0, 0)
 	}

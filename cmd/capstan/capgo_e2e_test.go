@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/capgo"
+	"github.com/capstan-ota/capstan/capgo/capgokey"
 	"github.com/capstan-ota/capstan/capgo/capgotest"
 	"github.com/capstan-ota/capstan/internal/testutil"
 	"github.com/capstan-ota/capstan/origin/client"
@@ -109,7 +110,7 @@ func TestCapgoThroughTheBinary(t *testing.T) {
 	if !strings.Contains(out, `"capgo_encrypted":true`) {
 		t.Fatalf("upload --capgo-key: %s", out)
 	}
-	d.PublicKey, _ = capgo.ParsePublicKey(pubPEM)
+	d.PublicKey, _ = capgokey.ParsePublicKey(pubPEM)
 	d.Info.KeyID = capgo.Str(capgo.KeyIDFromPEM(string(pubPEM)))
 	a := checkUpdate(t, d)
 	if *a.Version != "1.1.0" || *a.SessionKey == "" {
@@ -236,7 +237,7 @@ func TestCapgoNPMInterop(t *testing.T) {
 	if err1 != nil || err2 != nil {
 		t.Fatalf("key create wrote no key pair: %v %v", err1, err2)
 	}
-	pub, err := capgo.ParsePublicKey(pubPEM)
+	pub, err := capgokey.ParsePublicKey(pubPEM)
 	if err != nil {
 		t.Fatal(err)
 	}

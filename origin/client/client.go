@@ -98,7 +98,7 @@ type Upload struct {
 	Bundle io.Reader
 	// Capgo and CapgoZip, if set, are a Capgo-encrypted copy of the bundle
 	// (the strings and the encrypted zip) for @capgo/capacitor-updater
-	// devices; see capgo.EncryptBundle.
+	// devices; see capgokey.EncryptBundle.
 	Capgo    *capgo.Encrypted
 	CapgoZip io.Reader
 }
