@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/zstd"
@@ -29,6 +30,17 @@ type BaseFiles interface {
 	Open(path string) (io.ReadCloser, error)
 }
 
+// NoBase is the BaseFiles of a device with nothing installed: every Open
+// fails. Use it (with release.ZeroHash as base ID) to apply a full bundle.
+type NoBase struct{}
+
+var _ BaseFiles = NoBase{}
+
+// Open always fails with fs.ErrNotExist.
+func (NoBase) Open(p string) (io.ReadCloser, error) {
+	return nil, fmt.Errorf("delta: no base release: %s: %w", p, fs.ErrNotExist)
+}
+
 // ApplyStats describes an applied patch.
 type ApplyStats struct {
 	Files    int // files written
@@ -37,6 +49,7 @@ type ApplyStats struct {
 	Deltas   int // rebuilt from a Capstan delta
 	BSDiffs  int // rebuilt from a BSDIFF40 payload
 	Literals int // taken from the patch as is
+	Linked   int // copies made as hard links (ApplyConfig.LinkCopies)
 
 	// PatchBytes is what Apply read from the patch; Written the bytes of
 	// files it wrote.
@@ -63,6 +76,9 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base BaseFiles
 	}
 	if err := target.Validate(); err != nil {
 		return st, fmt.Errorf("%w: target: %v", ErrBadManifest, err)
+	}
+	if base == nil {
+		base = NoBase{}
 	}
 	var total int64
 	for _, f := range target.Files {
@@ -101,15 +117,20 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base BaseFiles
 	defer root.Close()
 
 	a := &applier{
+		ctx:    ctx,
+		dir:    dir,
 		cfg:    &cfg,
 		b:      &body{r: bufio.NewReaderSize(nil, 32<<10)},
 		base:   base,
 		root:   root,
 		target: target,
 		done:   make([]bool, len(target.Files)),
-		buf:    make([]byte, 32<<10),
-		ob:     make([]byte, 32<<10),
-		st:     &st,
+		dirs:   map[string]bool{},
+		// 256 KiB scratch buffers: measured, 32 KiB made Apply spend most
+		// of its time in read and write system calls.
+		buf: make([]byte, 256<<10),
+		ob:  make([]byte, 256<<10),
+		st:  &st,
 	}
 	raw := bufio.NewReaderSize(cr, 32<<10)
 	var zr *zstd.Decoder
@@ -185,13 +206,16 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base BaseFiles
 
 // applier is the state of one Apply call.
 type applier struct {
+	ctx     context.Context
+	dir     string // the staging folder, for hard links
 	cfg     *ApplyConfig
 	b       *body
 	base    BaseFiles
 	root    *os.Root
 	target  *release.Manifest
 	done    []bool
-	buf, ob []byte // scratch: decoded bytes and old bytes
+	dirs    map[string]bool // folders made and checked
+	buf, ob []byte          // scratch: decoded bytes and old bytes
 	ctls    []ctl
 	st      *ApplyStats
 }
@@ -218,8 +242,23 @@ func (a *applier) record(kind byte) error {
 	}
 	f := a.target.Files[idx]
 	if dir := path.Dir(f.Path); dir != "." {
-		if err := a.root.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("%w: create folder for %s: %v", ErrUnsafePath, f.Path, err)
+		if err := a.mkdir(dir); err != nil {
+			return err
+		}
+	}
+	var basePath string
+	if kind == recCopy {
+		if basePath, err = a.b.path("base path"); err != nil {
+			return err
+		}
+		if ok, err := a.link(basePath, f); ok || err != nil {
+			if err == nil {
+				a.done[idx] = true
+				a.st.Files++
+				a.st.Copies++
+				a.st.Linked++
+			}
+			return err
 		}
 	}
 	// O_EXCL: never follow or overwrite anything already there.
@@ -232,14 +271,18 @@ func (a *applier) record(kind byte) error {
 	hw := io.MultiWriter(fh, hs)
 	switch kind {
 	case recCopy:
-		err = a.copyBase(hw, f)
+		err = a.copyBase(hw, basePath, f)
 		a.st.Copies++
 	case recDup:
 		err = a.dup(hw, f, idx)
 		a.st.Dups++
 	case recLiteral:
-		if _, err = io.CopyN(hw, a.b.r, f.Size); err != nil {
-			err = fmt.Errorf("%w: literal %s: %v", ErrCorruptPatch, f.Path, truncated(err))
+		var n int64
+		if n, err = io.CopyBuffer(hw, io.LimitReader(a.b.r, f.Size), a.buf); err == nil && n < f.Size {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			err = fmt.Errorf("%w: literal %s: %v", ErrCorruptPatch, f.Path, err)
 		}
 		a.st.Literals++
 	case recDelta:
@@ -255,7 +298,7 @@ func (a *applier) record(kind byte) error {
 	if err != nil {
 		return err
 	}
-	if err := verify(fh, f, hs); err != nil {
+	if err := verify(fh, f, hs, a.buf); err != nil {
 		return err
 	}
 	if err := fh.Chmod(fs.FileMode(f.Mode)); err != nil {
@@ -275,9 +318,32 @@ func (a *applier) record(kind byte) error {
 	return nil
 }
 
+// mkdir creates folder dir (and its parents) and refuses any of them that
+// is a symlink. os.Root already keeps every write inside the staging
+// folder; this also keeps a planted link from redirecting files within it.
+func (a *applier) mkdir(dir string) error {
+	if a.dirs[dir] {
+		return nil
+	}
+	if err := a.root.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("%w: create folder %s: %v", ErrUnsafePath, dir, err)
+	}
+	for d := dir; d != "."; d = path.Dir(d) {
+		fi, err := a.root.Lstat(d)
+		if err != nil {
+			return fmt.Errorf("%w: folder %s: %v", ErrUnsafePath, d, err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%w: %s is not a folder (a symlink?)", ErrUnsafePath, d)
+		}
+		a.dirs[d] = true
+	}
+	return nil
+}
+
 // verify checks the written file's size and hash. hs is the running hash of
 // what was written, or nil to hash the file from disk.
-func verify(fh *os.File, f release.File, hs hash.Hash) error {
+func verify(fh *os.File, f release.File, hs hash.Hash, buf []byte) error {
 	fi, err := fh.Stat()
 	if err != nil {
 		return fmt.Errorf("delta: stat %s: %w", f.Path, err)
@@ -287,7 +353,7 @@ func verify(fh *os.File, f release.File, hs hash.Hash) error {
 	}
 	if hs == nil {
 		hs = sha256.New()
-		if _, err := io.Copy(hs, io.NewSectionReader(fh, 0, f.Size)); err != nil {
+		if _, err := io.CopyBuffer(hs, io.NewSectionReader(fh, 0, f.Size), buf); err != nil {
 			return fmt.Errorf("delta: read back %s: %w", f.Path, err)
 		}
 	}
@@ -297,10 +363,32 @@ func verify(fh *os.File, f release.File, hs hash.Hash) error {
 	return nil
 }
 
-// copyN copies exactly n bytes of src to w; a short or long source is
+// link tries to hard-link base file p as f (ApplyConfig.LinkCopies) and
+// verifies the result. It reports false, nil when linking is not possible
+// and the caller should copy.
+func (a *applier) link(p string, f release.File) (bool, error) {
+	l, ok := a.base.(Linker)
+	if !a.cfg.LinkCopies || !ok {
+		return false, nil
+	}
+	if err := l.Link(p, fs.FileMode(f.Mode), filepath.Join(a.dir, filepath.FromSlash(f.Path))); err != nil {
+		return false, nil // another device, another mode, no support: copy instead
+	}
+	fh, err := a.root.Open(f.Path)
+	if err != nil {
+		return false, fmt.Errorf("delta: open linked %s: %w", f.Path, err)
+	}
+	defer fh.Close()
+	if err := verify(fh, f, nil, a.buf); err != nil {
+		return false, fmt.Errorf("%w: base file %s: %v", ErrWrongBase, p, err)
+	}
+	return true, nil
+}
+
+// copyExact copies exactly n bytes of src to w; a short or long source is
 // reported with sentinel.
-func copyExact(w io.Writer, src io.Reader, n int64, sentinel error, what string) error {
-	m, err := io.Copy(w, io.LimitReader(src, n))
+func copyExact(w io.Writer, src io.Reader, n int64, buf []byte, sentinel error, what string) error {
+	m, err := io.CopyBuffer(w, io.LimitReader(src, n), buf)
 	if err != nil {
 		return fmt.Errorf("%w: read %s: %v", sentinel, what, err)
 	}
@@ -311,17 +399,13 @@ func copyExact(w io.Writer, src io.Reader, n int64, sentinel error, what string)
 	return nil
 }
 
-func (a *applier) copyBase(w io.Writer, f release.File) error {
-	p, err := a.b.path("base path")
-	if err != nil {
-		return err
-	}
+func (a *applier) copyBase(w io.Writer, p string, f release.File) error {
 	rc, err := a.base.Open(p)
 	if err != nil {
 		return fmt.Errorf("%w: open base file %s: %v", ErrWrongBase, p, err)
 	}
 	defer rc.Close()
-	return copyExact(w, rc, f.Size, ErrWrongBase, "base file "+p)
+	return copyExact(w, rc, f.Size, a.buf, ErrWrongBase, "base file "+p)
 }
 
 func (a *applier) dup(w io.Writer, f release.File, idx uint64) error {
@@ -341,7 +425,7 @@ func (a *applier) dup(w io.Writer, f release.File, idx uint64) error {
 		return fmt.Errorf("delta: reopen %s: %w", sf.Path, err)
 	}
 	defer rc.Close()
-	return copyExact(w, rc, f.Size, ErrVerify, sf.Path)
+	return copyExact(w, rc, f.Size, a.buf, ErrVerify, sf.Path)
 }
 
 // openOld opens a base file for random access and checks it has size bytes.
@@ -361,12 +445,13 @@ func (a *applier) openOld(p string, size int64) (io.ReaderAt, io.Closer, error) 
 		return ra, rc, nil
 	}
 	defer rc.Close()
-	buf := make([]byte, size)
-	if _, err := io.ReadFull(rc, buf); err != nil {
+	// Grow with the bytes actually there: size comes from the patch, so
+	// allocating it up front would let a patch pick our allocation.
+	buf, err := io.ReadAll(io.LimitReader(rc, size+1))
+	if err != nil {
 		return nil, nil, fmt.Errorf("%w: read base file %s: %v", ErrWrongBase, p, err)
 	}
-	var one [1]byte
-	if k, _ := rc.Read(one[:]); k > 0 {
+	if int64(len(buf)) != size {
 		return nil, nil, fmt.Errorf("%w: base file %s does not have %d bytes", ErrWrongBase, p, size)
 	}
 	return bytes.NewReader(buf), io.NopCloser(nil), nil
@@ -374,20 +459,14 @@ func (a *applier) openOld(p string, size int64) (io.ReaderAt, io.Closer, error) 
 
 // delta applies a recDelta record into fh, writing out of order.
 func (a *applier) delta(fh *os.File, f release.File) error {
-	p, err := a.b.path("base path")
+	old, oldSize, closers, err := a.sources()
+	for _, c := range closers {
+		defer c.Close()
+	}
 	if err != nil {
 		return err
 	}
-	baseSize, err := a.b.uvarint(uint64(a.cfg.MaxFileSize), "base size")
-	if err != nil {
-		return err
-	}
-	old, closer, err := a.openOld(p, int64(baseSize))
-	if err != nil {
-		return err
-	}
-	defer closer.Close()
-	oldSize := int64(baseSize)
+	p := "the delta sources"
 	var newPos, oldPos int64
 	first := true
 	for {
@@ -397,6 +476,9 @@ func (a *applier) delta(fh *os.File, f release.File) error {
 		}
 		if n == 0 {
 			break
+		}
+		if err := a.ctx.Err(); err != nil {
+			return fmt.Errorf("delta: apply: %w", err)
 		}
 		// Read and check the block's control list before touching bytes.
 		a.ctls = a.ctls[:0]
@@ -483,6 +565,114 @@ func (a *applier) delta(fh *os.File, f release.File) error {
 	return nil
 }
 
+// sources reads a delta's source list and opens the sources as one
+// virtual old file.
+func (a *applier) sources() (io.ReaderAt, int64, []io.Closer, error) {
+	n, err := a.b.uvarint(maxSources, "source count")
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if n == 0 {
+		return nil, 0, nil, fmt.Errorf("%w: delta without sources", ErrCorruptPatch)
+	}
+	var (
+		parts   multiReaderAt
+		closers []io.Closer
+	)
+	for range n {
+		kind, err := a.b.r.ReadByte()
+		if err != nil {
+			return nil, 0, closers, fmt.Errorf("%w: reading source: %v", ErrCorruptPatch, truncated(err))
+		}
+		var (
+			ra   io.ReaderAt
+			c    io.Closer
+			size int64
+		)
+		switch kind {
+		case srcBase:
+			p, err := a.b.path("base path")
+			if err != nil {
+				return nil, 0, closers, err
+			}
+			s, err := a.b.uvarint(uint64(a.cfg.MaxFileSize), "base size")
+			if err != nil {
+				return nil, 0, closers, err
+			}
+			size = int64(s)
+			ra, c, err = a.openOld(p, size)
+			if err != nil {
+				return nil, 0, closers, err
+			}
+		case srcTarget:
+			i, err := a.b.uvarint(uint64(len(a.target.Files)-1), "source file index")
+			if err != nil {
+				return nil, 0, closers, err
+			}
+			if !a.done[i] {
+				return nil, 0, closers, fmt.Errorf("%w: delta source %d is not written yet", ErrCorruptPatch, i)
+			}
+			sf := a.target.Files[i]
+			fh, err := a.root.Open(sf.Path)
+			if err != nil {
+				return nil, 0, closers, fmt.Errorf("delta: reopen %s: %w", sf.Path, err)
+			}
+			ra, c, size = fh, fh, sf.Size
+		default:
+			return nil, 0, closers, fmt.Errorf("%w: source kind %d", ErrCorruptPatch, kind)
+		}
+		closers = append(closers, c)
+		parts = append(parts, part{ra: ra, off: parts.size(), size: size})
+	}
+	if len(parts) == 1 {
+		return parts[0].ra, parts[0].size, closers, nil
+	}
+	return parts, parts.size(), closers, nil
+}
+
+// multiReaderAt reads the concatenation of its parts.
+type multiReaderAt []part
+
+type part struct {
+	ra        io.ReaderAt
+	off, size int64
+}
+
+func (m multiReaderAt) size() int64 {
+	if len(m) == 0 {
+		return 0
+	}
+	l := m[len(m)-1]
+	return l.off + l.size
+}
+
+// ReadAt reads len(p) bytes at off; callers keep reads within size().
+func (m multiReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for _, pt := range m {
+		if len(p) == 0 {
+			break
+		}
+		if off >= pt.off+pt.size {
+			continue
+		}
+		k := min(int64(len(p)), pt.off+pt.size-off)
+		got, err := pt.ra.ReadAt(p[:k], off-pt.off)
+		n += got
+		if int64(got) < k {
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			return n, err
+		}
+		p, off = p[k:], off+k
+	}
+	if len(p) > 0 {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
 // bsdiff applies a recBSDiff record with the hardened BSDIFF40 patcher.
 func (a *applier) bsdiff(w io.Writer, f release.File) error {
 	p, err := a.b.path("base path")
@@ -499,9 +689,10 @@ func (a *applier) bsdiff(w io.Writer, f release.File) error {
 	if err != nil {
 		return err
 	}
-	payload := make([]byte, n)
-	if _, err := io.ReadFull(a.b.r, payload); err != nil {
-		return fmt.Errorf("%w: reading bsdiff payload: %v", ErrCorruptPatch, truncated(err))
+	// Grow with the bytes actually present rather than trusting n.
+	payload, err := io.ReadAll(io.LimitReader(a.b.r, int64(n)))
+	if err != nil || uint64(len(payload)) != n {
+		return fmt.Errorf("%w: reading bsdiff payload: truncated", ErrCorruptPatch)
 	}
 	old, closer, err := a.openOld(p, int64(baseSize))
 	if err != nil {
@@ -530,21 +721,54 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Linker is implemented by a BaseFiles that can hard-link a base file into
+// the staging folder instead of copying it (Dir does). Apply uses it for
+// copy records when ApplyConfig.LinkCopies is set.
+type Linker interface {
+	// Link makes newPath, which does not exist, a hard link to base file p.
+	// It fails unless p is a regular file with permission bits mode:
+	// linked files share their inode, so Apply cannot chmod them.
+	Link(p string, mode fs.FileMode, newPath string) error
+}
+
 // Dir is a BaseFiles backed by a folder, opened through an os.Root so that
 // no path (and no symlink inside the folder) reaches outside it.
 type Dir struct {
 	root *os.Root
+	dir  string // absolute path of the folder, for Link
 }
 
-var _ BaseFiles = (*Dir)(nil)
+var (
+	_ BaseFiles = (*Dir)(nil)
+	_ Linker    = (*Dir)(nil)
+)
 
 // OpenDir opens folder dir as a BaseFiles. Close it when done.
 func OpenDir(dir string) (*Dir, error) {
-	r, err := os.OpenRoot(dir)
+	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("delta: open base folder: %w", err)
 	}
-	return &Dir{root: r}, nil
+	r, err := os.OpenRoot(abs)
+	if err != nil {
+		return nil, fmt.Errorf("delta: open base folder: %w", err)
+	}
+	return &Dir{root: r, dir: abs}, nil
+}
+
+// Link hard-links base file p to newPath (see Linker).
+func (d *Dir) Link(p string, mode fs.FileMode, newPath string) error {
+	if err := release.ValidatePath(p); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnsafePath, err)
+	}
+	fi, err := d.root.Lstat(p)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm() != mode {
+		return fmt.Errorf("delta: %s is not a regular file with mode %o", p, mode)
+	}
+	return os.Link(filepath.Join(d.dir, filepath.FromSlash(p)), newPath)
 }
 
 // Open opens the file at the bundle-relative path p; it returns an

@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gabstv/go-bsdiff/pkg/bsdiff"
 
@@ -69,6 +69,16 @@ func TestRoundTrip(t *testing.T) {
 			to:   map[string][]byte{"assets/p-8e02b7aa.js": edit(2, app), "assets/vendor.9f8e7d6c.chunk.js": edit(3, vendor)},
 			check: func(t *testing.T, st Stats) {
 				if st.Renames != 2 || st.Deltas != 2 {
+					t.Errorf("stats %+v", st)
+				}
+			},
+		},
+		{
+			name: "sibling bundles",
+			from: map[string][]byte{"umd.js": app, "esm.js": append([]byte("export "), app...)},
+			to:   map[string][]byte{"umd.js": edit(5, app), "esm.js": append([]byte("export "), edit(5, app)...)},
+			check: func(t *testing.T, st Stats) {
+				if st.Siblings != 1 || st.Deltas != 2 {
 					t.Errorf("stats %+v", st)
 				}
 			},
@@ -199,6 +209,25 @@ func TestBSDiffRecordApplies(t *testing.T) {
 	checkDir(t, out, to)
 }
 
+// Config.BSDiff adds a BSDIFF40 candidate; whichever wins, the patch applies.
+func TestBSDiffCandidate(t *testing.T) {
+	src := newMemSource()
+	old := text(4, 20000)
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{"app.js": old})
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{"app.js": edit(4, old)})
+	calls := 0
+	cfg := DefaultConfig()
+	cfg.BSDiffMaxSize = 1 << 20
+	cfg.BSDiff = func(o, n []byte) ([]byte, error) {
+		calls++
+		return bsdiff.Bytes(o, n)
+	}
+	_, st := roundTrip(t, cfg, src, from, to)
+	if calls != 1 || st.Deltas+st.BSDiffs != 1 {
+		t.Fatalf("BSDiff called %d times, stats %+v", calls, st)
+	}
+}
+
 func TestApplyRejects(t *testing.T) {
 	src := newMemSource()
 	from := makeBundle(t, src, "1.0.0", map[string][]byte{"a.txt": []byte("hello world"), "b.txt": []byte("bbb")})
@@ -216,7 +245,7 @@ func TestApplyRejects(t *testing.T) {
 		return b
 	}
 	delta := func(ops ...[]byte) []byte {
-		return rawStream(from.id, to.id, 2, rec(recDelta, 0, append([][]byte{str("a.txt"), uv(11)}, ops...)...), rec(recCopy, 1, str("a.txt")))
+		return rawStream(from.id, to.id, 2, rec(recDelta, 0, append([][]byte{oneBase("a.txt", 11)}, ops...)...), rec(recCopy, 1, str("a.txt")))
 	}
 	cases := []struct {
 		name  string
@@ -244,7 +273,12 @@ func TestApplyRejects(t *testing.T) {
 		{"copy of absent base file", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello there")), rec(recCopy, 1, str("zzz"))), ErrWrongBase},
 		{"copy of other content", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello there")), rec(recCopy, 1, str("b.txt"))), ErrWrongBase},
 		{"dup before source", rawStream(from.id, to.id, 2, rec(recDup, 1, uv(0)), rec(recLiteral, 0, []byte("hello there"))), ErrCorruptPatch},
-		{"delta base size lies", rawStream(from.id, to.id, 2, rec(recDelta, 0, str("a.txt"), uv(99), uv(0))), ErrWrongBase},
+		{"delta base size lies", rawStream(from.id, to.id, 2, rec(recDelta, 0, oneBase("a.txt", 99), uv(0))), ErrWrongBase},
+		{"delta without sources", rawStream(from.id, to.id, 2, rec(recDelta, 0, uv(0))), ErrCorruptPatch},
+		{"delta with too many sources", rawStream(from.id, to.id, 2, rec(recDelta, 0, uv(maxSources+1))), ErrCorruptPatch},
+		{"delta source not written", rawStream(from.id, to.id, 2, rec(recDelta, 0, uv(1), []byte{srcTarget}, uv(1))), ErrCorruptPatch},
+		{"delta source is itself", rawStream(from.id, to.id, 2, rec(recDelta, 0, uv(1), []byte{srcTarget}, uv(0))), ErrCorruptPatch},
+		{"delta source kind", rawStream(from.id, to.id, 2, rec(recDelta, 0, uv(1), []byte{7})), ErrCorruptPatch},
 		{"delta too short", delta(uv(1), uv(5), uv(0), appendVarint(nil, 0), appendRLE(nil, make([]byte, 5)), uv(0)), ErrCorruptPatch},
 		{"delta too long", delta(uv(1), uv(12), uv(0), appendVarint(nil, 0)), ErrCorruptPatch},
 		{"delta reads past base", delta(uv(1), uv(0), uv(11), appendVarint(nil, 5), []byte("hello there")), ErrCorruptPatch},
@@ -312,19 +346,26 @@ func TestApplyRefusesSymlinks(t *testing.T) {
 	if _, err := Build(context.Background(), DefaultConfig(), nil, release.ZeroHash, to.m, to.id, src, &buf); err != nil {
 		t.Fatal(err)
 	}
-	for _, link := range []string{"sub", "b.txt"} {
-		t.Run(link, func(t *testing.T) {
+	for _, c := range []struct{ link, to string }{{"sub", "outside"}, {"b.txt", "outside"}, {"sub", "inside"}} {
+		t.Run(c.link+" to "+c.to, func(t *testing.T) {
 			outside := t.TempDir()
 			stage := t.TempDir()
-			if err := os.Symlink(outside, filepath.Join(stage, link)); err != nil {
+			target := outside
+			if c.to == "inside" {
+				target = filepath.Join(stage, "elsewhere")
+				if err := os.Mkdir(target, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Symlink(target, filepath.Join(stage, c.link)); err != nil {
 				t.Skip("symlinks unavailable:", err)
 			}
-			_, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(buf.Bytes()), emptyBase{}, release.ZeroHash, to.m, to.id, stage)
+			_, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(buf.Bytes()), NoBase{}, release.ZeroHash, to.m, to.id, stage)
 			if !errors.Is(err, ErrUnsafePath) {
 				t.Fatalf("got %v, want ErrUnsafePath", err)
 			}
-			if ents, _ := os.ReadDir(outside); len(ents) != 0 {
-				t.Fatalf("Apply wrote %d entries outside its folder", len(ents))
+			if ents, _ := os.ReadDir(target); len(ents) != 0 {
+				t.Fatalf("Apply wrote %d entries through the link", len(ents))
 			}
 		})
 	}
@@ -338,16 +379,12 @@ func TestApplyLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, cfg := range []ApplyConfig{{MaxFileSize: 999}, {MaxTotalSize: 999}} {
-		_, err := Apply(context.Background(), cfg, bytes.NewReader(buf.Bytes()), emptyBase{}, release.ZeroHash, to.m, to.id, t.TempDir())
+		_, err := Apply(context.Background(), cfg, bytes.NewReader(buf.Bytes()), NoBase{}, release.ZeroHash, to.m, to.id, t.TempDir())
 		if !errors.Is(err, ErrTooLarge) {
 			t.Errorf("%+v: got %v, want ErrTooLarge", cfg, err)
 		}
 	}
 }
-
-type emptyBase struct{}
-
-func (emptyBase) Open(string) (io.ReadCloser, error) { return nil, fs.ErrNotExist }
 
 // badSource serves other bytes than the manifest promises.
 type badSource struct{}
@@ -414,5 +451,71 @@ func TestStem(t *testing.T) {
 		if got := stem(in); got != want {
 			t.Errorf("stem(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// oneBase is the source list of a delta against one base file.
+func oneBase(p string, size uint64) []byte {
+	return append(append(uv(1), srcBase), append(str(p), uv(size)...)...)
+}
+
+// A file over its diff time budget, or over MaxDiffSize, is sent as a
+// literal and the patch still applies.
+func TestLiteralFallbacks(t *testing.T) {
+	src := newMemSource()
+	app := text(21, 50000)
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{"app.js": app})
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{"app.js": edit(21, app)})
+	for name, mut := range map[string]func(*Config){
+		"timeout":      func(c *Config) { c.FileTimeout = time.Nanosecond },
+		"no deltas":    func(c *Config) { c.MaxDiffSize = 0 },
+		"file too big": func(c *Config) { c.MaxDiffSize = 40000 },
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			mut(&cfg)
+			_, st := roundTrip(t, cfg, src, from, to)
+			if st.Literals != 1 || st.Deltas != 0 {
+				t.Fatalf("stats %+v, want one literal", st)
+			}
+		})
+	}
+}
+
+// With LinkCopies, unchanged files become hard links to the base folder
+// (no bytes written); a file whose mode changes is still copied.
+func TestLinkCopies(t *testing.T) {
+	src := newMemSource()
+	app := text(31, 20000)
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{"a/same.js": app, "mode.sh": []byte("echo"), "c.js": text(32, 9000)})
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{"a/same.js": app, "mode.sh": []byte("echo"), "c.js": edit(32, text(32, 9000))})
+	to.m.Files[2].Mode = 0o755 // mode.sh
+	enc, _ := to.m.Encode()
+	to.id = release.Sum(enc)
+	var patch bytes.Buffer
+	if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, src, &patch); err != nil {
+		t.Fatal(err)
+	}
+	baseDir := writeDir(t, from.files)
+	base, err := OpenDir(baseDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Close()
+	stage := t.TempDir()
+	cfg := DefaultApplyConfig()
+	cfg.LinkCopies = true
+	st, err := Apply(context.Background(), cfg, &patch, base, from.id, to.m, to.id, stage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDir(t, stage, to)
+	if st.Copies != 2 || st.Linked != 1 {
+		t.Fatalf("stats %+v, want 2 copies of which 1 linked", st)
+	}
+	a, _ := os.Stat(filepath.Join(baseDir, "a", "same.js"))
+	b, _ := os.Stat(filepath.Join(stage, "a", "same.js"))
+	if !os.SameFile(a, b) {
+		t.Fatal("a/same.js was copied, not linked")
 	}
 }

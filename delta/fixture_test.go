@@ -1,7 +1,13 @@
 package delta
 
 import (
+	"bytes"
+	"context"
+	"io"
+	"os"
 	"path"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -14,20 +20,17 @@ func TestFixturePatchSize(t *testing.T) {
 	cases := []struct {
 		from, to string
 		max      int
-		heavy    bool
 	}{
-		{"5.34.0", "5.34.1", 21910, false},
-		{"5.34.1", "5.35.0", 127798, true},
+		{"5.34.0", "5.34.1", 21910},
+		{"5.34.1", "5.35.0", 127798},
 	}
 	for _, c := range cases {
 		t.Run(c.from+"-"+c.to, func(t *testing.T) {
-			if c.heavy {
-				skipHeavy(t)
-			}
+			skipHeavy(t)
 			src := newMemSource()
 			from := makeBundle(t, src, c.from, readZip(t, "www-"+c.from+".zip"))
 			to := makeBundle(t, src, c.to, readZip(t, "www-"+c.to+".zip"))
-			patch, st := roundTrip(t, DefaultConfig(), src, from, to)
+			patch, st := roundTrip(t, fixtureConfig(), src, from, to)
 			t.Logf("%s→%s: %d B (%+v)", c.from, c.to, len(patch), st)
 			if len(patch) > c.max {
 				t.Errorf("patch is %d B, goal is at most %d B", len(patch), c.max)
@@ -57,7 +60,7 @@ func TestFixtureRenamedPatchSize(t *testing.T) {
 	src := newMemSource()
 	from := makeBundle(t, src, "5.34.0", hashNames(readZip(t, "www-5.34.0.zip")))
 	to := makeBundle(t, src, "5.34.1", hashNames(readZip(t, "www-5.34.1.zip")))
-	patch, st := roundTrip(t, DefaultConfig(), src, from, to)
+	patch, st := roundTrip(t, fixtureConfig(), src, from, to)
 	t.Logf("renamed 5.34.0→5.34.1: %d B (%+v)", len(patch), st)
 	if st.Renames == 0 {
 		t.Errorf("no renamed file was matched to its old twin")
@@ -84,10 +87,80 @@ func TestFixtureFullBundle(t *testing.T) {
 	}
 }
 
-// skipHeavy skips multi-second fixture cases under -race or -short.
+// skipHeavy skips the fixture cases under -race (the suffix-array scan runs
+// ~15× slower there; the concurrency they exercise is covered by the small
+// tests) and under -short. make test runs them.
 func skipHeavy(t *testing.T) {
 	t.Helper()
 	if raceEnabled || testing.Short() {
-		t.Skip("heavy fixture case: runs without -race and -short (go test ./delta/)")
+		t.Skip("fixture case: runs without -race and -short (go test ./delta/)")
+	}
+}
+
+// fixtureConfig is DefaultConfig without the per-file time budget: on a
+// loaded machine the budget can turn a delta into a literal, and a size
+// assertion must not depend on timing.
+func fixtureConfig() Config {
+	cfg := DefaultConfig()
+	cfg.FileTimeout = 0
+	return cfg
+}
+
+// fixturePair loads a swagger-ui pair into a fresh source.
+func fixturePair(b testing.TB, from, to string) (*memSource, *bundle, *bundle) {
+	src := newMemSource()
+	return src, makeBundle(b, src, from, readZip(b, "www-"+from+".zip")), makeBundle(b, src, to, readZip(b, "www-"+to+".zip"))
+}
+
+var benchPairs = [][2]string{{"5.34.0", "5.34.1"}, {"5.34.1", "5.35.0"}}
+
+// BenchmarkBuild measures patch building on the fixture pairs (compare with
+// C bsdiff on the tar: scripts/bench-delta.sh).
+func BenchmarkBuild(b *testing.B) {
+	for _, p := range benchPairs {
+		b.Run(p[0]+"-"+p[1], func(b *testing.B) {
+			src, from, to := fixturePair(b, p[0], p[1])
+			b.SetBytes(to.m.TotalSize())
+			var st Stats
+			for b.Loop() {
+				var err error
+				st, err = Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, src, io.Discard)
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(st.PatchBytes), "patch-B")
+		})
+	}
+}
+
+// BenchmarkApply measures a device applying the patch into a fresh folder.
+func BenchmarkApply(b *testing.B) {
+	for _, p := range benchPairs {
+		b.Run(p[0]+"-"+p[1], func(b *testing.B) {
+			src, from, to := fixturePair(b, p[0], p[1])
+			var patch bytes.Buffer
+			if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, src, &patch); err != nil {
+				b.Fatal(err)
+			}
+			base, err := OpenDir(writeDir(b, from.files))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer base.Close()
+			work := b.TempDir()
+			b.SetBytes(to.m.TotalSize())
+			i := 0
+			for b.Loop() {
+				stage := filepath.Join(work, strconv.Itoa(i))
+				i++
+				if err := os.Mkdir(stage, 0o755); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(patch.Bytes()), base, from.id, to.m, to.id, stage); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

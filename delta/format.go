@@ -22,7 +22,10 @@ import (
 //	recCopy     base path (uvarint length + bytes)
 //	recDup      index of an already written target file (uvarint)
 //	recLiteral  exactly Size bytes (the size comes from the manifest)
-//	recDelta    base path, base size (uvarint), then blocks, then a 0:
+//	recDelta    source count (uvarint, 1..maxSources), sources, blocks, a 0:
+//	            source = srcBase, base path, base size (uvarint)
+//	                   | srcTarget, index of an already written target file
+//	            The ops read "old" as the concatenation of the sources.
 //	            block = op count n (uvarint, 1..maxBlockOps)
 //	                    n × (diff length uvarint, extra length uvarint, seek varint)
 //	                    diff bytes of all n ops, zero-run-length coded
@@ -55,6 +58,11 @@ const (
 	recLiteral = 3
 	recDelta   = 4
 	recBSDiff  = 5
+
+	srcBase   = 0
+	srcTarget = 1
+	// maxSources bounds the sources of one delta.
+	maxSources = 4
 
 	// maxBlockOps bounds one block's control list, so a decoder holds at
 	// most 4096 × 24 bytes of control data at once.

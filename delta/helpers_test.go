@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/capstan-ota/capstan/internal/testutil"
 	"io"
 	"os"
 	"path/filepath"
@@ -65,20 +66,17 @@ func makeBundle(t testing.TB, src *memSource, version string, files map[string][
 	return &bundle{m: m, id: release.Sum(enc), files: files}
 }
 
-// fixtureDir finds the swagger-ui fixture zips, or skips the test.
+// fixtureDir finds the swagger-ui fixture zips: $CAPSTAN_FIXTURES, else
+// ../shared/fixtures beside the repository (testutil.Fixture fails the test
+// in CI when they are missing, and skips it elsewhere).
 func fixtureDir(t testing.TB) string {
 	t.Helper()
-	cands := []string{os.Getenv("CAPSTAN_FIXTURES"), "../testdata/fixtures/swagger-ui", "../fixtures/swagger-ui", "/work/shared/fixtures/swagger-ui"}
-	for _, d := range cands {
-		if d == "" {
-			continue
-		}
+	if d := os.Getenv("CAPSTAN_FIXTURES"); d != "" {
 		if _, err := os.Stat(filepath.Join(d, "www-5.34.0.zip")); err == nil {
 			return d
 		}
 	}
-	t.Skip("swagger-ui fixtures not found; set CAPSTAN_FIXTURES to the folder holding www-5.34.0.zip")
-	return ""
+	return filepath.Dir(testutil.Fixture(t, "swagger-ui/www-5.34.0.zip"))
 }
 
 var (

@@ -3,5 +3,5 @@
 package delta
 
 // raceEnabled: the race detector slows the suffix-array scan about 15×, so
-// the heaviest fixture cases run only without it (make test runs them).
+// the fixture cases run only without it (make test runs them).
 const raceEnabled = true

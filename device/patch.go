@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 
 	"github.com/capstan-ota/capstan/delta"
@@ -19,16 +18,11 @@ const (
 	ModeFiles = "files" // file by file, reusing what the device holds
 )
 
-// noBase is the base of a full download: it has no files.
-type noBase struct{}
-
-func (noBase) Open(string) (io.ReadCloser, error) { return nil, fs.ErrNotExist }
-
 // fetchPatch downloads the patch from base to p's target and applies it
 // into staging, streaming. A patch is trusted only through the signed
 // target manifest: Apply verifies every file it writes.
 func (d *Device) fetchPatch(ctx context.Context, p *plan, edge string, baseID release.Hash, staging string) error {
-	var base delta.BaseFiles = noBase{}
+	var base delta.BaseFiles = delta.NoBase{}
 	if !baseID.IsZero() {
 		dir, err := delta.OpenDir(currentDir(d.cfg.Dir))
 		if err != nil {

@@ -136,8 +136,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PatchBuilds <= 0 {
 		cfg.PatchBuilds = d.PatchBuilds
 	}
-	if cfg.Delta == (delta.Config{}) {
-		cfg.Delta = d.Delta
+	if cfg.Delta.MemoryBudget == 0 && cfg.Delta.MaxDiffSize == 0 && !cfg.Delta.Renames {
+		cfg.Delta = d.Delta // a zero Config: take the defaults
 	}
 	log := cfg.Logger
 	if log == nil {

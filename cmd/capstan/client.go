@@ -18,10 +18,13 @@ import (
 	"golang.org/x/term"
 )
 
+// cli holds the settings shared by the client commands of this run.
+var cli globals
+
 func apiClient() *client.Client {
 	return &client.Client{
-		Server: envOr("CAPSTAN_SERVER", "http://127.0.0.1:7070"),
-		APIKey: os.Getenv("CAPSTAN_API_KEY"),
+		Server: pick(cli.server, "CAPSTAN_SERVER", cli.file.Server, "http://127.0.0.1:7070"),
+		APIKey: pick(cli.apiKey, "CAPSTAN_API_KEY", cli.file.APIKey, ""),
 	}
 }
 
@@ -59,7 +62,7 @@ func newUploadCmd() *cobra.Command {
 				defer cleanup()
 				var env *release.Envelope
 				if signKey == "" {
-					signKey = os.Getenv("CAPSTAN_SIGNING_KEY")
+					signKey = pick("", "CAPSTAN_SIGNING_KEY", cli.file.SigningKey, "")
 				}
 				if signKey != "" {
 					env, err = signBundle(zipPath, signKey, app, version, minNative)

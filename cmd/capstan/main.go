@@ -56,6 +56,12 @@ Client commands read CAPSTAN_SERVER (default http://127.0.0.1:7070) and CAPSTAN_
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	defer addReleaseFlags(root)
+	cli = globals{}
+	cli.bind(root)
+	// Exit code 2 for a usage mistake, 1 for everything that failed.
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &exitError{code: 2, err: fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
+	})
 	root.AddCommand(newDevCmd(), newOriginCmd(), newEdgeCmd(), newKeysCmd(), newUploadCmd(), newChannelCmd(), newRollbackCmd(), newDeviceCmd(), newStatsCmd())
 	return root
 }

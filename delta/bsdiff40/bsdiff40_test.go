@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gabstv/go-bsdiff/pkg/bsdiff"
@@ -228,4 +230,46 @@ type limitWriter struct{ n, max int64 }
 func (w *limitWriter) Write(p []byte) (int, error) {
 	w.n += int64(len(p))
 	return len(p), nil
+}
+
+// TestWriteFuzzCorpus regenerates the committed seed corpus:
+// CAPSTAN_WRITE_CORPUS=1 go test -run WriteFuzzCorpus ./delta/bsdiff40/
+func TestWriteFuzzCorpus(t *testing.T) {
+	if os.Getenv("CAPSTAN_WRITE_CORPUS") == "" {
+		t.Skip("set CAPSTAN_WRITE_CORPUS=1 to rewrite testdata/fuzz/FuzzPatch")
+	}
+	old, cur := pair(3, 2000)
+	good, err := bsdiff.Bytes(old, cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join("testdata", "fuzz", "FuzzPatch")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	seeds := map[string][]byte{"valid": good, "truncated": good[:len(good)/2], "negative-ctrl": append(header(-1, 0, 10), good[32:]...)}
+	for name, s := range seeds {
+		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\nint64(%d)\n", s, len(cur))
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// The patcher is a leaf (style rule 4): devices and tools can take it
+// without the rest of Capstan.
+func TestLeaf(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go command not found")
+	}
+	out, err := exec.Command(goBin, "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "github.com/") && line != "github.com/capstan-ota/capstan/delta/bsdiff40" {
+			t.Errorf("bsdiff40 depends on %s", line)
+		}
+	}
 }

@@ -1,21 +1,17 @@
-// Command deltabench builds or applies one Capstan patch between two bundle
-// folders (or zips) and prints the size and time as one JSON line. It is the
-// Capstan column of scripts/bench-delta.sh, which measures its peak memory
-// with /usr/bin/time.
-//
-//	deltabench build -from OLD -to NEW -out PATCH   (-from "" for a full bundle)
-//	deltabench apply -from OLD -to NEW -patch PATCH
 package main
 
 import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,13 +30,18 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: deltabench build|apply -from OLD -to NEW [-out|-patch FILE]")
+		return fmt.Errorf("usage: deltabench build|apply -from OLD -to NEW [-out|-patch FILE] | gen -dir DIR")
+	}
+	if args[0] == "gen" {
+		return gen(args[1:])
 	}
 	fl := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	from := fl.String("from", "", "old bundle: folder or zip (empty: full bundle)")
 	to := fl.String("to", "", "new bundle: folder or zip")
 	out := fl.String("out", "", "build: where to write the patch")
 	patch := fl.String("patch", "", "apply: the patch to apply")
+	link := fl.Bool("link", false, "apply: hard-link unchanged files (ApplyConfig.LinkCopies)")
+	siblings := fl.Bool("siblings", true, "build: Config.Siblings")
 	if err := fl.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -70,7 +71,9 @@ func run(args []string) error {
 		}
 		defer f.Close()
 		start := time.Now()
-		st, err := delta.Build(ctx, delta.DefaultConfig(), base, baseID, target, targetID, src, f)
+		cfg := delta.DefaultConfig()
+		cfg.Siblings = *siblings
+		st, err := delta.Build(ctx, cfg, base, baseID, target, targetID, src, f)
 		if err != nil {
 			return err
 		}
@@ -101,7 +104,9 @@ func run(args []string) error {
 			bf = d
 		}
 		start := time.Now()
-		st, err := delta.Apply(ctx, delta.DefaultApplyConfig(), bytes.NewReader(pb), bf, baseID, target, targetID, stage)
+		acfg := delta.DefaultApplyConfig()
+		acfg.LinkCopies = *link
+		st, err := delta.Apply(ctx, acfg, bytes.NewReader(pb), bf, baseID, target, targetID, stage)
 		if err != nil {
 			return err
 		}
@@ -180,4 +185,75 @@ func load(p string) (map[string][]byte, error) {
 		return nil
 	})
 	return out, err
+}
+
+// gen writes a synthetic bundle (DIR/a) and its next version (DIR/b) with
+// JavaScript-like text files named by content hash, as bundlers do: in b,
+// 70 % of files are unchanged, 20 % edited (and so renamed), 5 % deleted and
+// 5 % new. It is the "150 MB, 1,500 files" memory case.
+func gen(args []string) error {
+	fl := flag.NewFlagSet("gen", flag.ContinueOnError)
+	dir := fl.String("dir", "", "output folder")
+	files := fl.Int("files", 1500, "number of files")
+	mb := fl.Int("mb", 150, "total size in MB")
+	seed := fl.Uint64("seed", 1, "random seed")
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return fmt.Errorf("gen needs -dir")
+	}
+	r := rand.New(rand.NewPCG(*seed, 7))
+	words := []string{"function ", "return ", "const ", "let ", "e", "t", "n", "r", "(", ")", "{", "}", ";", "=", "=>", ".map", ".then", "0x1f", "\n", "\"use strict\"", "this.", "props", "state", "render", "null", "!0", "void 0"}
+	body := func(n int) []byte {
+		b := make([]byte, 0, n+16)
+		for len(b) < n {
+			b = append(b, words[r.IntN(len(words))]...)
+		}
+		return b[:n]
+	}
+	hashed := func(name string, b []byte) string {
+		s := sha256.Sum256(b)
+		return name + "." + hex.EncodeToString(s[:4]) + ".js"
+	}
+	write := func(side, p string, b []byte) error {
+		fp := filepath.Join(*dir, side, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(fp), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(fp, b, 0o644)
+	}
+	mean := *mb << 20 / *files
+	for i := range *files {
+		size := mean/10 + r.IntN(2*mean-mean/5)
+		a := body(size)
+		name := fmt.Sprintf("build/chunk-%04d", i)
+		roll := r.IntN(100)
+		if roll >= 95 { // new in b
+			if err := write("b", hashed(name, a), a); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := write("a", hashed(name, a), a); err != nil {
+			return err
+		}
+		switch {
+		case roll < 70: // unchanged
+			if err := write("b", hashed(name, a), a); err != nil {
+				return err
+			}
+		case roll < 90: // edited, and renamed because the content hash changed
+			b := append([]byte(nil), a...)
+			for range 1 + size/20000 {
+				at := r.IntN(len(b) + 1)
+				b = append(b[:at], append(body(20+r.IntN(200)), b[at:]...)...)
+			}
+			if err := write("b", hashed(name, b), b); err != nil {
+				return err
+			}
+		default: // deleted
+		}
+	}
+	return nil
 }

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// fileConfig is the optional configuration file of the client commands.
+// Flags win over environment variables, which win over the file.
+type fileConfig struct {
+	Server     string `json:"server"`
+	APIKey     string `json:"api_key"`
+	SigningKey string `json:"signing_key"`
+}
+
+// globals are the settings every client command shares, resolved once per
+// run from flags, environment and file.
+type globals struct {
+	configPath string
+	server     string
+	apiKey     string
+	file       fileConfig
+}
+
+// defaultConfigFile is read when neither --config nor CAPSTAN_CONFIG names
+// a file; it is optional.
+const defaultConfigFile = ".capstan.json"
+
+func (g *globals) bind(root *cobra.Command) {
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.configPath, "config", "", "configuration file (JSON: server, api_key, signing_key); default $CAPSTAN_CONFIG or ./"+defaultConfigFile+" if present")
+	pf.StringVar(&g.server, "server", "", "origin API URL (default $CAPSTAN_SERVER, then the config file, then http://127.0.0.1:7070)")
+	pf.StringVar(&g.apiKey, "api-key", "", "API key (default $CAPSTAN_API_KEY, then the config file); prefer the variable in CI")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.load() }
+}
+
+func (g *globals) load() error {
+	path, explicit := g.configPath, g.configPath != ""
+	if !explicit {
+		if path = os.Getenv("CAPSTAN_CONFIG"); path != "" {
+			explicit = true
+		} else {
+			path = defaultConfigFile
+		}
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) && !explicit {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	defer f.Close()
+	dec := json.NewDecoder(io.LimitReader(f, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&g.file); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+// pick returns the first non-empty of a flag, an environment variable, a
+// file setting and a default.
+func pick(flag, env, file, def string) string {
+	for _, v := range []string{flag, os.Getenv(env), file} {
+		if v != "" {
+			return v
+		}
+	}
+	return def
+}
