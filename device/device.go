@@ -2,6 +2,7 @@ package device
 
 import (
 	"context"
+	"crypto/ecdh"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +38,9 @@ type Config struct {
 	// Keys are the trusted public keys (release and origin roles). With no
 	// keys, signatures are not checked (development only).
 	Keys []release.PublicKey
+	// DecryptKey is the app's X25519 private key, needed for the releases
+	// of an app that encrypts them (see seal.go); nil for none.
+	DecryptKey *ecdh.PrivateKey
 	// RequestTimeout bounds one request to an edge (default 10 s); a slow
 	// or silent edge costs at most this before the next edge is tried.
 	RequestTimeout time.Duration
@@ -162,6 +166,7 @@ func New(cfg Config) (*Device, error) {
 		return nil, err
 	}
 	d := &Device{cfg: cfg, st: st, outbox: loadOutbox(cfg.Dir)}
+	d.pinKeys()
 	if cfg.DeviceID != "" {
 		st.DeviceID = cfg.DeviceID
 	}
@@ -328,6 +333,11 @@ func (d *Device) check(ctx context.Context) (*plan, error) {
 			continue
 		}
 		p, err := d.verify(edge, &ans)
+		if err != nil && errors.Is(err, release.ErrUnsigned) && d.followRotations(ctx, edge) {
+			// The answer is signed by a key the device does not know yet:
+			// it followed the edge's rotation statements; try again.
+			p, err = d.verify(edge, &ans)
+		}
 		if err != nil {
 			// A bad answer from one edge is that edge's fault: try the next.
 			errs = append(errs, fmt.Errorf("%s: %w", edge, err))
@@ -346,9 +356,9 @@ func (d *Device) verify(edge string, ans *checkAnswer) (*plan, error) {
 	if ans.Channel == nil {
 		return nil, fmt.Errorf("%w: answer has no channel record", ErrVerify)
 	}
-	if len(d.cfg.Keys) > 0 {
-		if err := ans.Channel.Verify(release.KeysFor(d.cfg.Keys, release.RoleOrigin)); err != nil {
-			return nil, fmt.Errorf("%w: channel record: %v", ErrVerify, err)
+	if len(d.st.Keys) > 0 {
+		if err := ans.Channel.Verify(release.KeysFor(d.st.Keys, release.RoleOrigin)); err != nil {
+			return nil, fmt.Errorf("%w: channel record: %w", ErrVerify, err)
 		}
 	}
 	ch, err := ans.Channel.Channel()
@@ -397,9 +407,9 @@ func (d *Device) verify(edge string, ans *checkAnswer) (*plan, error) {
 	if ans.Release.ID() != target.ID {
 		return nil, fmt.Errorf("%w: manifest %s is not the release %s the signed channel record names", ErrVerify, ans.Release.ID(), target.ID)
 	}
-	if len(d.cfg.Keys) > 0 {
-		if err := ans.Release.Verify(release.KeysFor(d.cfg.Keys, release.RoleRelease)); err != nil {
-			return nil, fmt.Errorf("%w: release manifest: %v", ErrVerify, err)
+	if len(d.st.Keys) > 0 {
+		if err := ans.Release.Verify(release.KeysFor(d.st.Keys, release.RoleRelease)); err != nil {
+			return nil, fmt.Errorf("%w: release manifest: %w", ErrVerify, err)
 		}
 	}
 	m, err := ans.Release.Manifest()
@@ -464,6 +474,10 @@ func (d *Device) populateFiles(ctx context.Context, p *plan, staging string) err
 			}
 		}
 	}
+	sp, err := d.openSealed(ctx, p)
+	if err != nil {
+		return err
+	}
 	var mu sync.Mutex
 	var firstErr error
 	work := make(chan release.File)
@@ -473,7 +487,7 @@ func (d *Device) populateFiles(ctx context.Context, p *plan, staging string) err
 		go func() {
 			defer wg.Done()
 			for f := range work {
-				err := d.placeFile(ctx, p.edge, staging, f, have)
+				err := d.placeFile(ctx, p.edge, staging, f, have, sp)
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
@@ -498,7 +512,7 @@ func (d *Device) populateFiles(ctx context.Context, p *plan, staging string) err
 	return firstErr
 }
 
-func (d *Device) placeFile(ctx context.Context, edge, staging string, f release.File, have map[release.Hash]string) error {
+func (d *Device) placeFile(ctx context.Context, edge, staging string, f release.File, have map[release.Hash]string, sp *sealedPlan) error {
 	if src, ok := have[f.SHA256]; ok {
 		if p, err := safeJoin(currentDir(d.cfg.Dir), src); err == nil {
 			if r, err := os.Open(p); err == nil {
@@ -515,9 +529,7 @@ func (d *Device) placeFile(ctx context.Context, edge, staging string, f release.
 	edges := append([]string{edge}, d.cfg.Edges...)
 	var errs []error
 	for _, e := range uniq(edges) {
-		err := d.download(ctx, e, "/v1/blobs/"+f.SHA256.String(), f.Size, func(r io.Reader) error {
-			return writeFile(staging, f, r)
-		})
+		err := d.fetchFile(ctx, e, staging, f, sp)
 		if err == nil {
 			return nil
 		}

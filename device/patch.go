@@ -63,6 +63,9 @@ func (d *Device) populate(ctx context.Context, p *plan, staging string) (string,
 		if a.mode == ModeDelta && (a.base.IsZero() || d.st.Manifest == nil) {
 			continue
 		}
+		if !p.target.Sealed.IsZero() {
+			break // encrypted releases have no patches (docs/decisions/042)
+		}
 		for _, e := range edges {
 			err := d.fetchPatch(ctx, p, e, a.base, staging)
 			if err == nil {

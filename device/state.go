@@ -43,6 +43,12 @@ type State struct {
 	Reverting bool `json:"reverting,omitempty"`
 	// Channel is the channel of the newest verified record; events name it.
 	Channel string `json:"channel,omitempty"`
+	// Keys is the trusted key set: Config.Keys at first, then moved on by
+	// the rotation statements the device has followed (see trust.go).
+	Keys []release.PublicKey `json:"keys,omitempty"`
+	// KeysPinned identifies the Config.Keys that Keys grew from; when the
+	// app ships other keys, they replace Keys.
+	KeysPinned string `json:"keys_pinned,omitempty"`
 }
 
 func stateDir(dir string) string  { return filepath.Join(dir, ".capstan") }

@@ -3,6 +3,8 @@ package edge
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
@@ -69,6 +71,7 @@ type capgoState struct {
 	failed    *capgo.LRU[string, struct{}] // app|device|release id
 	overrides *capgo.LRU[string, string]   // app|device → channel
 	answers   *capgo.LRU[string, []byte]   // encoded update answers
+	absent    *capgo.LRU[release.Hash, struct{}] // releases with no Capgo download
 	sink      capgo.EventSink
 
 	mu    sync.Mutex // guards apps, metas
@@ -105,6 +108,7 @@ func newCapgoState(cfg CapgoConfig, reg *prometheus.Registry, events capgo.Event
 		failed:    capgo.NewLRU[string, struct{}](cfg.MaxDevices),
 		overrides: capgo.NewLRU[string, string](cfg.MaxDevices),
 		answers:   capgo.NewLRU[string, []byte](256),
+		absent:    capgo.NewLRU[release.Hash, struct{}](1024),
 		sink:      cfg.Events,
 		apps:      map[string]*capgoApp{},
 		metas:     map[release.Hash]*capgo.ReleaseMeta{},
@@ -315,6 +319,9 @@ func (s *Server) capgoMeta(ctx context.Context, id release.Hash) (*capgo.Release
 	if ok {
 		return m, nil
 	}
+	if _, gone := c.absent.Get(id); gone {
+		return nil, fmt.Errorf("%w: capgo download of %s", ErrNotFound, id)
+	}
 	v, err, _ := s.flight.Do("capgo-meta/"+id.String(), func() (any, error) {
 		var raw []byte
 		_ = s.db.View(func(txn *badger.Txn) error {
@@ -354,6 +361,11 @@ func (s *Server) capgoMeta(ctx context.Context, id release.Hash) (*capgo.Release
 		c.mu.Unlock()
 		return &m, nil
 	})
+	if errors.Is(err, ErrNotFound) {
+		// Permanent for a release ID (it is encrypted for Capstan devices
+		// only): remember it, so checks do not ask the origin each time.
+		c.absent.Add(id, struct{}{})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -459,6 +471,12 @@ func (s *Server) handleCapgoUpdates(ctx *fasthttp.RequestCtx) {
 			meta, err = s.capgoMeta(rctx, target.ID)
 		}
 		cancel()
+		if errors.Is(err, ErrNotFound) {
+			// The origin has no Capgo download for it (a release encrypted
+			// for Capstan devices only): nothing a retry would change.
+			s.capgoRefuse(ctx, &capgo.Refusal{Error: capgo.CodeNoBundle, Message: "release " + target.Version + " has no download for Capgo devices (encrypted for Capstan devices only; upload with --capgo-key)", Kind: capgo.KindBlocked})
+			return
+		}
 		if err != nil {
 			s.log.Warn("capgo check", "release", target.ID, "err", err)
 			s.capgoRefuse(ctx, &capgo.Refusal{Error: capgo.CodeNoBundle, Message: "release " + target.Version + " is not available on this edge right now; retry later", Kind: capgo.KindFailed})

@@ -710,3 +710,34 @@ func TestCapgoTopFolderBundle(t *testing.T) {
 		}
 	}
 }
+
+// TestCapgoSkipsCapstanEncryptedReleases: a release encrypted for Capstan
+// devices (the origin holds only ciphertext) has no Capgo download; Capgo
+// devices are told so once, as a blocked answer, and the edge stops
+// asking the origin.
+func TestCapgoSkipsCapstanEncryptedReleases(t *testing.T) {
+	f := newFleet(t)
+	box, err := release.GenerateBoxKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := release.EncodeBoxPublicKey(box.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.upload(t, "1.0.0", map[string][]byte{"index.html": []byte("v1")})
+	pemKey := string(pub)
+	if _, err := f.origin.SetApp("com.x", origin.AppSettings{EncryptKey: &pemKey}); err != nil {
+		t.Fatal(err)
+	}
+	f.upload(t, "1.1.0", map[string][]byte{"index.html": []byte("v1.1 secret")})
+	e := startEdge(t, f, t.TempDir(), nil)
+	syncEdge(t, e)
+	d := newDevice(t, e, "com.x", "1.0.0")
+	for i := 0; i < 2; i++ {
+		a, raw, err := d.Check(context.Background())
+		if err != nil || a.IsUpdate() || *a.Error != capgo.CodeNoBundle || *a.Kind != capgo.KindBlocked {
+			t.Fatalf("check %d: %v %s", i, err, raw)
+		}
+	}
+}

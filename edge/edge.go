@@ -43,6 +43,14 @@ type Config struct {
 	// origin costs a device a fast 503, never a hang.
 	FetchTimeout   time.Duration
 	ConnectTimeout time.Duration
+	// OriginKeys, if set, are the origin public keys whose signature every
+	// channel record must carry before the edge stores or serves it (the
+	// edge follows the origin's key rotations from there). Empty means
+	// the edge takes any well-formed record and leaves checking to devices.
+	OriginKeys []release.PublicKey
+	// RateLimit bounds requests per client address on device endpoints;
+	// the zero value means DefaultRateLimit().
+	RateLimit RateLimitConfig
 	// ReadTimeout bounds reading one request, headers and body, so slow
 	// clients (slowloris) cannot hold connections open (default 30 s).
 	// IdleTimeout closes keep-alive connections idle this long (default
@@ -94,6 +102,7 @@ type Server struct {
 	reg    *prometheus.Registry
 	m      *metrics
 	srv    *fasthttp.Server // guarded by srvMu
+	trust  trustState
 	capgo  *capgoState
 
 	manMu     sync.RWMutex // guards manifests
@@ -194,6 +203,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
+	s.initTrust()
 	s.capgo = newCapgoState(cfg.Capgo, s.reg, capgo.EventSinkFunc(s.pushCapgoEvents))
 	if err := s.loadState(); err != nil {
 		db.Close()
@@ -232,9 +242,14 @@ func (s *Server) Apply(env *release.Envelope) bool {
 		s.log.Warn("ignoring invalid channel record", "err", err)
 		return false
 	}
+	if err := s.VerifyRecord(env, ch); err != nil {
+		s.log.Warn("ignoring channel record", "channel", ch.Key(), "seq", ch.Seq, "err", err)
+		return false
+	}
 	if !s.state.apply(env, ch) {
 		return false
 	}
+	s.forgetRotations()
 	s.persistRecord(ch.Key(), env)
 	s.log.Info("channel record", "channel", ch.Key(), "seq", ch.Seq, "version", ch.Release.Version, "rollout_bps", ch.RolloutBPS)
 	// Warm the manifests so the first check after a release needs no origin

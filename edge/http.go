@@ -20,6 +20,10 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
 			start := time.Now()
+			if s.limited(ctx) {
+				s.m.observe("limited", ctx.Response.StatusCode(), time.Since(start), 0)
+				return
+			}
 			route := s.route(ctx, metricsHandler)
 			s.m.observe(route, ctx.Response.StatusCode(), time.Since(start), ctx.Response.Header.ContentLength())
 		},
@@ -68,6 +72,9 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, metricsHandler fasthttp.Request
 	case strings.HasPrefix(path, "/v1/releases/") && get:
 		s.handleRelease(ctx, path[len("/v1/releases/"):])
 		return "release"
+	case path == "/v1/keys/rotations" && get:
+		s.handleRotations(ctx)
+		return "rotations"
 	case path == "/v1/events" && ctx.IsPost():
 		s.handleEvents(ctx)
 		return "events"
@@ -114,11 +121,19 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 	if !last.IsZero() {
 		body["state_age_seconds"] = time.Since(last).Seconds()
 	}
-	if s.isSynced() {
-		body["status"] = "ok"
-	} else {
+	stale := s.expiredChannels()
+	body["expired_channels"] = stale
+	switch {
+	case !s.isSynced():
 		body["status"] = "waiting for state"
 		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+	case stale > 0:
+		// Devices refuse expired records as a freeze; an edge holding one
+		// has lost the origin's fresh records and says so.
+		body["status"] = "stale"
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+	default:
+		body["status"] = "ok"
 	}
 	b, _ := json.Marshal(body)
 	ctx.SetBody(b)

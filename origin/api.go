@@ -42,6 +42,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/keys", s.handleCreateKey)
 	s.capgoRoutes(mux)
 	s.releaseRoutes(mux)
+	s.trustRoutes(mux)
 	return s.m.instrument(mux)
 }
 
@@ -135,7 +136,8 @@ func (s *Server) handleOriginKey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleApps(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.authorize(r, RoleReader, ""); err != nil {
+	k, err := s.authorize(r, RoleReader, "")
+	if err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -144,7 +146,13 @@ func (s *Server) handleApps(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"apps": apps})
+	out := []AppView{}
+	for i := range apps {
+		if scopeAllows(k, apps[i].ID) {
+			out = append(out, viewApp(&apps[i]))
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"apps": out})
 }
 
 // maxManifestPart bounds the signed-manifest part of an upload.
@@ -395,15 +403,10 @@ func (s *Server) handleCreateKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	if body.Role.rank() == 0 {
-		s.fail(w, badRequest("role must be admin, publisher or reader"))
-		return
-	}
-	secret := newAPIKey()
-	k, err := s.putKey(APIKey{ID: secret[4:12], Name: body.Name, Role: body.Role, Apps: body.Apps, Expires: body.Expires}, secret)
+	k, secret, err := s.CreateKey(body)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"key": secret, "id": k.ID, "role": k.Role, "apps": k.Apps})
+	writeJSON(w, http.StatusCreated, map[string]any{"key": secret, "id": k.ID, "role": k.Role, "apps": k.Apps, "expires": k.Expires})
 }

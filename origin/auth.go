@@ -107,5 +107,9 @@ func (s *Server) authorize(r *http.Request, need Role, app string) (*APIKey, err
 		s.log.Warn("api refused: app scope", "key", k.ID, "app", app, "path", r.URL.Path)
 		return nil, fmt.Errorf("%w: key %s is not allowed for app %s", errForbidden, k.ID, app)
 	}
+	if need.rank() >= RolePublisher.rank() {
+		// Audit trail: every change names the key that made it.
+		s.log.Info("api write", "key", k.ID, "role", k.Role, "method", r.Method, "path", r.URL.Path)
+	}
 	return &k, nil
 }

@@ -166,6 +166,11 @@ func (s *Server) CapgoRelease(ctx context.Context, id release.Hash) (*capgo.Rele
 	case err != ErrNotFound:
 		return nil, fmt.Errorf("origin: capgo release %s: %w", id, err)
 	}
+	// A release encrypted for Capstan devices (issue 6) is stored as
+	// ciphertext only: there is no plaintext to zip for Capgo devices.
+	if err := s.checkPatchable(id); err != nil {
+		return nil, fmt.Errorf("origin: no Capgo download for %s (upload it with --capgo-key to serve Capgo devices): %w", id, err)
+	}
 	h, err := s.capgoZip(ctx, id)
 	if err != nil {
 		return nil, err

@@ -152,6 +152,9 @@ func (s *Server) PrepareCapgo(ctx context.Context, id release.Hash) error {
 // capgoZip returns the blob of the full zip of a release.
 func (s *Server) capgoZip(ctx context.Context, id release.Hash) (release.Hash, error) {
 	return s.derived(ctx, pfxCapgoZip+id.String(), func(ctx context.Context) (release.Hash, error) {
+		if err := s.checkPatchable(id); err != nil {
+			return release.Hash{}, err
+		}
 		rec, err := s.st.releaseByID(id)
 		if err != nil {
 			return release.Hash{}, err

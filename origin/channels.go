@@ -43,6 +43,9 @@ func (s *Server) nextChannelRecord(txn *badger.Txn, app, ch string, mutate func(
 	if err := mutate(c, prev); err != nil {
 		return nil, err
 	}
+	if err := s.sealRefs(txn, c); err != nil {
+		return nil, err
+	}
 	// Seq is at least the clock in milliseconds, so it keeps growing even
 	// after the database is restored from an older backup.
 	c.Seq = uint64(now.UnixMilli())
@@ -55,7 +58,7 @@ func (s *Server) nextChannelRecord(txn *badger.Txn, app, ch string, mutate func(
 	if err != nil {
 		return nil, badRequest("%v", err)
 	}
-	env := release.Seal(b, s.key)
+	env := release.Seal(b, s.signingKey())
 	if err := putChannel(txn, c, env); err != nil {
 		return nil, err
 	}

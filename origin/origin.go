@@ -98,6 +98,7 @@ type Server struct {
 	db    *badger.DB
 	st    *store
 	blobs *blobStore
+	keyMu sync.RWMutex // guards key (swapped by RotateKey)
 	key   ed25519.PrivateKey
 	reg   *prometheus.Registry
 	m     metrics
@@ -167,6 +168,10 @@ func New(cfg Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.finishRotation(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	s.wg.Add(1)
 	go s.resignLoop()
 	return s, nil
@@ -177,7 +182,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) GeneratedAdminKey() string { return s.generatedAdminKey }
 
 // PublicKey is the origin's channel-signing public key.
-func (s *Server) PublicKey() ed25519.PublicKey { return s.key.Public().(ed25519.PublicKey) }
+func (s *Server) PublicKey() ed25519.PublicKey { return s.signingKey().Public().(ed25519.PublicKey) }
 
 // Registry is the origin's Prometheus registry.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }

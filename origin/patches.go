@@ -32,6 +32,9 @@ func patchKey(base, target release.Hash) string {
 // hash for a full bundle), building and storing it once if needed.
 // Concurrent requests for the same pair share one build.
 func (s *Server) patch(ctx context.Context, base, target release.Hash) (release.Hash, error) {
+	if err := s.checkPatchable(target); err != nil {
+		return release.Hash{}, err
+	}
 	if h, ok := s.storedPatch(base, target); ok {
 		return h, nil
 	}
@@ -159,7 +162,7 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) {
 // will ask for once it serves target: from each of the last releases the
 // channel served, and the full bundle.
 func (s *Server) precompute(c *release.Channel) {
-	if c.Release.ID.IsZero() || s.cfg.PrecomputeBases < 0 {
+	if c.Release.ID.IsZero() || !c.Release.Sealed.IsZero() || s.cfg.PrecomputeBases < 0 {
 		return
 	}
 	bases := []release.Hash{{}}

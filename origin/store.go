@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,6 +36,12 @@ type App struct {
 	Created time.Time `json:"created"`
 	// RequireSigning refuses uploads without a valid release signature.
 	RequireSigning bool `json:"require_signing,omitempty"`
+	// ReleaseKeys are the CI keys whose signatures the origin accepts on
+	// this app's manifests (see apps.go).
+	ReleaseKeys []ed25519.PublicKey `json:"release_keys,omitempty"`
+	// EncryptKey, if set, is the app's X25519 public key: releases are
+	// stored and served encrypted (see seal.go).
+	EncryptKey []byte `json:"encrypt_key,omitempty"`
 }
 
 func getJSON(txn *badger.Txn, key string, v any) error {

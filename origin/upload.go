@@ -74,6 +74,9 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 	if err := req.Capgo.check(); err != nil {
 		return nil, err
 	}
+	if err := s.checkSignature(req.App, req.Envelope); err != nil {
+		return nil, err
+	}
 	tmp, err := os.CreateTemp(s.blobs.tmp, "upload-*.zip")
 	if err != nil {
 		return nil, fmt.Errorf("origin: upload: %w", err)
@@ -92,6 +95,10 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		return nil, badRequest("%v", err)
 	}
 	m := &release.Manifest{Type: release.TypeRelease, App: req.App, Version: req.Version, MinNative: req.MinNative}
+	sl, err := s.newSealer(req.App)
+	if err != nil {
+		return nil, err
+	}
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -100,7 +107,7 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		if err != nil {
 			return nil, badRequest("%v", err)
 		}
-		h, size, err := s.blobs.putNoSync(rc, e.Size(), release.Hash{})
+		h, size, err := s.putFile(rc, e.Size(), sl)
 		rc.Close()
 		if err != nil {
 			if errors.Is(err, bundle.ErrBadBundle) {
@@ -134,6 +141,10 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		ID: env.ID(), App: req.App, Version: req.Version, Uploaded: s.cfg.Now().UTC(),
 		Size: m.TotalSize(), Files: len(m.Files), Envelope: env,
 	}
+	sealed, err := s.seal(rec.ID, sl)
+	if err != nil {
+		return nil, fmt.Errorf("origin: encrypt release: %w", err)
+	}
 	var published *release.Envelope
 	s.chanMu.Lock()
 	err = s.db.Update(func(txn *badger.Txn) error {
@@ -153,6 +164,11 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		}
 		if err := putCapgoRelease(txn, rec.ID, req.Capgo); err != nil {
 			return err
+		}
+		if sealed != nil {
+			if err := setJSON(txn, pfxSealed+rec.ID.String(), sealed); err != nil {
+				return err
+			}
 		}
 		if req.Channel != "" {
 			env, err := s.nextChannelRecord(txn, req.App, req.Channel, func(c *release.Channel, prev *release.Channel) error {

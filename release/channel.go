@@ -11,6 +11,12 @@ import (
 type Ref struct {
 	Version string `json:"version"`
 	ID      Hash   `json:"id"`
+	// Sealed, for an encrypted release only, is the hash of its sealed
+	// index: the release key sealed to the app's encryption key and the
+	// ciphertext blob of each file (see seal.go). The record pins it by
+	// hash, so the key arrives as part of what the origin signed, at 75
+	// bytes a release: records must fit one gossip packet.
+	Sealed Hash `json:"sealed,omitzero"`
 }
 
 // Channel is the origin-signed record that says which release a channel

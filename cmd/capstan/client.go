@@ -335,8 +335,9 @@ func newRollbackCmd() *cobra.Command {
 }
 
 func newKeysCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "keys", Short: "Release-signing keys"}
+	cmd := &cobra.Command{Use: "keys", Short: "Signing keys, encryption keys, key rotation and API keys"}
 	var out string
+	var encryption bool
 	gen := &cobra.Command{
 		Use:     "gen",
 		Short:   "Make an ed25519 release-signing key pair: FILE (private) and FILE.pub",
@@ -348,6 +349,9 @@ func newKeysCmd() *cobra.Command {
 			}
 			if _, err := os.Stat(out); err == nil {
 				return fmt.Errorf("%s exists: refusing to overwrite a key", out)
+			}
+			if encryption {
+				return genBoxKey(cmd, out)
 			}
 			k, err := release.GenerateKey()
 			if err != nil {
@@ -375,7 +379,9 @@ func newKeysCmd() *cobra.Command {
 		},
 	}
 	gen.Flags().StringVar(&out, "out", "", "private key file to write (required)")
+	gen.Flags().BoolVar(&encryption, "encryption", false, "make an X25519 encryption key pair instead (the app ships FILE, the origin gets FILE.pub)")
 	withCapgoKeyGen(gen)
 	cmd.AddCommand(gen)
+	addKeyAPICmds(cmd)
 	return cmd
 }

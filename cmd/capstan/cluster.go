@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/capstan-ota/capstan/edge"
 	"github.com/capstan-ota/capstan/gossip"
 	"github.com/capstan-ota/capstan/release"
 )
@@ -59,10 +60,11 @@ func publicURL(given string, ln net.Addr) string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
-// originVerifier rejects gossip records not signed by one of the origin
-// keys in file (edges hold no signing key, but can check signatures so
-// that a rogue gossip member cannot feed them records).
-func originVerifier(file string) (func(*release.Envelope, *release.Channel) error, error) {
+// originKeys reads the origin public keys an edge checks records against
+// (edges hold no signing key, but can check signatures so that a rogue
+// gossip member cannot feed them records). The edge then follows the
+// origin's key rotations on its own.
+func originKeys(file string) ([]release.PublicKey, error) {
 	if file == "" {
 		return nil, nil
 	}
@@ -74,14 +76,19 @@ func originVerifier(file string) (func(*release.Envelope, *release.Channel) erro
 	if err != nil {
 		return nil, fmt.Errorf("--origin-key %s: %w", file, err)
 	}
-	trusted := release.KeysFor(keys, release.RoleOrigin)
+	return keys, nil
+}
+
+// recordVerifier is the gossip Verify hook of an edge with origin keys:
+// the edge's signature check (which follows key rotations) and freshness.
+func recordVerifier(e *edge.Server) func(*release.Envelope, *release.Channel) error {
 	return func(env *release.Envelope, ch *release.Channel) error {
-		if err := env.Verify(trusted); err != nil {
+		if err := e.VerifyRecord(env, ch); err != nil {
 			return err
 		}
 		if time.Now().After(ch.Expires) {
 			return fmt.Errorf("record %s expired at %s", ch.Key(), ch.Expires)
 		}
 		return nil
-	}, nil
+	}
 }

@@ -15,7 +15,7 @@ import (
 type ed25519PublicKey = ed25519.PublicKey
 
 func newDeviceCmd() *cobra.Command {
-	var edges, app, channel, dir, deviceID, nativeVersion, builtin string
+	var edges, app, channel, dir, deviceID, nativeVersion, builtin, decryptKey string
 	var keyFiles []string
 	var check, confirm, asJSON bool
 	var timeout, confirmTimeout time.Duration
@@ -41,6 +41,13 @@ func newDeviceCmd() *cobra.Command {
 					return fail(cmd, asJSON, fmt.Errorf("--public-key %s: %w", kf, err))
 				}
 				cfg.Keys = append(cfg.Keys, keys...)
+			}
+			if decryptKey != "" {
+				k, err := release.LoadBoxPrivateKey(decryptKey)
+				if err != nil {
+					return fail(cmd, asJSON, fmt.Errorf("--decrypt-key: %w", err))
+				}
+				cfg.DecryptKey = k
 			}
 			d, err := device.New(cfg)
 			if err != nil {
@@ -83,6 +90,7 @@ func newDeviceCmd() *cobra.Command {
 	cmd.Flags().StringVar(&deviceID, "device-id", "", "device id (default: generated once and kept in DIR)")
 	cmd.Flags().StringArrayVar(&keyFiles, "public-key", nil, "trusted public keys (PEM; release and origin keys; repeatable)")
 	cmd.Flags().StringVar(&nativeVersion, "native-version", "", "version of the native app shell")
+	cmd.Flags().StringVar(&decryptKey, "decrypt-key", "", "the app's X25519 private key (from `capstan keys gen --encryption`), for encrypted releases")
 	cmd.Flags().BoolVar(&check, "check", false, "only ask whether an update is available; install nothing")
 	cmd.Flags().BoolVar(&confirm, "confirm", false, "mark the installed release healthy (the app started well) and report it; check nothing")
 	cmd.Flags().DurationVar(&confirmTimeout, "confirm-timeout", device.DefaultConfirmTimeout, "revert a new release not confirmed within this long after install, on the next run")

@@ -47,7 +47,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Long: `Capstan ships web-bundle updates to mobile apps as tiny binary patches.
 
 Servers:   capstan dev | origin | edge
-CI:        capstan upload | channel set|promote|list | rollback | stats | keys gen
+CI:        capstan upload | channel set|promote|list | rollback | stats | keys gen|rotate
+Admin:     capstan keys create|list|revoke | app set|show
 Devices:   capstan device
 Client commands read CAPSTAN_SERVER (default http://127.0.0.1:7070) and CAPSTAN_API_KEY.`,
 		SilenceUsage:  true,
@@ -62,7 +63,7 @@ Client commands read CAPSTAN_SERVER (default http://127.0.0.1:7070) and CAPSTAN_
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: 2, err: fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
 	})
-	root.AddCommand(newDevCmd(), newOriginCmd(), newEdgeCmd(), newKeysCmd(), newUploadCmd(), newChannelCmd(), newRollbackCmd(), newDeviceCmd(), newStatsCmd())
+	root.AddCommand(newDevCmd(), newOriginCmd(), newEdgeCmd(), newKeysCmd(), newUploadCmd(), newChannelCmd(), newRollbackCmd(), newDeviceCmd(), newStatsCmd(), newAppCmd())
 	return root
 }
 

@@ -205,8 +205,9 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 }
 
 func newOriginCmd() *cobra.Command {
-	var dataDir, apiAddr, pub string
+	var dataDir, apiAddr, pub, cosign string
 	var g gossipOptions
+	var rotate bool
 	cmd := &cobra.Command{
 		Use:     "origin",
 		Short:   "Run an origin node: the CI API, the release store, the channel signer",
@@ -222,6 +223,12 @@ func newOriginCmd() *cobra.Command {
 				return err
 			}
 			defer o.Close()
+			if rotate {
+				if err := rotateOriginKey(ctx, cmd, o, cosign); err != nil {
+					api.Close()
+					return err
+				}
+			}
 			gcfg, err := newGossipConfig(g, gossip.RoleOrigin, publicURL(pub, apiLn.Addr()), log)
 			if err != nil {
 				return err
@@ -243,6 +250,8 @@ func newOriginCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "./capstan-data/origin", "data folder")
+	cmd.Flags().BoolVar(&rotate, "rotate-key", false, "replace the origin's channel-signing key on this start, publishing a statement signed by the old key (use once; devices follow at most 32 rotations at a time)")
+	cmd.Flags().StringVar(&cosign, "rotate-cosign", "", "with --rotate-key: a release private key that co-signs the statement (recovery when the old origin key is stolen)")
 	cmd.Flags().StringVar(&apiAddr, "api", "127.0.0.1:7070", "API listen address")
 	cmd.Flags().StringVar(&pub, "public-url", "", "URL edges use to reach this origin's API (default from --api)")
 	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7946", "gossip bind address")
@@ -253,6 +262,7 @@ func newOriginCmd() *cobra.Command {
 func newEdgeCmd() *cobra.Command {
 	var dataDir, httpAddr, cacheSize, originURLs, pub, originKey string
 	var g gossipOptions
+	var rl rateLimitFlags
 	var cf capgoEdgeFlags
 	cmd := &cobra.Command{
 		Use:   "edge",
@@ -273,7 +283,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 				}
 				size = int64(n)
 			}
-			verify, err := originVerifier(originKey)
+			okeys, err := originKeys(originKey)
 			if err != nil {
 				return err
 			}
@@ -290,7 +300,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 				}
 				return out
 			}
-			e, ln, err := startEdge(log, dataDir, httpAddr, size, origins, cf.apply)
+			e, ln, err := startEdge(log, dataDir, httpAddr, size, origins, rl.apply, cf.apply, func(c *edge.Config) { c.OriginKeys = okeys })
 			if err != nil {
 				return err
 			}
@@ -298,7 +308,9 @@ records from gossip, answers device checks from memory and serves blobs from its
 			if err != nil {
 				return err
 			}
-			gcfg.Verify = verify
+			if len(okeys) > 0 {
+				gcfg.Verify = recordVerifier(e)
+			}
 			gcfg.OnRecord = func(env *release.Envelope, _ *release.Channel) { e.Apply(env) }
 			// Serve what the edge holds while it looks for the cluster: an
 			// edge restarted while every origin is away still answers.
@@ -343,6 +355,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 	cmd.Flags().StringVar(&cacheSize, "cache-size", "1GiB", "disk cache cap, e.g. 500MB or 2GiB")
 	cmd.Flags().StringVar(&originURLs, "origin", "", "comma-separated origin API URLs to pull from, besides those learnt from gossip")
 	cmd.Flags().StringVar(&originKey, "origin-key", "", "origin public key (PEM): drop gossip records it did not sign")
+	rl.flags(cmd)
 	cf.register(cmd)
 	return cmd
 }

@@ -1,0 +1,204 @@
+package origin
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/capstan-ota/capstan/release"
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Bounds on an app's trust settings: a handful of release keys is enough
+// for an overlap during rotation, and a short list keeps a hostile admin
+// request from growing a record without limit.
+const maxReleaseKeys = 8
+
+// AppSettings changes an app's trust settings. Nil or empty fields keep the
+// current value. It is the JSON body of PUT /v1/apps/{app}.
+type AppSettings struct {
+	// AddReleaseKeys are PEM public keys (from `capstan keys gen`) whose
+	// signatures the origin accepts on the app's release manifests.
+	AddReleaseKeys []string `json:"add_release_keys,omitempty"`
+	// RemoveReleaseKeys are key IDs to stop accepting.
+	RemoveReleaseKeys []string `json:"remove_release_keys,omitempty"`
+	// RequireSigning refuses uploads that no registered release key signed.
+	// It can only be turned on while at least one release key is registered.
+	RequireSigning *bool `json:"require_signing,omitempty"`
+	// EncryptKey is the PEM X25519 public key of the app (whose private
+	// half the app ships); "" turns encryption off for future releases.
+	EncryptKey *string `json:"encrypt_key,omitempty"`
+}
+
+// AppView is an app as the API shows it: key IDs and PEM public keys
+// rather than raw bytes.
+type AppView struct {
+	App
+	ReleaseKeyIDs []string `json:"release_key_ids,omitempty"`
+	ReleaseKeyPEM []string `json:"release_keys_pem,omitempty"`
+	Encrypted     bool     `json:"encrypted"`
+}
+
+func viewApp(a *App) AppView {
+	v := AppView{App: *a, Encrypted: len(a.EncryptKey) > 0}
+	for _, k := range a.ReleaseKeys {
+		v.ReleaseKeyIDs = append(v.ReleaseKeyIDs, release.KeyID(k))
+		if p, err := release.EncodePublicKey(k, release.RoleRelease); err == nil {
+			v.ReleaseKeyPEM = append(v.ReleaseKeyPEM, string(p))
+		}
+	}
+	v.App.ReleaseKeys = nil
+	return v
+}
+
+// SetApp changes an app's trust settings, creating the app if it does not
+// exist yet (so that signing can be required before the first upload).
+func (s *Server) SetApp(id string, in AppSettings) (*App, error) {
+	if err := release.ValidateApp(id); err != nil {
+		return nil, badRequest("%v", err)
+	}
+	if len(in.AddReleaseKeys) > maxReleaseKeys || len(in.RemoveReleaseKeys) > maxReleaseKeys {
+		return nil, badRequest("at most %d release keys per request", maxReleaseKeys)
+	}
+	var add []ed25519.PublicKey
+	for _, p := range in.AddReleaseKeys {
+		keys, err := release.ParsePublicKeys([]byte(p))
+		if err != nil {
+			return nil, badRequest("release key: %v", err)
+		}
+		for _, k := range keys {
+			if k.Role != "" && k.Role != release.RoleRelease {
+				return nil, badRequest("key %s has role %s, not %s", release.KeyID(k.Key), k.Role, release.RoleRelease)
+			}
+			add = append(add, k.Key)
+		}
+	}
+	var encKey []byte
+	if in.EncryptKey != nil && *in.EncryptKey != "" {
+		k, err := release.ParseBoxPublicKey([]byte(*in.EncryptKey))
+		if err != nil {
+			return nil, badRequest("encrypt key: %v", err)
+		}
+		encKey = k.Bytes()
+	}
+	var out App
+	err := s.db.Update(func(txn *badger.Txn) error {
+		switch err := getJSON(txn, pfxApp+id, &out); {
+		case errors.Is(err, ErrNotFound):
+			out = App{ID: id, Created: s.cfg.Now().UTC()}
+		case err != nil:
+			return err
+		}
+		out.ReleaseKeys = slices.DeleteFunc(out.ReleaseKeys, func(k ed25519.PublicKey) bool {
+			return slices.Contains(in.RemoveReleaseKeys, release.KeyID(k))
+		})
+		for _, k := range add {
+			if !slices.ContainsFunc(out.ReleaseKeys, func(o ed25519.PublicKey) bool { return o.Equal(k) }) {
+				out.ReleaseKeys = append(out.ReleaseKeys, k)
+			}
+		}
+		if len(out.ReleaseKeys) > maxReleaseKeys {
+			return badRequest("app %s would have %d release keys, the limit is %d: remove old ones", id, len(out.ReleaseKeys), maxReleaseKeys)
+		}
+		if in.RequireSigning != nil {
+			out.RequireSigning = *in.RequireSigning
+		}
+		if out.RequireSigning && len(out.ReleaseKeys) == 0 {
+			return badRequest("app %s: requiring signatures needs at least one release key (--release-key FILE.pub)", id)
+		}
+		if in.EncryptKey != nil {
+			out.EncryptKey = encKey
+		}
+		return setJSON(txn, pfxApp+id, &out)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("origin: app %s: %w", id, err)
+	}
+	s.log.Info("app trust settings changed", "app", id, "release_keys", len(out.ReleaseKeys), "require_signing", out.RequireSigning, "encrypted", len(out.EncryptKey) > 0)
+	return &out, nil
+}
+
+// checkSignature enforces an app's signing policy on an upload before a
+// byte of its bundle is stored: with RequireSigning, a registered release
+// key must have signed; whenever the upload is signed and keys are
+// registered, the signature must verify against them (a manifest signed by
+// an unknown or wrong key is refused rather than silently stored).
+func (s *Server) checkSignature(app string, env *release.Envelope) error {
+	a, err := s.st.app(app)
+	if errors.Is(err, ErrNotFound) {
+		return nil // a new app has no policy yet
+	}
+	if err != nil {
+		return err
+	}
+	signed := env != nil && len(env.Signatures) > 0
+	if !signed {
+		if a.RequireSigning {
+			s.log.Warn("upload refused: unsigned", "app", app)
+			return fmt.Errorf("%w: app %s requires signed releases: upload with --sign-key or CAPSTAN_SIGNING_KEY", errForbidden, app)
+		}
+		return nil
+	}
+	if len(a.ReleaseKeys) == 0 {
+		return nil
+	}
+	if err := env.Verify(a.ReleaseKeys); err != nil {
+		s.log.Warn("upload refused: signature", "app", app, "err", err)
+		ids := make([]string, 0, len(env.Signatures))
+		for _, sg := range env.Signatures {
+			ids = append(ids, sg.KeyID)
+		}
+		return fmt.Errorf("%w: app %s: the manifest signature (keys %v) does not verify against the app's release keys: %v", errForbidden, app, ids, err)
+	}
+	return nil
+}
+
+func (s *Server) handleGetApp(w http.ResponseWriter, r *http.Request) {
+	app := r.PathValue("app")
+	if _, err := s.authorize(r, RoleReader, app); err != nil {
+		s.fail(w, err)
+		return
+	}
+	a, err := s.st.app(app)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, viewApp(a))
+}
+
+// handleSetApp changes trust settings. It needs an admin key: a publisher
+// key sits in CI next to the release key, and whoever steals both must not
+// be able to swap the release keys the origin checks.
+func (s *Server) handleSetApp(w http.ResponseWriter, r *http.Request) {
+	app := r.PathValue("app")
+	if _, err := s.authorize(r, RoleAdmin, app); err != nil {
+		s.fail(w, err)
+		return
+	}
+	var body AppSettings
+	if err := decodeBody(r, &body); err != nil {
+		s.fail(w, err)
+		return
+	}
+	a, err := s.SetApp(app, body)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, viewApp(a))
+}
+
+// trustRoutes adds the trust endpoints: app settings, API key management,
+// key rotation statements.
+func (s *Server) trustRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/apps/{app}", s.handleGetApp)
+	mux.HandleFunc("PUT /v1/apps/{app}", s.handleSetApp)
+	mux.HandleFunc("GET /v1/keys", s.handleListKeys)
+	mux.HandleFunc("DELETE /v1/keys/{id}", s.handleRevokeKey)
+	mux.HandleFunc("GET /v1/keys/rotations", s.handleRotations)
+	mux.HandleFunc("POST /v1/keys/rotations", s.handleAddRotation)
+	mux.HandleFunc("POST /v1/keys/origin/rotate", s.handleRotateOriginKey)
+}

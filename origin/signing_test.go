@@ -1,0 +1,216 @@
+package origin
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/capstan-ota/capstan/internal/bundle"
+	"github.com/capstan-ota/capstan/release"
+)
+
+func signedUpload(t *testing.T, app, version string, key ed25519.PrivateKey) (*UploadRequest, []byte) {
+	t.Helper()
+	z := testZip(t, map[string]string{"index.html": version})
+	req := &UploadRequest{App: app, Version: version, RolloutBPS: release.FullRollout}
+	if key != nil {
+		entries, err := bundle.Read(bytes.NewReader(z), int64(len(z)), bundle.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		files, _ := bundle.Describe(entries)
+		m := &release.Manifest{Type: release.TypeRelease, App: app, Version: version, Files: files}
+		b, err := m.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Envelope = release.Seal(b, key)
+	}
+	return req, z
+}
+
+func TestUploadSigningPolicy(t *testing.T) {
+	s, logs := newTestServer(t, nil)
+	ci, _ := release.GenerateKey()
+	other, _ := release.GenerateKey()
+	pem, _ := release.EncodePublicKey(ci.Public().(ed25519.PublicKey), release.RoleRelease)
+	yes := true
+	if _, err := s.SetApp("app", AppSettings{RequireSigning: &yes}); err == nil {
+		t.Fatal("signing required with no key registered")
+	}
+	if _, err := s.SetApp("app", AppSettings{AddReleaseKeys: []string{string(pem)}, RequireSigning: &yes}); err != nil {
+		t.Fatal(err)
+	}
+	forged := func() *release.Envelope {
+		req, _ := signedUpload(t, "app", "1.0.3", ci)
+		req.Envelope.Signatures[0].Sig = ed25519.Sign(other, req.Envelope.Signed)
+		return req.Envelope
+	}
+	for _, tc := range []struct {
+		name    string
+		version string
+		key     ed25519.PrivateKey
+		env     func() *release.Envelope
+		wantErr bool
+	}{
+		{"unsigned", "1.0.0", nil, nil, true},
+		{"signed by an unregistered key", "1.0.1", other, nil, true},
+		{"signed by the registered key", "1.0.2", ci, nil, false},
+		{"forged signature under the registered key id", "1.0.3", nil, forged, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, z := signedUpload(t, "app", tc.version, tc.key)
+			if tc.env != nil {
+				req.Envelope = tc.env()
+			}
+			_, err := s.Upload(context.Background(), req, bytes.NewReader(z))
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			if err != nil && !errors.Is(err, errForbidden) {
+				t.Fatalf("err = %v, want forbidden", err)
+			}
+		})
+	}
+	if !bytes.Contains([]byte(logs.String()), []byte("upload refused")) {
+		t.Fatal("refused uploads were not logged")
+	}
+	// Without RequireSigning, unsigned uploads pass but a wrong signature
+	// is still refused.
+	no := false
+	if _, err := s.SetApp("app", AppSettings{RequireSigning: &no}); err != nil {
+		t.Fatal(err)
+	}
+	req, z := signedUpload(t, "app", "1.1.0", nil)
+	if _, err := s.Upload(context.Background(), req, bytes.NewReader(z)); err != nil {
+		t.Fatal(err)
+	}
+	req, z = signedUpload(t, "app", "1.1.1", other)
+	if _, err := s.Upload(context.Background(), req, bytes.NewReader(z)); !errors.Is(err, errForbidden) {
+		t.Fatalf("wrongly signed upload: %v", err)
+	}
+}
+
+func TestReleaseKeyRotationAtOrigin(t *testing.T) {
+	s, _ := newTestServer(t, nil)
+	old, _ := release.GenerateKey()
+	next, _ := release.GenerateKey()
+	pem, _ := release.EncodePublicKey(old.Public().(ed25519.PublicKey), release.RoleRelease)
+	yes := true
+	if _, err := s.SetApp("app", AppSettings{AddReleaseKeys: []string{string(pem)}, RequireSigning: &yes}); err != nil {
+		t.Fatal(err)
+	}
+	// A statement signed by a key the app does not trust is refused.
+	stranger, _ := release.GenerateKey()
+	bad, _ := release.NewRotation(release.RoleRelease, "app", stranger, next.Public().(ed25519.PublicKey), time.Now())
+	if _, err := s.AddReleaseRotation(bad); err == nil {
+		t.Fatal("rotation signed by an unknown key accepted")
+	}
+	env, _ := release.NewRotation(release.RoleRelease, "app", old, next.Public().(ed25519.PublicKey), time.Now())
+	if _, err := s.AddReleaseRotation(env); err != nil {
+		t.Fatal(err)
+	}
+	req, z := signedUpload(t, "app", "1.0.0", old)
+	if _, err := s.Upload(context.Background(), req, bytes.NewReader(z)); err == nil {
+		t.Fatal("upload signed by the retired key accepted")
+	}
+	req, z = signedUpload(t, "app", "1.0.1", next)
+	if _, err := s.Upload(context.Background(), req, bytes.NewReader(z)); err != nil {
+		t.Fatal(err)
+	}
+	rots, _ := s.Rotations()
+	if len(rots) != 1 {
+		t.Fatalf("%d rotations stored", len(rots))
+	}
+}
+
+// TestResignPublishesFreshSignedRecord drives the re-signing with an injected clock: a
+// record is re-signed once half its lifetime has passed, with a larger Seq
+// and a later expiry, and not before.
+func TestResignPublishesFreshSignedRecord(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	var published []*release.Envelope
+	var pmu sync.Mutex
+	cfg := DefaultConfig(t.TempDir())
+	cfg.AdminKey = trustAdminKey
+	cfg.Now = clock
+	cfg.ChannelTTL = 24 * time.Hour
+	cfg.Publisher = PublisherFunc(func(env *release.Envelope) error {
+		pmu.Lock()
+		published = append(published, env)
+		pmu.Unlock()
+		return nil
+	})
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mustUpload(t, s, "app", "1.0.0")
+	_, first, err := s.st.channel("app", "production")
+	if err != nil {
+		t.Fatal(err)
+	}
+	advance(11 * time.Hour)
+	s.resignDue()
+	_, c, _ := s.st.channel("app", "production")
+	if c.Seq != first.Seq {
+		t.Fatal("re-signed before half the lifetime passed")
+	}
+	advance(2 * time.Hour)
+	s.resignDue()
+	env, c, _ := s.st.channel("app", "production")
+	if c.Seq <= first.Seq || !c.Expires.After(first.Expires) || c.Release != first.Release {
+		t.Fatalf("after re-sign: seq %d→%d, expires %s→%s", first.Seq, c.Seq, first.Expires, c.Expires)
+	}
+	if err := env.Verify([]ed25519.PublicKey{s.PublicKey()}); err != nil {
+		t.Fatal(err)
+	}
+	pmu.Lock()
+	n := len(published)
+	pmu.Unlock()
+	if n != 2 {
+		t.Fatalf("%d records published, want 2 (upload and re-sign)", n)
+	}
+}
+
+func TestOriginKeyRotation(t *testing.T) {
+	s, _ := newTestServer(t, nil)
+	mustUpload(t, s, "app", "1.0.0")
+	old := s.PublicKey()
+	env, err := s.RotateKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.PublicKey().Equal(old) {
+		t.Fatal("key unchanged")
+	}
+	trusted := []release.PublicKey{{Key: old, Role: release.RoleOrigin}}
+	next, _, applied, err := release.ApplyRotation(trusted, env)
+	if err != nil || !applied {
+		t.Fatalf("device cannot follow: %v", err)
+	}
+	cenv, _, _ := s.st.channel("app", "production")
+	if err := cenv.Verify(release.KeysFor(next, release.RoleOrigin)); err != nil {
+		t.Fatalf("channel record not re-signed with the new key: %v", err)
+	}
+	// The key survives a restart.
+	dir := s.cfg.DataDir
+	s.Close()
+	cfg := DefaultConfig(dir)
+	s2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if !s2.PublicKey().Equal(release.KeysFor(next, release.RoleOrigin)[0]) {
+		t.Fatal("restart lost the rotated key")
+	}
+}
