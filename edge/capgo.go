@@ -68,9 +68,9 @@ const (
 type capgoState struct {
 	cfg       CapgoConfig
 	limiter   *capgo.Limiter
-	failed    *capgo.LRU[string, struct{}] // app|device|release id
-	overrides *capgo.LRU[string, string]   // app|device → channel
-	answers   *capgo.LRU[string, []byte]   // encoded update answers
+	failed    *capgo.LRU[string, struct{}]       // app|device|release id
+	overrides *capgo.LRU[string, string]         // app|device → channel
+	answers   *capgo.LRU[string, []byte]         // encoded update answers
 	absent    *capgo.LRU[release.Hash, struct{}] // releases with no Capgo download
 	sink      capgo.EventSink
 
