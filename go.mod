@@ -3,6 +3,7 @@ module github.com/capstan-ota/capstan
 go 1.26.8
 
 require (
+	github.com/HdrHistogram/hdrhistogram-go v1.4.0
 	github.com/Masterminds/semver/v3 v3.5.0
 	github.com/andybalholm/brotli v1.3.0
 	github.com/dgraph-io/badger/v4 v4.9.6

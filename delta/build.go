@@ -123,7 +123,10 @@ func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID relea
 	if _, err := cw.Write(h.marshal()); err != nil {
 		return st, fmt.Errorf("delta: write header: %w", err)
 	}
-	fw := &frameWriter{out: cw, window: cfg.ZstdWindow, brotliLeft: cfg.BrotliMaxBytes, st: &st}
+	fw := &frameWriter{out: cw, window: cfg.ZstdWindow, brotliLeft: cfg.BrotliMaxBytes, st: &st, zstdLevel: zstd.SpeedBestCompression}
+	if cfg.FastLiterals {
+		fw.zstdLevel = zstd.SpeedBetterCompression
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -232,7 +235,8 @@ func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID relea
 // when a record prefers it.
 type frameWriter struct {
 	out        *countWriter
-	window     int   // zstd window
+	window     int // zstd window
+	zstdLevel  zstd.EncoderLevel
 	brotliLeft int64 // raw bytes brotli may still take (Config.BrotliMaxBytes)
 	st         *Stats
 
@@ -285,7 +289,7 @@ func (fw *frameWriter) open(codec byte) error {
 		return err
 	}
 	fw.chunks = &chunkWriter{w: fw.out, buf: make([]byte, 0, 64<<10)}
-	comp, err := newCompressor(codec, fw.chunks, fw.window)
+	comp, err := newCompressor(codec, fw.chunks, fw.window, fw.zstdLevel)
 	if err != nil {
 		return err
 	}
@@ -640,7 +644,7 @@ func encodeDelta(ctx context.Context, sources []byte, old, cur []byte) ([]byte, 
 }
 
 // newCompressor returns the body writer for codec.
-func newCompressor(codec byte, w io.Writer, window int) (io.WriteCloser, error) {
+func newCompressor(codec byte, w io.Writer, window int, level zstd.EncoderLevel) (io.WriteCloser, error) {
 	switch codec {
 	case codecBrotli:
 		// LGWin 24 (16 MiB) is the largest standard window: every file's
@@ -648,7 +652,7 @@ func newCompressor(codec byte, w io.Writer, window int) (io.WriteCloser, error) 
 		// bundles such as swagger-ui-bundle.js and swagger-ui-es-bundle.js).
 		return brotli.NewWriterOptions(w, brotli.WriterOptions{Quality: 11, LGWin: 24}), nil
 	case codecZstd:
-		e, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
+		e, err := zstd.NewWriter(w, zstd.WithEncoderLevel(level),
 			zstd.WithWindowSize(window), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
 		if err != nil {
 			return nil, fmt.Errorf("delta: zstd: %w", err)

@@ -27,8 +27,13 @@ type Config struct {
 	// Dir holds the installed bundle (Dir/current) and the device's state
 	// (Dir/.capstan).
 	Dir string
-	// Edges are the base URLs to try, in order.
+	// Edges are the base URLs the app ships. With ranking on (the
+	// default) they are where the device learns the fleet, and the last
+	// resort after the ranked edges; with Ranking.Off they are tried in
+	// order.
 	Edges []string
+	// Ranking says how the device finds its nearest edge (see RankConfig).
+	Ranking RankConfig
 	// App and Channel say what to follow.
 	App, Channel string
 	// DeviceID overrides the stored (or generated) device id.
@@ -116,6 +121,7 @@ type Device struct {
 	cfg   Config
 	st    *State
 	bytes atomic.Int64
+	rank  ranker
 	// outbox holds events not yet taken by an edge (see events.go).
 	outbox []stats.Event
 }
@@ -326,7 +332,8 @@ func (d *Device) check(ctx context.Context) (*plan, error) {
 		q.Set("native", d.cfg.NativeVersion)
 	}
 	var errs []error
-	for _, edge := range d.cfg.Edges {
+	edges := d.edgeOrder(ctx)
+	for i, edge := range edges {
 		var ans checkAnswer
 		if err := d.getJSON(ctx, edge, "/v1/check?"+q.Encode(), 4<<20+release.MaxManifestBytes, &ans); err != nil {
 			errs = append(errs, err)
@@ -345,6 +352,7 @@ func (d *Device) check(ctx context.Context) (*plan, error) {
 		}
 		d.st.Channel = p.channel.Channel
 		d.record(stats.ActionCheck, d.st.Current, 0, "")
+		d.served(edges, i)
 		return p, nil
 	}
 	return nil, errors.Join(append([]error{ErrNoEdge}, errs...)...)
@@ -526,7 +534,7 @@ func (d *Device) placeFile(ctx context.Context, edge, staging string, f release.
 			}
 		}
 	}
-	edges := append([]string{edge}, d.cfg.Edges...)
+	edges := append([]string{edge}, d.order()...)
 	var errs []error
 	for _, e := range uniq(edges) {
 		err := d.fetchFile(ctx, e, staging, f, sp)

@@ -101,7 +101,7 @@ func (d *Device) flushEvents(ctx context.Context, p *plan) {
 		}
 		d.saveOutbox()
 	}()
-	edges := d.cfg.Edges
+	edges := d.order()
 	if p != nil && p.edge != "" {
 		edges = uniq(append([]string{p.edge}, edges...))
 	}

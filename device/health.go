@@ -113,7 +113,7 @@ func (d *Device) previousTree(ctx context.Context, to release.Ref, env *release.
 		if err != nil {
 			return "", err
 		}
-		p := &plan{edge: d.cfg.Edges[0], target: to, manifest: m, env: env}
+		p := &plan{edge: d.order()[0], target: to, manifest: m, env: env}
 		if _, err := d.populate(ctx, p, staging); err != nil {
 			os.RemoveAll(staging)
 			return "", err

@@ -54,7 +54,7 @@ func resetStaging(staging string) error {
 // else file by file. Each fallback starts from an empty staging folder.
 func (d *Device) populate(ctx context.Context, p *plan, staging string) (string, error) {
 	var errs []error
-	edges := uniq(append([]string{p.edge}, d.cfg.Edges...))
+	edges := uniq(append([]string{p.edge}, d.order()...))
 	attempts := []struct {
 		mode string
 		base release.Hash

@@ -43,6 +43,13 @@ type Config struct {
 	// origin costs a device a fast 503, never a hang.
 	FetchTimeout   time.Duration
 	ConnectTimeout time.Duration
+	// Fleet lists the fleet's alive edges (this one included) for
+	// GET /v1/edges; it is called at most once a second. Nil means the
+	// edge knows no fleet and answers an empty list.
+	Fleet func() []Peer
+	// Region is this edge's region label, as announced in gossip; empty
+	// means none.
+	Region string
 	// OriginKeys, if set, are the origin public keys whose signature every
 	// channel record must carry before the edge stores or serves it (the
 	// edge follows the origin's key rotations from there). Empty means
@@ -102,6 +109,7 @@ type Server struct {
 	reg    *prometheus.Registry
 	m      *metrics
 	srv    *fasthttp.Server // guarded by srvMu
+	fleet  fleetCache
 	trust  trustState
 	capgo  *capgoState
 
@@ -124,6 +132,7 @@ type Server struct {
 }
 
 type manifestEntry struct {
+	id      release.Hash
 	envJSON []byte
 	m       *release.Manifest
 }

@@ -107,7 +107,7 @@ func (s *Server) manifest(ctx context.Context, id release.Hash) (*manifestEntry,
 				s.log.Warn("persist manifest", "id", id, "err", err)
 			}
 		}
-		me := &manifestEntry{envJSON: raw, m: m}
+		me := &manifestEntry{id: id, envJSON: raw, m: m}
 		s.manMu.Lock()
 		s.manifests[id] = me
 		s.manMu.Unlock()

@@ -72,6 +72,9 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, metricsHandler fasthttp.Request
 	case strings.HasPrefix(path, "/v1/releases/") && get:
 		s.handleRelease(ctx, path[len("/v1/releases/"):])
 		return "release"
+	case path == "/v1/edges" && get:
+		s.handleEdges(ctx)
+		return "edges"
 	case path == "/v1/keys/rotations" && get:
 		s.handleRotations(ctx)
 		return "rotations"
@@ -223,8 +226,30 @@ type CheckResponse struct {
 }
 
 func (s *Server) writeCheck(ctx *fasthttp.RequestCtx, status string, cs *channelState, me *manifestEntry, reason string) {
-	// Built by appending the pre-encoded documents: no JSON encoding on the
-	// hot path.
+	// The common answers (no reason) are built once per channel record and
+	// target, and handed to fasthttp without a copy: a check is then a map
+	// lookup, a hash for the rollout and a write.
+	if reason == "" {
+		key := status
+		if me != nil {
+			key += "/" + me.id.String()
+		}
+		if b, ok := cs.bodies.Load(key); ok {
+			ctx.Response.SetBodyRaw(b.([]byte))
+			return
+		}
+		var buf bytes.Buffer
+		buf.WriteString(`{"status":"` + status + `","channel":`)
+		buf.Write(cs.envJSON)
+		if me != nil {
+			buf.WriteString(`,"release":`)
+			buf.Write(me.envJSON)
+		}
+		buf.WriteString("}")
+		b, _ := cs.bodies.LoadOrStore(key, buf.Bytes())
+		ctx.Response.SetBodyRaw(b.([]byte))
+		return
+	}
 	ctx.WriteString(`{"status":"`)
 	ctx.WriteString(status)
 	ctx.WriteString(`"`)

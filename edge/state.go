@@ -15,6 +15,10 @@ type channelState struct {
 	env     *release.Envelope
 	ch      *release.Channel
 	envJSON []byte
+	// bodies caches finished check answers by status and target; the
+	// record is immutable, so they never go stale (a new record is a new
+	// channelState).
+	bodies sync.Map
 }
 
 // state maps "app/channel" to the newest record. Readers load the map

@@ -103,9 +103,11 @@ func (s *Server) buildPatch(ctx context.Context, baseID, targetID release.Hash) 
 	dcfg := s.cfg.Delta
 	if bm == nil {
 		// A full bundle is all literals: brotli's best level would take
-		// seconds per 10 MB (≈0.6 MB/s) to save ≈10 %; zstd is ~40× faster,
-		// and devices that need a full bundle are the minority.
+		// seconds per 10 MB (≈0.6 MB/s) to save ≈10 %, and zstd's best level
+		// is still slow; a device installing for the first time waits for
+		// this build, so it gets zstd's "better" level.
 		dcfg.BrotliMaxBytes = 0
+		dcfg.FastLiterals = true
 	}
 	go func() {
 		var err error
@@ -165,9 +167,12 @@ func (s *Server) precompute(c *release.Channel) {
 	if c.Release.ID.IsZero() || !c.Release.Sealed.IsZero() || s.cfg.PrecomputeBases < 0 {
 		return
 	}
-	bases := []release.Hash{{}}
+	// Most devices run the release the channel served just before: their
+	// patch comes first, then older bases, then the full bundle (only new
+	// devices and failed patches need it).
+	var bases []release.Hash
 	if hist, err := s.st.history(c.App, c.Channel); err == nil {
-		for i := len(hist) - 1; i >= 0 && len(bases) <= s.cfg.PrecomputeBases; i-- {
+		for i := len(hist) - 1; i >= 0 && len(bases) < s.cfg.PrecomputeBases; i-- {
 			id := hist[i].Release.ID
 			if id.IsZero() || id == c.Release.ID || containsHash(bases, id) {
 				continue
@@ -175,6 +180,7 @@ func (s *Server) precompute(c *release.Channel) {
 			bases = append(bases, id)
 		}
 	}
+	bases = append(bases, release.Hash{})
 	target := c.Release.ID
 	s.wg.Add(1)
 	go func() {

@@ -17,7 +17,7 @@ type ed25519PublicKey = ed25519.PublicKey
 func newDeviceCmd() *cobra.Command {
 	var edges, app, channel, dir, deviceID, nativeVersion, builtin, decryptKey string
 	var keyFiles []string
-	var check, confirm, asJSON bool
+	var check, confirm, asJSON, noRank bool
 	var timeout, confirmTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "device",
@@ -29,6 +29,7 @@ func newDeviceCmd() *cobra.Command {
 			cfg := device.Config{
 				Dir: dir, Edges: splitList(edges), App: app, Channel: channel,
 				DeviceID: deviceID, NativeVersion: nativeVersion,
+				Ranking:    device.RankConfig{Off: noRank},
 				BuiltinDir: builtin, ConfirmTimeout: confirmTimeout,
 			}
 			for _, kf := range keyFiles {
@@ -90,6 +91,7 @@ func newDeviceCmd() *cobra.Command {
 	cmd.Flags().StringVar(&deviceID, "device-id", "", "device id (default: generated once and kept in DIR)")
 	cmd.Flags().StringArrayVar(&keyFiles, "public-key", nil, "trusted public keys (PEM; release and origin keys; repeatable)")
 	cmd.Flags().StringVar(&nativeVersion, "native-version", "", "version of the native app shell")
+	cmd.Flags().BoolVar(&noRank, "no-rank", false, "try the --edge URLs in order; do not look for the nearest edge of the fleet")
 	cmd.Flags().StringVar(&decryptKey, "decrypt-key", "", "the app's X25519 private key (from `capstan keys gen --encryption`), for encrypted releases")
 	cmd.Flags().BoolVar(&check, "check", false, "only ask whether an update is available; install nothing")
 	cmd.Flags().BoolVar(&confirm, "confirm", false, "mark the installed release healthy (the app started well) and report it; check nothing")

@@ -53,9 +53,7 @@ func TestQuickstart(t *testing.T) {
 			line = strings.ReplaceAll(line, "http://127.0.0.1:7070", api)
 			line = strings.ReplaceAll(line, "http://127.0.0.1:7080", edgeURL)
 			if strings.HasPrefix(line, "export ") {
-				for _, kv := range strings.Fields(strings.TrimPrefix(line, "export ")) {
-					env = append(env, kv)
-				}
+				env = append(env, strings.Fields(strings.TrimPrefix(line, "export "))...)
 				ran++
 				continue
 			}

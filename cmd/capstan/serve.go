@@ -80,6 +80,9 @@ func startEdge(log *slog.Logger, dataDir, addr string, cacheSize int64, origins 
 	cfg.Origins = origins
 	cfg.EventsToken = os.Getenv("CAPSTAN_EVENTS_TOKEN")
 	cfg.Logger = log.With("component", "edge")
+	for _, o := range opts {
+		o(&cfg)
+	}
 	e, err := edge.New(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -300,7 +303,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 				}
 				return out
 			}
-			e, ln, err := startEdge(log, dataDir, httpAddr, size, origins, rl.apply, cf.apply, func(c *edge.Config) { c.OriginKeys = okeys })
+			e, ln, err := startEdge(log, dataDir, httpAddr, size, origins, rl.apply, cf.apply, func(c *edge.Config) { c.OriginKeys = okeys }, withFleet(fleetPeers(&node), g.region))
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,517 @@
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/capstan-ota/capstan/release"
+)
+
+// relInfo is one release as devices know it. It is shared read-only by
+// every device that runs it.
+type relInfo struct {
+	ref      release.Ref
+	manifest *release.Manifest
+	// files maps each content hash of the release to its size.
+	files map[release.Hash]int64
+}
+
+func newRelInfo(env *release.Envelope) (*relInfo, error) {
+	m, err := env.Manifest()
+	if err != nil {
+		return nil, err
+	}
+	ri := &relInfo{ref: release.Ref{Version: m.Version, ID: env.ID()}, manifest: m, files: make(map[release.Hash]int64, len(m.Files))}
+	for _, f := range m.Files {
+		ri.files[f.SHA256] = f.Size
+	}
+	return ri, nil
+}
+
+func (r *relInfo) id() release.Hash {
+	if r == nil {
+		return release.ZeroHash
+	}
+	return r.ref.ID
+}
+
+func (r *relInfo) version() string {
+	if r == nil {
+		return "builtin"
+	}
+	return r.ref.Version
+}
+
+// simDevice is one simulated device, in memory only.
+type simDevice struct {
+	id string
+
+	mu    sync.Mutex // held for a whole session; guards the fields below
+	order []int      // edge indexes, preferred first
+	cur   *relInfo   // installed release; nil is the builtin bundle
+	start *relInfo   // release the device started the run on
+	seq   uint64     // highest channel record sequence seen
+}
+
+// checkAnswer is the body of GET /v1/check.
+type checkAnswer struct {
+	Status  string            `json:"status"`
+	Reason  string            `json:"reason"`
+	Channel *release.Envelope `json:"channel"`
+	Release *release.Envelope `json:"release"`
+}
+
+// outcome is what one session did.
+type outcome int
+
+const (
+	outUpToDate outcome = iota
+	outBlocked
+	outUpdated
+	outCheckFailed
+	outUpdateFailed
+)
+
+// session is one wake-up of device d: check, and when offered, download,
+// verify and install, then report. Latency of the check and the whole
+// update are measured from intended.
+func (b *Bench) session(ctx context.Context, d *simDevice, intended time.Time) outcome {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b.rec.Record("start_lag", "", time.Now(), time.Since(intended), 0)
+	target, ei, blocked, err := b.check(ctx, d, intended)
+	if err != nil {
+		return outCheckFailed
+	}
+	if blocked {
+		return outBlocked
+	}
+	if target == nil || target.id() == d.cur.id() {
+		return outUpToDate
+	}
+	from := d.cur
+	dlStart := time.Now()
+	n, edge, mode, err := b.download(ctx, d, ei, from, target)
+	end := time.Now()
+	if err != nil {
+		b.rec.Error("update", b.cfg.Edges[ei], errKind(err), end)
+		b.cfg.Logger.Debug("update failed", "device", d.id, "err", err)
+		b.report(ctx, d, target, n, err)
+		return outUpdateFailed
+	}
+	b.rec.Record("download", edge, end, end.Sub(dlStart), n)
+	b.rec.Record("update", edge, end, end.Sub(intended), 0)
+	b.rec.Record("update_"+mode, "", end, end.Sub(intended), n)
+	b.install(d, target)
+	b.report(ctx, d, target, n, nil)
+	if b.recycle {
+		// A new device on the old release takes this one's place.
+		b.install(d, d.start)
+	}
+	return outUpdated
+}
+
+// install moves d to r and keeps the per-release population counts.
+func (b *Bench) install(d *simDevice, r *relInfo) {
+	b.popMu.Lock()
+	b.pop[d.cur.id()]--
+	b.pop[r.id()]++
+	if !b.newest.IsZero() && r.id() == b.newest {
+		// Crossings are taken here, at the install that crosses, rather
+		// than by sampling, so the storm figures are exact.
+		share := float64(b.pop[b.newest]) / float64(len(b.devices))
+		now := time.Now()
+		if share >= 0.5 && b.t50.IsZero() {
+			b.t50 = now
+		}
+		if share >= 0.99 && b.t99.IsZero() {
+			b.t99 = now
+		}
+	}
+	b.popMu.Unlock()
+	d.cur = r
+}
+
+// check asks d's edges in order until one answers with a record that
+// verifies. It returns the release to install (nil for none), the index of
+// the edge that answered, and whether the answer was "blocked".
+func (b *Bench) check(ctx context.Context, d *simDevice, intended time.Time) (*relInfo, int, bool, error) {
+	q := url.Values{}
+	q.Set("app", b.cfg.App)
+	q.Set("channel", b.cfg.Channel)
+	q.Set("device", d.id)
+	if d.cur != nil {
+		q.Set("current", d.cur.ref.ID.String())
+	}
+	if b.cfg.NativeVersion != "" {
+		q.Set("native", b.cfg.NativeVersion)
+	}
+	path := "/v1/check?" + q.Encode()
+	var errs []error
+	for attempt := 0; attempt < len(d.order); attempt++ {
+		if ctx.Err() != nil {
+			break
+		}
+		ei := d.order[0]
+		edge := b.cfg.Edges[ei]
+		var target *relInfo
+		var blocked bool
+		n, err := get(ctx, b.http, edge+path, b.cfg.Timeout, func(r *response) error {
+			var ans checkAnswer
+			if err := json.Unmarshal(r.Body, &ans); err != nil {
+				return fmt.Errorf("bench: decode check answer: %w", err)
+			}
+			var err error
+			target, blocked, err = b.verifyAnswer(d, &ans)
+			return err
+		})
+		b.bytes.Add(n)
+		end := time.Now()
+		if err == nil {
+			b.rec.Record("check", edge, end, end.Sub(intended), n)
+			return target, ei, blocked, nil
+		}
+		b.rec.Error("check", edge, errKind(err), end)
+		errs = append(errs, fmt.Errorf("%s: %w", edge, err))
+		if len(d.order) > 1 {
+			// The device moves a failing edge to the back of its list and
+			// tries the next one, now and in later sessions.
+			d.order = append(d.order[1:], ei)
+			b.failovers.Add(1)
+		}
+	}
+	b.rec.Error("session", "", "no_edge", time.Now())
+	return nil, 0, false, errors.Join(append([]error{ErrNoEdge}, errs...)...)
+}
+
+// verifyAnswer checks a check answer the way device.verify does and
+// returns the release to install.
+func (b *Bench) verifyAnswer(d *simDevice, ans *checkAnswer) (*relInfo, bool, error) {
+	if ans.Channel == nil {
+		return nil, false, fmt.Errorf("%w: answer has no channel record", ErrVerify)
+	}
+	if len(b.cfg.Keys) > 0 {
+		if err := ans.Channel.Verify(release.KeysFor(b.cfg.Keys, release.RoleOrigin)); err != nil {
+			return nil, false, fmt.Errorf("%w: channel record: %v", ErrVerify, err)
+		}
+	}
+	ch, err := ans.Channel.Channel()
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: channel record: %v", ErrVerify, err)
+	}
+	if ch.App != b.cfg.App || ch.Channel != b.cfg.Channel {
+		return nil, false, fmt.Errorf("%w: record for %s", ErrVerify, ch.Key())
+	}
+	if ch.Seq < d.seq {
+		return nil, false, fmt.Errorf("%w: channel record seq %d after %d (replay)", ErrVerify, ch.Seq, d.seq)
+	}
+	if time.Now().After(ch.Expires) {
+		return nil, false, fmt.Errorf("%w: channel record expired", ErrVerify)
+	}
+	d.seq = ch.Seq
+	t, ok := ch.Target(d.id, d.cur.id())
+	if !ok || t.ID == d.cur.id() {
+		return nil, false, nil
+	}
+	if ans.Status == "blocked" {
+		return nil, true, nil
+	}
+	if t.ID.IsZero() {
+		return nil, false, nil // back to the builtin bundle: nothing to download
+	}
+	if ans.Release == nil {
+		return nil, false, fmt.Errorf("%w: channel offers %s but the answer has no manifest", ErrVerify, t.Version)
+	}
+	ri, err := b.releaseFromEnvelope(ans.Release, t)
+	return ri, false, err
+}
+
+// releaseFromEnvelope returns the shared relInfo of a signed manifest
+// after checking it is the release t the channel record names.
+func (b *Bench) releaseFromEnvelope(env *release.Envelope, t release.Ref) (*relInfo, error) {
+	id := env.ID()
+	if id != t.ID {
+		return nil, fmt.Errorf("%w: manifest %s is not the release %s the channel names", ErrVerify, id, t.ID)
+	}
+	if ri := b.knownRelease(id); ri != nil {
+		// Same ID means the same signed bytes: verified once, trusted again.
+		return ri, nil
+	}
+	if len(b.cfg.Keys) > 0 {
+		if err := env.Verify(release.KeysFor(b.cfg.Keys, release.RoleRelease)); err != nil {
+			return nil, fmt.Errorf("%w: manifest: %v", ErrVerify, err)
+		}
+	}
+	ri, err := newRelInfo(env)
+	if err != nil {
+		return nil, fmt.Errorf("%w: manifest: %v", ErrVerify, err)
+	}
+	if ri.manifest.App != b.cfg.App || ri.ref.Version != t.Version {
+		return nil, fmt.Errorf("%w: manifest is %s %s, channel names %s", ErrVerify, ri.manifest.App, ri.ref.Version, t.Version)
+	}
+	return b.addRelease(ri), nil
+}
+
+// download fetches what d needs to go from base to target, starting at
+// edge ei, and verifies it. It returns the bytes received, the edge that
+// served the last object and the mode used ("patch" or "files").
+func (b *Bench) download(ctx context.Context, d *simDevice, ei int, base, target *relInfo) (int64, string, string, error) {
+	order := rotateTo(d.order, ei)
+	if b.cfg.Mode != ModeFiles && !b.noPatch(base.id(), target.id()) {
+		n, edge, err := b.fetchPatch(ctx, order, base, target)
+		switch {
+		case err == nil:
+			return n, edge, "patch", nil
+		case b.cfg.Mode == ModePatch:
+			return n, edge, "patch", err
+		case errors.Is(err, ErrNoPatch):
+			b.markNoPatch(base.id(), target.id())
+		default:
+			// A patch that fails is followed by the files, as on a real
+			// device; the bytes spent on the patch still count, and the
+			// patch errors are counted by fetchPatch.
+			b.fallbacks.Add(1)
+		}
+		m, edge, err := b.fetchFiles(ctx, order, base, target)
+		return n + m, edge, "files", err
+	}
+	n, edge, err := b.fetchFiles(ctx, order, base, target)
+	return n, edge, "files", err
+}
+
+// rotateTo returns order starting at edge index ei.
+func rotateTo(order []int, ei int) []int {
+	for i, e := range order {
+		if e == ei {
+			return append(append([]int(nil), order[i:]...), order[:i]...)
+		}
+	}
+	return append([]int(nil), order...)
+}
+
+// patchHeaderSize and the offsets are the delta stream header
+// (delta/format.go): magic "CAPDELTA", version, codec, reserved u16,
+// base ID, target ID, file count u32.
+const (
+	patchHeaderSize = 80
+	patchMagic      = "CAPDELTA"
+)
+
+// fetchPatch downloads the one patch from base to target. Applying it is
+// skipped (it costs device CPU, not server capacity); the bytes are checked
+// against their content address (a Capstan edge's ETag is the SHA-256 of
+// the stream) and the header must name exactly this base, target and file
+// count.
+func (b *Bench) fetchPatch(ctx context.Context, order []int, base, target *relInfo) (int64, string, error) {
+	path := "/v1/patches/" + base.id().String() + "/" + target.id().String()
+	var total int64
+	var errs []error
+	for _, ei := range order {
+		if ctx.Err() != nil {
+			break
+		}
+		edge := b.cfg.Edges[ei]
+		n, err := get(ctx, b.http, edge+path, b.patchTimeout(target), func(r *response) error {
+			return verifyPatch(r.Body, r.ETag, base.id(), target)
+		})
+		total += n
+		b.bytes.Add(n)
+		var se *statusError
+		if errors.As(err, &se) && se.code == 404 {
+			return total, edge, fmt.Errorf("%w: %s", ErrNoPatch, edge)
+		}
+		if err == nil {
+			b.patchBytes.Add(n)
+			return total, edge, nil
+		}
+		b.rec.Error("patch", edge, errKind(err), time.Now())
+		errs = append(errs, fmt.Errorf("%s: %w", edge, err))
+	}
+	return total, "", fmt.Errorf("bench: patch %s: %w", path, errors.Join(errs...))
+}
+
+func verifyPatch(body []byte, etag string, base release.Hash, target *relInfo) error {
+	if len(body) < patchHeaderSize || string(body[:8]) != patchMagic {
+		return fmt.Errorf("%w: not a patch stream", ErrVerify)
+	}
+	if release.Hash(body[12:44]) != base || release.Hash(body[44:76]) != target.id() {
+		return fmt.Errorf("%w: patch is for another release pair", ErrVerify)
+	}
+	if int(binary.BigEndian.Uint32(body[76:80])) != len(target.manifest.Files) {
+		return fmt.Errorf("%w: patch file count does not match the manifest", ErrVerify)
+	}
+	// A Capstan edge names a patch by its SHA-256; a plain file server's
+	// ETag (mtime-size) is no content address and is not checked.
+	if _, err := release.ParseHash(etag); err == nil && release.Hash(sha256.Sum256(body)).String() != etag {
+		return fmt.Errorf("%w: patch bytes do not match their content address", ErrVerify)
+	}
+	return nil
+}
+
+// patchTimeout scales the request timeout by the size of the release, at
+// a 1 MB/s floor, like device.download does.
+func (b *Bench) patchTimeout(target *relInfo) time.Duration {
+	return b.cfg.Timeout + time.Duration(target.manifest.TotalSize()>>20)*time.Second
+}
+
+// fetchFiles downloads every file of target whose content base lacks, by
+// hash, Parallel at a time, each verified against the signed manifest's
+// size and SHA-256.
+func (b *Bench) fetchFiles(ctx context.Context, order []int, base, target *relInfo) (int64, string, error) {
+	var need []release.File
+	seen := map[release.Hash]bool{}
+	for _, f := range target.manifest.Files {
+		if seen[f.SHA256] {
+			continue
+		}
+		seen[f.SHA256] = true
+		if base != nil {
+			if _, ok := base.files[f.SHA256]; ok {
+				continue
+			}
+		}
+		need = append(need, f)
+	}
+	var total atomic.Int64
+	var lastEdge atomic.Value
+	lastEdge.Store(b.cfg.Edges[order[0]])
+	var mu sync.Mutex
+	var firstErr error
+	work := make(chan release.File)
+	var wg sync.WaitGroup
+	for range min(b.cfg.Parallel, len(need)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range work {
+				n, edge, err := b.fetchBlob(ctx, order, f)
+				total.Add(n)
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					continue
+				}
+				lastEdge.Store(edge)
+			}
+		}()
+	}
+	for _, f := range need {
+		mu.Lock()
+		failed := firstErr != nil
+		mu.Unlock()
+		if failed {
+			break
+		}
+		work <- f
+	}
+	close(work)
+	wg.Wait()
+	return total.Load(), lastEdge.Load().(string), firstErr
+}
+
+// fetchBlob downloads one file, trying each edge in order.
+func (b *Bench) fetchBlob(ctx context.Context, order []int, f release.File) (int64, string, error) {
+	path := "/v1/blobs/" + f.SHA256.String()
+	timeout := b.cfg.Timeout + time.Duration(f.Size>>20)*time.Second
+	var total int64
+	var errs []error
+	for _, ei := range order {
+		if ctx.Err() != nil {
+			break
+		}
+		edge := b.cfg.Edges[ei]
+		n, err := get(ctx, b.http, edge+path, timeout, func(r *response) error {
+			if int64(len(r.Body)) != f.Size {
+				return fmt.Errorf("%w: %s is %d bytes, the manifest says %d", ErrVerify, f.Path, len(r.Body), f.Size)
+			}
+			if release.Hash(sha256.Sum256(r.Body)) != f.SHA256 {
+				return fmt.Errorf("%w: %s does not match its SHA-256", ErrVerify, f.Path)
+			}
+			return nil
+		})
+		total += n
+		b.bytes.Add(n)
+		if err == nil {
+			b.blobBytes.Add(n)
+			return total, edge, nil
+		}
+		b.rec.Error("blob", edge, errKind(err), time.Now())
+		errs = append(errs, fmt.Errorf("%s: %w", edge, err))
+	}
+	return total, "", fmt.Errorf("bench: blob %s: %w", f.Path, errors.Join(errs...))
+}
+
+// event is one device event, in the shape the edge's POST /v1/events
+// takes (an array of these; see the rollout branch's stats.Event).
+type event struct {
+	Action  string `json:"action"`
+	App     string `json:"app"`
+	Channel string `json:"channel"`
+	Device  string `json:"device"`
+	Release string `json:"release"`
+	Version string `json:"version,omitempty"`
+	Bytes   int64  `json:"bytes,omitempty"`
+	Time    int64  `json:"time,omitempty"`
+	Error   string `json:"error,omitempty"`
+	Cause   string `json:"cause,omitempty"`
+}
+
+// report posts the events of one update to the edge the device prefers:
+// download and install after a success, fail (cause verify or download)
+// after a failure. It is best effort: an error is counted under "event"
+// and never fails the update, and an edge without the endpoint (404 or
+// 405) turns events off for the run. All simulated devices share one
+// source address, so an edge's per-address event limit shows up as
+// event:http_429.
+func (b *Bench) report(ctx context.Context, d *simDevice, to *relInfo, n int64, cause error) {
+	if !b.cfg.Events || b.eventsOff.Load() {
+		return
+	}
+	now := time.Now().UnixMilli()
+	base := event{App: b.cfg.App, Channel: b.cfg.Channel, Device: d.id, Release: to.id().String(), Version: to.ref.Version, Time: now}
+	var evs []event
+	if cause != nil {
+		ev := base
+		ev.Action, ev.Bytes, ev.Error, ev.Cause = "fail", n, cause.Error(), "download"
+		if errors.Is(cause, ErrVerify) {
+			ev.Cause = "verify"
+		}
+		if len(ev.Error) > 256 {
+			ev.Error = ev.Error[:256]
+		}
+		evs = append(evs, ev)
+	} else {
+		dl, in := base, base
+		dl.Action, dl.Bytes = "download", n
+		in.Action = "install"
+		evs = append(evs, dl, in)
+	}
+	body, _ := json.Marshal(evs)
+	edge := b.cfg.Edges[d.order[0]]
+	start := time.Now()
+	_, err := do(ctx, b.http, "POST", edge+"/v1/events", body, b.cfg.Timeout, nil)
+	end := time.Now()
+	var se *statusError
+	if errors.As(err, &se) && (se.code == 404 || se.code == 405) {
+		if !b.eventsOff.Swap(true) {
+			b.cfg.Logger.Info("the edge has no /v1/events endpoint; device events are off for this run", "edge", edge)
+		}
+		return
+	}
+	if err != nil {
+		b.rec.Error("event", edge, errKind(err), end)
+		return
+	}
+	b.rec.Record("event", edge, end, end.Sub(start), 0)
+}

@@ -1,0 +1,322 @@
+package main
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/capstan-ota/capstan/bench"
+	"github.com/capstan-ota/capstan/edge"
+	"github.com/capstan-ota/capstan/origin"
+	"github.com/capstan-ota/capstan/origin/client"
+	"github.com/capstan-ota/capstan/release"
+)
+
+const benchAdminKey = "bench-test-admin-key-0123456789abcdef"
+
+// benchCluster is an origin and edges in this process, on loopback ports.
+type benchCluster struct {
+	api   string
+	edges []*edge.Server
+	urls  []string
+}
+
+// startBenchCluster starts an origin and n edges; the origin pushes every
+// channel record to the edges directly (the gossip stand-in `capstan dev`
+// uses), so a storm reaches them at once.
+func startBenchCluster(t *testing.T, n int) *benchCluster {
+	t.Helper()
+	c := &benchCluster{}
+	var mu sync.Mutex
+	ocfg := origin.DefaultConfig(filepath.Join(t.TempDir(), "origin"))
+	ocfg.AdminKey = benchAdminKey
+	// Only the patches a test asks for are built: background builds of
+	// full bundles would compete for the CPU under the race detector.
+	ocfg.PrecomputeBases = -1
+	ocfg.Publisher = origin.PublisherFunc(func(env *release.Envelope) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range c.edges {
+			e.Apply(env)
+		}
+		return nil
+	})
+	o, err := origin.New(ocfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: o.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	c.api = "http://" + ln.Addr().String()
+	t.Cleanup(func() {
+		srv.Close()
+		o.Close()
+	})
+	for i := range n {
+		ecfg := edge.DefaultConfig(filepath.Join(t.TempDir(), fmt.Sprintf("edge%d", i)))
+		ecfg.Origins = func() []string { return []string{c.api} }
+		e, err := edge.New(ecfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go e.Serve(eln)
+		t.Cleanup(func() { e.Shutdown(context.Background()) })
+		mu.Lock()
+		c.edges = append(c.edges, e)
+		mu.Unlock()
+		c.urls = append(c.urls, "http://"+eln.Addr().String())
+	}
+	return c
+}
+
+// testBundle is a small web bundle: a shared vendor file, an app file that
+// changes with the version and an index.
+func testBundle(t *testing.T, version string) []byte {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(1, 2))
+	vendor := make([]byte, 32<<10)
+	for i := range vendor {
+		vendor[i] = byte(rng.IntN(256))
+	}
+	app := bytes.Repeat([]byte("console.log('"+version+"');\n"), 500)
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for name, body := range map[string][]byte{
+		"index.html": []byte("<script src=app.js></script>" + version),
+		"app.js":     app,
+		"vendor.js":  vendor,
+	} {
+		w, err := zw.Create(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(body)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func (c *benchCluster) upload(t *testing.T, app, version, channel string) release.Hash {
+	t.Helper()
+	api := &client.Client{Server: c.api, APIKey: benchAdminKey}
+	rec, err := api.UploadRelease(context.Background(), client.Upload{App: app, Version: version, Channel: channel, Bundle: bytes.NewReader(testBundle(t, version))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec.ID
+}
+
+// buildPatches asks the origin for each patch base → target and waits for
+// it, so that a slow build on a loaded test machine (the race detector
+// makes the delta builder many times slower) cannot run into the bench's
+// request timeout.
+func (c *benchCluster) buildPatches(t *testing.T, target release.Hash, bases ...release.Hash) {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Minute}
+	for _, b := range bases {
+		resp, err := hc.Get(c.api + "/v1/patches/" + b.String() + "/" + target.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("patch %s → %s: %s", b, target, resp.Status)
+		}
+	}
+}
+
+// runBenchCmd runs `capstan bench args…` and decodes its JSON file.
+func runBenchCmd(t *testing.T, c *benchCluster, args ...string) (map[string]any, string) {
+	t.Helper()
+	t.Setenv("CAPSTAN_SERVER", c.api)
+	t.Setenv("CAPSTAN_API_KEY", benchAdminKey)
+	dir := t.TempDir()
+	jsonFile, reportFile := filepath.Join(dir, "out.json"), filepath.Join(dir, "out.html")
+	var stdout, stderr bytes.Buffer
+	root := newRoot(&stdout, &stderr)
+	root.SetArgs(append([]string{"bench", "--edge", strings.Join(c.urls, ","), "--app", "com.example.bench", "--channel", "production",
+		"--json", jsonFile, "--report", reportFile}, args...))
+	if err := root.Execute(); err != nil {
+		t.Fatalf("capstan bench: %v\nstderr: %s", err, stderr.String())
+	}
+	b, err := os.ReadFile(jsonFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("JSON output: %v", err)
+	}
+	html, err := os.ReadFile(reportFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(html, []byte("<svg")) || bytes.Contains(html, []byte("<script")) {
+		t.Errorf("report is not a self-contained page with inline SVG")
+	}
+	return out, stdout.String()
+}
+
+func num(t *testing.T, m map[string]any, path ...string) float64 {
+	t.Helper()
+	var v any = m
+	for _, p := range path {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			t.Fatalf("JSON has no %s", strings.Join(path, "."))
+		}
+		v, ok = mm[p]
+		if !ok {
+			t.Fatalf("JSON has no %s", strings.Join(path, "."))
+		}
+	}
+	f, ok := v.(float64)
+	if !ok {
+		t.Fatalf("JSON %s = %v, want a number", strings.Join(path, "."), v)
+	}
+	return f
+}
+
+func TestBenchCommandSteady(t *testing.T) {
+	c := startBenchCluster(t, 2)
+	v0 := c.upload(t, "com.example.bench", "1.0.0", "production")
+	v1 := c.upload(t, "com.example.bench", "1.0.1", "production")
+	v2 := c.upload(t, "com.example.bench", "1.0.2", "production")
+	c.buildPatches(t, v2, v0, v1)
+	out, text := runBenchCmd(t, c, "--devices", "20", "--duration", "2s", "--concurrency", "8")
+
+	if num(t, out, "updates") <= 0 {
+		t.Errorf("no device updated:\n%s", text)
+	}
+	if f := num(t, out, "failed_updates") + num(t, out, "failed_checks"); f != 0 {
+		t.Errorf("%v failed sessions:\n%s", f, text)
+	}
+	for _, op := range []string{"check", "update", "download"} {
+		for _, field := range []string{"count", "errors", "per_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p99_9_ms", "max_ms"} {
+			num(t, out, "ops", op, field)
+		}
+		if num(t, out, "ops", op, "count") <= 0 {
+			t.Errorf("no %s recorded", op)
+		}
+		if num(t, out, "ops", op, "p50_ms") > num(t, out, "ops", op, "max_ms") {
+			t.Errorf("%s: p50 above max", op)
+		}
+	}
+	for _, field := range []string{"sessions", "sessions_per_s", "bytes", "blob_bytes", "failovers", "elapsed_s", "origin_fetches_delta"} {
+		num(t, out, field)
+	}
+	if num(t, out, "bytes") <= 0 {
+		t.Error("no bytes downloaded")
+	}
+	if num(t, out, "ops", "update_patch", "count") <= 0 || num(t, out, "patch_bytes") <= 0 {
+		t.Errorf("no device updated with a patch:\n%s", text)
+	}
+	if pe, _ := out["per_edge"].(map[string]any); len(pe) != 2 {
+		t.Errorf("per_edge has %d edges, want 2", len(pe))
+	}
+	// The fleet spreads over 1.0.1 (prev), 1.0.0 (older) and 1.0.2.
+	fleet, _ := out["fleet"].([]any)
+	versions := map[string]bool{}
+	for _, f := range fleet {
+		for _, v := range f.(map[string]any)["versions"].([]any) {
+			versions[v.(string)] = true
+		}
+	}
+	for _, v := range []string{"1.0.0", "1.0.1", "1.0.2"} {
+		if !versions[v] {
+			t.Errorf("no device started on %s: fleet %v", v, fleet)
+		}
+	}
+	if tl, _ := out["timeline"].([]any); len(tl) == 0 {
+		t.Error("empty timeline")
+	}
+	for _, want := range []string{"p99.9 ms", "check", "update", "sessions"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("human table lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+func TestBenchCommandStorm(t *testing.T) {
+	c := startBenchCluster(t, 1)
+	v1 := c.upload(t, "com.example.bench", "1.0.0", "production")
+	v2 := c.upload(t, "com.example.bench", "2.0.0", "")
+	c.buildPatches(t, v2, v1)
+	out, text := runBenchCmd(t, c, "--devices", "20", "--duration", "2s", "--scenario", "storm",
+		"--storm-version", "2.0.0", "--storm-after", "300ms", "--fleet", "current=100", "--concurrency", "8")
+	storm, _ := out["storm"].(map[string]any)
+	if storm == nil || storm["error"] != nil {
+		t.Fatalf("storm result %v:\n%s", storm, text)
+	}
+	if num(t, out, "storm", "updated") != 1 || num(t, out, "storm", "t99_s") < 0 {
+		t.Errorf("the fleet did not converge on 2.0.0:\n%s", text)
+	}
+	if num(t, out, "storm", "propagation_max_s") < 0 {
+		t.Errorf("the edge never answered 2.0.0:\n%s", text)
+	}
+	if num(t, out, "storm", "origin_fetches") <= 0 {
+		t.Errorf("no origin fetch counted after the storm (the edge had to pull 2.0.0):\n%s", text)
+	}
+}
+
+// TestBenchEdgeKill kills one of two edges mid-run through the library's
+// Kill hook: devices that preferred it fail over to the other.
+func TestBenchEdgeKill(t *testing.T) {
+	c := startBenchCluster(t, 2)
+	v0 := c.upload(t, "com.example.bench", "1.0.0", "production")
+	v1 := c.upload(t, "com.example.bench", "1.0.1", "production")
+	c.buildPatches(t, v1, v0)
+	cfg := bench.DefaultConfig()
+	cfg.Edges, cfg.App, cfg.Channel = c.urls, "com.example.bench", "production"
+	cfg.Devices, cfg.Duration, cfg.Concurrency = 20, 2*time.Second, 8
+	cfg.Scenario, cfg.KillAfter = bench.ScenarioEdgeKill, 700*time.Millisecond
+	cfg.Origin = &client.Client{Server: c.api, APIKey: benchAdminKey}
+	cfg.Kill = func(ctx context.Context) error { return c.edges[0].Shutdown(ctx) }
+	b, err := bench.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	res.WriteText(&text)
+	if res.Kill == nil || res.Kill.Error != "" {
+		t.Fatalf("kill: %+v", res.Kill)
+	}
+	if res.Failovers == 0 {
+		t.Errorf("no failover after the kill:\n%s", text.String())
+	}
+	var after int64
+	for _, p := range res.Timeline {
+		if p.T > res.Kill.At+1 {
+			after += p.Ops["update"].Count
+		}
+	}
+	if after == 0 {
+		t.Errorf("no update after the kill:\n%s", text.String())
+	}
+	t.Logf("failed after kill: %d (goal 0), failovers %d", res.Kill.FailedAfter, res.Failovers)
+}
