@@ -5,7 +5,7 @@ PKGS    := ./...
 # staticcheck is pinned and run through the module proxy, so lint works on a fresh machine.
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build dev test test-short bench bench-delta bench-edge lint fuzz tidy-check clean
+.PHONY: build dev test test-short bench bench-delta bench-edge bench-regions lint fuzz tidy-check clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/capstan
@@ -30,6 +30,9 @@ bench: build
 
 bench-delta:
 	bash scripts/bench-delta.sh
+
+bench-regions: build
+	./$(BIN) bench --regions default --devices 30 --base ../shared/fixtures/swagger-ui/www-5.34.0.zip --target ../shared/fixtures/swagger-ui/www-5.34.1.zip
 
 # Edge throughput against nginx serving the same bytes (part of `make bench`).
 bench-edge: build

@@ -379,7 +379,7 @@ func TestAttackSlowEdge(t *testing.T) {
 		<-r.Context().Done() // trickle: nothing more until the device leaves
 		return true
 	})
-	d, dir := c.device(devOpts{edges: []string{c.proxy.srv.URL, c.edgeURL}, timeout: 300 * time.Millisecond})
+	d, dir := c.device(devOpts{edges: []string{c.proxy.srv.URL, c.edgeURL}, timeout: 2 * time.Second})
 	res := d.Update(context.Background())
 	if res.Status != device.StatusUpdated {
 		t.Fatalf("%+v", res)

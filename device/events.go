@@ -65,6 +65,9 @@ func (d *Device) recordCause(action string, rel release.Ref, bytes int64, errTex
 		Action: action, App: d.cfg.App, Channel: ch, Device: d.st.DeviceID,
 		Release: rel.ID, Version: rel.Version, Bytes: bytes, Time: d.cfg.Now().UnixMilli(), Error: errText, Cause: cause,
 	}
+	if action == stats.ActionCheck {
+		ev.Native = d.cfg.NativeVersion
+	}
 	if ev.Validate() != nil {
 		return
 	}

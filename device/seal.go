@@ -2,6 +2,7 @@ package device
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -27,16 +28,24 @@ func (d *Device) openSealed(ctx context.Context, p *plan) (*sealedPlan, error) {
 		return nil, fmt.Errorf("%w: release %s is encrypted and this device has no decryption key (--decrypt-key)", ErrVerify, p.target.Version)
 	}
 	var body []byte
-	err := d.download(ctx, p.edge, "/v1/blobs/"+p.target.Sealed.String(), release.MaxSealedIndexBytes, func(r io.Reader) error {
-		var rerr error
-		body, rerr = io.ReadAll(r)
-		return rerr
-	})
-	if err != nil {
-		return nil, fmt.Errorf("device: encrypted release index: %w", err)
+	var errs []error
+	for _, e := range uniq(append([]string{p.edge}, d.cfg.Edges...)) {
+		err := d.download(ctx, e, "/v1/blobs/"+p.target.Sealed.String(), release.MaxSealedIndexBytes, func(r io.Reader) error {
+			var rerr error
+			body, rerr = io.ReadAll(r)
+			return rerr
+		})
+		if err == nil && release.Sum(body) != p.target.Sealed {
+			err = fmt.Errorf("%w: encrypted release index from %s does not match the signed channel record", ErrVerify, e)
+		}
+		if err == nil {
+			errs = nil
+			break
+		}
+		errs = append(errs, err)
 	}
-	if release.Sum(body) != p.target.Sealed {
-		return nil, fmt.Errorf("%w: encrypted release index does not match the signed channel record", ErrVerify)
+	if errs != nil {
+		return nil, fmt.Errorf("device: encrypted release index: %w", errors.Join(errs...))
 	}
 	idx, err := release.DecodeSealedIndex(body)
 	if err != nil {

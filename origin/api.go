@@ -227,7 +227,15 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	out := *rec
 	out.Envelope = nil
-	writeJSON(w, http.StatusCreated, &out)
+	writeJSON(w, http.StatusCreated, UploadResponse{Record: &out, Warnings: s.nativeWarnings(req.App, req.Version, req.MinNative)})
+}
+
+// UploadResponse is the answer to an upload: the stored release and
+// warnings for the uploader (such as the share of the fleet whose native
+// version is too old for it).
+type UploadResponse struct {
+	*release.Record
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ParseRollout turns a percentage ("30", "12.5", "30%") into basis points.

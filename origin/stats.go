@@ -170,7 +170,7 @@ func (s *Server) IngestEvents(ctx context.Context, events []stats.Event) (Ingest
 			}
 			touched[key] = true
 		}
-		return nil
+		return countNatives(txn, events)
 	})
 	s.statsMu.Unlock()
 	if err != nil {

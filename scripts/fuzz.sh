@@ -9,8 +9,15 @@ for pkg in $(go list ./...); do
   dir=$(go list -f '{{.Dir}}' "$pkg")
   for fz in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/func //' | sort -u); do
     echo "fuzz $pkg $fz for $t"
-    if ! go test -run='^$' -fuzz="^${fz}\$" -fuzztime="$t" "$pkg" >/tmp/fuzz-$$.log 2>&1; then
-      cat /tmp/fuzz-$$.log; fails=$((fails+1))
+    if ! go test -run='^$' -fuzz="^${fz}\$" -fuzztime="$t" -fuzzminimizetime=100x "$pkg" >/tmp/fuzz-$$.log 2>&1; then
+      # Go's fuzzing engine can report "context deadline exceeded" when the
+      # time runs out while it minimises a new input; that is not a finding
+      # (a real one prints "Failing input written to testdata/fuzz/...").
+      if grep -q "context deadline exceeded" /tmp/fuzz-$$.log && ! grep -q "Failing input" /tmp/fuzz-$$.log; then
+        echo "  (engine timed out while minimising; no failing input)"
+      else
+        cat /tmp/fuzz-$$.log; fails=$((fails+1))
+      fi
     fi
   done
 done

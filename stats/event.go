@@ -68,6 +68,10 @@ type Event struct {
 	// Time is when it happened on the device, in Unix milliseconds.
 	Time  int64  `json:"time,omitempty"`
 	Error string `json:"error,omitempty"`
+	// Native is the version of the device's native app shell (sent with
+	// checks): the origin keeps a census of them to warn an upload that
+	// would be blocked for part of the fleet.
+	Native string `json:"native,omitempty"`
 	// Cause classifies a fail event (Cause…); empty counts as a failure
 	// of the release.
 	Cause string `json:"cause,omitempty"`
@@ -99,6 +103,9 @@ func (e *Event) Validate() error {
 	}
 	if len(e.Version) > release.MaxVersionLen {
 		return fmt.Errorf("%w: version is over %d bytes", ErrBadEvent, release.MaxVersionLen)
+	}
+	if len(e.Native) > release.MaxVersionLen {
+		return fmt.Errorf("%w: native version is over %d bytes", ErrBadEvent, release.MaxVersionLen)
 	}
 	if e.Bytes < 0 || e.Bytes > 1<<40 {
 		return fmt.Errorf("%w: bytes %d out of range", ErrBadEvent, e.Bytes)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,6 +19,7 @@ func newBenchCmd() *cobra.Command {
 	var edges, releases, jsonFile, reportFile, killCmd string
 	var keyFiles []string
 	var useOrigin bool
+	var reg regionsOptions
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Load edges with a fleet of simulated devices and report latency, throughput and errors",
@@ -43,6 +45,12 @@ run after --kill-after; devices fail over, failed updates are counted).`,
   capstan bench --edge http://e1:7080,http://e2:7080 ... --scenario edge-kill --kill-after 5s --kill-cmd "kill 12345"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if reg.sites != "" {
+				return runRegions(cmd, &reg, cfg.Devices, jsonFile)
+			}
+			if edges == "" || cfg.App == "" || cfg.Channel == "" {
+				return &exitError{code: 2, err: errors.New(`required flag(s) "edge", "app", "channel" not set (or use --regions)`)}
+			}
 			cfg.Edges = splitList(edges)
 			cfg.Releases = splitList(releases)
 			for _, kf := range keyFiles {
@@ -107,6 +115,7 @@ run after --kill-after; devices fail over, failed updates are counted).`,
 			return nil
 		},
 	}
+	reg.bind(cmd)
 	f := cmd.Flags()
 	f.StringVar(&edges, "edge", "", "comma-separated edge URLs; each device tries them in its own rotation (required)")
 	f.StringVar(&cfg.App, "app", "", "app ID (required)")
@@ -134,9 +143,6 @@ run after --kill-after; devices fail over, failed updates are counted).`,
 	f.StringVar(&cfg.DevicePrefix, "device-prefix", cfg.DevicePrefix, "prefix of the device ids")
 	f.StringVar(&jsonFile, "json", "", "write every figure as JSON to FILE (- for stdout instead of the table)")
 	f.StringVar(&reportFile, "report", "", "write a self-contained HTML report with charts to FILE")
-	cmd.MarkFlagRequired("edge")
-	cmd.MarkFlagRequired("app")
-	cmd.MarkFlagRequired("channel")
 	return cmd
 }
 

@@ -98,10 +98,14 @@ func newUploadCmd() *cobra.Command {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 				defer cancel()
-				up.Bundle = body
+				var warnings []string
+				up.Bundle, up.Warnings = body, &warnings
 				rec, err := apiClient().UploadRelease(ctx, up)
 				if err != nil {
 					return err
+				}
+				for _, w := range warnings {
+					fmt.Fprintln(cmd.ErrOrStderr(), "capstan: warning: "+w)
 				}
 				human := fmt.Sprintf("uploaded %s %s: %d files, %d bytes, release %s", rec.App, rec.Version, rec.Files, rec.Size, rec.ID)
 				if channel != "" {
@@ -115,7 +119,7 @@ func newUploadCmd() *cobra.Command {
 				}
 				return output(cmd, asJSON, map[string]any{
 					"app": rec.App, "version": rec.Version, "id": rec.ID, "files": rec.Files, "size": rec.Size,
-					"channel": channel, "signed": env != nil, "shipped": true, "capgo_encrypted": up.Capgo != nil,
+					"channel": channel, "signed": env != nil, "shipped": true, "warnings": warnings, "capgo_encrypted": up.Capgo != nil,
 				}, human)
 			}()
 			if err != nil && versionExistsOK && client.IsConflict(err) {

@@ -101,6 +101,9 @@ type Upload struct {
 	// devices; see capgokey.EncryptBundle.
 	Capgo    *capgo.Encrypted
 	CapgoZip io.Reader
+	// Warnings, if set, receives the origin's warnings about the release
+	// (for example the share of the fleet too old to run it).
+	Warnings *[]string
 }
 
 // UploadRelease sends a bundle as a new release.
@@ -143,13 +146,19 @@ func (c *Client) UploadRelease(ctx context.Context, u Upload) (*release.Record, 
 		}()
 		pw.CloseWithError(err)
 	}()
-	var rec release.Record
+	var rec struct {
+		release.Record
+		Warnings []string `json:"warnings"`
+	}
 	err := c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(u.App)+"/releases?"+q.Encode(), pr, mw.FormDataContentType(), &rec)
 	pr.CloseWithError(io.ErrClosedPipe)
 	if err != nil {
 		return nil, err
 	}
-	return &rec, nil
+	if u.Warnings != nil {
+		*u.Warnings = rec.Warnings
+	}
+	return &rec.Record, nil
 }
 
 // ChannelView is a channel as the API shows it.

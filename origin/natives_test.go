@@ -1,0 +1,54 @@
+package origin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/capstan-ota/capstan/stats"
+)
+
+// TestUploadWarnsAboutNativeVersions: an upload needing a newer native
+// version than part of the fleet reports says so, with the share.
+func TestUploadWarnsAboutNativeVersions(t *testing.T) {
+	o, ts := newTestOrigin(t)
+	if s, r := upload(t, ts, testAdminKey, "com.x", "1.0.0", makeZip(t, zipEntry{name: "index.html", body: []byte("1")})); s != 201 {
+		t.Fatal(s, r)
+	}
+	rec, _ := o.st.release("com.x", "1.0.0")
+	var events []stats.Event
+	for i, native := range []string{"1.9.0", "1.9.0", "1.2.0", "2.1.0", "garbage"} {
+		events = append(events, stats.Event{Action: stats.ActionCheck, App: "com.x", Channel: "production",
+			Device: fmt.Sprintf("d%d", i), Release: rec.ID, Version: "1.0.0", Native: native})
+	}
+	if _, err := o.IngestEvents(context.Background(), events); err != nil {
+		t.Fatal(err)
+	}
+	post := func(version, minNative string) []string {
+		req, _ := http.NewRequest("POST", ts.URL+"/v1/apps/com.x/releases?version="+version+"&min_native="+minNative,
+			bytes.NewReader(makeZip(t, zipEntry{name: "index.html", body: []byte(version)})))
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out UploadResponse
+		json.NewDecoder(resp.Body).Decode(&out)
+		if resp.StatusCode != 201 || out.Record == nil || out.Version != version {
+			t.Fatalf("upload %s: %d %+v", version, resp.StatusCode, out)
+		}
+		return out.Warnings
+	}
+	w := post("2.0.0", "2.0.0")
+	if len(w) != 1 || !strings.Contains(w[0], "60%") || !strings.Contains(w[0], "1.9.0") {
+		t.Fatalf("warnings %q, want 60%% of checks below 2.0.0", w)
+	}
+	if w := post("2.0.1", "1.0.0"); len(w) != 0 {
+		t.Fatalf("no device is below 1.0.0, got warnings %q", w)
+	}
+}
