@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/capstan-ota/capstan/capgo"
 	"github.com/capstan-ota/capstan/internal/kv"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/dgraph-io/badger/v4"
@@ -73,6 +74,8 @@ type Config struct {
 	EventFlush      time.Duration
 	EventsPerSecond int
 	EventsToken     string
+	// Capgo configures the endpoints for @capgo/capacitor-updater devices.
+	Capgo CapgoConfig
 	// Logger receives the edge's log; nil discards it.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -108,6 +111,7 @@ type Server struct {
 	srv    *fasthttp.Server // guarded by srvMu
 	fleet  fleetCache
 	trust  trustState
+	capgo  *capgoState
 
 	manMu     sync.RWMutex // guards manifests
 	manifests map[release.Hash]*manifestEntry
@@ -209,6 +213,7 @@ func New(cfg Config) (*Server, error) {
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
 	s.initTrust()
+	s.capgo = newCapgoState(cfg.Capgo, s.reg, capgo.EventSinkFunc(s.pushCapgoEvents))
 	if err := s.loadState(); err != nil {
 		db.Close()
 		return nil, err

@@ -37,7 +37,7 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		// it would cut slow mobile downloads, so blob routes get a long one
 		// and everything else a short one.
 		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-			if bytes.HasPrefix(h.RequestURI(), []byte("/v1/blobs/")) || bytes.HasPrefix(h.RequestURI(), []byte("/v1/patches/")) {
+			if bytes.HasPrefix(h.RequestURI(), []byte("/v1/blobs/")) || bytes.HasPrefix(h.RequestURI(), []byte("/v1/patches/")) || bytes.HasPrefix(h.RequestURI(), []byte("/capgo/br/")) {
 				return fasthttp.RequestConfig{WriteTimeout: 30 * time.Minute}
 			}
 			return fasthttp.RequestConfig{WriteTimeout: 30 * time.Second}
@@ -87,6 +87,9 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, metricsHandler fasthttp.Request
 	case path == "/metrics" && get:
 		metricsHandler(ctx)
 		return "metrics"
+	}
+	if route, ok := s.routeCapgo(ctx, path); ok {
+		return route
 	}
 	fail(ctx, fasthttp.StatusNotFound, "no such endpoint: "+path)
 	return "unknown"

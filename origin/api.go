@@ -40,6 +40,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT /v1/apps/{app}/channels/{channel}", s.handleSetChannel)
 	mux.HandleFunc("POST /v1/apps/{app}/channels/{channel}/rollback", s.handleRollback)
 	mux.HandleFunc("POST /v1/keys", s.handleCreateKey)
+	s.capgoRoutes(mux)
 	s.releaseRoutes(mux)
 	s.trustRoutes(mux)
 	return s.m.instrument(mux)
@@ -206,6 +207,11 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 				req.Envelope = env
 			case "bundle":
 				bundlePart = p
+			case CapgoPartMeta, CapgoPartZip:
+				if err := s.readCapgoPart(p, req); err != nil {
+					s.fail(w, err)
+					return
+				}
 			}
 		}
 		if bundlePart == nil {

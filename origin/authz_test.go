@@ -153,6 +153,13 @@ func TestAuthzMatrix(t *testing.T) {
 		{"GET /v1/keys/origin", all, get("/v1/keys/origin")},
 		{"GET /v1/patches/{base}/{target}", all, get("/v1/patches/" + release.ZeroHash.String() + "/" + a1.ID.String())},
 		{"GET /v1/keys/rotations", all, get("/v1/keys/rotations")},
+		// What edges fetch for Capgo devices: public like blobs and state.
+		{"GET /v1/capgo/apps/{app}", all, get("/v1/capgo/apps/appA")},
+		{"GET /v1/capgo/releases/{id}", all, get("/v1/capgo/releases/" + a1.ID.String())},
+		{"GET /v1/capgo/zips/{id}", all, get("/v1/capgo/zips/" + a1.ID.String())},
+		{"GET /v1/capgo/br/{hash}", all, get("/v1/capgo/br/" + blob.String())},
+		{"GET /v1/apps/{app}/capgo", readA, get("/v1/apps/appA/capgo")},
+		{"PUT /v1/apps/{app}/capgo", writeA, jsonReq("PUT", "/v1/apps/appA/capgo", map[string]any{"default_channel": "production"})},
 		{"GET /v1/apps", keyed, get("/v1/apps")},
 		{"GET /v1/apps/{app}", readA, get("/v1/apps/appA")},
 		{"PUT /v1/apps/{app}", admin, jsonReq("PUT", "/v1/apps/appA", AppSettings{})},

@@ -25,6 +25,9 @@ type UploadRequest struct {
 	// Envelope is the CI-signed manifest, if the uploader signed one. Its
 	// signed bytes must equal the manifest the origin computes from the zip.
 	Envelope *release.Envelope
+	// Capgo, if set, is a Capgo-encrypted copy of the bundle for devices
+	// running @capgo/capacitor-updater (see capgo.go).
+	Capgo *CapgoUpload
 }
 
 // ErrBadRequest wraps every refusal caused by the request's content.
@@ -66,6 +69,9 @@ func (s *Server) CheckUpload(req *UploadRequest) error {
 // visible only once every blob is durable and its record is committed.
 func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader) (*release.Record, error) {
 	if err := s.CheckUpload(req); err != nil {
+		return nil, err
+	}
+	if err := req.Capgo.check(); err != nil {
 		return nil, err
 	}
 	if err := s.checkSignature(req.App, req.Envelope); err != nil {
@@ -156,6 +162,9 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		if err := txn.Set([]byte(pfxReleaseID+rec.ID.String()), []byte(req.App+"/"+req.Version)); err != nil {
 			return err
 		}
+		if err := putCapgoRelease(txn, rec.ID, req.Capgo); err != nil {
+			return err
+		}
 		if sealed != nil {
 			if err := setJSON(txn, pfxSealed+rec.ID.String(), sealed); err != nil {
 				return err
@@ -182,6 +191,9 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 	s.log.Info("release stored", "app", rec.App, "version", rec.Version, "id", rec.ID, "files", rec.Files, "bytes", rec.Size, "channel", req.Channel)
 	if published != nil {
 		s.publish(published)
+	}
+	if req.Capgo == nil && s.capgoUsed(req.App) {
+		s.precomputeCapgo(rec.ID)
 	}
 	return rec, nil
 }

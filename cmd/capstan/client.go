@@ -29,7 +29,7 @@ func apiClient() *client.Client {
 }
 
 func newUploadCmd() *cobra.Command {
-	var app, version, channel, rollout, signKey, minNative, packageJSON string
+	var app, version, channel, rollout, signKey, minNative, packageJSON, capgoKey string
 	var asJSON, versionExistsOK bool
 	cmd := &cobra.Command{
 		Use:   "upload PATH",
@@ -70,6 +70,19 @@ func newUploadCmd() *cobra.Command {
 						return err
 					}
 				}
+				if capgoKey == "" {
+					capgoKey = os.Getenv("CAPSTAN_CAPGO_KEY")
+				}
+				up := client.Upload{App: app, Version: version, MinNative: minNative, Channel: channel, Rollout: rollout, Envelope: env}
+				if capgoKey != "" {
+					enc, encZip, err := capgoEncrypt(zipPath, capgoKey)
+					if err != nil {
+						return err
+					}
+					defer os.Remove(encZip.Name())
+					defer encZip.Close()
+					up.Capgo, up.CapgoZip = enc, encZip
+				}
 				f, err := os.Open(zipPath)
 				if err != nil {
 					return err
@@ -86,10 +99,8 @@ func newUploadCmd() *cobra.Command {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 				defer cancel()
 				var warnings []string
-				rec, err := apiClient().UploadRelease(ctx, client.Upload{
-					App: app, Version: version, MinNative: minNative, Channel: channel, Rollout: rollout,
-					Envelope: env, Bundle: body, Warnings: &warnings,
-				})
+				up.Bundle, up.Warnings = body, &warnings
+				rec, err := apiClient().UploadRelease(ctx, up)
 				if err != nil {
 					return err
 				}
@@ -103,9 +114,12 @@ func newUploadCmd() *cobra.Command {
 				if env != nil {
 					human += "\nsigned with key " + env.Signatures[0].KeyID
 				}
+				if up.Capgo != nil {
+					human += "\nencrypted for Capgo devices with key_id " + up.Capgo.KeyID
+				}
 				return output(cmd, asJSON, map[string]any{
 					"app": rec.App, "version": rec.Version, "id": rec.ID, "files": rec.Files, "size": rec.Size,
-					"channel": channel, "signed": env != nil, "shipped": true, "warnings": warnings,
+					"channel": channel, "signed": env != nil, "shipped": true, "warnings": warnings, "capgo_encrypted": up.Capgo != nil,
 				}, human)
 			}()
 			if err != nil && versionExistsOK && client.IsConflict(err) {
@@ -127,6 +141,7 @@ func newUploadCmd() *cobra.Command {
 	cmd.Flags().StringVar(&rollout, "rollout", "", "percentage of devices offered the release on --channel (default 100)")
 	cmd.Flags().StringVar(&signKey, "sign-key", "", "ed25519 release key file (or CAPSTAN_SIGNING_KEY: a path or the PEM itself)")
 	cmd.Flags().StringVar(&minNative, "min-native", "", "lowest native app version that can run this bundle")
+	cmd.Flags().StringVar(&capgoKey, "capgo-key", "", "Capgo RSA private key (capstan keys gen --capgo, or .capgo_key_v2 from npx @capgo/cli key create; or CAPSTAN_CAPGO_KEY): also upload a copy encrypted for @capgo/capacitor-updater")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
 }
@@ -265,7 +280,7 @@ func newChannelCmd() *cobra.Command {
 	set.Flags().BoolVar(&resume, "resume", false, "resume a paused rollout")
 	set.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	fl.register(set)
-	cmd.AddCommand(set, newChannelPromoteCmd(), newChannelListCmd())
+	cmd.AddCommand(set, newChannelPromoteCmd(), newChannelListCmd(), newChannelCapgoCmd())
 	return cmd
 }
 
@@ -369,6 +384,7 @@ func newKeysCmd() *cobra.Command {
 	}
 	gen.Flags().StringVar(&out, "out", "", "private key file to write (required)")
 	gen.Flags().BoolVar(&encryption, "encryption", false, "make an X25519 encryption key pair instead (the app ships FILE, the origin gets FILE.pub)")
+	withCapgoKeyGen(gen)
 	cmd.AddCommand(gen)
 	addKeyAPICmds(cmd)
 	return cmd

@@ -140,6 +140,7 @@ func publishAll(o *origin.Server, n *gossip.Node, log *slog.Logger) {
 func newDevCmd() *cobra.Command {
 	var dataDir, apiAddr, edgeAddr string
 	var g gossipOptions
+	var cf capgoEdgeFlags
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run an origin and one edge in one process (embedded Badger store)",
@@ -165,7 +166,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 				return err
 			}
 			apiURL := "http://" + apiLn.Addr().String()
-			es, edgeLn, err := startEdge(log, filepath.Join(dataDir, "edge"), edgeAddr, 0, func() []string { return []string{apiURL} })
+			es, edgeLn, err := startEdge(log, filepath.Join(dataDir, "edge"), edgeAddr, 0, func() []string { return []string{apiURL} }, cf.apply)
 			if err != nil {
 				api.Close()
 				o.Close()
@@ -202,6 +203,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 	cmd.Flags().StringVar(&apiAddr, "api", "127.0.0.1:7070", "origin API listen address")
 	cmd.Flags().StringVar(&edgeAddr, "edge", "127.0.0.1:7080", "edge HTTP listen address")
 	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7946", "gossip bind address, for more edges to join")
+	cf.register(cmd)
 	return cmd
 }
 
@@ -264,6 +266,7 @@ func newEdgeCmd() *cobra.Command {
 	var dataDir, httpAddr, cacheSize, originURLs, pub, originKey string
 	var g gossipOptions
 	var rl rateLimitFlags
+	var cf capgoEdgeFlags
 	cmd := &cobra.Command{
 		Use:   "edge",
 		Short: "Run an edge node: answers device checks and serves blobs and patches",
@@ -300,7 +303,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 				}
 				return out
 			}
-			e, ln, err := startEdge(log, dataDir, httpAddr, size, origins, rl.apply, func(c *edge.Config) { c.OriginKeys = okeys }, withFleet(fleetPeers(&node), g.region))
+			e, ln, err := startEdge(log, dataDir, httpAddr, size, origins, rl.apply, cf.apply, func(c *edge.Config) { c.OriginKeys = okeys }, withFleet(fleetPeers(&node), g.region))
 			if err != nil {
 				return err
 			}
@@ -356,6 +359,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 	cmd.Flags().StringVar(&originURLs, "origin", "", "comma-separated origin API URLs to pull from, besides those learnt from gossip")
 	cmd.Flags().StringVar(&originKey, "origin-key", "", "origin public key (PEM): drop gossip records it did not sign")
 	rl.flags(cmd)
+	cf.register(cmd)
 	return cmd
 }
 

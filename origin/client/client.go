@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/capstan-ota/capstan/capgo"
 	"github.com/capstan-ota/capstan/release"
 )
 
@@ -95,6 +96,11 @@ type Upload struct {
 	Envelope *release.Envelope
 	// Bundle is the zip to send.
 	Bundle io.Reader
+	// Capgo and CapgoZip, if set, are a Capgo-encrypted copy of the bundle
+	// (the strings and the encrypted zip) for @capgo/capacitor-updater
+	// devices; see capgokey.EncryptBundle.
+	Capgo    *capgo.Encrypted
+	CapgoZip io.Reader
 	// Warnings, if set, receives the origin's warnings about the release
 	// (for example the share of the fleet too old to run it).
 	Warnings *[]string
@@ -125,6 +131,9 @@ func (c *Client) UploadRelease(ctx context.Context, u Upload) (*release.Record, 
 				if err := json.NewEncoder(w).Encode(u.Envelope); err != nil {
 					return err
 				}
+			}
+			if err := writeCapgoParts(mw, u.Capgo, u.CapgoZip); err != nil {
+				return err
 			}
 			w, err := mw.CreateFormFile("bundle", "bundle.zip")
 			if err != nil {
