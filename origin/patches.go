@@ -2,7 +2,6 @@ package origin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/capstan-ota/capstan/delta"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // blobSource lets the delta builder read file contents from the store.
@@ -35,37 +33,9 @@ func (s *Server) patch(ctx context.Context, base, target release.Hash) (release.
 	if err := s.checkPatchable(target); err != nil {
 		return release.Hash{}, err
 	}
-	if h, ok := s.storedPatch(base, target); ok {
-		return h, nil
-	}
-	v, err, _ := s.flight.Do(patchKey(base, target), func() (any, error) {
-		if h, ok := s.storedPatch(base, target); ok {
-			return h, nil
-		}
+	return s.derived(ctx, patchKey(base, target), func(ctx context.Context) (release.Hash, error) {
 		return s.buildPatch(ctx, base, target)
 	})
-	if err != nil {
-		return release.Hash{}, err
-	}
-	return v.(release.Hash), nil
-}
-
-func (s *Server) storedPatch(base, target release.Hash) (release.Hash, bool) {
-	var h release.Hash
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(patchKey(base, target)))
-		if err != nil {
-			return err
-		}
-		return item.Value(func(b []byte) error {
-			if len(b) != len(h) {
-				return errors.New("bad patch index entry")
-			}
-			copy(h[:], b)
-			return nil
-		})
-	})
-	return h, err == nil && s.blobs.has(h)
 }
 
 func (s *Server) buildPatch(ctx context.Context, baseID, targetID release.Hash) (release.Hash, error) {
@@ -121,9 +91,6 @@ func (s *Server) buildPatch(ctx context.Context, baseID, targetID release.Hash) 
 		s.m.patches.WithLabelValues("failed").Inc()
 		return release.Hash{}, fmt.Errorf("origin: build patch %s → %s: %w", baseID, targetID, err)
 	}
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(patchKey(baseID, targetID)), h[:]) }); err != nil {
-		return release.Hash{}, fmt.Errorf("origin: index patch: %w", err)
-	}
 	s.m.patches.WithLabelValues("built").Inc()
 	s.log.Info("patch built", "app", target.App, "base", baseID, "target", target.Version, "bytes", size,
 		"target_bytes", st.TargetBytes, "copies", st.Copies, "deltas", st.Deltas+st.BSDiffs, "renames", st.Renames,
@@ -149,15 +116,7 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	f, err := s.blobs.open(h)
-	if err != nil {
-		s.fail(w, err)
-		return
-	}
-	defer f.Close()
-	immutable(w, h.String())
-	w.Header().Set("Content-Type", "application/vnd.capstan.patch")
-	http.ServeContent(w, r, "", time.Time{}, f)
+	s.serveDerived(w, r, h, "application/vnd.capstan.patch")
 }
 
 // precompute builds, in the background, the patches devices of a channel
