@@ -99,9 +99,10 @@ func newKeysCreateCmd() *cobra.Command {
 func newKeysListCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List API keys (admin); secrets are never shown again",
-		Args:  cobra.NoArgs,
+		Use:     "list",
+		Short:   "List API keys (admin); secrets are never shown again",
+		Example: "  capstan keys list\n  capstan keys list --json",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var out struct {
 				Keys []origin.APIKey `json:"keys"`
@@ -224,9 +225,10 @@ func newAppCmd() *cobra.Command {
 	var showApp string
 	var showJSON bool
 	show := &cobra.Command{
-		Use:   "show",
-		Short: "Show an app's trust settings",
-		Args:  cobra.NoArgs,
+		Use:     "show",
+		Short:   "Show an app's trust settings",
+		Example: "  capstan app show --app com.example.app",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var out origin.AppView
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
