@@ -1,7 +1,6 @@
 package delta
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"fmt"
@@ -93,27 +92,7 @@ func readZip(t testing.TB, name string) map[string][]byte {
 	if m, ok := zipCache[p]; ok {
 		return m
 	}
-	zr, err := zip.OpenReader(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zr.Close()
-	out := map[string][]byte{}
-	for _, f := range zr.File {
-		if f.FileInfo().IsDir() {
-			continue
-		}
-		rc, err := f.Open()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[f.Name] = b
-	}
+	out := testutil.ZipFiles(t, p)
 	zipCache[p] = out
 	return out
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"archive/zip"
 	"bytes"
 	"encoding/json"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,31 +45,7 @@ func startDev(t *testing.T, data string) (*testutil.Proc, string, string) {
 }
 
 // zipFiles reads every file of a zip into a map.
-func zipFiles(t *testing.T, path string) map[string][]byte {
-	t.Helper()
-	zr, err := zip.OpenReader(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zr.Close()
-	out := map[string][]byte{}
-	for _, f := range zr.File {
-		if f.FileInfo().IsDir() {
-			continue
-		}
-		rc, err := f.Open()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[f.Name] = b
-	}
-	return out
-}
+func zipFiles(t *testing.T, path string) map[string][]byte { return testutil.ZipFiles(t, path) }
 
 // assertTreeEquals checks that dir holds exactly the files of want, byte
 // for byte.

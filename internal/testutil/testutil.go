@@ -4,6 +4,8 @@
 package testutil
 
 import (
+	"archive/zip"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,4 +92,32 @@ func Binary(t testing.TB) string {
 		t.Fatalf("build capstan: %v\n%s", buildErr, binPath)
 	}
 	return binPath
+}
+
+// ZipFiles reads every regular file of the zip at path into a map from its
+// name to its content.
+func ZipFiles(t testing.TB, path string) map[string][]byte {
+	t.Helper()
+	zr, err := zip.OpenReader(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	out := map[string][]byte{}
+	for _, f := range zr.File {
+		if f.FileInfo().IsDir() {
+			continue
+		}
+		rc, err := f.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[f.Name] = b
+	}
+	return out
 }
