@@ -248,13 +248,8 @@ func ParseRollout(v string) (int, error) {
 }
 
 func (s *Server) handleReleases(w http.ResponseWriter, r *http.Request) {
-	app := r.PathValue("app")
-	if _, err := s.authorize(r, RoleReader, app); err != nil {
-		s.fail(w, err)
-		return
-	}
-	if _, err := s.st.app(app); err != nil {
-		s.fail(w, err)
+	app, ok := s.readableApp(w, r)
+	if !ok {
 		return
 	}
 	recs, err := s.st.releases(app)
@@ -286,13 +281,8 @@ type ChannelView struct {
 }
 
 func (s *Server) handleChannels(w http.ResponseWriter, r *http.Request) {
-	app := r.PathValue("app")
-	if _, err := s.authorize(r, RoleReader, app); err != nil {
-		s.fail(w, err)
-		return
-	}
-	if _, err := s.st.app(app); err != nil {
-		s.fail(w, err)
+	app, ok := s.readableApp(w, r)
+	if !ok {
 		return
 	}
 	envs, err := s.st.channels(app)

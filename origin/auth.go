@@ -113,3 +113,19 @@ func (s *Server) authorize(r *http.Request, need Role, app string) (*APIKey, err
 	}
 	return &k, nil
 }
+
+// readableApp authorizes a reader (or better) for the request's {app} and
+// checks that the app exists. On failure it has answered the request and
+// ok is false.
+func (s *Server) readableApp(w http.ResponseWriter, r *http.Request) (app string, ok bool) {
+	app = r.PathValue("app")
+	if _, err := s.authorize(r, RoleReader, app); err != nil {
+		s.fail(w, err)
+		return "", false
+	}
+	if _, err := s.st.app(app); err != nil {
+		s.fail(w, err)
+		return "", false
+	}
+	return app, true
+}

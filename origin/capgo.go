@@ -231,13 +231,8 @@ func (s *Server) handleCapgoRelease(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleGetCapgoConfig(w http.ResponseWriter, r *http.Request) {
-	app := r.PathValue("app")
-	if _, err := s.authorize(r, RoleReader, app); err != nil {
-		s.fail(w, err)
-		return
-	}
-	if _, err := s.st.app(app); err != nil {
-		s.fail(w, err)
+	app, ok := s.readableApp(w, r)
+	if !ok {
 		return
 	}
 	c, err := s.CapgoConfig(app)
