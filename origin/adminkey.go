@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
+	"github.com/capstan-ota/capstan/origin/store"
 )
 
 // pfxRevoked remembers the hash of every revoked API key, so that a revoked
@@ -54,7 +54,7 @@ func (s *Server) GeneratedAdminKey() string { return s.adminStart.Generated }
 func (s *Server) bootstrapAdmin() error {
 	secret := s.cfg.AdminKey
 	var keys []APIKey
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(func(txn store.Txn) error {
 		return iterate(txn, pfxKey, func(_ string, b []byte) error {
 			var k APIKey
 			if err := json.Unmarshal(b, &k); err != nil {
@@ -95,7 +95,7 @@ func (s *Server) bootstrapAdmin() error {
 		return nil
 	}
 	var gone revokedKey
-	err = s.db.View(func(txn *badger.Txn) error { return getJSON(txn, pfxRevoked+h, &gone) })
+	err = s.db.View(func(txn store.Txn) error { return getJSON(txn, pfxRevoked+h, &gone) })
 	switch {
 	case err == nil:
 		return fmt.Errorf("origin: CAPSTAN_ADMIN_KEY is API key %s, revoked at %s in %s: remove it from the origin's environment, or start with a new secret (openssl rand -hex 32)", gone.ID, gone.Revoked.Format(time.RFC3339), s.cfg.DataDir)
