@@ -106,7 +106,11 @@ func run(args []string) error {
 		start := time.Now()
 		acfg := delta.DefaultApplyConfig()
 		acfg.LinkCopies = *link
-		st, err := delta.Apply(ctx, acfg, bytes.NewReader(pb), bf, baseID, target, targetID, stage)
+		from := delta.Base{ID: baseID, Dir: bf}
+		if base != nil {
+			from.Files = base.Files
+		}
+		_, st, err := delta.Apply(ctx, acfg, bytes.NewReader(pb), from, delta.Target{ID: targetID, Files: target.Doc().Files}, stage)
 		if err != nil {
 			return err
 		}
@@ -139,7 +143,7 @@ func manifest(s store, version string, files map[string][]byte) (*release.Manife
 		m.Files = append(m.Files, release.File{Path: p, Size: int64(len(b)), Mode: 0o644, SHA256: h})
 	}
 	m.Sort()
-	enc, err := m.Encode()
+	enc, err := m.EncodeDoc()
 	if err != nil {
 		panic(err) // bench inputs are local folders; a bad one is a usage error
 	}
