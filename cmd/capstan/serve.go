@@ -141,6 +141,7 @@ func newDevCmd() *cobra.Command {
 	var dataDir, apiAddr, edgeAddr string
 	var g gossipOptions
 	var cf capgoEdgeFlags
+	var pp pprofFlag
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run an origin and one edge in one process (embedded Badger store)",
@@ -153,6 +154,11 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 			log := newLogger(cmd)
 			ctx, stop := signalContext()
 			defer stop()
+			closeProf, err := pp.start(log)
+			if err != nil {
+				return err
+			}
+			defer closeProf()
 			var e atomic.Pointer[edge.Server]
 			toEdge := origin.PublisherFunc(func(env *release.Envelope) error {
 				if s := e.Load(); s != nil {
@@ -204,6 +210,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 	cmd.Flags().StringVar(&edgeAddr, "edge", "127.0.0.1:7080", "edge HTTP listen address")
 	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7946", "gossip bind address, for more edges to join")
 	cf.register(cmd)
+	pp.register(cmd)
 	return cmd
 }
 
@@ -211,6 +218,7 @@ func newOriginCmd() *cobra.Command {
 	var dataDir, apiAddr, pub, cosign string
 	var g gossipOptions
 	var rotate bool
+	var pp pprofFlag
 	cmd := &cobra.Command{
 		Use:     "origin",
 		Short:   "Run an origin node: the CI API, the release store, the channel signer",
@@ -220,6 +228,11 @@ func newOriginCmd() *cobra.Command {
 			log := newLogger(cmd)
 			ctx, stop := signalContext()
 			defer stop()
+			closeProf, err := pp.start(log)
+			if err != nil {
+				return err
+			}
+			defer closeProf()
 			lazy := &lazyPublisher{}
 			o, api, apiLn, err := startOrigin(cmd, log, dataDir, apiAddr, lazy)
 			if err != nil {
@@ -259,6 +272,7 @@ func newOriginCmd() *cobra.Command {
 	cmd.Flags().StringVar(&pub, "public-url", "", "URL edges use to reach this origin's API (default from --api)")
 	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7946", "gossip bind address")
 	cmd.Flags().StringVar(&g.join, "join", "", "comma-separated gossip addresses of cluster members to join")
+	pp.register(cmd)
 	return cmd
 }
 
@@ -267,6 +281,7 @@ func newEdgeCmd() *cobra.Command {
 	var g gossipOptions
 	var rl rateLimitFlags
 	var cf capgoEdgeFlags
+	var pp pprofFlag
 	cmd := &cobra.Command{
 		Use:   "edge",
 		Short: "Run an edge node: answers device checks and serves blobs and patches",
@@ -278,6 +293,11 @@ records from gossip, answers device checks from memory and serves blobs from its
 			log := newLogger(cmd)
 			ctx, stop := signalContext()
 			defer stop()
+			closeProf, err := pp.start(log)
+			if err != nil {
+				return err
+			}
+			defer closeProf()
 			var size int64
 			if cacheSize != "" {
 				n, err := humanize.ParseBytes(cacheSize)
@@ -360,6 +380,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 	cmd.Flags().StringVar(&originKey, "origin-key", "", "origin public key (PEM): drop gossip records it did not sign")
 	rl.flags(cmd)
 	cf.register(cmd)
+	pp.register(cmd)
 	return cmd
 }
 
