@@ -72,6 +72,9 @@ type Config struct {
 	// payloads served to Capgo devices (default 9: within ~2 % of 11 on
 	// JavaScript at a twentieth of the CPU; each payload is built once).
 	CapgoBrotliQuality int
+	// Members lists the cluster's nodes as gossip sees them (for the
+	// console's fleet view); nil when the origin runs without gossip.
+	Members func() []Member
 	// Logger receives the origin's log; nil discards it.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now. Tests inject their own.
@@ -104,6 +107,10 @@ type Server struct {
 	m     metrics
 
 	generatedAdminKey string
+
+	started  time.Time // for the console's fleet view
+	fleet    fleet     // the latest report of each edge
+	timeline *timeline // adoption and failure history for the console
 
 	chanMu  sync.Mutex // serialises channel record changes so Seq only grows
 	statsMu sync.Mutex // serialises read-modify-write of stats records
@@ -160,7 +167,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("origin: %w", err)
 	}
 	s := &Server{cfg: cfg, log: log, db: db, st: &store{db: db}, blobs: blobs, key: key, stop: make(chan struct{}),
-		buildSem: make(chan struct{}, cfg.PatchBuilds)}
+		buildSem: make(chan struct{}, cfg.PatchBuilds), started: cfg.Now(), timeline: newTimeline()}
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
 	s.reg.MustRegister(statsCollector{s})
