@@ -5,7 +5,7 @@ PKGS    := ./...
 # staticcheck is pinned and run through the module proxy, so lint works on a fresh machine.
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build dev test test-short bench bench-delta bench-edge bench-regions lint fuzz tidy-check clean
+.PHONY: build dev test test-short bench bench-delta bench-edge bench-regions profile-edge lint fuzz tidy-check clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/capstan
@@ -37,6 +37,11 @@ bench-regions: build
 # Edge throughput against nginx serving the same bytes (part of `make bench`).
 bench-edge: build
 	bash scripts/bench.sh --edge-only
+
+# CPU and allocation profiles of the edge for each request a device makes
+# (capstan dev --pprof under wrk); writes bench-out/profiles.
+profile-edge:
+	bash scripts/profile-edge.sh
 
 # Fuzz every parser for FUZZTIME each (default 60s); CI runs them briefly in `make test` via the seed corpus.
 FUZZTIME ?= 60s

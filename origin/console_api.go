@@ -1,14 +1,14 @@
 package origin
 
 import (
-	"errors"
+	"fmt"
 	"net/http"
-	"os"
+	"sync"
 	"time"
 
 	"github.com/capstan-ota/capstan/origin/console"
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // consoleRoutes adds the operator console (static, public: it holds no
@@ -75,7 +75,9 @@ type ReleaseDetail struct {
 }
 
 // ReleaseDetails lists an app's newest releases with their signature,
-// encryption, uploader and patch sizes.
+// encryption, uploader and patch sizes. It reads them in one transaction
+// (a poll of the console costs one round trip to a shared database) and
+// blob sizes through a cache (blobs never change).
 func (s *Server) ReleaseDetails(app string) ([]ReleaseDetail, error) {
 	recs, err := s.st.releases(app)
 	if err != nil {
@@ -90,42 +92,104 @@ func (s *Server) ReleaseDetails(app string) ([]ReleaseDetail, error) {
 			names[k.ID] = k.Name
 		}
 	}
-	out := make([]ReleaseDetail, 0, len(recs))
-	for i, r := range recs {
-		d := ReleaseDetail{Version: r.Version, ID: r.ID, Uploaded: r.Uploaded, UploadedBy: r.UploadedBy,
-			UploadedByName: names[r.UploadedBy], Size: r.Size, Files: r.Files, Signers: []string{}, Patches: []PatchSize{}}
-		if full, err := s.st.release(app, r.Version); err == nil && full.Envelope != nil {
-			for _, sg := range full.Envelope.Signatures {
-				d.Signers = append(d.Signers, sg.KeyID)
+	out := make([]ReleaseDetail, len(recs))
+	fulls := make([]release.Hash, len(recs))
+	patches := make([][]release.Hash, len(recs))
+	err = s.db.View(func(txn store.Txn) error {
+		for i, r := range recs {
+			d := &out[i]
+			*d = ReleaseDetail{Version: r.Version, ID: r.ID, Uploaded: r.Uploaded, UploadedBy: r.UploadedBy,
+				UploadedByName: names[r.UploadedBy], Size: r.Size, Files: r.Files, Signers: []string{}, Patches: []PatchSize{}}
+			var full release.Record
+			if getJSON(txn, releaseKey(app, r.Version), &full) == nil && full.Envelope != nil {
+				for _, sg := range full.Envelope.Signatures {
+					d.Signers = append(d.Signers, sg.KeyID)
+				}
+				if m, err := full.Envelope.Manifest(); err == nil {
+					d.MinNative = m.MinNative
+				}
 			}
-			if m, err := full.Envelope.Manifest(); err == nil {
-				d.MinNative = m.MinNative
+			if _, err := txn.Get(pfxSealed + r.ID.String()); err == nil {
+				d.Encrypted = true
+			}
+			fulls[i], _ = indexEntry(txn, patchKey(release.Hash{}, r.ID))
+			for _, base := range recs[i+1 : min(len(recs), i+1+maxPatchBases)] {
+				h, _ := indexEntry(txn, patchKey(base.ID, r.ID))
+				patches[i] = append(patches[i], h)
 			}
 		}
-		d.Encrypted = errors.Is(s.checkPatchable(r.ID), ErrNotFound)
-		d.FullBytes = s.derivedSize(patchKey(release.Hash{}, r.ID))
-		for _, base := range recs[i+1 : min(len(recs), i+1+maxPatchBases)] {
-			if n := s.derivedSize(patchKey(base.ID, r.ID)); n > 0 {
-				d.Patches = append(d.Patches, PatchSize{From: base.Version, Bytes: n})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("origin: release details: %w", err)
+	}
+	for i := range out {
+		out[i].FullBytes = s.blobSize(fulls[i])
+		for j, h := range patches[i] {
+			if n := s.blobSize(h); n > 0 {
+				out[i].Patches = append(out[i].Patches, PatchSize{From: recs[i+1+j].Version, Bytes: n})
 			}
 		}
-		out = append(out, d)
 	}
 	return out, nil
+}
+
+// indexEntry reads a derived-blob index entry (zero when there is none).
+func indexEntry(txn store.Txn, key string) (release.Hash, error) {
+	var h release.Hash
+	b, err := txn.Get(key)
+	if err != nil {
+		return h, err
+	}
+	if len(b) != len(h) {
+		return h, fmt.Errorf("bad index entry %s", key)
+	}
+	copy(h[:], b)
+	return h, nil
+}
+
+// sizeCache remembers blob sizes: blobs are content-addressed and never
+// change, and on S3 each lookup is a request.
+type sizeCache struct {
+	mu sync.Mutex // guards m
+	m  map[release.Hash]int64
+}
+
+// maxSizeCache bounds the cache; past it, it starts afresh.
+const maxSizeCache = 4096
+
+// blobSize is a stored blob's size, or 0 for the zero hash or a blob that
+// is not there (not built yet).
+func (s *Server) blobSize(h release.Hash) int64 {
+	if h.IsZero() {
+		return 0
+	}
+	c := &s.sizes
+	c.mu.Lock()
+	n, ok := c.m[h]
+	c.mu.Unlock()
+	if ok {
+		return n
+	}
+	n, err := s.blobs.b.Size(s.ctx, h)
+	if err != nil {
+		return 0
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxSizeCache {
+		c.m = map[release.Hash]int64{}
+	}
+	c.m[h] = n
+	c.mu.Unlock()
+	return n
 }
 
 // derivedSize is the size of a built derived blob (patch, full bundle),
 // or 0 when it is not built.
 func (s *Server) derivedSize(key string) int64 {
-	h, ok := s.indexedBlob(key)
-	if !ok {
-		return 0
-	}
-	fi, err := os.Stat(s.blobs.path(h))
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
+	var h release.Hash
+	s.db.View(func(txn store.Txn) error { h, _ = indexEntry(txn, key); return nil })
+	return s.blobSize(h)
 }
 
 func (s *Server) handleReleaseDetails(w http.ResponseWriter, r *http.Request) {
@@ -158,7 +222,7 @@ func (s *Server) handleGetPolicy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := PolicyView{AutoPausePolicy: s.policyFor(app, ch)}
-	s.db.View(func(txn *badger.Txn) error { return getJSON(txn, pfxPolicy+app+"/"+ch, &v.Overrides) })
+	s.db.View(func(txn store.Txn) error { return getJSON(txn, pfxPolicy+app+"/"+ch, &v.Overrides) })
 	writeJSON(w, http.StatusOK, v)
 }
 
@@ -223,7 +287,7 @@ func (s *Server) handleTimeline(w http.ResponseWriter, r *http.Request) {
 // releaseStats reads one release's durable stats on a channel.
 func (s *Server) releaseStats(app, ch string, id release.Hash) (ReleaseStats, bool) {
 	var rec statsRecord
-	if err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, statsKey(app, ch, id), &rec) }); err != nil {
+	if err := s.db.View(func(txn store.Txn) error { return getJSON(txn, statsKey(app, ch, id), &rec) }); err != nil {
 		return ReleaseStats{}, false
 	}
 	return rec.view(), true

@@ -171,6 +171,7 @@ func newDevCmd() *cobra.Command {
 	var dataDir, apiAddr, edgeAddr string
 	var g gossipOptions
 	var cf capgoEdgeFlags
+	var pp pprofFlag
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run an origin and one edge in one process (embedded Badger store)",
@@ -183,6 +184,11 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 			log := newLogger(cmd)
 			ctx, stop := signalContext()
 			defer stop()
+			closeProf, err := pp.start(log)
+			if err != nil {
+				return err
+			}
+			defer closeProf()
 			var e atomic.Pointer[edge.Server]
 			toEdge := origin.PublisherFunc(func(env *release.Envelope) error {
 				if s := e.Load(); s != nil {
@@ -234,6 +240,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 	cmd.Flags().StringVar(&edgeAddr, "edge", "127.0.0.1:7080", "edge HTTP listen address")
 	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7946", "gossip bind address, for more edges to join")
 	cf.register(cmd)
+	pp.register(cmd)
 	return cmd
 }
 
@@ -241,6 +248,7 @@ func newOriginCmd() *cobra.Command {
 	var dataDir, apiAddr, pub, cosign string
 	var g gossipOptions
 	var rotate bool
+	var pp pprofFlag
 	cmd := &cobra.Command{
 		Use:     "origin",
 		Short:   "Run an origin node: the CI API, the release store, the channel signer",
@@ -250,6 +258,11 @@ func newOriginCmd() *cobra.Command {
 			log := newLogger(cmd)
 			ctx, stop := signalContext()
 			defer stop()
+			closeProf, err := pp.start(log)
+			if err != nil {
+				return err
+			}
+			defer closeProf()
 			lazy := &lazyPublisher{}
 			o, api, apiLn, err := startOrigin(cmd, log, dataDir, apiAddr, lazy)
 			if err != nil {
@@ -289,6 +302,7 @@ func newOriginCmd() *cobra.Command {
 	cmd.Flags().StringVar(&pub, "public-url", "", "URL edges use to reach this origin's API (default from --api)")
 	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7946", "gossip bind address")
 	cmd.Flags().StringVar(&g.join, "join", "", "comma-separated gossip addresses of cluster members to join")
+	pp.register(cmd)
 	return cmd
 }
 
@@ -297,6 +311,7 @@ func newEdgeCmd() *cobra.Command {
 	var g gossipOptions
 	var rl rateLimitFlags
 	var cf capgoEdgeFlags
+	var pp pprofFlag
 	cmd := &cobra.Command{
 		Use:   "edge",
 		Short: "Run an edge node: answers device checks and serves blobs and patches",
@@ -308,6 +323,11 @@ records from gossip, answers device checks from memory and serves blobs from its
 			log := newLogger(cmd)
 			ctx, stop := signalContext()
 			defer stop()
+			closeProf, err := pp.start(log)
+			if err != nil {
+				return err
+			}
+			defer closeProf()
 			var size int64
 			if cacheSize != "" {
 				n, err := humanize.ParseBytes(cacheSize)
@@ -395,6 +415,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 	cmd.Flags().StringVar(&originKey, "origin-key", "", "origin public key (PEM): drop gossip records it did not sign")
 	rl.flags(cmd)
 	cf.register(cmd)
+	pp.register(cmd)
 	return cmd
 }
 
