@@ -271,6 +271,37 @@ func TestConsoleInBrowser(t *testing.T) {
 	shoot(t, ctx, "console-fleet.png", false)
 	page(t, ctx, "back", chromedp.Click(chromedp.ID("#nav-releases")))
 
+	// Roll back to 1.0.0 from the console; the CLI sees a rollback record.
+	waitJS(t, ctx, 10*time.Second, "releases view", cardSel+`?.querySelector('[data-action=rollback]')`)
+	page(t, ctx, "roll back", chromedp.Click(chromedp.CSS(`[data-channel="production"] [data-action=rollback]`)))
+	waitJS(t, ctx, 5*time.Second, "the rollback dialog", `document.querySelector('#confirm').open`)
+	js[bool](t, ctx, `(() => { const s = document.querySelector('#confirm select[name=to]'); s.value = '1.0.0'; s.dispatchEvent(new Event('input', {bubbles: true})); return true; })()`)
+	waitJS(t, ctx, 5*time.Second, "the rollback says what devices get", `document.querySelector('#confirm-what').textContent.includes('Every device on production will be moved to 1.0.0, including devices that already installed 1.0.1')`)
+	page(t, ctx, "confirm rollback", chromedp.Click(chromedp.CSS(`#confirm [data-action=confirm]`)))
+	waitJS(t, ctx, 10*time.Second, "the card shows the rollback", cardSel+`.querySelector('.status').dataset.status === 'Rolled back' && `+cardSel+`.querySelector('.serving').textContent === '1.0.0'`)
+	if ch := cliChannel(t, api); ch.Release.Version != "1.0.0" || ch.RolloutBPS != 10000 || !ch.Rollback {
+		t.Fatalf("capstan channel list after the console's rollback: %+v", ch)
+	}
+
+	// API keys: create one in the console, then revoke it there.
+	page(t, ctx, "open keys", chromedp.Click(chromedp.ID("#nav-keys")))
+	waitJS(t, ctx, 10*time.Second, "the key list", `document.querySelector('#keys-table')`)
+	page(t, ctx, "name the key", chromedp.SendKeys(chromedp.CSS(`.key-form input[name=name]`), "console-made"))
+	page(t, ctx, "create the key", chromedp.Click(chromedp.CSS(`[data-action=create-key]`)))
+	waitJS(t, ctx, 10*time.Second, "the new secret shown once", `(document.querySelector('#secret-value')?.textContent || '').startsWith('cap_')`)
+	id := js[string](t, ctx, `[...document.querySelectorAll('#keys-table tr[data-key-id]')].find((r) => r.innerText.includes('console-made')).dataset.keyId`)
+	if !strings.Contains(runCLIAs(t, api, e2eAdminKey, "keys", "list"), id) {
+		t.Fatalf("capstan keys list does not show the key %s made in the console", id)
+	}
+	page(t, ctx, "revoke", chromedp.Click(chromedp.CSS(`[data-key="revoke-`+id+`"]`)))
+	waitJS(t, ctx, 5*time.Second, "the revoke dialog", `document.querySelector('#confirm').open && document.querySelector('#confirm').innerText.includes('stops working at once')`)
+	page(t, ctx, "confirm revoke", chromedp.Click(chromedp.CSS(`#confirm [data-action=confirm]`)))
+	waitJS(t, ctx, 10*time.Second, "the key is gone", `!document.querySelector('#keys-table tr[data-key-id="`+id+`"]')`)
+	if strings.Contains(runCLIAs(t, api, e2eAdminKey, "keys", "list"), id) {
+		t.Fatalf("key %s still listed after the console revoked it", id)
+	}
+	page(t, ctx, "back to releases", chromedp.Click(chromedp.ID("#nav-releases")))
+
 	if cls := js[float64](t, ctx, `window.__cls`); cls > 0.1 {
 		t.Errorf("cumulative layout shift %.3f while data loaded and refreshed, want ≤ 0.1", cls)
 	}
@@ -279,17 +310,17 @@ func TestConsoleInBrowser(t *testing.T) {
 	page(t, ctx, "sign out", chromedp.Click(chromedp.ID("#signout")))
 	signIn(t, ctx, reader)
 	waitJS(t, ctx, 10*time.Second, "signed in as reader", `document.querySelector('#who').textContent.includes('reader')`)
-	waitJS(t, ctx, 10*time.Second, "the reader sees the channel", cardSel+` && `+cardSel+`.querySelector('.serving').textContent === '1.0.1'`)
+	waitJS(t, ctx, 10*time.Second, "the reader sees the channel", cardSel+` && `+cardSel+`.querySelector('.serving').textContent === '1.0.0'`)
 	buttons := js[int](t, ctx, `document.querySelectorAll('[data-action]').length`)
 	keysTab := js[bool](t, ctx, `document.querySelector('#nav-keys').hidden`)
 	if buttons != 0 || !keysTab {
 		t.Fatalf("a reader sees %d action buttons (keys tab hidden: %v)", buttons, keysTab)
 	}
-	refused := js[string](t, ctx, `fetch('/v1/apps/`+consoleApp+`/channels/production', {method: 'PUT', headers: {'Authorization': 'Bearer ' + sessionStorage.getItem('capstan.console.key'), 'Content-Type': 'application/json'}, body: JSON.stringify({paused: false})}).then((r) => r.status + ' ' + r.statusText)`)
+	refused := js[string](t, ctx, `fetch('/v1/apps/`+consoleApp+`/channels/production', {method: 'PUT', headers: {'Authorization': 'Bearer ' + sessionStorage.getItem('capstan.console.key'), 'Content-Type': 'application/json'}, body: JSON.stringify({paused: true})}).then((r) => r.status + ' ' + r.statusText)`)
 	if !strings.HasPrefix(refused, "403") {
-		t.Fatalf("a reader's key resuming the rollout: %s, want 403", refused)
+		t.Fatalf("a reader's key pausing the channel: %s, want 403", refused)
 	}
-	if ch := cliChannel(t, api); !ch.Paused {
+	if ch := cliChannel(t, api); ch.Paused {
 		t.Fatal("the reader's request changed the channel")
 	}
 }
@@ -300,6 +331,7 @@ type consoleChannel struct {
 	} `json:"release"`
 	RolloutBPS int  `json:"rollout_bps"`
 	Paused     bool `json:"paused"`
+	Rollback   bool `json:"rollback"`
 	Channel    string
 }
 
