@@ -28,8 +28,12 @@ test-short:
 bench: build
 	bash scripts/bench.sh
 
+# Every fixture pair: device bytes through capstan dev + capstan device, the
+# patch, C bsdiff, zstd, xdelta3, file-level sizes, build cost and the slow
+# link; writes the tables into docs/benchmarks.md. BENCH_PAIRS="old:new …"
+# adds pairs (see the script's header).
 bench-delta:
-	bash scripts/bench-delta.sh
+	bash scripts/bench-delta.sh --docs
 
 bench-regions: build
 	./$(BIN) bench --regions default --devices 30 --base ../shared/fixtures/swagger-ui/www-5.34.0.zip --target ../shared/fixtures/swagger-ui/www-5.34.1.zip
