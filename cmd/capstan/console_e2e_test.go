@@ -118,6 +118,25 @@ func waitJS(t *testing.T, ctx context.Context, timeout time.Duration, what, expr
 	}
 }
 
+// click clicks the element sel like a mouse. The console re-renders a
+// region when its poll returns, which can replace the node between the
+// lookup and the click: then it looks the element up again.
+func click(t *testing.T, ctx context.Context, what, sel string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := chromedp.Do(c, chromedp.Click(chromedp.CSS(sel)))
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+}
+
 func runCLIAs(t *testing.T, server, key string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(testutil.Binary(t), args...)
@@ -230,27 +249,27 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("the confirmation does not say what devices get: %q", what)
 	}
 	shoot(t, ctx, "console-confirm.png", false)
-	page(t, ctx, "confirm", chromedp.Click(chromedp.CSS(`#confirm [data-action=confirm]`)))
+	click(t, ctx, "confirm", `#confirm [data-action=confirm]`)
 	waitJS(t, ctx, 10*time.Second, "the card shows 30 %", `!document.querySelector('#confirm').open && `+cardSel+`.querySelector('.rollout').textContent === '30 %'`)
 	if ch := cliChannel(t, api); ch.RolloutBPS != 3000 || ch.Release.Version != "1.0.1" {
 		t.Fatalf("capstan channel list after the console set 30 %%: %+v", ch)
 	}
 
 	// Pause from the console; the CLI sees it.
-	page(t, ctx, "pause", chromedp.Click(chromedp.CSS(`[data-channel="production"] [data-action=pause]`)))
+	click(t, ctx, "pause", `[data-channel="production"] [data-action=pause]`)
 	waitJS(t, ctx, 5*time.Second, "the pause dialog", `document.querySelector('#confirm').open && document.querySelector('#confirm').innerText.includes('No new device on production will be offered 1.0.1')`)
-	page(t, ctx, "confirm pause", chromedp.Click(chromedp.CSS(`#confirm [data-action=confirm]`)))
+	click(t, ctx, "confirm pause", `#confirm [data-action=confirm]`)
 	waitJS(t, ctx, 10*time.Second, "the card says paused", cardSel+`.querySelector('.status').dataset.status === 'Paused'`)
 	if ch := cliChannel(t, api); !ch.Paused {
 		t.Fatalf("capstan channel list after pausing: %+v", ch)
 	}
 
 	// The fleet: the dev edge reports itself.
-	page(t, ctx, "open the fleet", chromedp.Click(chromedp.ID("#nav-fleet")))
+	click(t, ctx, "open the fleet", "#nav-fleet")
 	waitJS(t, ctx, 20*time.Second, "the dev edge is in the fleet, healthy", `(() => { const r = document.querySelector('#edges-table tbody tr[data-edge]'); return r && r.innerText.includes('`+edge+`') && r.innerText.includes('ok') })()`)
 
 	// Screenshots and reflow: desktop, phone width, 200 % zoom.
-	page(t, ctx, "back to releases", chromedp.Click(chromedp.ID("#nav-releases")))
+	click(t, ctx, "back to releases", "#nav-releases")
 	waitJS(t, ctx, 10*time.Second, "charts again", adoption+`.includes('1.0.1=1')`)
 	shoot(t, ctx, "console-releases.png", true)
 	for _, v := range []struct {
@@ -266,48 +285,48 @@ func TestConsoleInBrowser(t *testing.T) {
 		shoot(t, ctx, v.name, false)
 	}
 	page(t, ctx, "desktop again", chromedp.EmulateViewport(1280, 900))
-	page(t, ctx, "fleet shot", chromedp.Click(chromedp.ID("#nav-fleet")))
+	click(t, ctx, "fleet shot", "#nav-fleet")
 	waitJS(t, ctx, 10*time.Second, "fleet", `document.querySelector('#edges-table tbody tr[data-edge]')`)
 	shoot(t, ctx, "console-fleet.png", false)
-	page(t, ctx, "back", chromedp.Click(chromedp.ID("#nav-releases")))
+	click(t, ctx, "back", "#nav-releases")
 
 	// Roll back to 1.0.0 from the console; the CLI sees a rollback record.
 	waitJS(t, ctx, 10*time.Second, "releases view", cardSel+`?.querySelector('[data-action=rollback]')`)
-	page(t, ctx, "roll back", chromedp.Click(chromedp.CSS(`[data-channel="production"] [data-action=rollback]`)))
+	click(t, ctx, "roll back", `[data-channel="production"] [data-action=rollback]`)
 	waitJS(t, ctx, 5*time.Second, "the rollback dialog", `document.querySelector('#confirm').open`)
 	js[bool](t, ctx, `(() => { const s = document.querySelector('#confirm select[name=to]'); s.value = '1.0.0'; s.dispatchEvent(new Event('input', {bubbles: true})); return true; })()`)
 	waitJS(t, ctx, 5*time.Second, "the rollback says what devices get", `document.querySelector('#confirm-what').textContent.includes('Every device on production will be moved to 1.0.0, including devices that already installed 1.0.1')`)
-	page(t, ctx, "confirm rollback", chromedp.Click(chromedp.CSS(`#confirm [data-action=confirm]`)))
+	click(t, ctx, "confirm rollback", `#confirm [data-action=confirm]`)
 	waitJS(t, ctx, 10*time.Second, "the card shows the rollback", cardSel+`.querySelector('.status').dataset.status === 'Rolled back' && `+cardSel+`.querySelector('.serving').textContent === '1.0.0'`)
 	if ch := cliChannel(t, api); ch.Release.Version != "1.0.0" || ch.RolloutBPS != 10000 || !ch.Rollback {
 		t.Fatalf("capstan channel list after the console's rollback: %+v", ch)
 	}
 
 	// API keys: create one in the console, then revoke it there.
-	page(t, ctx, "open keys", chromedp.Click(chromedp.ID("#nav-keys")))
+	click(t, ctx, "open keys", "#nav-keys")
 	waitJS(t, ctx, 10*time.Second, "the key list", `document.querySelector('#keys-table')`)
 	page(t, ctx, "name the key", chromedp.SendKeys(chromedp.CSS(`.key-form input[name=name]`), "console-made"))
-	page(t, ctx, "create the key", chromedp.Click(chromedp.CSS(`[data-action=create-key]`)))
+	click(t, ctx, "create the key", `[data-action=create-key]`)
 	waitJS(t, ctx, 10*time.Second, "the new secret shown once", `(document.querySelector('#secret-value')?.textContent || '').startsWith('cap_')`)
 	id := js[string](t, ctx, `[...document.querySelectorAll('#keys-table tr[data-key-id]')].find((r) => r.innerText.includes('console-made')).dataset.keyId`)
 	if !strings.Contains(runCLIAs(t, api, e2eAdminKey, "keys", "list"), id) {
 		t.Fatalf("capstan keys list does not show the key %s made in the console", id)
 	}
-	page(t, ctx, "revoke", chromedp.Click(chromedp.CSS(`[data-key="revoke-`+id+`"]`)))
+	click(t, ctx, "revoke", `[data-key="revoke-`+id+`"]`)
 	waitJS(t, ctx, 5*time.Second, "the revoke dialog", `document.querySelector('#confirm').open && document.querySelector('#confirm').innerText.includes('stops working at once')`)
-	page(t, ctx, "confirm revoke", chromedp.Click(chromedp.CSS(`#confirm [data-action=confirm]`)))
+	click(t, ctx, "confirm revoke", `#confirm [data-action=confirm]`)
 	waitJS(t, ctx, 10*time.Second, "the key is gone", `!document.querySelector('#keys-table tr[data-key-id="`+id+`"]')`)
 	if strings.Contains(runCLIAs(t, api, e2eAdminKey, "keys", "list"), id) {
 		t.Fatalf("key %s still listed after the console revoked it", id)
 	}
-	page(t, ctx, "back to releases", chromedp.Click(chromedp.ID("#nav-releases")))
+	click(t, ctx, "back to releases", "#nav-releases")
 
 	if cls := js[float64](t, ctx, `window.__cls`); cls > 0.1 {
 		t.Errorf("cumulative layout shift %.3f while data loaded and refreshed, want ≤ 0.1", cls)
 	}
 
 	// A reader sees no action buttons, and the server refuses anyway.
-	page(t, ctx, "sign out", chromedp.Click(chromedp.ID("#signout")))
+	click(t, ctx, "sign out", "#signout")
 	signIn(t, ctx, reader)
 	waitJS(t, ctx, 10*time.Second, "signed in as reader", `document.querySelector('#who').textContent.includes('reader')`)
 	waitJS(t, ctx, 10*time.Second, "the reader sees the channel", cardSel+` && `+cardSel+`.querySelector('.serving').textContent === '1.0.0'`)
