@@ -123,6 +123,7 @@ type Server struct {
 	m      metrics
 
 	generatedAdminKey string
+	node              string // names this process in build leases
 
 	chanMu  sync.Mutex // serialises channel record changes so Seq only grows
 	statsMu sync.Mutex // serialises read-modify-write of stats records
@@ -198,7 +199,7 @@ func New(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	db := &records{r: recs, ctx: ctx}
 	s := &Server{cfg: cfg, log: log, db: db, st: &recordStore{db: db}, blobs: &blobStore{b: blobs, tmp: tmp, ctx: ctx},
-		ownDB: own, ctx: ctx, cancel: cancel, key: key, stop: make(chan struct{}),
+		ownDB: own, ctx: ctx, cancel: cancel, key: key, node: newNodeID(), stop: make(chan struct{}),
 		buildSem: make(chan struct{}, cfg.PatchBuilds)}
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
