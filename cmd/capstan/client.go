@@ -28,6 +28,20 @@ func apiClient() *client.Client {
 	}
 }
 
+// apiKeySource says where the API key of this run came from, for error
+// messages: "" when no key was given.
+func apiKeySource() string {
+	switch {
+	case cli.apiKey != "":
+		return "--api-key"
+	case os.Getenv("CAPSTAN_API_KEY") != "":
+		return "$CAPSTAN_API_KEY"
+	case cli.file.APIKey != "":
+		return "the config file"
+	}
+	return ""
+}
+
 func newUploadCmd() *cobra.Command {
 	var app, version, channel, rollout, signKey, minNative, packageJSON, capgoKey string
 	var asJSON, versionExistsOK bool

@@ -115,7 +115,7 @@ func (c *Client) send(ctx context.Context, r request, out any) error {
 		var lastErr error
 		unavailable := false
 		for _, srv := range c.servers() {
-			err, next, busy := c.try(ctx, srv, r, out)
+			next, busy, err := c.try(ctx, srv, r, out)
 			if !next {
 				return err
 			}
@@ -135,18 +135,18 @@ func (c *Client) send(ctx context.Context, r request, out any) error {
 
 // try sends r to one origin. next says another origin may be tried; busy
 // says the origin answered but could not serve now (503).
-func (c *Client) try(ctx context.Context, server string, r request, out any) (err error, next, busy bool) {
+func (c *Client) try(ctx context.Context, server string, r request, out any) (next, busy bool, err error) {
 	var body io.Reader
 	contentType, release := "", func() {}
 	if r.body != nil {
 		if body, contentType, release, err = r.body(); err != nil {
-			return err, false, false
+			return false, false, err
 		}
 	}
 	defer release()
 	req, err := http.NewRequestWithContext(ctx, r.method, server+r.path, body)
 	if err != nil {
-		return err, false, false
+		return false, false, err
 	}
 	for k, v := range r.header {
 		req.Header[k] = v
@@ -165,12 +165,12 @@ func (c *Client) try(ctx context.Context, server string, r request, out any) (er
 		// are safe to repeat may.
 		var op *net.OpError
 		dialFailed := errors.As(err, &op) && op.Op == "dial"
-		return err, ctx.Err() == nil && (dialFailed || r.resend), false
+		return ctx.Err() == nil && (dialFailed || r.resend), false, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("read answer from %s: %w", server, err), ctx.Err() == nil && r.resend, false
+		return ctx.Err() == nil && r.resend, false, fmt.Errorf("read answer from %s: %w", server, err)
 	}
 	if resp.StatusCode >= 300 {
 		var ae struct {
@@ -182,16 +182,16 @@ func (c *Client) try(ctx context.Context, server string, r request, out any) (er
 		}
 		err := &Error{Status: resp.StatusCode, Message: fmt.Sprintf("origin refused (%d): %s", resp.StatusCode, msg)}
 		if resp.StatusCode == http.StatusServiceUnavailable {
-			return err, true, true
+			return true, true, err
 		}
-		return err, false, false
+		return false, false, err
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("malformed answer from %s: %w", server, err), false, false
+			return false, false, fmt.Errorf("malformed answer from %s: %w", server, err)
 		}
 	}
-	return nil, false, false
+	return false, false, nil
 }
 
 // Upload describes one upload.
