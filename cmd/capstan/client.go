@@ -205,8 +205,9 @@ func bundleZip(path string) (string, func(), error) {
 	return f.Name(), cleanup, nil
 }
 
-// signBundle computes the release manifest of a zip locally and signs it,
-// so the signing key never leaves the CI machine.
+// signBundle computes the release document of a zip locally (app,
+// version, minimum native version and the hash of the bundle's file list)
+// and signs it, so the signing key never leaves the CI machine.
 func signBundle(zipPath, keyValue, app, version, minNative string) (*release.Envelope, error) {
 	key, err := release.LoadSigningKey(keyValue)
 	if err != nil {
@@ -230,7 +231,7 @@ func signBundle(zipPath, keyValue, app, version, minNative string) (*release.Env
 		return nil, err
 	}
 	m := &release.Manifest{Type: release.TypeRelease, App: app, Version: version, MinNative: minNative, Files: files}
-	b, err := m.Encode()
+	b, err := m.EncodeDoc()
 	if err != nil {
 		return nil, err
 	}
