@@ -72,33 +72,50 @@ func (s *sharedStore) start(t *testing.T, join string) sharedOrigin {
 }
 
 // checkWhole fetches a release's manifest and every file from the origin
-// at api and checks each against its hash.
-func checkWhole(t *testing.T, api, app, version string) {
+// at api and checks each against its hash; it returns the files.
+func checkWhole(t *testing.T, api, app, version string) []release.File {
 	t.Helper()
 	c := &client.Client{Server: api, APIKey: e2eAdminKey}
 	var rec release.Record
 	if err := c.Do(context.Background(), "GET", "/v1/apps/"+app+"/releases/"+version, nil, &rec); err != nil {
 		t.Fatalf("release %s: %v", version, err)
 	}
-	m, err := rec.Envelope.Manifest()
+	doc, m, err := rec.Envelope.Release()
 	if err != nil {
-		t.Fatalf("release %s: manifest: %v", version, err)
+		t.Fatalf("release %s: %v", version, err)
 	}
-	for _, f := range m.Files {
-		resp, err := http.Get(api + "/v1/blobs/" + f.SHA256.String())
+	fetch := func(h release.Hash) []byte {
+		resp, err := http.Get(api + "/v1/blobs/" + h.String())
 		if err != nil {
 			t.Fatal(err)
 		}
-		h := sha256.New()
-		n, _ := io.Copy(h, resp.Body)
-		resp.Body.Close()
-		var got release.Hash
-		h.Sum(got[:0])
-		if resp.StatusCode != 200 || got != f.SHA256 || n != f.Size {
-			t.Fatalf("release %s: file %s missing or damaged (status %d)", version, f.Path, resp.StatusCode)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || release.Sum(b) != h {
+			t.Fatalf("release %s: blob %s missing or damaged (status %d)", version, h, resp.StatusCode)
+		}
+		return b
+	}
+	var files []release.File
+	if m != nil {
+		files = m.Files
+	} else {
+		// Format 2: the document names the file list, itself a blob.
+		if files, err = release.DecodeFileList(fetch(doc.Files.SHA256)); err != nil {
+			t.Fatalf("release %s: file list: %v", version, err)
 		}
 	}
+	if len(files) != doc.Files.Count {
+		t.Fatalf("release %s: %d files, the document says %d", version, len(files), doc.Files.Count)
+	}
+	for _, f := range files {
+		if n := len(fetch(f.SHA256)); int64(n) != f.Size {
+			t.Fatalf("release %s: file %s is %d bytes, want %d", version, f.Path, n, f.Size)
+		}
+	}
+	return files
 }
+
 
 // TestSharedOriginKilledDuringUploads runs two origins on PostgreSQL and S3
 // and kills one with SIGKILL while 50 uploads run concurrently through
@@ -165,7 +182,7 @@ func TestSharedOriginKilledDuringUploads(t *testing.T) {
 	for v := range acked {
 		checkWhole(t, b.api, app, v)
 	}
-	checkWhole(t, b.api, app, "2.0.0")
+	files := checkWhole(t, b.api, app, "2.0.0")
 	recs, err := solo.Releases(context.Background(), app)
 	if err != nil {
 		t.Fatal(err)
@@ -175,13 +192,8 @@ func TestSharedOriginKilledDuringUploads(t *testing.T) {
 	}
 	// The edge learnt B from gossip (it joined through A) and pulls a blob
 	// it never cached from B now that A is gone.
-	var rec release.Record
-	if err := solo.Do(context.Background(), "GET", "/v1/apps/"+app+"/releases/2.0.0", nil, &rec); err != nil {
-		t.Fatal(err)
-	}
-	m, _ := rec.Envelope.Manifest()
 	testutil.Eventually(t, 30*time.Second, "the edge to serve a blob through the surviving origin", func() bool {
-		resp, err := http.Get(edge.url + "/v1/blobs/" + m.Files[0].SHA256.String())
+		resp, err := http.Get(edge.url + "/v1/blobs/" + files[0].SHA256.String())
 		if err != nil {
 			return false
 		}
