@@ -31,6 +31,9 @@ type UploadRequest struct {
 	// Capgo, if set, is a Capgo-encrypted copy of the bundle for devices
 	// running @capgo/capacitor-updater (see capgo.go).
 	Capgo *CapgoUpload
+	// UploadedBy is the ID of the API key that uploads (kept with the
+	// release for the console's history).
+	UploadedBy string
 }
 
 // ErrBadRequest wraps every refusal caused by the request's content.
@@ -148,7 +151,7 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		return nil, fmt.Errorf("%w: app %s requires signed releases: upload with --sign-key or CAPSTAN_SIGNING_KEY", errForbidden, req.App)
 	}
 	rec := &release.Record{
-		ID: env.ID(), App: req.App, Version: req.Version, Uploaded: s.cfg.Now().UTC(),
+		ID: env.ID(), App: req.App, Version: req.Version, Uploaded: s.cfg.Now().UTC(), UploadedBy: req.UploadedBy,
 		Size: m.TotalSize(), Files: len(m.Files), Envelope: env,
 	}
 	sealed, err := s.seal(rec.ID, sl)

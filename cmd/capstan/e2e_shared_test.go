@@ -116,7 +116,6 @@ func checkWhole(t *testing.T, api, app, version string) []release.File {
 	return files
 }
 
-
 // TestSharedOriginKilledDuringUploads runs two origins on PostgreSQL and S3
 // and kills one with SIGKILL while 50 uploads run concurrently through
 // both: every acknowledged release is whole and served by the survivor,

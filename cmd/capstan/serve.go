@@ -95,6 +95,9 @@ func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir string, ln net.Li
 	cfg.AdminKey = os.Getenv("CAPSTAN_ADMIN_KEY")
 	cfg.Logger = log.With("component", "origin")
 	cfg.Publisher = pub
+	if l, ok := pub.(interface{ members() []origin.Member }); ok {
+		cfg.Members = l.members
+	}
 	if err := releaseConfig(cmd, &cfg); err != nil {
 		return nil, nil, nil, err
 	}
@@ -151,6 +154,10 @@ func startEdge(log *slog.Logger, dataDir string, ln net.Listener, cacheSize int6
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if cfg.URL == "" {
+		// The name the edge reports to the origins' fleet view.
+		cfg.URL = publicURL("", ln.Addr())
+	}
 	e, err := edge.New(cfg)
 	if err != nil {
 		return nil, err
@@ -179,6 +186,29 @@ type lazyPublisher struct{ node atomic.Pointer[gossip.Node] }
 func (l *lazyPublisher) Publish(env *release.Envelope) error {
 	if n := l.node.Load(); n != nil {
 		return n.Publish(env)
+	}
+	return nil
+}
+
+// members lists the gossip node's members for the console's fleet view.
+func (l *lazyPublisher) members() []origin.Member {
+	n := l.node.Load()
+	if n == nil {
+		return nil
+	}
+	var out []origin.Member
+	for _, m := range n.Members() {
+		out = append(out, origin.Member{Name: m.Name, Role: string(m.Meta.Role), URL: m.Meta.HTTP, Region: m.Meta.Region, Self: m.Name == n.Name()})
+	}
+	return out
+}
+
+// members lists the members of the first sink that knows them.
+func (m multiPublisher) members() []origin.Member {
+	for _, p := range m {
+		if l, ok := p.(interface{ members() []origin.Member }); ok {
+			return l.members()
+		}
 	}
 	return nil
 }
@@ -440,7 +470,12 @@ records from gossip, answers device checks from memory and serves blobs from its
 			if err != nil {
 				return err
 			}
-			e, err := startEdge(log, dataDir, ln, size, origins, rl.apply, cf.apply, func(c *edge.Config) { c.OriginKeys = okeys }, withFleet(fleetPeers(&node), g.region))
+			e, err := startEdge(log, dataDir, ln, size, origins, rl.apply, cf.apply, func(c *edge.Config) {
+				c.OriginKeys = okeys
+				if pub != "" {
+					c.URL = strings.TrimRight(pub, "/")
+				}
+			}, withFleet(fleetPeers(&node), g.region))
 			if err != nil {
 				return err
 			}
