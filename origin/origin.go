@@ -223,6 +223,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.wg.Add(1)
 	go s.resignLoop()
+	if err := s.loadTimeline(); err != nil {
+		s.log.Warn("console timeline: not restored", "err", err)
+	}
+	s.wg.Add(1)
+	go s.timelineLoop()
 	return s, nil
 }
 
