@@ -32,8 +32,14 @@ const (
 	codecsZstd = "zstd"
 )
 
-func patchKey(base, target release.Hash, codecs string) string {
-	k := pfxPatch + base.String() + "/" + target.String()
+func patchKey(base, target release.Hash) string {
+	return pfxPatch + base.String() + "/" + target.String()
+}
+
+// patchVariantKey is where the patch of a variant is indexed: patchKey for
+// the default one and for every full bundle, which has no brotli frame.
+func patchVariantKey(base, target release.Hash, codecs string) string {
+	k := patchKey(base, target)
 	if codecs == codecsZstd && !base.IsZero() {
 		k += "/" + codecsZstd
 	}
@@ -49,7 +55,7 @@ func (s *Server) patch(ctx context.Context, base, target release.Hash, codecs st
 	if err := s.checkPatchable(target); err != nil {
 		return release.Hash{}, err
 	}
-	return s.derived(ctx, patchKey(base, target, codecs), func(ctx context.Context) (release.Hash, error) {
+	return s.derived(ctx, patchVariantKey(base, target, codecs), func(ctx context.Context) (release.Hash, error) {
 		return s.buildPatch(ctx, base, target, codecs)
 	})
 }
