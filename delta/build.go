@@ -51,7 +51,10 @@ type Stats struct {
 	Literals int // files sent as compressed bytes
 	Renames  int // deltas whose old twin had another path
 	Siblings int // deltas that also read an earlier target file (Config.Siblings)
-	Dropped  int // base files the target does not keep at their path
+	// CrossFile counts deltas that read more than one old file: text a
+	// bundler moved between chunks, found by the fingerprint index.
+	CrossFile int
+	Dropped   int // base files the target does not keep at their path
 
 	// TargetBytes is the size of the target release; LiteralBytes the part
 	// of it sent as literals; PatchBytes what was written to w, the
@@ -92,7 +95,9 @@ type deltaResult struct {
 	srcs []source // recDelta: the sources the ops read, in order
 	body []byte   // recDelta: the blocks and the terminator; recBSDiff: the payload
 	sib  bool     // the delta reads its sibling
-	err  error
+	// oldFiles is how many base files the delta reads.
+	oldFiles int
+	err      error
 }
 
 // Build writes one patch stream to w that turns release base (ID baseID)
@@ -240,6 +245,9 @@ func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID relea
 			}
 			if r.sib {
 				st.Siblings++
+			}
+			if r.oldFiles > 1 {
+				st.CrossFile++
 			}
 		}
 		if err != nil {
@@ -680,7 +688,7 @@ func (b *builder) delta(ctx context.Context, j *job) deltaResult {
 		}
 		return deltaResult{err: fmt.Errorf("delta: diff %s: %w", f.Path, err)}
 	}
-	best := deltaResult{kind: recDelta, srcs: srcs, body: body, sib: usedSib}
+	best := deltaResult{kind: recDelta, srcs: srcs, body: body, sib: usedSib, oldFiles: len(picks)}
 	bestSize := int64(len(body))
 	// A raw delta under 1/8 of the file beats any compressed literal of
 	// text; otherwise compare compressed estimates.
