@@ -307,6 +307,8 @@ func describeChannel(c *release.Channel) string {
 		s += fmt.Sprintf(" to %.2f%% of devices", float64(c.RolloutBPS)/100)
 		if c.Stable != nil {
 			s += fmt.Sprintf(" (others stay on %s)", c.Stable.Version)
+		} else {
+			s += " (others are offered nothing new)"
 		}
 	}
 	if c.Paused {
