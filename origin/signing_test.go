@@ -248,7 +248,7 @@ func TestUploadAcceptsFormat1SignedManifest(t *testing.T) {
 		t.Fatal("the release ID is not the hash of what CI signed")
 	}
 	for _, pair := range [][2]release.Hash{{old.ID, rec.ID}, {release.ZeroHash, rec.ID}} {
-		if _, err := s.patch(context.Background(), pair[0], pair[1]); err != nil {
+		if _, err := s.patch(context.Background(), pair[0], pair[1], codecsAll); err != nil {
 			t.Fatalf("patch %s → %s: %v", pair[0], pair[1], err)
 		}
 	}

@@ -335,6 +335,17 @@ func TestConsoleInBrowser(t *testing.T) {
 	waitJS(t, ctx, 30*time.Second, "the card says auto-paused, and why", cardSel+`.querySelector('.status').dataset.status === 'Auto-paused' && `+cardSel+`.querySelector('.why').textContent.includes('over the 10 % threshold')`)
 	shoot(t, ctx, "console-autopaused.png", false)
 
+	// Promote what beta serves into production from the console.
+	runCLIAs(t, api, ciKey, "upload", "--app", consoleApp, "--version", "1.0.3", "--channel", "beta", consoleBundle(t, "1.0.3"))
+	waitJS(t, ctx, 20*time.Second, "the promote button", cardSel+`.querySelector('[data-action=promote]')`)
+	click(t, ctx, "promote", `[data-channel="production"] [data-action=promote]`)
+	waitJS(t, ctx, 5*time.Second, "the promote dialog says what devices get", `document.querySelector('#confirm').open && document.querySelector('#confirm-what').textContent.includes('production will serve 1.0.3 (what beta serves now) to 100 % of its devices')`)
+	click(t, ctx, "confirm promote", `#confirm [data-action=confirm]`)
+	waitJS(t, ctx, 10*time.Second, "production serves 1.0.3", cardSel+`.querySelector('.serving').textContent === '1.0.3'`)
+	if ch := cliChannel(t, api); ch.Release.Version != "1.0.3" || ch.Paused {
+		t.Fatalf("capstan channel list after the console promoted beta: %+v", ch)
+	}
+
 	if cls := js[float64](t, ctx, `window.__cls`); cls > 0.1 {
 		t.Errorf("cumulative layout shift %.3f while data loaded and refreshed, want ≤ 0.1", cls)
 	}
@@ -343,18 +354,18 @@ func TestConsoleInBrowser(t *testing.T) {
 	click(t, ctx, "sign out", "#signout")
 	signIn(t, ctx, reader)
 	waitJS(t, ctx, 10*time.Second, "signed in as reader", `document.querySelector('#who').textContent.includes('reader')`)
-	waitJS(t, ctx, 10*time.Second, "the reader sees the channel", cardSel+` && `+cardSel+`.querySelector('.serving').textContent === '1.0.2'`)
+	waitJS(t, ctx, 10*time.Second, "the reader sees the channel", cardSel+` && `+cardSel+`.querySelector('.serving').textContent === '1.0.3'`)
 	buttons := js[int](t, ctx, `document.querySelectorAll('[data-action]').length`)
 	keysTab := js[bool](t, ctx, `document.querySelector('#nav-keys').hidden`)
 	if buttons != 0 || !keysTab {
 		t.Fatalf("a reader sees %d action buttons (keys tab hidden: %v)", buttons, keysTab)
 	}
-	refused := js[string](t, ctx, `fetch('/v1/apps/`+consoleApp+`/channels/production', {method: 'PUT', headers: {'Authorization': 'Bearer ' + sessionStorage.getItem('capstan.console.key'), 'Content-Type': 'application/json'}, body: JSON.stringify({paused: false})}).then((r) => r.status + ' ' + r.statusText)`)
+	refused := js[string](t, ctx, `fetch('/v1/apps/`+consoleApp+`/channels/production', {method: 'PUT', headers: {'Authorization': 'Bearer ' + sessionStorage.getItem('capstan.console.key'), 'Content-Type': 'application/json'}, body: JSON.stringify({paused: true})}).then((r) => r.status + ' ' + r.statusText)`)
 	if !strings.HasPrefix(refused, "403") {
-		t.Fatalf("a reader's key resuming the rollout: %s, want 403", refused)
+		t.Fatalf("a reader's key pausing the rollout: %s, want 403", refused)
 	}
-	if ch := cliChannel(t, api); !ch.Paused {
-		t.Fatal("the reader's request resumed the rollout")
+	if ch := cliChannel(t, api); ch.Paused {
+		t.Fatal("the reader's request paused the rollout")
 	}
 }
 
