@@ -42,8 +42,8 @@ type AppView struct {
 	// SigningRequired is the policy in force (App.SigningRequired).
 	SigningRequired bool     `json:"signing_required"`
 	ReleaseKeyIDs   []string `json:"release_key_ids,omitempty"`
-	ReleaseKeyPEM []string `json:"release_keys_pem,omitempty"`
-	Encrypted     bool     `json:"encrypted"`
+	ReleaseKeyPEM   []string `json:"release_keys_pem,omitempty"`
+	Encrypted       bool     `json:"encrypted"`
 }
 
 func viewApp(a *App) AppView {
