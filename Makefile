@@ -11,8 +11,10 @@ build:
 	$(GO) build -o $(BIN) ./cmd/capstan
 
 # The main job: an origin and one edge in one process on an embedded store.
+# DEV_FLAGS passes flags, e.g. make dev DEV_FLAGS="--api 127.0.0.1:8070 --edge 127.0.0.1:8080".
+DEV_FLAGS ?=
 dev: build
-	./$(BIN) dev
+	./$(BIN) dev $(DEV_FLAGS)
 
 # Every test, with the race detector. End-to-end tests build bin/capstan.
 test: build
@@ -31,8 +33,12 @@ test-short:
 bench: build
 	bash scripts/bench.sh
 
+# Every fixture pair: device bytes through capstan dev + capstan device, the
+# patch, C bsdiff, zstd, xdelta3, file-level sizes, build cost and the slow
+# link; writes the tables into docs/benchmarks.md. BENCH_PAIRS="old:new …"
+# adds pairs (see the script's header).
 bench-delta:
-	bash scripts/bench-delta.sh
+	bash scripts/bench-delta.sh --docs
 
 bench-regions: build
 	./$(BIN) bench --regions default --devices 30 --base ../shared/fixtures/swagger-ui/www-5.34.0.zip --target ../shared/fixtures/swagger-ui/www-5.34.1.zip

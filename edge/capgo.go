@@ -516,8 +516,8 @@ type capgoRelease struct {
 	me   *manifestEntry
 	meta *capgo.ReleaseMeta
 
-	mu      sync.Mutex                        // serialises writers of answers
-	answers atomic.Pointer[map[string][]byte] // copied on write
+	mu      sync.Mutex                         // serialises writers of answers
+	answers atomic.Pointer[map[string]*answer] // copied on write
 }
 
 // maxAnswerVariants bounds the answers kept per release: a variant per
@@ -632,12 +632,16 @@ func (s *Server) handleCapgoUpdates(ctx *fasthttp.RequestCtx) {
 		writeCapgoBody(ctx, d.refusal)
 		return
 	}
-	body, err := s.capgoAnswerBody(ctx, d.rel, d.withManifest)
+	a, err := s.capgoAnswerBody(ctx, d.rel, d.withManifest)
 	if err != nil {
 		s.capgoRefuse(ctx, &capgo.Refusal{Error: capgo.CodeServerError, Message: err.Error(), Kind: capgo.KindFailed})
 		return
 	}
-	writeCapgoBody(ctx, body)
+	ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
+	ctx.Response.Header.SetCanonical(headerCacheControl, valueNoStore)
+	// Both plugins' HTTP stacks (OkHttp, URLSession) accept gzip and
+	// decode it themselves.
+	writeEncoded(ctx, a)
 }
 
 // capgoCheckEvent reports a check to the event pipeline: into the edge's
@@ -674,7 +678,7 @@ func (s *Server) capgoDecide(in *capgo.Info, cs *channelState, cfg *capgo.AppCon
 			s.log.Warn("capgo check", "release", target.ID, "err", err)
 			return nil, &capgo.Refusal{Error: capgo.CodeNoBundle, Message: "release " + target.Version + " is not available on this edge right now; retry later", Kind: capgo.KindFailed}
 		}
-		t.MinNative = rel.me.m.MinNative
+		t.MinNative = rel.me.doc.MinNative
 		if rel.meta.Encrypted != nil {
 			t.KeyID = rel.meta.Encrypted.KeyID
 		}
@@ -734,16 +738,17 @@ func (s *Server) capgoRelease(id release.Hash) (*capgoRelease, error) {
 		c.releases = map[release.Hash]*capgoRelease{}
 	}
 	rel = &capgoRelease{me: me, meta: meta}
-	rel.answers.Store(&map[string][]byte{})
+	rel.answers.Store(&map[string]*answer{})
 	c.releases[id] = rel
 	return rel, nil
 }
 
-// capgoAnswerBody returns the encoded update answer of rel for this
-// request: the variant is whether it lists files, and the base URL (fixed
-// by PublicURL, else read from the request's headers, which key the
-// variant as they came, so a hit reads no header twice and builds nothing).
-func (s *Server) capgoAnswerBody(ctx *fasthttp.RequestCtx, rel *capgoRelease, withManifest bool) ([]byte, error) {
+// capgoAnswerBody returns the update answer of rel for this request, with
+// its compressed forms: the variant is whether it lists files, and the
+// base URL (fixed by PublicURL, else read from the request's headers,
+// which key the variant as they came, so a hit reads no header twice and
+// builds nothing).
+func (s *Server) capgoAnswerBody(ctx *fasthttp.RequestCtx, rel *capgoRelease, withManifest bool) (*answer, error) {
 	var kb [256]byte
 	k := append(kb[:0], b2i(withManifest))
 	if s.capgo.cfg.PublicURL == "" {
@@ -754,31 +759,38 @@ func (s *Server) capgoAnswerBody(ctx *fasthttp.RequestCtx, rel *capgoRelease, wi
 		k = append(k, 0)
 		k = append(k, ctx.Host()...)
 	}
-	if b, ok := (*rel.answers.Load())[string(k)]; ok {
-		return b, nil
+	if a, ok := (*rel.answers.Load())[string(k)]; ok {
+		return a, nil
 	}
 	base, fromHeaders := s.baseURL(ctx)
-	body, err := json.Marshal(capgoAnswer(base, rel.me.m, rel.meta, withManifest))
+	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	m, err := s.fullManifest(rctx, rel.me)
+	cancel()
 	if err != nil {
 		return nil, err
 	}
+	body, err := json.Marshal(capgoAnswer(base, m, rel.meta, withManifest))
+	if err != nil {
+		return nil, err
+	}
+	a := &answer{body: body}
 	if !fromHeaders {
 		// Built from the listener's address: not what the key says.
-		return body, nil
+		return a, nil
 	}
 	rel.mu.Lock()
 	defer rel.mu.Unlock()
 	old := *rel.answers.Load()
 	if len(old) >= maxAnswerVariants {
-		return body, nil
+		return a, nil
 	}
-	next := make(map[string][]byte, len(old)+1)
+	next := make(map[string]*answer, len(old)+1)
 	for k, v := range old {
 		next[k] = v
 	}
-	next[string(k)] = body
+	next[string(k)] = a
 	rel.answers.Store(&next)
-	return body, nil
+	return a, nil
 }
 
 // capgoAnswer builds the update answer for a release. Plain releases point

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/capstan-ota/capstan/capgo"
@@ -78,6 +79,12 @@ type Config struct {
 	EventsToken     string
 	// Capgo configures the endpoints for @capgo/capacitor-updater devices.
 	Capgo CapgoConfig
+	// URL is the base URL devices use to reach this edge. When set, the
+	// edge reports its health and figures to every origin each
+	// ReportEvery (default 10 s; negative: never), for the console's
+	// fleet view.
+	URL         string
+	ReportEvery time.Duration
 	// Logger receives the edge's log; nil discards it.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -129,15 +136,24 @@ type Server struct {
 	srvMu sync.Mutex // guards srv, shut: Serve and Shutdown run in different goroutines
 	shut  bool
 
+	started time.Time // for the fleet report
+
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 }
 
+// manifestEntry is a release the edge holds: its signed envelope (what
+// check answers carry), the document it signs, and, once loaded, the full
+// file list (Capgo answers list every file).
 type manifestEntry struct {
 	id      release.Hash
 	envJSON []byte
-	m       *release.Manifest
+	ans     answer // envJSON as an answer to GET /v1/releases/{id}
+	doc     *release.Doc
+	// full is the manifest with every file: set at once for format 1
+	// releases, loaded on first need from the file list blob for format 2.
+	full atomic.Pointer[release.Manifest]
 }
 
 // New opens an edge's cache.
@@ -182,6 +198,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.EventsPerSecond == 0 {
 		cfg.EventsPerSecond = defaultEventsPerSec
 	}
+	if cfg.ReportEvery == 0 {
+		cfg.ReportEvery = defaultReportEvery
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -204,6 +223,7 @@ func New(cfg Config) (*Server, error) {
 		state:     newState(),
 		manifests: map[release.Hash]*manifestEntry{},
 		synced:    make(chan struct{}),
+		started:   cfg.Now(),
 		stop:      make(chan struct{}),
 		events:    newEventQueue(cfg.EventQueue),
 		evLimit:   newWindowLimiter(cfg.EventsPerSecond, maxLimiterClients),
@@ -225,6 +245,10 @@ func New(cfg Config) (*Server, error) {
 	go func() { defer s.wg.Done(); cache.gcLoop(s.stop, time.Minute) }()
 	s.wg.Add(1)
 	go s.eventLoop()
+	if cfg.URL != "" && cfg.ReportEvery > 0 {
+		s.wg.Add(1)
+		go s.reportLoop()
+	}
 	return s, nil
 }
 

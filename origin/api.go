@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/capstan-ota/capstan/internal/httpenc"
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -43,7 +45,10 @@ func (s *Server) Handler() http.Handler {
 	s.capgoRoutes(mux)
 	s.releaseRoutes(mux)
 	s.trustRoutes(mux)
-	return s.m.instrument(mux)
+	s.consoleRoutes(mux)
+	// JSON answers over 1 KB (the state edges pull, release lists) go out
+	// compressed to clients that accept it (docs/decisions/014).
+	return s.m.instrument(httpenc.Handler(mux))
 }
 
 // apiError is the body of every error answer: one line a person can act on.
@@ -70,6 +75,11 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		status = http.StatusConflict
 	case errors.Is(err, ErrBadRequest), errors.Is(err, release.ErrInvalid):
 		status = http.StatusBadRequest
+	case errors.Is(err, store.ErrUnavailable):
+		// The database or bucket is away: nothing was committed, and the
+		// same request succeeds once it is back (or on another origin).
+		status = http.StatusServiceUnavailable
+		s.log.Error("api error: store unavailable", "err", err)
 	}
 	msg := err.Error()
 	if status == http.StatusInternalServerError {
@@ -160,12 +170,13 @@ const maxManifestPart = release.MaxManifestBytes
 
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	app := r.PathValue("app")
-	if _, err := s.authorize(r, RolePublisher, app); err != nil {
+	key, err := s.authorize(r, RolePublisher, app)
+	if err != nil {
 		s.fail(w, err)
 		return
 	}
 	q := r.URL.Query()
-	req := &UploadRequest{App: app, Version: q.Get("version"), MinNative: q.Get("min_native"), Channel: q.Get("channel"), RolloutBPS: release.FullRollout}
+	req := &UploadRequest{App: app, Version: q.Get("version"), MinNative: q.Get("min_native"), Channel: q.Get("channel"), RolloutBPS: release.FullRollout, UploadedBy: key.ID}
 	if v := q.Get("rollout"); v != "" {
 		bps, err := ParseRollout(v)
 		if err != nil {

@@ -12,8 +12,8 @@ import (
 
 	"github.com/andybalholm/brotli"
 	"github.com/capstan-ota/capstan/capgo"
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 	"github.com/klauspost/compress/flate"
 )
 
@@ -47,18 +47,16 @@ func (s *Server) brotliQuality() int {
 
 func (s *Server) indexedBlob(key string) (release.Hash, bool) {
 	var h release.Hash
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(key))
+	err := s.db.View(func(txn store.Txn) error {
+		b, err := txn.Get(key)
 		if err != nil {
 			return err
 		}
-		return item.Value(func(b []byte) error {
-			if len(b) != len(h) {
-				return errors.New("bad index entry")
-			}
-			copy(h[:], b)
-			return nil
-		})
+		if len(b) != len(h) {
+			return errors.New("bad index entry")
+		}
+		copy(h[:], b)
+		return nil
 	})
 	return h, err == nil && s.blobs.has(h)
 }
@@ -89,7 +87,7 @@ func (s *Server) derived(ctx context.Context, key string, build func(ctx context
 		if err != nil {
 			return nil, err
 		}
-		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(key), h[:]) }); err != nil {
+		if err := s.db.Update(func(txn store.Txn) error { return txn.Set(key, h[:]) }); err != nil {
 			return nil, fmt.Errorf("origin: index %s: %w", key, err)
 		}
 		return h, nil
@@ -134,9 +132,9 @@ func (s *Server) PrepareCapgo(ctx context.Context, id release.Hash) error {
 	if err != nil {
 		return err
 	}
-	m, err := rec.Envelope.Manifest()
+	m, err := s.manifestOf(rec)
 	if err != nil {
-		return fmt.Errorf("origin: stored manifest %s: %w", id, err)
+		return err
 	}
 	for _, f := range m.Files {
 		if !capgo.WantsBrotli(f.Path, f.Size) {
@@ -159,9 +157,9 @@ func (s *Server) capgoZip(ctx context.Context, id release.Hash) (release.Hash, e
 		if err != nil {
 			return release.Hash{}, err
 		}
-		m, err := rec.Envelope.Manifest()
+		m, err := s.manifestOf(rec)
 		if err != nil {
-			return release.Hash{}, fmt.Errorf("origin: stored manifest %s: %w", id, err)
+			return release.Hash{}, err
 		}
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(s.writeZip(ctx, m, pw)) }()
@@ -220,10 +218,6 @@ func (s *Server) capgoBrotli(ctx context.Context, file release.Hash) (release.Ha
 			return release.Hash{}, fmt.Errorf("blob %s: %w", file, ErrNotFound)
 		}
 		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil {
-			return release.Hash{}, fmt.Errorf("origin: brotli %s: %w", file, err)
-		}
 		pr, pw := io.Pipe()
 		go func() {
 			bw := brotli.NewWriterLevel(pw, s.brotliQuality())
@@ -233,7 +227,7 @@ func (s *Server) capgoBrotli(ctx context.Context, file release.Hash) (release.Ha
 			}
 			pw.CloseWithError(err)
 		}()
-		h, _, err := s.blobs.put(pr, fi.Size()+fi.Size()/16+1<<16, release.Hash{})
+		h, _, err := s.blobs.put(pr, f.Size()+f.Size()/16+1<<16, release.Hash{})
 		pr.CloseWithError(err)
 		if err != nil {
 			return release.Hash{}, fmt.Errorf("origin: brotli %s: %w", file, err)

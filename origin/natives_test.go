@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/stats"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // TestUploadWarnsAboutNativeVersions: an upload needing a newer native
@@ -79,7 +79,7 @@ func TestCoalescedChecksCount(t *testing.T) {
 		t.Fatalf("checks %d devices %d, want 43 checks from 2 devices", c.Checks, c.Devices)
 	}
 	var census nativeCensus
-	o.db.View(func(txn *badger.Txn) error { return getJSON(txn, pfxNatives+"com.x", &census) })
+	o.db.View(func(txn store.Txn) error { return getJSON(txn, pfxNatives+"com.x", &census) })
 	if census.Checks["1.0.0"] != 43 {
 		t.Fatalf("native census %v, want 43 checks on 1.0.0", census.Checks)
 	}

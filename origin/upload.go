@@ -9,8 +9,8 @@ import (
 	"os"
 
 	"github.com/capstan-ota/capstan/internal/bundle"
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // UploadRequest describes one release upload.
@@ -28,6 +28,9 @@ type UploadRequest struct {
 	// Capgo, if set, is a Capgo-encrypted copy of the bundle for devices
 	// running @capgo/capacitor-updater (see capgo.go).
 	Capgo *CapgoUpload
+	// UploadedBy is the ID of the API key that uploads (kept with the
+	// release for the console's history).
+	UploadedBy string
 }
 
 // ErrBadRequest wraps every refusal caused by the request's content.
@@ -117,19 +120,26 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		}
 		m.Files = append(m.Files, release.File{Path: e.Path, Size: size, Mode: e.Mode, SHA256: h})
 	}
+	canonical, legacy, err := signedForms(m)
+	if err != nil {
+		return nil, badRequest("%v", err)
+	}
+	// The file list a format 2 release names by hash is a blob like the
+	// files: devices fetch it only to download file by file, edges to
+	// answer Capgo devices.
+	list := release.EncodeFileList(m.Files)
+	if _, _, err := s.blobs.putNoSync(bytes.NewReader(list), int64(len(list)), release.Sum(list)); err != nil {
+		return nil, err
+	}
 	// One syncfs for all the files, before the record that makes them part
 	// of a release is committed.
 	if err := s.blobs.sync(); err != nil {
 		return nil, err
 	}
-	canonical, err := m.Encode()
-	if err != nil {
-		return nil, badRequest("%v", err)
-	}
 	env := &release.Envelope{Signed: canonical}
 	if req.Envelope != nil {
-		if !bytes.Equal(req.Envelope.Signed, canonical) {
-			return nil, badRequest("the signed manifest does not match the uploaded bundle (was it signed for another zip, version or min native version?)")
+		if !bytes.Equal(req.Envelope.Signed, canonical) && !bytes.Equal(req.Envelope.Signed, legacy) {
+			return nil, badRequest("the signed release does not match the uploaded bundle (was it signed for another zip, version or min native version?)")
 		}
 		env = req.Envelope
 	}
@@ -138,7 +148,7 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		return nil, fmt.Errorf("%w: app %s requires signed releases: upload with --sign-key or CAPSTAN_SIGNING_KEY", errForbidden, req.App)
 	}
 	rec := &release.Record{
-		ID: env.ID(), App: req.App, Version: req.Version, Uploaded: s.cfg.Now().UTC(),
+		ID: env.ID(), App: req.App, Version: req.Version, Uploaded: s.cfg.Now().UTC(), UploadedBy: req.UploadedBy,
 		Size: m.TotalSize(), Files: len(m.Files), Envelope: env,
 	}
 	sealed, err := s.seal(rec.ID, sl)
@@ -147,8 +157,8 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 	}
 	var published *release.Envelope
 	s.chanMu.Lock()
-	err = s.db.Update(func(txn *badger.Txn) error {
-		if _, err := txn.Get([]byte(releaseKey(req.App, req.Version))); err == nil {
+	err = s.db.Update(func(txn store.Txn) error {
+		if _, err := txn.Get(releaseKey(req.App, req.Version)); err == nil {
 			return fmt.Errorf("%w: version %s of %s already exists", ErrConflict, req.Version, req.App)
 		}
 		if appErr != nil {
@@ -159,7 +169,7 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		if err := setJSON(txn, releaseKey(req.App, req.Version), rec); err != nil {
 			return err
 		}
-		if err := txn.Set([]byte(pfxReleaseID+rec.ID.String()), []byte(req.App+"/"+req.Version)); err != nil {
+		if err := txn.Set(pfxReleaseID+rec.ID.String(), []byte(req.App+"/"+req.Version)); err != nil {
 			return err
 		}
 		if err := putCapgoRelease(txn, rec.ID, req.Capgo); err != nil {
