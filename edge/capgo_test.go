@@ -3,10 +3,12 @@ package edge_test
 import (
 	"archive/zip"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -739,5 +741,39 @@ func TestCapgoSkipsCapstanEncryptedReleases(t *testing.T) {
 		if err != nil || a.IsUpdate() || *a.Error != capgo.CodeNoBundle || *a.Kind != capgo.KindBlocked {
 			t.Fatalf("check %d: %v %s", i, err, raw)
 		}
+	}
+}
+
+// TestCapgoUpdateAnswerCompressed: the plugins' HTTP stacks (OkHttp,
+// URLSession) send Accept-Encoding: gzip; an update answer listing files is
+// compressed for them and decodes to the same answer.
+func TestCapgoUpdateAnswerCompressed(t *testing.T) {
+	f := newFleet(t)
+	files := map[string][]byte{"index.html": []byte("<html>v1</html>")}
+	for i := range 40 {
+		files[fmt.Sprintf("assets/chunk-%02d.js", i)] = []byte(fmt.Sprintf("console.log(%d)", i))
+	}
+	f.upload(t, "1.0.0", files)
+	e := startEdge(t, f, t.TempDir(), nil)
+	syncEdge(t, e)
+	req, _ := http.NewRequest("POST", e.url+"/updates", strings.NewReader(androidBody))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("Content-Encoding %q", resp.Header.Get("Content-Encoding"))
+	}
+	zr, err := gzip.NewReader(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(zr)
+	a, err := capgotest.DecodeAnswer(raw)
+	if err != nil || !a.IsUpdate() || len(a.Manifest) != 41 {
+		t.Fatalf("answer: %v %s", err, raw)
 	}
 }

@@ -185,7 +185,17 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		}
 		req.RolloutBPS = bps
 	}
+	if req.UploadKey = r.Header.Get("Idempotency-Key"); len(req.UploadKey) > maxUploadKey {
+		s.fail(w, badRequest("Idempotency-Key is over %d bytes", maxUploadKey))
+		return
+	}
 	if err := s.CheckUpload(req); err != nil {
+		if rec := replayed(err); rec != nil {
+			out := *rec
+			out.Envelope = nil
+			writeJSON(w, http.StatusCreated, UploadResponse{Record: &out})
+			return
+		}
 		s.fail(w, err)
 		return
 	}

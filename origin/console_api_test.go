@@ -255,3 +255,46 @@ func TestReleaseDetailsNameUploaderAndPatches(t *testing.T) {
 		t.Fatalf("policy: %d %+v", c, pol)
 	}
 }
+
+// TestTimelineSurvivesRestart: an origin restarted on the same data keeps
+// its adoption chart.
+func TestTimelineSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	open := func() *Server {
+		cfg := DefaultConfig(dir)
+		cfg.AdminKey = trustAdminKey
+		s, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	r1 := mustUpload(t, s, "app", "1.0.0")
+	var evs []stats.Event
+	for i := range 5 {
+		evs = append(evs, stats.Event{Action: "install", App: "app", Channel: "production", Device: fmt.Sprint("d", i), Release: r1.ID, Version: "1.0.0"})
+	}
+	if _, err := s.IngestEvents(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+	before := lastDevices(t, s)
+	if before["1.0.0"] != 5 {
+		t.Fatalf("before the restart: %v", before)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open()
+	defer s.Close()
+	if after := lastDevices(t, s); after["1.0.0"] != 5 {
+		t.Fatalf("after the restart: %v", after)
+	}
+	// The restored sample still follows devices.
+	if _, err := s.IngestEvents(context.Background(), []stats.Event{{Action: "check", App: "app", Channel: "production", Device: "d0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := lastDevices(t, s); got["1.0.0"] != 4 || got[Builtin] != 1 {
+		t.Fatalf("after d0 went back to builtin: %v", got)
+	}
+}

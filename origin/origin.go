@@ -127,6 +127,7 @@ type Server struct {
 	m      metrics
 
 	adminStart AdminKeyStart
+	node       string // names this process in build leases
 
 	started  time.Time // for the console's fleet view
 	fleet    fleet     // the latest report of each edge
@@ -207,7 +208,7 @@ func New(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	db := &records{r: recs, ctx: ctx}
 	s := &Server{cfg: cfg, log: log, db: db, st: &recordStore{db: db}, blobs: &blobStore{b: blobs, tmp: tmp, ctx: ctx},
-		ownDB: own, ctx: ctx, cancel: cancel, key: key, stop: make(chan struct{}),
+		ownDB: own, ctx: ctx, cancel: cancel, key: key, node: newNodeID(), stop: make(chan struct{}),
 		buildSem: make(chan struct{}, cfg.PatchBuilds), started: cfg.Now(), timeline: newTimeline()}
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
@@ -222,6 +223,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.wg.Add(1)
 	go s.resignLoop()
+	if err := s.loadTimeline(); err != nil {
+		s.log.Warn("console timeline: not restored", "err", err)
+	}
+	s.wg.Add(1)
+	go s.timelineLoop()
 	return s, nil
 }
 

@@ -136,7 +136,7 @@ func (s *Server) IngestEvents(ctx context.Context, events []stats.Event) (Ingest
 	s.statsMu.Lock()
 	err := s.db.Update(func(txn store.Txn) error {
 		// The transaction may run more than once: count from zero.
-		res, touched = IngestResult{}, map[string]bool{}
+		res, touched, accepted = IngestResult{}, map[string]bool{}, accepted[:0]
 		// Sketches stay decoded while the batch is applied and are encoded
 		// once per record: a batch is up to 2,000 events, a sketch 16 KiB.
 		recs := map[string]*batchRecord{}

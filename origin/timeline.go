@@ -1,9 +1,16 @@
 package origin
 
 import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
 	"math/bits"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/capstan-ota/capstan/origin/store"
 
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/stats"
@@ -49,12 +56,20 @@ type tlRelease struct {
 	version string
 	devices uint64
 	c       Counters // event counts of the interval (device fields unused)
-	rate    *ReleaseStats
+	rate    *tlRate
+}
+
+// tlRate is a release's totals on its channel as auto-pause saw them.
+type tlRate struct {
+	Rate    float64 `json:"rate"`
+	Devices uint64  `json:"devices"`
+	Failed  uint64  `json:"failed"`
 }
 
 type tlBucket struct {
 	start int64 // Unix seconds; 0: never used
 	rels  map[release.Hash]*tlRelease
+	dirty bool // changed since the last save
 }
 
 type chanTimeline struct {
@@ -62,6 +77,9 @@ type chanTimeline struct {
 	devs  map[uint64]sampleEntry
 	tiers [len(timelineTiers)][]tlBucket
 	first int64 // Unix seconds of the first event
+	dirty bool  // the sample changed since the last save
+	// gone are the stored intervals whose ring slot was reused.
+	gone []string
 }
 
 // timeline holds every channel's history, in memory.
@@ -87,13 +105,19 @@ func (t *timeline) channel(key string, now time.Time) *chanTimeline {
 	return ct
 }
 
+// bucket returns the interval of tier that holds now, marked as changed.
 func (ct *chanTimeline) bucket(tier int, now time.Time) *tlBucket {
 	w := int64(timelineTiers[tier].width / time.Second)
 	start := now.Unix() / w * w
 	b := &ct.tiers[tier][(start/w)%int64(len(ct.tiers[tier]))]
 	if b.start != start {
+		if b.start != 0 {
+			ct.gone = append(ct.gone, strconv.Itoa(tier)+"/"+strconv.FormatInt(b.start, 10))
+		}
 		*b = tlBucket{start: start, rels: map[release.Hash]*tlRelease{}}
 	}
+	b.dirty = true
+	ct.dirty = true
 	return b
 }
 
@@ -186,7 +210,7 @@ func (t *timeline) observe(now time.Time, events []stats.Event, rates func(app, 
 		}
 		ct := byChan[tk.app+"/"+tk.ch]
 		for tier := range timelineTiers {
-			ct.bucket(tier, now).rel(tk.id, tk.version).rate = &rs
+			ct.bucket(tier, now).rel(tk.id, tk.version).rate = &tlRate{Rate: rs.FailureRate, Devices: rs.Devices, Failed: rs.FailedDevices}
 		}
 	}
 	for _, ct := range byChan {
@@ -310,8 +334,8 @@ func (t *timeline) series(app, ch string, tier int, now time.Time) (points []Tim
 					Checks: r.c.Checks, Downloads: r.c.Downloads, Installs: r.c.Installs, Confirms: r.c.Confirms,
 					Failures: r.c.Failures, Reverts: r.c.Reverts, Bytes: r.c.Bytes}
 				if r.rate != nil {
-					fr := r.rate.FailureRate
-					tr.FailureRate, tr.ReportedDevices, tr.FailedDevices = &fr, r.rate.Devices, r.rate.FailedDevices
+					fr := r.rate.Rate
+					tr.FailureRate, tr.ReportedDevices, tr.FailedDevices = &fr, r.rate.Devices, r.rate.Failed
 				} else if p, ok := prev[id]; ok {
 					tr.FailureRate, tr.ReportedDevices, tr.FailedDevices = p.FailureRate, p.ReportedDevices, p.FailedDevices
 				}
@@ -342,6 +366,225 @@ func sortTimelineReleases(rs []TimelineRelease) {
 			rs[j], rs[j-1] = rs[j-1], rs[j]
 		}
 	}
+}
+
+// The timeline is kept in the records store so that a restarted origin
+// keeps its charts: only what changed is written, every
+// timelineSaveEvery, and once more on Close.
+//
+//	t/<app>/<channel>/s              → timelineSample (the device sample)
+//	t/<app>/<channel>/<tier>/<start> → timelineInterval
+const (
+	pfxTimeline       = "t/"
+	timelineSaveEvery = 30 * time.Second
+)
+
+// timelineSampleRec is the stored device sample: devices as fixed-size
+// records (hash, last seen in Unix ms, index into Releases).
+type timelineSampleRec struct {
+	Level    uint8          `json:"level"`
+	First    int64          `json:"first"`
+	Releases []release.Hash `json:"releases"`
+	Devices  []byte         `json:"devices"`
+}
+
+const sampleRecLen = 8 + 8 + 2
+
+// timelineIntervalRec is one stored interval.
+type timelineIntervalRec struct {
+	Releases []timelineRelRec `json:"releases"`
+}
+
+type timelineRelRec struct {
+	ID      release.Hash `json:"id"`
+	Version string       `json:"v,omitempty"`
+	Devices uint64       `json:"d,omitempty"`
+	// Counts are checks, downloads, installs, confirms, failures,
+	// reverts and bytes.
+	Counts [7]uint64 `json:"c"`
+	Rate   *tlRate   `json:"r,omitempty"`
+}
+
+// changes returns what to write and delete to store every change since
+// the last call, per channel, and marks it saved. If storing fails the
+// caller gives the batch back with unsave.
+func (t *timeline) changes() map[string]*timelineBatch {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[string]*timelineBatch{}
+	for key, ct := range t.chans {
+		if !ct.dirty {
+			continue
+		}
+		b := &timelineBatch{set: map[string][]byte{}}
+		base := pfxTimeline + key + "/"
+		idx := map[release.Hash]uint16{}
+		rec := timelineSampleRec{Level: ct.level, First: ct.first, Devices: make([]byte, 0, len(ct.devs)*sampleRecLen)}
+		for h, e := range ct.devs {
+			i, ok := idx[e.rel]
+			if !ok {
+				i = uint16(len(rec.Releases))
+				idx[e.rel] = i
+				rec.Releases = append(rec.Releases, e.rel)
+			}
+			rec.Devices = binary.BigEndian.AppendUint64(rec.Devices, h)
+			rec.Devices = binary.BigEndian.AppendUint64(rec.Devices, uint64(e.seen))
+			rec.Devices = binary.BigEndian.AppendUint16(rec.Devices, i)
+		}
+		b.set[base+"s"], _ = json.Marshal(rec)
+		for tier := range ct.tiers {
+			for i := range ct.tiers[tier] {
+				bk := &ct.tiers[tier][i]
+				if !bk.dirty {
+					continue
+				}
+				bk.dirty = false
+				var ir timelineIntervalRec
+				for id, r := range bk.rels {
+					c := r.c
+					ir.Releases = append(ir.Releases, timelineRelRec{ID: id, Version: r.version, Devices: r.devices, Rate: r.rate,
+						Counts: [7]uint64{c.Checks, c.Downloads, c.Installs, c.Confirms, c.Failures, c.Reverts, c.Bytes}})
+				}
+				b.set[base+strconv.Itoa(tier)+"/"+strconv.FormatInt(bk.start, 10)], _ = json.Marshal(ir)
+			}
+		}
+		for _, g := range ct.gone {
+			b.del = append(b.del, base+g)
+		}
+		ct.gone, ct.dirty = nil, false
+		out[key] = b
+	}
+	return out
+}
+
+// timelineBatch is one channel's writes.
+type timelineBatch struct {
+	set map[string][]byte
+	del []string
+}
+
+// unsave marks a channel changed again after its batch failed to store,
+// so the next save writes it whole.
+func (t *timeline) unsave(key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ct := t.chans[key]; ct != nil {
+		ct.dirty = true
+		for tier := range ct.tiers {
+			for i := range ct.tiers[tier] {
+				if ct.tiers[tier][i].start != 0 {
+					ct.tiers[tier][i].dirty = true
+				}
+			}
+		}
+	}
+}
+
+// saveTimeline stores what changed, one transaction per channel.
+func (s *Server) saveTimeline() {
+	for key, b := range s.timeline.changes() {
+		err := s.db.Update(func(txn store.Txn) error {
+			for k, v := range b.set {
+				if err := txn.Set(k, v); err != nil {
+					return err
+				}
+			}
+			for _, k := range b.del {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			s.timeline.unsave(key)
+			s.log.Warn("store the console timeline", "channel", key, "err", err)
+		}
+	}
+}
+
+// timelineLoop saves the timeline now and then, and once more at Close.
+func (s *Server) timelineLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(timelineSaveEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			s.saveTimeline()
+			return
+		case <-t.C:
+			s.saveTimeline()
+		}
+	}
+}
+
+// loadTimeline reads the stored timeline at start.
+func (s *Server) loadTimeline() error {
+	return s.db.View(func(txn store.Txn) error {
+		return txn.Scan(pfxTimeline, func(key string, val []byte) error {
+			if err := s.timeline.load(strings.TrimPrefix(key, pfxTimeline), val); err != nil {
+				s.log.Warn("console timeline: skip a stored entry", "key", key, "err", err)
+			}
+			return nil
+		})
+	})
+}
+
+// load restores one stored entry; rest is the key after pfxTimeline.
+func (t *timeline) load(rest string, val []byte) error {
+	parts := strings.Split(rest, "/")
+	if len(parts) != 3 && len(parts) != 4 {
+		return fmt.Errorf("unexpected key")
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ct := t.channel(parts[0]+"/"+parts[1], time.Now())
+	if ct == nil {
+		return fmt.Errorf("too many channels")
+	}
+	if len(parts) == 3 {
+		var rec timelineSampleRec
+		if err := json.Unmarshal(val, &rec); err != nil || len(rec.Devices)%sampleRecLen != 0 {
+			return fmt.Errorf("bad sample: %v", err)
+		}
+		ct.level, ct.first = rec.Level, rec.First
+		for b := rec.Devices; len(b) > 0; b = b[sampleRecLen:] {
+			i := int(binary.BigEndian.Uint16(b[16:]))
+			if i >= len(rec.Releases) {
+				return fmt.Errorf("bad sample release index")
+			}
+			ct.devs[binary.BigEndian.Uint64(b)] = sampleEntry{seen: int64(binary.BigEndian.Uint64(b[8:])), rel: rec.Releases[i]}
+		}
+		return nil
+	}
+	tier, err := strconv.Atoi(parts[2])
+	start, err2 := strconv.ParseInt(parts[3], 10, 64)
+	if err != nil || err2 != nil || tier < 0 || tier >= len(timelineTiers) {
+		return fmt.Errorf("bad interval key")
+	}
+	w := int64(timelineTiers[tier].width / time.Second)
+	if start <= 0 || start%w != 0 {
+		return fmt.Errorf("bad interval start")
+	}
+	var ir timelineIntervalRec
+	if err := json.Unmarshal(val, &ir); err != nil {
+		return err
+	}
+	b := &ct.tiers[tier][(start/w)%int64(len(ct.tiers[tier]))]
+	if b.start > start {
+		return nil // a newer interval holds the slot
+	}
+	*b = tlBucket{start: start, rels: map[release.Hash]*tlRelease{}}
+	for _, r := range ir.Releases {
+		if len(b.rels) >= timelineMaxReleases {
+			break
+		}
+		c := r.Counts
+		b.rels[r.ID] = &tlRelease{version: r.Version, devices: r.Devices, rate: r.Rate,
+			c: Counters{Checks: c[0], Downloads: c[1], Installs: c[2], Confirms: c[3], Failures: c[4], Reverts: c[5], Bytes: c[6]}}
+	}
+	return nil
 }
 
 // deviceHash is FNV-1a with the splitmix64 finaliser, as stats' sketches
