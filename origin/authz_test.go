@@ -108,7 +108,9 @@ func TestAuthzMatrix(t *testing.T) {
 	}
 	relKey, _ := release.GenerateKey()
 	relPEM, _ := release.EncodePublicKey(relKey.Public().(ed25519.PublicKey), release.RoleRelease)
-	if _, err := s.SetApp("appA", AppSettings{AddReleaseKeys: []string{string(relPEM)}}); err != nil {
+	// Unsigned uploads stay allowed: the matrix tests roles, not signing.
+	allowUnsigned := false
+	if _, err := s.SetApp("appA", AppSettings{AddReleaseKeys: []string{string(relPEM)}, RequireSigning: &allowUnsigned}); err != nil {
 		t.Fatal(err)
 	}
 	m, _ := s.manifestOf(a1)
