@@ -213,18 +213,28 @@ func (s *recordStore) channels(app string) ([]*release.Envelope, error) {
 func (s *recordStore) history(app, ch string) ([]*release.Channel, error) {
 	var out []*release.Channel
 	err := s.db.View(func(txn store.Txn) error {
-		return iterate(txn, pfxHistory+app+"/"+ch+"/", func(_ string, b []byte) error {
-			var env release.Envelope
-			if err := json.Unmarshal(b, &env); err != nil {
-				return err
-			}
-			c, err := env.Channel()
-			if err != nil {
-				return err
-			}
-			out = append(out, c)
-			return nil
-		})
+		var err error
+		out, err = historyIn(txn, app, ch)
+		return err
+	})
+	return out, err
+}
+
+// historyIn returns every record a channel has had, oldest first, read in
+// txn.
+func historyIn(txn store.Txn, app, ch string) ([]*release.Channel, error) {
+	var out []*release.Channel
+	err := iterate(txn, pfxHistory+app+"/"+ch+"/", func(_ string, b []byte) error {
+		var env release.Envelope
+		if err := json.Unmarshal(b, &env); err != nil {
+			return err
+		}
+		c, err := env.Channel()
+		if err != nil {
+			return err
+		}
+		out = append(out, c)
+		return nil
 	})
 	return out, err
 }
