@@ -111,7 +111,7 @@ func newUploadCmd() *cobra.Command {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 				defer cancel()
-				var warnings []string
+				warnings := []string{} // "warnings":[] in --json, never null
 				up.Bundle, up.Warnings = body, &warnings
 				rec, err := apiClient().UploadRelease(ctx, up)
 				if err != nil {
