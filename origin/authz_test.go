@@ -214,6 +214,7 @@ func TestAuthzMatrix(t *testing.T) {
 			return httptest.NewRequest("POST", "/v1/edges/report", strings.NewReader(`{"name":"http://127.0.0.1:7080","url":"http://127.0.0.1:7080","status":"ok"}`))
 		}},
 		{"GET /v1/apps/{app}/release-details", readA, get("/v1/apps/appA/release-details")},
+		{"GET /v1/apps/{app}/channel-details", readA, get("/v1/apps/appA/channel-details")},
 		{"GET /v1/apps/{app}/channels/{channel}/policy", readA, get("/v1/apps/appA/channels/production/policy")},
 		{"GET /v1/apps/{app}/channels/{channel}/timeline", readA, get("/v1/apps/appA/channels/production/timeline")},
 		{"POST /v1/keys/origin/rotate", admin, func(*testing.T) *http.Request { return httptest.NewRequest("POST", "/v1/keys/origin/rotate", nil) }},
