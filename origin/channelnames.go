@@ -52,15 +52,6 @@ func (s *recordStore) channelNames(app string) ([]string, error) {
 	return out, nil
 }
 
-// unknownChannel is the error for a channel an app does not have.
-func (s *Server) unknownChannel(app, ch string, create bool) error {
-	have, err := s.st.channelNames(app)
-	if err != nil {
-		return err
-	}
-	return &noChannelError{app: app, channel: ch, have: have, create: create}
-}
-
 // mayCreateChannel allows a change that would create channel ch of app
 // only when ch exists, the app has no channel yet (its first channel is
 // made by its first upload), or the caller said --new-channel: a mistyped
