@@ -103,7 +103,7 @@ func TestAuthzMatrix(t *testing.T) {
 	mustUpload(t, s, "appA", "1.1.0")
 	mustUpload(t, s, "appB", "1.0.0")
 	zb := testZip(t, map[string]string{"index.html": "beta"})
-	if _, err := s.Upload(context.Background(), &UploadRequest{App: "appA", Version: "1.2.0", Channel: "beta", RolloutBPS: release.FullRollout}, bytes.NewReader(zb)); err != nil {
+	if _, err := s.Upload(context.Background(), &UploadRequest{App: "appA", Version: "1.2.0", Channel: "beta", RolloutBPS: release.FullRollout, NewChannel: true}, bytes.NewReader(zb)); err != nil {
 		t.Fatal(err)
 	}
 	relKey, _ := release.GenerateKey()
