@@ -76,7 +76,7 @@ func withFields(t *testing.T, body string, kv ...any) string {
 	return string(b)
 }
 
-func syncEdge(t *testing.T, e *testEdge) {
+func syncEdge(t testing.TB, e *testEdge) {
 	t.Helper()
 	if err := e.SyncFromOrigin(context.Background()); err != nil {
 		t.Fatal(err)
@@ -244,7 +244,7 @@ func checkManifest(t *testing.T, a *capgotest.AppVersion, o *origin.Server, rec 
 // newQuietFleet is newFleet without background patch builds: Capgo
 // devices never ask for Capstan patches, and the builds would only compete
 // for CPU with the test.
-func newQuietFleet(t *testing.T) *fleet {
+func newQuietFleet(t testing.TB) *fleet {
 	t.Helper()
 	cfg := origin.DefaultConfig(t.TempDir())
 	cfg.AdminKey = adminKey
@@ -261,7 +261,7 @@ func newQuietFleet(t *testing.T) *fleet {
 	return f
 }
 
-func uploadFixture(t *testing.T, f *fleet, app, version, fixture, channel string, enc *capgo.Encrypted, encZip []byte) *release.Record {
+func uploadFixture(t testing.TB, f *fleet, app, version, fixture, channel string, enc *capgo.Encrypted, encZip []byte) *release.Record {
 	t.Helper()
 	zf, err := os.Open(testutil.Fixture(t, fixture))
 	if err != nil {
@@ -557,7 +557,7 @@ func TestCapgoChannelSelf(t *testing.T) {
 	f := newFleet(t)
 	f.upload(t, "1.0.0", map[string][]byte{"index.html": []byte("v1")})
 	for _, ch := range []struct{ version, channel string }{{"1.1.0-beta.1", "beta"}, {"1.2.0", "secret"}} {
-		if _, err := f.origin.Upload(context.Background(), &origin.UploadRequest{App: "com.x", Version: ch.version, Channel: ch.channel, RolloutBPS: release.FullRollout},
+		if _, err := f.origin.Upload(context.Background(), &origin.UploadRequest{App: "com.x", Version: ch.version, Channel: ch.channel, RolloutBPS: release.FullRollout, NewChannel: true},
 			zipOf(t, map[string][]byte{"index.html": []byte(ch.channel)})); err != nil {
 			t.Fatal(err)
 		}

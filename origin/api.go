@@ -85,7 +85,7 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 	if status == http.StatusInternalServerError {
 		s.log.Error("api error", "err", err)
 	}
-	msg = strings.TrimPrefix(strings.TrimPrefix(msg, "origin: "), "bad request: ")
+	msg = strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(msg, "origin: "), "bad request: "), "forbidden: ")
 	writeJSON(w, status, apiError{Error: strings.ReplaceAll(msg, "\n", " ")})
 }
 
@@ -176,7 +176,8 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	req := &UploadRequest{App: app, Version: q.Get("version"), MinNative: q.Get("min_native"), Channel: q.Get("channel"), RolloutBPS: release.FullRollout, UploadedBy: key.ID}
+	req := &UploadRequest{App: app, Version: q.Get("version"), MinNative: q.Get("min_native"), Channel: q.Get("channel"), RolloutBPS: release.FullRollout, UploadedBy: key.ID,
+		NewChannel: q.Get("new_channel") == "1"}
 	if v := q.Get("rollout"); v != "" {
 		bps, err := ParseRollout(v)
 		if err != nil {
@@ -248,7 +249,11 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	out := *rec
 	out.Envelope = nil
-	writeJSON(w, http.StatusCreated, UploadResponse{Record: &out, Warnings: s.nativeWarnings(req.App, req.Version, req.MinNative)})
+	warnings := s.nativeWarnings(req.App, req.Version, req.MinNative)
+	if rec.Envelope != nil && len(rec.Envelope.Signatures) == 0 {
+		warnings = append(warnings, fmt.Sprintf("release %s is not signed: devices that verify releases (capstan device, Capstan's own clients) refuse it; only @capgo/capacitor-updater devices install it. Sign uploads with --sign-key (capstan keys gen)", rec.Version))
+	}
+	writeJSON(w, http.StatusCreated, UploadResponse{Record: &out, Warnings: warnings})
 }
 
 // UploadResponse is the answer to an upload: the stored release and
@@ -331,6 +336,8 @@ type SetChannelBody struct {
 	BlockMajor   *bool `json:"block_major,omitempty"`
 	DeviceSelect *bool `json:"device_select,omitempty"`
 	Default      *bool `json:"default,omitempty"`
+	// NewChannel allows a channel the app does not have yet.
+	NewChannel bool `json:"new_channel,omitempty"`
 }
 
 const maxJSONBody = 64 << 10
@@ -356,7 +363,7 @@ func (s *Server) handleSetChannel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := ChannelRequest{App: app, Channel: ch, Version: body.Version, RolloutBPS: -1, Paused: body.Paused,
-		BlockMajor: body.BlockMajor, DeviceSelect: body.DeviceSelect, Default: body.Default}
+		BlockMajor: body.BlockMajor, DeviceSelect: body.DeviceSelect, Default: body.Default, NewChannel: body.NewChannel}
 	if body.Rollout != nil {
 		if *body.Rollout < 0 || *body.Rollout > 100 {
 			s.fail(w, badRequest("rollout must be between 0 and 100 percent"))

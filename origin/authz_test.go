@@ -103,12 +103,14 @@ func TestAuthzMatrix(t *testing.T) {
 	mustUpload(t, s, "appA", "1.1.0")
 	mustUpload(t, s, "appB", "1.0.0")
 	zb := testZip(t, map[string]string{"index.html": "beta"})
-	if _, err := s.Upload(context.Background(), &UploadRequest{App: "appA", Version: "1.2.0", Channel: "beta", RolloutBPS: release.FullRollout}, bytes.NewReader(zb)); err != nil {
+	if _, err := s.Upload(context.Background(), &UploadRequest{App: "appA", Version: "1.2.0", Channel: "beta", RolloutBPS: release.FullRollout, NewChannel: true}, bytes.NewReader(zb)); err != nil {
 		t.Fatal(err)
 	}
 	relKey, _ := release.GenerateKey()
 	relPEM, _ := release.EncodePublicKey(relKey.Public().(ed25519.PublicKey), release.RoleRelease)
-	if _, err := s.SetApp("appA", AppSettings{AddReleaseKeys: []string{string(relPEM)}}); err != nil {
+	// Unsigned uploads stay allowed: the matrix tests roles, not signing.
+	allowUnsigned := false
+	if _, err := s.SetApp("appA", AppSettings{AddReleaseKeys: []string{string(relPEM)}, RequireSigning: &allowUnsigned}); err != nil {
 		t.Fatal(err)
 	}
 	m, _ := s.manifestOf(a1)
@@ -212,6 +214,7 @@ func TestAuthzMatrix(t *testing.T) {
 			return httptest.NewRequest("POST", "/v1/edges/report", strings.NewReader(`{"name":"http://127.0.0.1:7080","url":"http://127.0.0.1:7080","status":"ok"}`))
 		}},
 		{"GET /v1/apps/{app}/release-details", readA, get("/v1/apps/appA/release-details")},
+		{"GET /v1/apps/{app}/channel-details", readA, get("/v1/apps/appA/channel-details")},
 		{"GET /v1/apps/{app}/channels/{channel}/policy", readA, get("/v1/apps/appA/channels/production/policy")},
 		{"GET /v1/apps/{app}/channels/{channel}/timeline", readA, get("/v1/apps/appA/channels/production/timeline")},
 		{"POST /v1/keys/origin/rotate", admin, func(*testing.T) *http.Request { return httptest.NewRequest("POST", "/v1/keys/origin/rotate", nil) }},

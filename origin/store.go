@@ -37,13 +37,27 @@ type App struct {
 	ID      string    `json:"id"`
 	Created time.Time `json:"created"`
 	// RequireSigning refuses uploads without a valid release signature.
+	// An app with ReleaseKeys requires signatures anyway unless
+	// AllowUnsigned says otherwise (SigningRequired, decision 103).
 	RequireSigning bool `json:"require_signing,omitempty"`
+	// AllowUnsigned, set by an explicit `app set --no-require-signing`,
+	// accepts unsigned uploads although release keys are registered.
+	AllowUnsigned bool `json:"allow_unsigned,omitempty"`
 	// ReleaseKeys are the CI keys whose signatures the origin accepts on
 	// this app's manifests (see apps.go).
 	ReleaseKeys []ed25519.PublicKey `json:"release_keys,omitempty"`
 	// EncryptKey, if set, is the app's X25519 public key: releases are
 	// stored and served encrypted (see seal.go).
 	EncryptKey []byte `json:"encrypt_key,omitempty"`
+}
+
+// SigningRequired reports whether uploads must carry a signature by one of
+// the app's release keys: when asked (RequireSigning), and whenever release
+// keys are registered, unless unsigned uploads were allowed explicitly.
+// Devices of an app that registered a release key trust that key, so an
+// unsigned release would reach the channel and fail on every device.
+func (a *App) SigningRequired() bool {
+	return a.RequireSigning || len(a.ReleaseKeys) > 0 && !a.AllowUnsigned
 }
 
 func getJSON(txn store.Txn, key string, v any) error {
@@ -178,6 +192,11 @@ func (s *recordStore) releases(app string) ([]release.Record, error) {
 func (s *recordStore) channel(app, ch string) (*release.Envelope, *release.Channel, error) {
 	var env release.Envelope
 	err := s.db.View(func(txn store.Txn) error { return getJSON(txn, channelKey(app, ch), &env) })
+	if errors.Is(err, ErrNotFound) {
+		if have, lerr := s.channelNames(app); lerr == nil {
+			return nil, nil, &noChannelError{app: app, channel: ch, have: have}
+		}
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("channel %s/%s: %w", app, ch, err)
 	}

@@ -22,6 +22,10 @@ type UploadRequest struct {
 	// transaction that makes the release visible.
 	Channel    string
 	RolloutBPS int
+	// NewChannel allows Channel to be a channel the app does not have yet
+	// (an app's first channel needs no flag): a mistyped name is refused
+	// instead of becoming a channel that ships (decision 104).
+	NewChannel bool
 	// Envelope is the CI-signed manifest, if the uploader signed one. Its
 	// signed bytes must equal the manifest the origin computes from the zip.
 	Envelope *release.Envelope
@@ -60,6 +64,9 @@ func (s *Server) CheckUpload(req *UploadRequest) error {
 	if req.Channel != "" {
 		if err := release.ValidateChannel(req.Channel); err != nil {
 			return badRequest("%v", err)
+		}
+		if err := s.mayCreateChannel(req.App, req.Channel, req.NewChannel); err != nil {
+			return err
 		}
 	}
 	if req.RolloutBPS < 0 || req.RolloutBPS > release.FullRollout {
@@ -147,8 +154,8 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		env = req.Envelope
 	}
 	app, appErr := s.st.app(req.App)
-	if appErr == nil && app.RequireSigning && len(env.Signatures) == 0 {
-		return nil, fmt.Errorf("%w: app %s requires signed releases: upload with --sign-key or CAPSTAN_SIGNING_KEY", errForbidden, req.App)
+	if appErr == nil && app.SigningRequired() && len(env.Signatures) == 0 {
+		return nil, errUnsigned(app)
 	}
 	rec := &release.Record{
 		ID: env.ID(), App: req.App, Version: req.Version, Uploaded: s.cfg.Now().UTC(), UploadedBy: req.UploadedBy,
