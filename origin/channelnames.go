@@ -35,7 +35,9 @@ func (e *noChannelError) Error() string {
 	return b.String()
 }
 
-func (e *noChannelError) Is(target error) bool { return target == ErrNoChannel || target == ErrNotFound }
+func (e *noChannelError) Is(target error) bool {
+	return target == ErrNoChannel || target == ErrNotFound
+}
 
 // channelNames lists an app's channels, sorted.
 func (s *recordStore) channelNames(app string) ([]string, error) {

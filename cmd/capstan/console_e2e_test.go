@@ -367,6 +367,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	if ch := cliChannel(t, api); ch.Paused {
 		t.Fatal("the reader's request paused the rollout")
 	}
+
+	// The reader's key is revoked while the page is open: the next poll
+	// returns to the sign-in form and says why.
+	readerID := js[string](t, ctx, `document.querySelector('#who').textContent.split(' ')[1]`)
+	runCLIAs(t, api, e2eAdminKey, "keys", "revoke", readerID)
+	waitJS(t, ctx, 20*time.Second, "a revoked key is signed out, in words", `!document.querySelector('#signin').hidden && document.querySelector('#signin-error').textContent.includes('does not accept this key') && !document.querySelector('[data-channel]')`)
 }
 
 type consoleChannel struct {
