@@ -251,6 +251,16 @@ func (s *Server) serveDerived(w http.ResponseWriter, r *http.Request, h release.
 		return
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err == nil {
+		// Signed, so an edge can check the bytes before caching them
+		// under this path (decision 091).
+		err = s.setDerivedStatement(w, r.URL.Path, h, fi.Size())
+	}
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
 	immutable(w, h.String())
 	w.Header().Set("Content-Type", contentType)
 	http.ServeContent(w, r, "", time.Time{}, f)

@@ -37,8 +37,9 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
-// startOrigin opens an origin and serves its API on addr.
-func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir, addr string, pub origin.Publisher) (*origin.Server, *http.Server, net.Listener, error) {
+// startOrigin opens an origin and serves its API on addr. public is the
+// --public-url flag ("" for one made from the listen address).
+func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir, addr, public string, pub origin.Publisher) (*origin.Server, *http.Server, net.Listener, error) {
 	cfg := origin.DefaultConfig(dataDir)
 	cfg.AdminKey = os.Getenv("CAPSTAN_ADMIN_KEY")
 	cfg.Logger = log.With("component", "origin")
@@ -46,17 +47,18 @@ func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir, addr string, pub
 	if err := releaseConfig(cmd, &cfg); err != nil {
 		return nil, nil, nil, err
 	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("origin API: %w", err)
+	}
+	cfg.PublicURL = publicURL(public, ln.Addr())
 	o, err := origin.New(cfg)
 	if err != nil {
+		ln.Close()
 		return nil, nil, nil, err
 	}
 	if k := o.GeneratedAdminKey(); k != "" {
 		fmt.Fprintf(cmd.ErrOrStderr(), "\nA new admin API key was generated. It is shown only once; keep it secret:\n\n    CAPSTAN_API_KEY=%s\n\n", k)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		o.Close()
-		return nil, nil, nil, fmt.Errorf("origin API: %w", err)
 	}
 	srv := &http.Server{
 		Handler:           o.Handler(),
@@ -161,26 +163,36 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 				return nil
 			})
 			lazy := &lazyPublisher{}
-			o, api, apiLn, err := startOrigin(cmd, log, filepath.Join(dataDir, "origin"), apiAddr, multiPublisher{toEdge, lazy})
+			o, api, apiLn, err := startOrigin(cmd, log, filepath.Join(dataDir, "origin"), apiAddr, "", multiPublisher{toEdge, lazy})
 			if err != nil {
 				return err
 			}
 			apiURL := "http://" + apiLn.Addr().String()
-			es, edgeLn, err := startEdge(log, filepath.Join(dataDir, "edge"), edgeAddr, 0, func() []string { return []string{apiURL} }, cf.apply)
+			// The edge trusts what the origin key signed, like any edge.
+			trustOrigin := func(c *edge.Config) {
+				c.OriginKeys = []release.PublicKey{{Key: o.PublicKey(), Role: release.RoleOrigin}}
+			}
+			es, edgeLn, err := startEdge(log, filepath.Join(dataDir, "edge"), edgeAddr, 0, func() []string { return []string{apiURL} }, cf.apply, trustOrigin)
 			if err != nil {
 				api.Close()
 				o.Close()
 				return err
 			}
 			e.Store(es)
+			kf, keyPath, err := originClusterKeys(cmd, g, filepath.Join(dataDir, "origin"), o.PublicKey(), log)
+			if err != nil {
+				return err
+			}
 			gcfg, err := newGossipConfig(g, gossip.RoleOrigin, apiURL, log)
 			if err != nil {
 				return err
 			}
+			setKeys(&gcfg, kf)
 			node, err := gossip.New(gcfg)
 			if err != nil {
 				return fmt.Errorf("gossip: %w", err)
 			}
+			watchClusterKeys(ctx, keyPath, node, log)
 			lazy.node.Store(node)
 			publishAll(o, node, log)
 			syncCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -203,6 +215,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 	cmd.Flags().StringVar(&apiAddr, "api", "127.0.0.1:7070", "origin API listen address")
 	cmd.Flags().StringVar(&edgeAddr, "edge", "127.0.0.1:7080", "edge HTTP listen address")
 	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7946", "gossip bind address, for more edges to join")
+	g.keyFlags(cmd, "cluster key file (default DATA/origin/cluster.key, made on first start; more edges join with a copy)")
 	cf.register(cmd)
 	return cmd
 }
@@ -221,7 +234,7 @@ func newOriginCmd() *cobra.Command {
 			ctx, stop := signalContext()
 			defer stop()
 			lazy := &lazyPublisher{}
-			o, api, apiLn, err := startOrigin(cmd, log, dataDir, apiAddr, lazy)
+			o, api, apiLn, err := startOrigin(cmd, log, dataDir, apiAddr, pub, lazy)
 			if err != nil {
 				return err
 			}
@@ -232,14 +245,21 @@ func newOriginCmd() *cobra.Command {
 					return err
 				}
 			}
+			kf, keyPath, err := originClusterKeys(cmd, g, dataDir, o.PublicKey(), log)
+			if err != nil {
+				api.Close()
+				return err
+			}
 			gcfg, err := newGossipConfig(g, gossip.RoleOrigin, publicURL(pub, apiLn.Addr()), log)
 			if err != nil {
 				return err
 			}
+			setKeys(&gcfg, kf)
 			node, err := gossip.New(gcfg)
 			if err != nil {
 				return fmt.Errorf("gossip: %w", err)
 			}
+			watchClusterKeys(ctx, keyPath, node, log)
 			lazy.node.Store(node)
 			publishAll(o, node, log)
 			o.Registry().MustRegister(gossipMembers(node))
@@ -259,6 +279,7 @@ func newOriginCmd() *cobra.Command {
 	cmd.Flags().StringVar(&pub, "public-url", "", "URL edges use to reach this origin's API (default from --api)")
 	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7946", "gossip bind address")
 	cmd.Flags().StringVar(&g.join, "join", "", "comma-separated gossip addresses of cluster members to join")
+	g.keyFlags(cmd, "cluster key file (default DATA/cluster.key, made on first start: give every edge a copy)")
 	return cmd
 }
 
@@ -286,14 +307,26 @@ records from gossip, answers device checks from memory and serves blobs from its
 				}
 				size = int64(n)
 			}
+			kf, err := edgeClusterKeys(g, log)
+			if err != nil {
+				return err
+			}
 			okeys, err := originKeys(originKey)
 			if err != nil {
 				return err
 			}
+			if kf != nil {
+				okeys = append(okeys, kf.OriginKeys...)
+			}
+			if len(okeys) == 0 {
+				return &exitError{code: 2, err: errors.New("no origin public key: the edge trusts only records and origins the origin key signed; give a --cluster-key file made by the origin (it holds the key) or --origin-key DATA/origin.key.pub")}
+			}
 			static := splitList(originURLs)
 			var node atomic.Pointer[gossip.Node]
-			origins := func() []string {
-				out := append([]string(nil), static...)
+			// Members announcing role origin are only candidates: the edge
+			// uses one after its signed origin statement verifies.
+			announced := func() []string {
+				var out []string
 				if n := node.Load(); n != nil {
 					for _, m := range n.Origins() {
 						if m.Meta.HTTP != "" && !slices.Contains(out, m.Meta.HTTP) {
@@ -303,7 +336,11 @@ records from gossip, answers device checks from memory and serves blobs from its
 				}
 				return out
 			}
-			e, ln, err := startEdge(log, dataDir, httpAddr, size, origins, rl.apply, cf.apply, func(c *edge.Config) { c.OriginKeys = okeys }, withFleet(fleetPeers(&node), g.region))
+			e, ln, err := startEdge(log, dataDir, httpAddr, size, func() []string { return static }, rl.apply, cf.apply, func(c *edge.Config) {
+				c.OriginKeys = okeys
+				c.ClusterOrigins = announced
+				c.InsecureGossip = kf == nil
+			}, withFleet(fleetPeers(&node, kf == nil), g.region))
 			if err != nil {
 				return err
 			}
@@ -311,9 +348,8 @@ records from gossip, answers device checks from memory and serves blobs from its
 			if err != nil {
 				return err
 			}
-			if len(okeys) > 0 {
-				gcfg.Verify = recordVerifier(e)
-			}
+			setKeys(&gcfg, kf)
+			gcfg.Verify = recordVerifier(e)
 			gcfg.OnRecord = func(env *release.Envelope, _ *release.Channel) { e.Apply(env) }
 			// Serve what the edge holds while it looks for the cluster: an
 			// edge restarted while every origin is away still answers.
@@ -322,6 +358,9 @@ records from gossip, answers device checks from memory and serves blobs from its
 					n, err := gossip.New(gcfg)
 					if err == nil {
 						node.Store(n)
+						if g.clusterKey != "" {
+							watchClusterKeys(ctx, g.clusterKey, n, log)
+						}
 						e.MarkSynced()
 						e.Registry().MustRegister(gossipMembers(n))
 						log.Info("joined the cluster", "gossip", n.Addr(), "members", len(n.Members()), "origins", len(n.Origins()))
@@ -357,7 +396,8 @@ records from gossip, answers device checks from memory and serves blobs from its
 	cmd.Flags().StringVar(&g.region, "region", "", "region label announced to the fleet, e.g. eu-west")
 	cmd.Flags().StringVar(&cacheSize, "cache-size", "1GiB", "disk cache cap, e.g. 500MB or 2GiB")
 	cmd.Flags().StringVar(&originURLs, "origin", "", "comma-separated origin API URLs to pull from, besides those learnt from gossip")
-	cmd.Flags().StringVar(&originKey, "origin-key", "", "origin public key (PEM): drop gossip records it did not sign")
+	cmd.Flags().StringVar(&originKey, "origin-key", "", "origin public key (PEM), if the cluster key file holds none: the edge trusts only records and origins it signed")
+	g.keyFlags(cmd, "cluster key file the origin made (DATA/cluster.key): admits this edge to the cluster and names the origin key (required unless --insecure-gossip)")
 	rl.flags(cmd)
 	cf.register(cmd)
 	return cmd
