@@ -5,7 +5,7 @@ PKGS    := ./...
 # staticcheck is pinned and run through the module proxy, so lint works on a fresh machine.
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build dev test test-short bench bench-delta bench-edge bench-regions lint fuzz tidy-check clean
+.PHONY: build dev test test-short bench bench-delta bench-edge bench-regions profile-edge lint fuzz tidy-check clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/capstan
@@ -28,8 +28,12 @@ test-short:
 bench: build
 	bash scripts/bench.sh
 
+# Every fixture pair: device bytes through capstan dev + capstan device, the
+# patch, C bsdiff, zstd, xdelta3, file-level sizes, build cost and the slow
+# link; writes the tables into docs/benchmarks.md. BENCH_PAIRS="old:new …"
+# adds pairs (see the script's header).
 bench-delta:
-	bash scripts/bench-delta.sh
+	bash scripts/bench-delta.sh --docs
 
 bench-regions: build
 	./$(BIN) bench --regions default --devices 30 --base ../shared/fixtures/swagger-ui/www-5.34.0.zip --target ../shared/fixtures/swagger-ui/www-5.34.1.zip
@@ -37,6 +41,11 @@ bench-regions: build
 # Edge throughput against nginx serving the same bytes (part of `make bench`).
 bench-edge: build
 	bash scripts/bench.sh --edge-only
+
+# CPU and allocation profiles of the edge for each request a device makes
+# (capstan dev --pprof under wrk); writes bench-out/profiles.
+profile-edge:
+	bash scripts/profile-edge.sh
 
 # Fuzz every parser for FUZZTIME each (default 60s); CI runs them briefly in `make test` via the seed corpus.
 FUZZTIME ?= 60s

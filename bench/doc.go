@@ -16,6 +16,12 @@
 // read-only between devices. Patch application is skipped; patch and blob
 // bytes are still downloaded and hash-checked.
 //
+// SlowLink (the slow-link scenario) is the other instrument: instead of a
+// fleet it times single updates through a simulated mobile link (a
+// netsim.Proxy with a token bucket per direction, 1.6 Mbit/s down and
+// 150 ms round trip by default), by the reference device and by a Capgo
+// plugin in manifest mode, side by side (docs/decisions/051).
+//
 // A Bench is used once: New, then Run. Run is safe to cancel through its
 // context. Nothing in the package keeps global state, so several benches may
 // run in one process.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -71,6 +72,11 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		status = http.StatusConflict
 	case errors.Is(err, ErrBadRequest), errors.Is(err, release.ErrInvalid):
 		status = http.StatusBadRequest
+	case errors.Is(err, store.ErrUnavailable):
+		// The database or bucket is away: nothing was committed, and the
+		// same request succeeds once it is back (or on another origin).
+		status = http.StatusServiceUnavailable
+		s.log.Error("api error: store unavailable", "err", err)
 	}
 	msg := err.Error()
 	if status == http.StatusInternalServerError {

@@ -10,8 +10,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // Bounds on API key requests.
@@ -69,7 +69,7 @@ func (s *Server) CreateKey(in CreateKeyBody) (APIKey, string, error) {
 // Keys lists the stored API keys (without their hashes), oldest first.
 func (s *Server) Keys() ([]APIKey, error) {
 	var out []APIKey
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(func(txn store.Txn) error {
 		return iterate(txn, pfxKey, func(_ string, b []byte) error {
 			if len(out) >= maxKeys {
 				return nil
@@ -97,7 +97,7 @@ func (s *Server) RevokeKey(id, caller string) error {
 		return badRequest("a key cannot revoke itself; use another admin key")
 	}
 	found := false
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.db.Update(func(txn store.Txn) error {
 		var dbKey string
 		err := iterate(txn, pfxKey, func(key string, b []byte) error {
 			var k APIKey
@@ -110,7 +110,7 @@ func (s *Server) RevokeKey(id, caller string) error {
 			return err
 		}
 		found = true
-		return txn.Delete([]byte(dbKey))
+		return txn.Delete(dbKey)
 	})
 	if err != nil {
 		return fmt.Errorf("origin: revoke api key: %w", err)

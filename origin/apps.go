@@ -7,8 +7,8 @@ import (
 	"net/http"
 	"slices"
 
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // Bounds on an app's trust settings: a handful of release keys is enough
@@ -84,7 +84,8 @@ func (s *Server) SetApp(id string, in AppSettings) (*App, error) {
 		encKey = k.Bytes()
 	}
 	var out App
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.db.Update(func(txn store.Txn) error {
+		out = App{} // the transaction may run more than once
 		switch err := getJSON(txn, pfxApp+id, &out); {
 		case errors.Is(err, ErrNotFound):
 			out = App{ID: id, Created: s.cfg.Now().UTC()}

@@ -4,12 +4,11 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"github.com/capstan-ota/capstan/origin/store"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/dgraph-io/badger/v4"
 )
 
 // Role is what an API key may do.
@@ -52,7 +51,7 @@ var (
 
 func (s *Server) bootstrapAdmin() error {
 	empty := true
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(func(txn store.Txn) error {
 		return iterate(txn, pfxKey, func(string, []byte) error { empty = false; return nil })
 	})
 	if err != nil || !empty {
@@ -72,7 +71,7 @@ func (s *Server) putKey(k APIKey, secret string) (APIKey, error) {
 	if k.Created.IsZero() {
 		k.Created = s.cfg.Now().UTC()
 	}
-	err := s.db.Update(func(txn *badger.Txn) error { return setJSON(txn, pfxKey+k.Hash, &k) })
+	err := s.db.Update(func(txn store.Txn) error { return setJSON(txn, pfxKey+k.Hash, &k) })
 	if err != nil {
 		return k, fmt.Errorf("origin: store api key: %w", err)
 	}
@@ -90,7 +89,7 @@ func (s *Server) authorize(r *http.Request, need Role, app string) (*APIKey, err
 	}
 	h := hashKey(secret)
 	var k APIKey
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, pfxKey+h, &k) })
+	err := s.db.View(func(txn store.Txn) error { return getJSON(txn, pfxKey+h, &k) })
 	if err != nil || subtle.ConstantTimeCompare([]byte(k.Hash), []byte(h)) != 1 {
 		s.log.Warn("api refused: unknown key", "path", r.URL.Path, "remote", r.RemoteAddr)
 		return nil, errUnauthenticated

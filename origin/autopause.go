@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // AutoPausePolicy says when a rollout pauses itself: once at least
@@ -49,7 +49,7 @@ type ChannelPolicy struct {
 func (s *Server) policyFor(app, ch string) AutoPausePolicy {
 	p := s.cfg.AutoPause.withDefaults()
 	var cp ChannelPolicy
-	if err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, pfxPolicy+app+"/"+ch, &cp) }); err == nil {
+	if err := s.db.View(func(txn store.Txn) error { return getJSON(txn, pfxPolicy+app+"/"+ch, &cp) }); err == nil {
 		if cp.AutoPauseFailureRate != nil {
 			p.FailureRate = *cp.AutoPauseFailureRate
 		}
@@ -70,7 +70,8 @@ func (s *Server) SetChannelPolicy(app, ch string, p ChannelPolicy) (ChannelPolic
 		return ChannelPolicy{}, badRequest("auto-pause failure rate %v must be at most 1 (a fraction; negative disables)", *r)
 	}
 	var cur ChannelPolicy
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.db.Update(func(txn store.Txn) error {
+		cur = ChannelPolicy{} // the transaction may run more than once
 		if err := getJSON(txn, pfxPolicy+app+"/"+ch, &cur); err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
@@ -94,7 +95,7 @@ func (s *Server) SetChannelPolicy(app, ch string, p ChannelPolicy) (ChannelPolic
 // origin does not fight the decision.
 func (s *Server) maybeAutoPause(key string) {
 	var rec statsRecord
-	if err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, key, &rec) }); err != nil {
+	if err := s.db.View(func(txn store.Txn) error { return getJSON(txn, key, &rec) }); err != nil {
 		return
 	}
 	if rec.AutoPaused != nil || rec.Release.IsZero() {
@@ -130,7 +131,7 @@ func (s *Server) maybeAutoPause(key string) {
 		"threshold", fmt.Sprintf("%.1f%%", p.FailureRate*100), "seq", c.Seq)
 	s.statsMu.Lock()
 	defer s.statsMu.Unlock()
-	err = s.db.Update(func(txn *badger.Txn) error {
+	err = s.db.Update(func(txn store.Txn) error {
 		var r statsRecord
 		if err := getJSON(txn, key, &r); err != nil {
 			return err

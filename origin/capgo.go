@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/capgo"
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // Key layout of the Capgo settings in the origin's Badger database.
@@ -31,14 +31,14 @@ func (s *Server) markCapgoUsed(app string) {
 	if _, err := s.st.app(app); err != nil {
 		return
 	}
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(pfxCapgoUsed+app), []byte{1}) }); err != nil {
+	if err := s.db.Update(func(txn store.Txn) error { return txn.Set(pfxCapgoUsed+app, []byte{1}) }); err != nil {
 		s.log.Warn("mark app as serving capgo devices", "app", app, "err", err)
 	}
 }
 
 func (s *Server) capgoUsed(app string) bool {
-	err := s.db.View(func(txn *badger.Txn) error {
-		_, err := txn.Get([]byte(pfxCapgoUsed + app))
+	err := s.db.View(func(txn store.Txn) error {
+		_, err := txn.Get(pfxCapgoUsed + app)
 		return err
 	})
 	return err == nil
@@ -114,7 +114,7 @@ func (c *CapgoUpload) check() error {
 
 // putCapgoRelease stores the Capgo part of an upload in the release's
 // transaction, so that an encrypted release is never visible without it.
-func putCapgoRelease(txn *badger.Txn, id release.Hash, c *CapgoUpload) error {
+func putCapgoRelease(txn store.Txn, id release.Hash, c *CapgoUpload) error {
 	if c == nil {
 		return nil
 	}
@@ -125,7 +125,7 @@ func putCapgoRelease(txn *badger.Txn, id release.Hash, c *CapgoUpload) error {
 // were stored).
 func (s *Server) CapgoConfig(app string) (*capgo.AppConfig, error) {
 	var c capgo.AppConfig
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, pfxCapgoApp+app, &c) })
+	err := s.db.View(func(txn store.Txn) error { return getJSON(txn, pfxCapgoApp+app, &c) })
 	if err != nil && err != ErrNotFound {
 		return nil, fmt.Errorf("origin: capgo config of %s: %w", app, err)
 	}
@@ -144,7 +144,7 @@ func (s *Server) SetCapgoConfig(app string, c *capgo.AppConfig) error {
 	if _, err := s.st.app(app); err != nil {
 		return err
 	}
-	if err := s.db.Update(func(txn *badger.Txn) error { return setJSON(txn, pfxCapgoApp+app, c) }); err != nil {
+	if err := s.db.Update(func(txn store.Txn) error { return setJSON(txn, pfxCapgoApp+app, c) }); err != nil {
 		return fmt.Errorf("origin: store capgo config: %w", err)
 	}
 	s.markCapgoUsed(app)
@@ -158,7 +158,7 @@ func (s *Server) CapgoRelease(ctx context.Context, id release.Hash) (*capgo.Rele
 		return nil, err
 	}
 	var cr capgoRelease
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, pfxCapgoRelease+id.String(), &cr) })
+	err := s.db.View(func(txn store.Txn) error { return getJSON(txn, pfxCapgoRelease+id.String(), &cr) })
 	switch {
 	case err == nil:
 		// Encrypted releases are served as the encrypted zip only.
@@ -175,16 +175,11 @@ func (s *Server) CapgoRelease(ctx context.Context, id release.Hash) (*capgo.Rele
 	if err != nil {
 		return nil, err
 	}
-	f, err := s.blobs.open(h)
+	size, err := s.blobs.b.Size(ctx, h)
 	if err != nil {
 		return nil, fmt.Errorf("origin: zip of %s: %w", id, err)
 	}
-	fi, err := f.Stat()
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("origin: zip of %s: %w", id, err)
-	}
-	return &capgo.ReleaseMeta{Zip: h, ZipSize: fi.Size()}, nil
+	return &capgo.ReleaseMeta{Zip: h, ZipSize: size}, nil
 }
 
 // capgoRoutes registers the Capgo endpoints: public, read-only documents

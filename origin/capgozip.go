@@ -12,8 +12,8 @@ import (
 
 	"github.com/andybalholm/brotli"
 	"github.com/capstan-ota/capstan/capgo"
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 	"github.com/klauspost/compress/flate"
 )
 
@@ -47,18 +47,16 @@ func (s *Server) brotliQuality() int {
 
 func (s *Server) indexedBlob(key string) (release.Hash, bool) {
 	var h release.Hash
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(key))
+	err := s.db.View(func(txn store.Txn) error {
+		b, err := txn.Get(key)
 		if err != nil {
 			return err
 		}
-		return item.Value(func(b []byte) error {
-			if len(b) != len(h) {
-				return errors.New("bad index entry")
-			}
-			copy(h[:], b)
-			return nil
-		})
+		if len(b) != len(h) {
+			return errors.New("bad index entry")
+		}
+		copy(h[:], b)
+		return nil
 	})
 	return h, err == nil && s.blobs.has(h)
 }
@@ -89,7 +87,7 @@ func (s *Server) derived(ctx context.Context, key string, build func(ctx context
 		if err != nil {
 			return nil, err
 		}
-		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(key), h[:]) }); err != nil {
+		if err := s.db.Update(func(txn store.Txn) error { return txn.Set(key, h[:]) }); err != nil {
 			return nil, fmt.Errorf("origin: index %s: %w", key, err)
 		}
 		return h, nil
@@ -220,10 +218,6 @@ func (s *Server) capgoBrotli(ctx context.Context, file release.Hash) (release.Ha
 			return release.Hash{}, fmt.Errorf("blob %s: %w", file, ErrNotFound)
 		}
 		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil {
-			return release.Hash{}, fmt.Errorf("origin: brotli %s: %w", file, err)
-		}
 		pr, pw := io.Pipe()
 		go func() {
 			bw := brotli.NewWriterLevel(pw, s.brotliQuality())
@@ -233,7 +227,7 @@ func (s *Server) capgoBrotli(ctx context.Context, file release.Hash) (release.Ha
 			}
 			pw.CloseWithError(err)
 		}()
-		h, _, err := s.blobs.put(pr, fi.Size()+fi.Size()/16+1<<16, release.Hash{})
+		h, _, err := s.blobs.put(pr, f.Size()+f.Size()/16+1<<16, release.Hash{})
 		pr.CloseWithError(err)
 		if err != nil {
 			return release.Hash{}, fmt.Errorf("origin: brotli %s: %w", file, err)
@@ -243,7 +237,8 @@ func (s *Server) capgoBrotli(ctx context.Context, file release.Hash) (release.Ha
 }
 
 // serveDerived answers with a derived blob under a strong ETag naming its
-// content hash, which is what edges verify when they pull it by path.
+// content hash and the origin-signed statement of that hash, which edges
+// verify when they pull it by path.
 func (s *Server) serveDerived(w http.ResponseWriter, r *http.Request, h release.Hash, contentType string) {
 	f, err := s.blobs.open(h)
 	if err != nil {
@@ -251,13 +246,9 @@ func (s *Server) serveDerived(w http.ResponseWriter, r *http.Request, h release.
 		return
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err == nil {
-		// Signed, so an edge can check the bytes before caching them
-		// under this path (decision 091).
-		err = s.setDerivedStatement(w, r.URL.Path, h, fi.Size())
-	}
-	if err != nil {
+	// Signed, so an edge can check the bytes before caching them under
+	// this path (decision 091).
+	if err := s.setDerivedStatement(w, r.URL.Path, h, f.Size()); err != nil {
 		s.fail(w, err)
 		return
 	}

@@ -5,15 +5,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // nextChannelRecord builds, signs and stores the next record of a channel
 // inside txn. mutate receives a copy of the previous record (or a fresh one)
 // and the previous record itself (nil for a new channel). Callers hold
 // chanMu, so Seq only grows.
-func (s *Server) nextChannelRecord(txn *badger.Txn, app, ch string, mutate func(c, prev *release.Channel) error) (*release.Envelope, error) {
+func (s *Server) nextChannelRecord(txn store.Txn, app, ch string, mutate func(c, prev *release.Channel) error) (*release.Envelope, error) {
 	var prevEnv release.Envelope
 	var prev *release.Channel
 	switch err := getJSON(txn, channelKey(app, ch), &prevEnv); {
@@ -171,7 +171,7 @@ func (s *Server) SetChannel(req ChannelRequest) (*release.Envelope, error) {
 func (s *Server) updateChannel(app, ch string, mutate func(c, prev *release.Channel) error) (*release.Envelope, error) {
 	s.chanMu.Lock()
 	var env *release.Envelope
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.db.Update(func(txn store.Txn) error {
 		e, err := s.nextChannelRecord(txn, app, ch, mutate)
 		env = e
 		return err

@@ -12,8 +12,8 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // pfxRotation holds every key rotation statement, in order:
@@ -33,7 +33,7 @@ func (s *Server) keyPath() string { return filepath.Join(s.cfg.DataDir, "origin.
 // release.MaxRotations (the newest ones).
 func (s *Server) Rotations() ([]*release.Envelope, error) {
 	var out []*release.Envelope
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(func(txn store.Txn) error {
 		return iterate(txn, pfxRotation, func(_ string, b []byte) error {
 			var env release.Envelope
 			if err := json.Unmarshal(b, &env); err != nil {
@@ -52,7 +52,7 @@ func (s *Server) Rotations() ([]*release.Envelope, error) {
 	return out, nil
 }
 
-func (s *Server) storeRotation(txn *badger.Txn, env *release.Envelope) error {
+func (s *Server) storeRotation(txn store.Txn, env *release.Envelope) error {
 	n := 0
 	if err := iterate(txn, pfxRotation, func(string, []byte) error { n++; return nil }); err != nil {
 		return err
@@ -90,7 +90,7 @@ func (s *Server) RotateKey(ctx context.Context, coSigners ...ed25519.PrivateKey)
 		err = writeKeyFiles(s.keyPath(), next)
 	}
 	if err == nil {
-		err = s.db.Update(func(txn *badger.Txn) error { return s.storeRotation(txn, env) })
+		err = s.db.Update(func(txn store.Txn) error { return s.storeRotation(txn, env) })
 	}
 	if err != nil {
 		s.chanMu.Unlock()
@@ -156,7 +156,7 @@ func (s *Server) finishRotation() error {
 		if err != nil {
 			return err
 		}
-		if err := s.db.Update(func(txn *badger.Txn) error { return s.storeRotation(txn, env) }); err != nil {
+		if err := s.db.Update(func(txn store.Txn) error { return s.storeRotation(txn, env) }); err != nil {
 			return fmt.Errorf("origin: finish key rotation: %w", err)
 		}
 		s.log.Warn("finished an interrupted origin key rotation", "new", release.KeyID(cur.Public().(ed25519.PublicKey)))
@@ -194,7 +194,7 @@ func (s *Server) AddReleaseRotation(env *release.Envelope) (*release.Rotation, e
 	if r.App == "" {
 		return nil, badRequest("the rotation statement names no app (capstan keys rotate --app)")
 	}
-	err = s.db.Update(func(txn *badger.Txn) error {
+	err = s.db.Update(func(txn store.Txn) error {
 		var a App
 		if err := getJSON(txn, pfxApp+r.App, &a); err != nil {
 			return fmt.Errorf("app %q: %w", r.App, err)

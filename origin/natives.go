@@ -2,11 +2,11 @@ package origin
 
 import (
 	"fmt"
+	"github.com/capstan-ota/capstan/origin/store"
 	"sort"
 
 	"github.com/Masterminds/semver/v3"
 	"github.com/capstan-ota/capstan/stats"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // pfxNatives keys the census of native app versions devices report with
@@ -26,7 +26,7 @@ type nativeCensus struct {
 
 // countNatives adds the native versions of check events to the census,
 // inside the events' transaction.
-func countNatives(txn *badger.Txn, events []stats.Event) error {
+func countNatives(txn store.Txn, events []stats.Event) error {
 	byApp := map[string]*nativeCensus{}
 	for i := range events {
 		e := &events[i]
@@ -39,7 +39,7 @@ func countNatives(txn *badger.Txn, events []stats.Event) error {
 			if err := getJSON(txn, pfxNatives+e.App, c); err != nil && err != ErrNotFound {
 				return err
 			}
-			if _, err := txn.Get([]byte(pfxApp + e.App)); err != nil {
+			if _, err := txn.Get(pfxApp + e.App); err != nil {
 				continue // unknown app: not counted
 			}
 			if c.Checks == nil {
@@ -76,7 +76,7 @@ func (s *Server) nativeWarnings(app, version, minNative string) []string {
 		return nil
 	}
 	var c nativeCensus
-	if err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, pfxNatives+app, &c) }); err != nil {
+	if err := s.db.View(func(txn store.Txn) error { return getJSON(txn, pfxNatives+app, &c) }); err != nil {
 		return nil
 	}
 	var total, below uint64

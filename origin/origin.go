@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -16,9 +17,10 @@ import (
 
 	"github.com/capstan-ota/capstan/delta"
 	"github.com/capstan-ota/capstan/internal/bundle"
-	"github.com/capstan-ota/capstan/internal/kv"
+	"github.com/capstan-ota/capstan/origin/store"
+	"github.com/capstan-ota/capstan/origin/store/badgerstore"
+	"github.com/capstan-ota/capstan/origin/store/fileblobs"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 )
@@ -36,8 +38,20 @@ func (f PublisherFunc) Publish(env *release.Envelope) error { return f(env) }
 
 // Config configures an origin. Zero values mean the documented defaults.
 type Config struct {
-	// DataDir holds the database, blobs and the origin's signing key.
+	// DataDir holds the database, blobs and the origin's signing key; with
+	// Records, Blobs and SigningKey set it holds only temp files.
 	DataDir string
+	// Records, if set, holds the origin's records instead of the Badger
+	// database under DataDir: PostgreSQL shared by several origins
+	// (store/pgstore). The caller opens and closes it.
+	Records store.Records
+	// Blobs, if set, holds the origin's blobs instead of the files under
+	// DataDir: an S3-compatible bucket shared by several origins
+	// (store/s3blobs). The caller opens it.
+	Blobs store.Blobs
+	// SigningKey, if set, signs channel records instead of the key in
+	// DataDir/origin.key. Origins that share Records must share this key.
+	SigningKey ed25519.PrivateKey
 	// AdminKey is taken as the admin API key on first start with an empty
 	// data folder (CAPSTAN_ADMIN_KEY); if empty, one is generated and
 	// reported once through Server.GeneratedAdminKey.
@@ -100,13 +114,18 @@ func DefaultConfig(dataDir string) Config {
 type Server struct {
 	cfg   Config
 	log   *slog.Logger
-	db    *badger.DB
-	st    *store
+	db    *records
+	st    *recordStore
 	blobs *blobStore
-	keyMu sync.RWMutex // guards key (swapped by RotateKey)
-	key   ed25519.PrivateKey
-	reg   *prometheus.Registry
-	m     metrics
+	// ownDB is the embedded database New opened (nil when Config.Records
+	// was given); Close closes it.
+	ownDB  *badgerstore.Store
+	ctx    context.Context // cancelled by Close: ends store calls
+	cancel context.CancelFunc
+	keyMu  sync.RWMutex // guards key (swapped by RotateKey)
+	key    ed25519.PrivateKey
+	reg    *prometheus.Registry
+	m      metrics
 
 	generatedAdminKey string
 
@@ -154,29 +173,49 @@ func New(cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("origin: create data folder: %w", err)
 	}
-	blobs, err := newBlobStore(cfg.DataDir)
-	if err != nil {
-		return nil, err
+	tmp := filepath.Join(cfg.DataDir, "tmp")
+	if err := cleanTmp(tmp); err != nil {
+		return nil, fmt.Errorf("origin: temp folder: %w", err)
 	}
-	key, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "origin.key"))
-	if err != nil {
-		return nil, err
+	blobs := cfg.Blobs
+	if blobs == nil {
+		fb, err := fileblobs.New(filepath.Join(cfg.DataDir, "blobs"), tmp)
+		if err != nil {
+			return nil, fmt.Errorf("origin: %w", err)
+		}
+		blobs = fb
 	}
-	db, err := kv.Open(kv.Options{Dir: filepath.Join(cfg.DataDir, "db"), SyncWrites: true, Logger: log})
-	if err != nil {
-		return nil, fmt.Errorf("origin: %w", err)
+	key := cfg.SigningKey
+	if key == nil {
+		k, err := loadOrCreateKey(filepath.Join(cfg.DataDir, "origin.key"))
+		if err != nil {
+			return nil, err
+		}
+		key = k
 	}
-	s := &Server{cfg: cfg, log: log, db: db, st: &store{db: db}, blobs: blobs, key: key, stop: make(chan struct{}),
+	var own *badgerstore.Store
+	recs := cfg.Records
+	if recs == nil {
+		db, err := badgerstore.Open(filepath.Join(cfg.DataDir, "db"), log)
+		if err != nil {
+			return nil, fmt.Errorf("origin: %w", err)
+		}
+		own, recs = db, db
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	db := &records{r: recs, ctx: ctx}
+	s := &Server{cfg: cfg, log: log, db: db, st: &recordStore{db: db}, blobs: &blobStore{b: blobs, tmp: tmp, ctx: ctx},
+		ownDB: own, ctx: ctx, cancel: cancel, key: key, stop: make(chan struct{}),
 		buildSem: make(chan struct{}, cfg.PatchBuilds)}
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
 	s.reg.MustRegister(statsCollector{s})
 	if err := s.bootstrapAdmin(); err != nil {
-		db.Close()
+		s.closeStores()
 		return nil, err
 	}
 	if err := s.finishRotation(); err != nil {
-		db.Close()
+		s.closeStores()
 		return nil, err
 	}
 	s.wg.Add(1)
@@ -194,11 +233,19 @@ func (s *Server) PublicKey() ed25519.PublicKey { return s.signingKey().Public().
 // Registry is the origin's Prometheus registry.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
-// Close stops background work and closes the database.
+// Close stops background work and closes the database New opened.
 func (s *Server) Close() error {
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.wg.Wait()
-	return s.db.Close()
+	return s.closeStores()
+}
+
+func (s *Server) closeStores() error {
+	s.cancel()
+	if s.ownDB != nil {
+		return s.ownDB.Close()
+	}
+	return nil
 }
 
 func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {

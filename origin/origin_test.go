@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/json"
+	"github.com/capstan-ota/capstan/origin/store/fileblobs"
 	"io"
 	"io/fs"
 	"net/http"
@@ -104,7 +105,7 @@ func upload(t *testing.T, ts *httptest.Server, key, app, version string, body []
 
 func countBlobs(t *testing.T, o *Server) int {
 	n := 0
-	filepath.WalkDir(o.blobs.root, func(p string, d fs.DirEntry, err error) error {
+	filepath.WalkDir(o.blobs.b.(*fileblobs.Store).Root(), func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() {
 			n++
 		}

@@ -5,15 +5,15 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // errStop ends an iteration early.
 var errStop = errors.New("stop")
 
 // appHasDefault reports whether one of app's channels is its default.
-func appHasDefault(txn *badger.Txn, app string) (bool, error) {
+func appHasDefault(txn store.Txn, app string) (bool, error) {
 	found := false
 	err := iterate(txn, pfxChannel+app+"/", func(_ string, b []byte) error {
 		var env release.Envelope

@@ -11,8 +11,8 @@ import (
 	"io"
 
 	"github.com/capstan-ota/capstan/internal/bundle"
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // pfxSealed maps an encrypted release to its sealed key and index:
@@ -125,7 +125,7 @@ func (s *Server) seal(id release.Hash, sl *sealer) (*sealedRecord, error) {
 
 // sealRefs fills in the sealed index of the releases a channel record
 // names (and clears it for plain releases).
-func (s *Server) sealRefs(txn *badger.Txn, c *release.Channel) error {
+func (s *Server) sealRefs(txn store.Txn, c *release.Channel) error {
 	for _, ref := range []*release.Ref{&c.Release, c.Stable} {
 		if ref == nil {
 			continue
@@ -154,7 +154,7 @@ func newSHA256() hash.Hash { return sha256.New() }
 // neither its plaintext nor its key, so it cannot build one, and must not
 // try from plaintext blobs that other apps happen to share.
 func (s *Server) checkPatchable(target release.Hash) error {
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(func(txn store.Txn) error {
 		var sr sealedRecord
 		return getJSON(txn, pfxSealed+target.String(), &sr)
 	})

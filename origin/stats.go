@@ -12,9 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/stats"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // Stats live under their own key prefix:
@@ -133,7 +133,9 @@ func (s *Server) IngestEvents(ctx context.Context, events []stats.Event) (Ingest
 	}
 	touched := map[string]bool{}
 	s.statsMu.Lock()
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.db.Update(func(txn store.Txn) error {
+		// The transaction may run more than once: count from zero.
+		res, touched = IngestResult{}, map[string]bool{}
 		recs := map[string]*statsRecord{}
 		known := map[string]bool{}
 		for i := range events {
@@ -184,7 +186,7 @@ func (s *Server) IngestEvents(ctx context.Context, events []stats.Event) (Ingest
 
 // loadStatsRecord returns the stored record for e's key, a new one when e
 // names a known app, channel and release, or nil when it does not.
-func loadStatsRecord(txn *badger.Txn, e *stats.Event) (*statsRecord, error) {
+func loadStatsRecord(txn store.Txn, e *stats.Event) (*statsRecord, error) {
 	var rec statsRecord
 	switch err := getJSON(txn, statsKey(e.App, e.Channel, e.Release), &rec); {
 	case err == nil:
@@ -192,26 +194,22 @@ func loadStatsRecord(txn *badger.Txn, e *stats.Event) (*statsRecord, error) {
 	case !errors.Is(err, ErrNotFound):
 		return nil, err
 	}
-	if _, err := txn.Get([]byte(channelKey(e.App, e.Channel))); err != nil {
-		if errors.Is(err, badger.ErrKeyNotFound) {
+	if _, err := txn.Get(channelKey(e.App, e.Channel)); err != nil {
+		if errors.Is(err, ErrNotFound) {
 			return nil, nil
 		}
 		return nil, err
 	}
 	rec = statsRecord{App: e.App, Channel: e.Channel, Release: e.Release, Version: Builtin}
 	if !e.Release.IsZero() {
-		item, err := txn.Get([]byte(pfxReleaseID + e.Release.String()))
-		if errors.Is(err, badger.ErrKeyNotFound) {
+		name, err := txn.Get(pfxReleaseID + e.Release.String())
+		if errors.Is(err, ErrNotFound) {
 			return nil, nil
 		}
 		if err != nil {
 			return nil, err
 		}
-		var name string
-		if err := item.Value(func(b []byte) error { name = string(b); return nil }); err != nil {
-			return nil, err
-		}
-		app, version, ok := strings.Cut(name, "/")
+		app, version, ok := strings.Cut(string(name), "/")
 		if !ok || app != e.App {
 			return nil, nil
 		}
@@ -291,7 +289,7 @@ func (s *Server) Stats(app, channel string) (*StatsReport, error) {
 		prefix += channel + "/"
 	}
 	var recs []statsRecord
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(func(txn store.Txn) error {
 		return iterate(txn, prefix, func(_ string, b []byte) error {
 			var r statsRecord
 			if err := json.Unmarshal(b, &r); err != nil {

@@ -2,8 +2,8 @@ package origin
 
 import (
 	"encoding/json"
+	"github.com/capstan-ota/capstan/origin/store"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -39,7 +39,7 @@ func (statsCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
-	c.s.db.View(func(txn *badger.Txn) error {
+	c.s.db.View(func(txn store.Txn) error {
 		return iterate(txn, pfxStats, func(_ string, b []byte) error {
 			var r statsRecord
 			if json.Unmarshal(b, &r) != nil {

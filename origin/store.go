@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
@@ -9,11 +10,12 @@ import (
 	"time"
 
 	"github.com/Masterminds/semver/v3"
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 )
 
-// Key layout in the origin's Badger database.
+// Key layout of the origin's records (store.Records: Badger for one
+// origin, PostgreSQL for several).
 const (
 	pfxApp       = "a/" // a/<app> → App
 	pfxRelease   = "r/" // r/<app>/<version> → release.Record
@@ -26,7 +28,7 @@ const (
 
 // Sentinel errors the API maps to HTTP statuses.
 var (
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = store.ErrNotFound
 	ErrConflict = errors.New("already exists")
 )
 
@@ -44,23 +46,20 @@ type App struct {
 	EncryptKey []byte `json:"encrypt_key,omitempty"`
 }
 
-func getJSON(txn *badger.Txn, key string, v any) error {
-	item, err := txn.Get([]byte(key))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return ErrNotFound
-	}
+func getJSON(txn store.Txn, key string, v any) error {
+	b, err := txn.Get(key)
 	if err != nil {
 		return err
 	}
-	return item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+	return json.Unmarshal(b, v)
 }
 
-func setJSON(txn *badger.Txn, key string, v any) error {
+func setJSON(txn store.Txn, key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return txn.Set([]byte(key), b)
+	return txn.Set(key, b)
 }
 
 func releaseKey(app, version string) string { return pfxRelease + app + "/" + version }
@@ -69,23 +68,48 @@ func historyKey(app, ch string, seq uint64) string {
 	return fmt.Sprintf("%s%s/%s/%020d", pfxHistory, app, ch, seq)
 }
 
-// store wraps the metadata database.
-type store struct {
-	db *badger.DB
+// records is the origin's handle on its store.Records: Badger-shaped
+// View and Update whose transactions are bounded by txnTimeout and end when
+// the server closes, so a database that stops answering yields an error
+// rather than a request that hangs.
+type records struct {
+	r   store.Records
+	ctx context.Context // the server's lifetime: cancelled by Close
 }
 
-func (s *store) app(id string) (*App, error) {
+// txnTimeout bounds one records transaction (retries included). Records
+// transactions are small; a blob-sized wait means the database is away.
+const txnTimeout = 30 * time.Second
+
+func (d *records) View(fn func(txn store.Txn) error) error {
+	ctx, cancel := context.WithTimeout(d.ctx, txnTimeout)
+	defer cancel()
+	return d.r.View(ctx, fn)
+}
+
+func (d *records) Update(fn func(txn store.Txn) error) error {
+	ctx, cancel := context.WithTimeout(d.ctx, txnTimeout)
+	defer cancel()
+	return d.r.Update(ctx, fn)
+}
+
+// recordStore reads the origin's records.
+type recordStore struct {
+	db *records
+}
+
+func (s *recordStore) app(id string) (*App, error) {
 	var a App
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, pfxApp+id, &a) })
+	err := s.db.View(func(txn store.Txn) error { return getJSON(txn, pfxApp+id, &a) })
 	if err != nil {
 		return nil, fmt.Errorf("app %q: %w", id, err)
 	}
 	return &a, nil
 }
 
-func (s *store) apps() ([]App, error) {
+func (s *recordStore) apps() ([]App, error) {
 	var out []App
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(func(txn store.Txn) error {
 		return iterate(txn, pfxApp, func(_ string, b []byte) error {
 			var a App
 			if err := json.Unmarshal(b, &a); err != nil {
@@ -98,45 +122,27 @@ func (s *store) apps() ([]App, error) {
 	return out, err
 }
 
-func iterate(txn *badger.Txn, prefix string, fn func(key string, val []byte) error) error {
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix = []byte(prefix)
-	it := txn.NewIterator(opts)
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		item := it.Item()
-		k := string(item.Key())
-		if err := item.Value(func(b []byte) error { return fn(k, b) }); err != nil {
-			return err
-		}
-	}
-	return nil
+func iterate(txn store.Txn, prefix string, fn func(key string, val []byte) error) error {
+	return txn.Scan(prefix, fn)
 }
 
-func (s *store) release(app, version string) (*release.Record, error) {
+func (s *recordStore) release(app, version string) (*release.Record, error) {
 	var r release.Record
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, releaseKey(app, version), &r) })
+	err := s.db.View(func(txn store.Txn) error { return getJSON(txn, releaseKey(app, version), &r) })
 	if err != nil {
 		return nil, fmt.Errorf("release %s %s: %w", app, version, err)
 	}
 	return &r, nil
 }
 
-func (s *store) releaseByID(id release.Hash) (*release.Record, error) {
+func (s *recordStore) releaseByID(id release.Hash) (*release.Record, error) {
 	var r release.Record
-	err := s.db.View(func(txn *badger.Txn) error {
-		var name string
-		item, err := txn.Get([]byte(pfxReleaseID + id.String()))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return ErrNotFound
-		}
+	err := s.db.View(func(txn store.Txn) error {
+		name, err := txn.Get(pfxReleaseID + id.String())
 		if err != nil {
 			return err
 		}
-		if err := item.Value(func(b []byte) error { name = string(b); return nil }); err != nil {
-			return err
-		}
-		return getJSON(txn, pfxRelease+name, &r)
+		return getJSON(txn, pfxRelease+string(name), &r)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("release %s: %w", id, err)
@@ -145,9 +151,9 @@ func (s *store) releaseByID(id release.Hash) (*release.Record, error) {
 }
 
 // releases lists an app's releases, newest semver first.
-func (s *store) releases(app string) ([]release.Record, error) {
+func (s *recordStore) releases(app string) ([]release.Record, error) {
 	var out []release.Record
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(func(txn store.Txn) error {
 		return iterate(txn, pfxRelease+app+"/", func(_ string, b []byte) error {
 			var r release.Record
 			if err := json.Unmarshal(b, &r); err != nil {
@@ -169,9 +175,9 @@ func (s *store) releases(app string) ([]release.Record, error) {
 	return out, err
 }
 
-func (s *store) channel(app, ch string) (*release.Envelope, *release.Channel, error) {
+func (s *recordStore) channel(app, ch string) (*release.Envelope, *release.Channel, error) {
 	var env release.Envelope
-	err := s.db.View(func(txn *badger.Txn) error { return getJSON(txn, channelKey(app, ch), &env) })
+	err := s.db.View(func(txn store.Txn) error { return getJSON(txn, channelKey(app, ch), &env) })
 	if err != nil {
 		return nil, nil, fmt.Errorf("channel %s/%s: %w", app, ch, err)
 	}
@@ -184,13 +190,13 @@ func (s *store) channel(app, ch string) (*release.Envelope, *release.Channel, er
 
 // channels returns the latest record of every channel (of app, or of all
 // apps when app is empty).
-func (s *store) channels(app string) ([]*release.Envelope, error) {
+func (s *recordStore) channels(app string) ([]*release.Envelope, error) {
 	prefix := pfxChannel
 	if app != "" {
 		prefix += app + "/"
 	}
 	var out []*release.Envelope
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(func(txn store.Txn) error {
 		return iterate(txn, prefix, func(_ string, b []byte) error {
 			var env release.Envelope
 			if err := json.Unmarshal(b, &env); err != nil {
@@ -204,9 +210,9 @@ func (s *store) channels(app string) ([]*release.Envelope, error) {
 }
 
 // history returns every record a channel has had, oldest first.
-func (s *store) history(app, ch string) ([]*release.Channel, error) {
+func (s *recordStore) history(app, ch string) ([]*release.Channel, error) {
 	var out []*release.Channel
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.db.View(func(txn store.Txn) error {
 		return iterate(txn, pfxHistory+app+"/"+ch+"/", func(_ string, b []byte) error {
 			var env release.Envelope
 			if err := json.Unmarshal(b, &env); err != nil {
@@ -223,7 +229,7 @@ func (s *store) history(app, ch string) ([]*release.Channel, error) {
 	return out, err
 }
 
-func putChannel(txn *badger.Txn, c *release.Channel, env *release.Envelope) error {
+func putChannel(txn store.Txn, c *release.Channel, env *release.Envelope) error {
 	if err := setJSON(txn, channelKey(c.App, c.Channel), env); err != nil {
 		return err
 	}

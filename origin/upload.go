@@ -9,8 +9,8 @@ import (
 	"os"
 
 	"github.com/capstan-ota/capstan/internal/bundle"
+	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/dgraph-io/badger/v4"
 )
 
 // UploadRequest describes one release upload.
@@ -147,8 +147,8 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 	}
 	var published *release.Envelope
 	s.chanMu.Lock()
-	err = s.db.Update(func(txn *badger.Txn) error {
-		if _, err := txn.Get([]byte(releaseKey(req.App, req.Version))); err == nil {
+	err = s.db.Update(func(txn store.Txn) error {
+		if _, err := txn.Get(releaseKey(req.App, req.Version)); err == nil {
 			return fmt.Errorf("%w: version %s of %s already exists", ErrConflict, req.Version, req.App)
 		}
 		if appErr != nil {
@@ -159,7 +159,7 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		if err := setJSON(txn, releaseKey(req.App, req.Version), rec); err != nil {
 			return err
 		}
-		if err := txn.Set([]byte(pfxReleaseID+rec.ID.String()), []byte(req.App+"/"+req.Version)); err != nil {
+		if err := txn.Set(pfxReleaseID+rec.ID.String(), []byte(req.App+"/"+req.Version)); err != nil {
 			return err
 		}
 		if err := putCapgoRelease(txn, rec.ID, req.Capgo); err != nil {

@@ -1,129 +1,301 @@
 #!/usr/bin/env bash
-# bench-delta.sh: compare Capstan's patch with C bsdiff, zstd --patch-from and
-# xdelta3 (each run on the uncompressed tar of the two bundles) and with
-# gzip of the changed files, on each swagger-ui fixture pair. Prints one
-# markdown table per pair: size, build time and peak memory, and ratios to
-# C bsdiff. docs/benchmarks.md ("Delta engine") records a run and the method.
+# bench-delta.sh (make bench-delta): what a device downloads for an update,
+# what the origin pays to build it, and how long it takes on a slow link,
+# against the usual tools, on every release pair of the fixtures.
 #
-# Usage: scripts/bench-delta.sh [FIXTURE_DIR]
-#   FIXTURE_DIR  holds www-5.34.0.zip, www-5.34.1.zip, www-5.35.0.zip
-#                (default: $CAPSTAN_FIXTURES, then ../shared/fixtures/swagger-ui
-#                beside the repository, then testdata/fixtures/swagger-ui)
-#   BENCH_RUNS=N  runs each command N times and keeps the fastest (default 3)
-#   BENCH_LARGE=1 also builds a synthetic 150 MB / 1,500-file bundle pair and
-#                reports Capstan's build time and peak memory on it.
+# For each pair OLD → NEW:
+#   1. tools, on the two releases unpacked (no server running): Capstan's
+#      patch build (delta/internal/deltabench: delta.Build with the origin's
+#      config; the patch is applied and checked), C bsdiff, zstd -19 --long
+#      --patch-from and xdelta3 -9 on the uncompressed tars (the tar recipe
+#      of the fixtures' SOURCE.md), and every new or changed file (by
+#      content) gzip -9'd on its own; sizes, best wall time of BENCH_RUNS,
+#      peak RSS;
+#   2. a real update, as a user would run it: `capstan dev`, OLD uploaded
+#      (signed) and installed by `capstan device`, NEW uploaded, then
+#      `capstan device --json` again: its "bytes" are everything the device
+#      downloaded for the update, every request included;
+#   3. `capstan bench --scenario slow-link` on the same pair: update time
+#      over 1.6 Mbit/s / 150 ms for the device and for a Capgo plugin in
+#      manifest mode (whose bytes, answer + files, are also reported).
+# Prints three markdown tables; with --docs, also writes them into
+# docs/benchmarks.md between <!-- bench-delta:start --> and <!-- bench-delta:end -->.
+#
+# Pairs: every folder of the fixtures (CAPSTAN_FIXTURES, default
+# ../shared/fixtures beside the repository) with two or more zips gives its
+# zips, in version order (sort -V), as consecutive pairs; a new fixture
+# folder is picked up as it is. More pairs, zips or folders:
+#   BENCH_PAIRS="old.zip:new.zip [label=old2/:new2/ …]"   or   --pair OLD:NEW (repeatable)
+# Knobs (environment):
+#   BENCH_FIXTURES=0   only the extra pairs
+#   BENCH_RUNS=N       tool runs per measure, fastest kept (default 3)
+#   BENCH_LARGE=1      adds a synthetic 150 MB / 1,500-file pair (deltabench gen)
+#   BENCH_SLOWLINK=0   skips step 3; BENCH_LINK_ARGS passes flags to it
+#                      (default: the scenario's 1.6 Mbit/s, 0.75 Mbit/s, 150 ms)
+#   BENCH_DOCS=1       lets --docs write the file even with extra pairs
+#   CAPSTAN_BIN        a capstan binary to use (default: built into the temp dir)
+#   KEEP_TMP=1         keeps the temp dir
 set -euo pipefail
-cd "$(dirname "$0")/.."
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+DOCS=0
+EXTRA=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--docs) DOCS=1 ;;
+	--pair) EXTRA+=("$2"); shift ;;
+	--pair=*) EXTRA+=("${1#--pair=}") ;;
+	*) echo "usage: scripts/bench-delta.sh [--docs] [--pair OLD:NEW]..." >&2; exit 2 ;;
+	esac
+	shift
+done
+for p in ${BENCH_PAIRS:-}; do EXTRA+=("$p"); done
+RUNS=${BENCH_RUNS:-3}
+
+log() { printf '\033[1mbench-delta:\033[0m [%3ds] %s\n' "$SECONDS" "$*" >&2; }
+die() { log "$*"; exit 1; }
 
 # Tools: install what is missing (CI machines are fresh).
 need=()
-command -v bsdiff >/dev/null || need+=(bsdiff)
-command -v zstd >/dev/null || need+=(zstd)
-command -v xdelta3 >/dev/null || need+=(xdelta3)
-command -v unzip >/dev/null || need+=(unzip)
+for t in bsdiff zstd xdelta3 unzip jq; do command -v $t >/dev/null || need+=($t); done
 [ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
-	echo "installing ${need[*]}" >&2
+	log "installing ${need[*]}"
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo=sudo
-	$sudo apt-get update -qq
-	$sudo apt-get install -y -qq "${need[@]}" >/dev/null
+	($sudo apt-get update -qq && $sudo apt-get install -y -qq "${need[@]}") >/dev/null || die "cannot install ${need[*]}"
 fi
 
-fix="${1:-${CAPSTAN_FIXTURES:-}}"
-for d in "$fix" ../shared/fixtures/swagger-ui testdata/fixtures/swagger-ui; do
-	if [ -n "$d" ] && [ -f "$d/www-5.34.0.zip" ]; then fix="$d"; break; fi
-done
-[ -f "$fix/www-5.34.0.zip" ] || { echo "fixtures not found; pass FIXTURE_DIR" >&2; exit 1; }
-
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-go build -o "$tmp/deltabench" ./delta/internal/deltabench
-
-# measure NAME OUTPUT CMD...: run CMD under /usr/bin/time BENCH_RUNS times
-# (default 3) and append "name bytes min-seconds max-peakKB" to $tmp/rows.
-# The minimum time is the least disturbed by other load on the machine.
-measure() {
-	local name="$1" out="$2" best="" peak=0 secs kb
-	shift 2
-	for _ in $(seq "${BENCH_RUNS:-3}"); do
-		/usr/bin/time -f "%e %M" -o "$tmp/time" "$@" >/dev/null 2>"$tmp/err" || {
-			echo "$name failed:" >&2; cat "$tmp/err" >&2; exit 1; }
-		read -r secs kb <"$tmp/time"
-		if [ -z "$best" ] || awk -v a="$secs" -v b="$best" 'BEGIN{exit !(a<b)}'; then best="$secs"; fi
-		[ "$kb" -gt "$peak" ] && peak="$kb"
-	done
-	echo "$name|$(stat -c %s "$out")|$best|$peak" >>"$tmp/rows"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/capstan-bench-delta.XXXXXX")
+DEV_PID=""
+cleanup() {
+	if [ -n "$DEV_PID" ]; then kill "$DEV_PID" 2>/dev/null || true; wait "$DEV_PID" 2>/dev/null || true; fi
+	if [ "${KEEP_TMP:-}" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
 }
+trap cleanup EXIT
 
-# unpack ZIP DIR [renamed]: unzip, optionally giving every file a
-# content-hash name (name.<8 hex>.ext), as bundlers do.
+log "building deltabench and capstan"
+go build -o "$TMP/deltabench" ./delta/internal/deltabench
+BIN=${CAPSTAN_BIN:-}
+if [ -z "$BIN" ]; then
+	go build -o "$TMP/capstan" ./cmd/capstan
+	BIN=$TMP/capstan
+fi
+
+# ---- the pairs: "label|old|new" lines in $TMP/pairs ----
+: >"$TMP/pairs"
+# stems NAME...: prints each zip name without ".zip" and without the prefix
+# all of them share up to a "-" or "_" ("www-5.34.0.zip" → "5.34.0").
+stems() {
+	local prefix="${1%.zip}" n
+	for n in "$@"; do
+		n="${n%.zip}"
+		while [ -n "$prefix" ] && [ "${n#"$prefix"}" = "$n" ]; do prefix="${prefix%?}"; done
+	done
+	while [ -n "$prefix" ] && [[ $prefix != *[-_] ]]; do prefix="${prefix%?}"; done
+	for n in "$@"; do n="${n%.zip}"; echo "${n#"$prefix"}"; done
+}
+if [ "${BENCH_FIXTURES:-1}" != 0 ]; then
+	FIX=${CAPSTAN_FIXTURES:-$ROOT/../shared/fixtures}
+	[ -d "$FIX" ] || die "fixtures not found at $FIX (set CAPSTAN_FIXTURES, or BENCH_FIXTURES=0 with BENCH_PAIRS)"
+	for d in "$FIX"/*/; do
+		d=${d%/}
+		mapfile -t zips < <(cd "$d" && ls -1 -- *.zip 2>/dev/null | sort -V)
+		[ ${#zips[@]} -ge 2 ] || continue
+		mapfile -t st < <(stems "${zips[@]}")
+		for ((i = 0; i + 1 < ${#zips[@]}; i++)); do
+			echo "$(basename "$d") ${st[i]} → ${st[i+1]}|$d/${zips[i]}|$d/${zips[i+1]}" >>"$TMP/pairs"
+		done
+	done
+fi
+for p in "${EXTRA[@]}"; do
+	label=""
+	if [[ $p == *=* ]]; then label=${p%%=*}; p=${p#*=}; fi
+	old=${p%%:*}; new=${p#*:}
+	[ -e "$old" ] && [ -e "$new" ] && [ "$old" != "$p" ] || die "pair $p: want OLD:NEW, two zips or folders that exist"
+	[ -n "$label" ] || label="$(basename "${old%/}") → $(basename "${new%/}")"
+	echo "$label|$(realpath "$old")|$(realpath "$new")" >>"$TMP/pairs"
+done
+if [ "${BENCH_LARGE:-}" = 1 ]; then
+	log "generating the synthetic 150 MB / 1,500-file pair"
+	"$TMP/deltabench" gen -dir "$TMP/large" -files 1500 -mb 150
+	echo "synthetic 150 MB, 1,500 files (deltabench gen)|$TMP/large/a|$TMP/large/b" >>"$TMP/pairs"
+fi
+NPAIRS=$(wc -l <"$TMP/pairs")
+[ "$NPAIRS" -gt 0 ] || die "no pair to measure"
+log "$NPAIRS pairs: $(cut -d'|' -f1 "$TMP/pairs" | paste -sd ';' | sed 's/;/; /g')"
+
+# unpack SRC DIR: a zip is unzipped into DIR, a folder copied; then a
+# reproducible uncompressed tar DIR.tar (SOURCE.md's recipe).
 unpack() {
 	rm -rf "$2"; mkdir -p "$2"
-	unzip -q "$1" -d "$2"
-	if [ "${3:-}" = renamed ]; then
-		(cd "$2" && find . -type f | while read -r f; do
-			h=$(sha256sum "$f" | cut -c1-8)
-			dir=$(dirname "$f"); name=$(basename "$f")
-			if [[ $name == *.* ]]; then ext=".${name##*.}"; stem="${name%.*}"; else ext=""; stem="$name"; fi
-			mv "$f" "$dir/$stem.$h$ext"
-		done)
+	if [ -d "$1" ]; then cp -a "$1/." "$2/"; else unzip -q "$1" -d "$2"; fi
+	tar --sort=name --mtime=2020-01-01 --owner=0 --group=0 -C "$2" -cf "$2.tar" .
+}
+
+# measure CMD...: run CMD under /usr/bin/time RUNS times; sets M_S (the
+# fastest wall time: the run least disturbed by other load on the machine)
+# and M_KB (the highest peak RSS).
+measure() {
+	local secs kb
+	M_S="" M_KB=0
+	for _ in $(seq "$RUNS"); do
+		/usr/bin/time -f "%e %M" -o "$TMP/time" "$@" >"$TMP/out" 2>"$TMP/err" || {
+			cat "$TMP/err" >&2; die "failed: $*"; }
+		read -r secs kb <"$TMP/time"
+		if [ -z "$M_S" ] || awk -v a="$secs" -v b="$M_S" 'BEGIN{exit !(a<b)}'; then M_S=$secs; fi
+		[ "$kb" -gt "$M_KB" ] && M_KB=$kb
+	done
+	return 0
+}
+
+# ---- phase 1: the tools, one pair at a time, nothing else running ----
+i=0
+while IFS='|' read -r label old new <&3; do
+	i=$((i + 1))
+	W=$TMP/p$i
+	mkdir -p "$W"
+	log "[$i/$NPAIRS] $label: tools"
+	unpack "$old" "$W/a"
+	unpack "$new" "$W/b"
+	files=$(find "$W/b" -type f | wc -l)
+	# New or changed files by content: what a file-level updater fetches.
+	(cd "$W/a" && find . -type f -print0 | xargs -0 -r sha256sum) | cut -d' ' -f1 | sort -u >"$W/a.sums"
+	(cd "$W/b" && find . -type f -print0 | xargs -0 -r sha256sum) | sort >"$W/b.sums"
+	changed=0 gz=0
+	while read -r sum path; do
+		grep -qx "$sum" "$W/a.sums" && continue
+		changed=$((changed + 1))
+		gz=$((gz + $(gzip -9 -c "$W/b/${path#./}" | wc -c)))
+	done <"$W/b.sums"
+	measure "$TMP/deltabench" build -from "$W/a" -to "$W/b" -out "$W/p.cap"
+	cap_s=$M_S cap_kb=$M_KB
+	"$TMP/deltabench" apply -from "$W/a" -to "$W/b" -patch "$W/p.cap" >/dev/null || die "$label: the Capstan patch does not apply"
+	measure bsdiff "$W/a.tar" "$W/b.tar" "$W/p.bsdiff"
+	bs_s=$M_S bs_kb=$M_KB
+	measure zstd -q -f -19 --long=31 --patch-from="$W/a.tar" "$W/b.tar" -o "$W/p.zst"
+	zs_s=$M_S zs_kb=$M_KB
+	measure xdelta3 -9 -e -f -s "$W/a.tar" "$W/b.tar" "$W/p.xd3"
+	xd_s=$M_S xd_kb=$M_KB
+	echo "$i|$label|$files|$changed|$(stat -c %s "$W/p.cap")|$(stat -c %s "$W/p.bsdiff")|$(stat -c %s "$W/p.zst")|$(stat -c %s "$W/p.xd3")|$gz|$cap_s|$cap_kb|$bs_s|$bs_kb|$zs_s|$zs_kb|$xd_s|$xd_kb" >>"$TMP/tools"
+	rm -rf "$W/a" "$W/b" "$W/a.tar" "$W/b.tar" "$W"/p.*
+done 3<"$TMP/pairs"
+
+# ---- phase 2: real updates through capstan dev ----
+log "starting capstan dev"
+export CAPSTAN_ADMIN_KEY=bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+export CAPSTAN_API_KEY=$CAPSTAN_ADMIN_KEY
+"$BIN" dev --data "$TMP/dev" --api 127.0.0.1:0 --edge 127.0.0.1:0 --gossip 127.0.0.1:0 >"$TMP/dev.log" 2>&1 &
+DEV_PID=$!
+for _ in $(seq 600); do
+	grep -q '^capstan dev: origin API' "$TMP/dev.log" && break
+	kill -0 "$DEV_PID" 2>/dev/null || { cat "$TMP/dev.log" >&2; die "capstan dev exited"; }
+	sleep 0.1
+done
+line=$(grep '^capstan dev: origin API' "$TMP/dev.log") || { cat "$TMP/dev.log" >&2; die "capstan dev did not start"; }
+API=$(echo "$line" | sed -E 's/.*origin API (http:[^,]*),.*/\1/')
+EDGE=$(echo "$line" | sed -E 's/.*, edge (http:[^,]*),.*/\1/')
+export CAPSTAN_SERVER=$API
+"$BIN" keys gen --out "$TMP/release.key" >/dev/null
+cat "$TMP/release.key.pub" "$TMP/dev/origin/origin.key.pub" >"$TMP/trust.pem"
+
+# device DIR: one `capstan device` run as a user types it; prints its JSON.
+device() {
+	"$BIN" device --edge "$EDGE" --app "$APP" --channel production --dir "$1" --public-key "$TMP/trust.pem" --no-rank --json
+}
+
+i=0
+while IFS='|' read -r label old new <&3; do
+	i=$((i + 1))
+	W=$TMP/p$i
+	APP=bench.delta.p$i
+	log "[$i/$NPAIRS] $label: capstan device"
+	"$BIN" upload --app "$APP" --version 1.0.0 --channel production --sign-key "$TMP/release.key" --json "$old" >"$W/up0.json"
+	r=$(device "$W/phone")
+	[ "$(jq -r .to <<<"$r")" = 1.0.0 ] || die "$label: installing the old release: $r"
+	"$BIN" upload --app "$APP" --version 1.0.1 --channel production --sign-key "$TMP/release.key" --json "$new" >"$W/up1.json"
+	# A copy of the phone updates first, until it gets a patch: the origin
+	# builds it when the channel moves, and a device that asks before it is
+	# ready falls back to the whole bundle. The measured phone then updates
+	# as any device would once the release is out.
+	for try in $(seq 60); do
+		rm -rf "$W/warm"; cp -a "$W/phone" "$W/warm"
+		w=$(device "$W/warm")
+		[ "$(jq -r .mode <<<"$w")" = full ] || [ "$(jq -r .mode <<<"$w")" = files ] || break
+		log "  warm-up $try got mode $(jq -r .mode <<<"$w"), the patch is not built yet"
+	done
+	r=$(device "$W/phone")
+	[ "$(jq -r .status <<<"$r")" = updated ] && [ "$(jq -r .to <<<"$r")" = 1.0.1 ] || die "$label: update: $r"
+	dev_bytes=$(jq -r .bytes <<<"$r")
+	dev_mode=$(jq -r .mode <<<"$r")
+	slow="-|-|-|-|-|-|-"
+	if [ "${BENCH_SLOWLINK:-1}" != 0 ]; then
+		log "[$i/$NPAIRS] $label: slow link"
+		# shellcheck disable=SC2086
+		"$BIN" bench --scenario slow-link --edge "$EDGE" --app "$APP" --channel production --pairs 1.0.0:1.0.1 \
+			--public-key "$TMP/trust.pem" ${BENCH_LINK_ARGS:-} --json "$W/slow.json" >"$W/slow.txt" 2>"$W/slow.log" ||
+			{ cat "$W/slow.log" >&2; die "$label: slow link failed"; }
+		cp "$W/slow.json" "$TMP/slow.json"
+		slow=$(jq -r '.pairs[0] | [.capstan.seconds, .capstan.wire_down + .capstan.wire_up, .files.seconds,
+			.files.wire_down + .files.wire_up, .files.files, .files.bytes, .capstan.mode] | map(tostring) | join("|")' "$W/slow.json")
 	fi
-	# A reproducible tar: sorted names, no owners or times.
-	tar -C "$2" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$2.tar" .
-}
+	echo "$i|$dev_bytes|$dev_mode|$slow" >>"$TMP/device"
+done 3<"$TMP/pairs"
 
-table() {
-	local title="$1" from="$2" to="$3"
-	: >"$tmp/rows"
-	measure "Capstan patch" "$tmp/p.cap" "$tmp/deltabench" build -from "$from" -to "$to" -out "$tmp/p.cap"
-	"$tmp/deltabench" apply -from "$from" -to "$to" -patch "$tmp/p.cap" >"$tmp/apply.json"
-	measure "C bsdiff (tar)" "$tmp/p.bsdiff" bsdiff "$from.tar" "$to.tar" "$tmp/p.bsdiff"
-	measure "zstd -19 --patch-from (tar)" "$tmp/p.zst" zstd -q -f -19 --patch-from="$from.tar" "$to.tar" -o "$tmp/p.zst"
-	measure "xdelta3 -9 (tar)" "$tmp/p.xd3" xdelta3 -9 -e -f -s "$from.tar" "$to.tar" "$tmp/p.xd3"
-	# Changed files, gzip -9 each: what file-level "delta" updaters send.
-	cat >"$tmp/gz.sh" <<'GZ'
-set -e
-from="$1"; to="$2"; out="$3"; : >"$out"
-cd "$to"
-find . -type f | sort | while read -r f; do
-	if ! cmp -s "$f" "$from/$f"; then gzip -9 -c "$f" >>"$out"; fi
-done
-GZ
-	measure "changed files, gzip -9" "$tmp/p.gz" bash "$tmp/gz.sh" "$from" "$to" "$tmp/p.gz"
+# ---- the tables ----
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+{
+	echo "_Generated by \`make bench-delta\` ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $COMMIT) on $(nproc) CPUs," \
+		"load average $(cut -d' ' -f1 /proc/loadavg) at the end; tool times are the fastest of $RUNS runs._"
+	if [ -f "$TMP/slow.json" ]; then
+		jq -r '"_Slow link: \(.down_bps / 1e6) Mbit/s down, \(.up_bps / 1e6) Mbit/s up, \(.rtt_ms) ms round trip._"' "$TMP/slow.json"
+	fi
+	echo
+	echo "#### What a device downloads for the update (bytes)"
+	echo
+	echo "| pair | files | new or changed | **Capstan device** | Capstan patch | C bsdiff | zstd -19 | xdelta3 -9 | changed files, gzip -9 each | Capgo manifest mode | device / min(bsdiff, zstd) |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	join -t'|' <(sort -t'|' -k1,1 "$TMP/tools") <(sort -t'|' -k1,1 "$TMP/device") | sort -t'|' -k1,1n |
+		awk -F'|' '
+		function c(n) { if (n !~ /^[0-9]+$/) return n; s = ""; while (n >= 1000) { s = sprintf(",%03d", n % 1000) s; n = int(n / 1000) } return n s }
+		{ best = ($6 < $7) ? $6 : $7; mode = ($19 == "delta") ? "" : " (" $19 ")"
+		  printf "| %s | %s | %s | **%s**%s | %s | %s | %s | %s | %s | %s | %.2f× |\n", $2, $3, $4, c($18), mode, c($5), c($6), c($7), c($8), c($9), c($25), $18 / best }'
+	echo
+	echo "#### What it costs to build (seconds, peak RSS)"
+	echo
+	echo "| pair | Capstan patch build | C bsdiff | Capstan / bsdiff | Capstan peak RSS | C bsdiff peak RSS | Capstan / bsdiff | zstd -19 | xdelta3 -9 |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+	sort -t'|' -k1,1n "$TMP/tools" | awk -F'|' '
+		{ printf "| %s | %.2f s | %.2f s | %.2f× | %.0f MB | %.0f MB | %.2f× | %.2f s, %.0f MB | %.2f s, %.0f MB |\n",
+			$2, $10, $12, ($12 > 0 ? $10 / $12 : 0), $11 / 1024, $13 / 1024, $11 / $13, $14, $15 / 1024, $16, $17 / 1024 }'
+	if [ "${BENCH_SLOWLINK:-1}" != 0 ]; then
+		echo
+		echo "#### Update time on a slow link (\`capstan bench --scenario slow-link\`)"
+		echo
+		echo "| pair | Capstan device | bytes on the wire | Capgo manifest mode | bytes on the wire | files fetched | Capstan / Capgo |"
+		echo "|---|---:|---:|---:|---:|---:|---:|"
+		join -t'|' <(sort -t'|' -k1,1 "$TMP/tools" | cut -d'|' -f1,2) <(sort -t'|' -k1,1 "$TMP/device") | sort -t'|' -k1,1n |
+			awk -F'|' '
+			function c(n) { s = ""; while (n >= 1000) { s = sprintf(",%03d", n % 1000) s; n = int(n / 1000) } return n s }
+			{ printf "| %s | %.2f s | %s | %.2f s | %s | %s | %.2f× |\n", $2, $5, c($6), $7, c($8), $9, $5 / $7 }'
+	fi
+} >"$TMP/tables.md"
+cat "$TMP/tables.md"
 
-	echo
-	echo "### $title"
-	echo
-	echo "| method | bytes | × C bsdiff | build s | × C bsdiff | peak RSS MB |"
-	echo "|---|---:|---:|---:|---:|---:|"
-	awk -F'|' '
-		NR==FNR { if ($1=="C bsdiff (tar)") { b=$2; t=$3 } ; next }
-		{ printf "| %s | %\047d | %.3f | %.2f | %.3f | %.0f |\n", $1, $2, $2/b, $3, $3/t, $4/1024 }
-	' "$tmp/rows" "$tmp/rows"
-	echo
-	echo "Capstan apply (device side): $(sed -E 's/.*"ms":([0-9]+).*/\1/' "$tmp/apply.json") ms in process."
-}
-
-export LC_NUMERIC=en_US.UTF-8 2>/dev/null || true
-echo "## Delta engine benchmark ($(date -u +%Y-%m-%d), $(nproc) cores, $(go version | cut -d' ' -f3), load $(cut -d' ' -f1-3 /proc/loadavg), best of ${BENCH_RUNS:-3})"
-for pair in "5.34.0 5.34.1" "5.34.1 5.35.0"; do
-	set -- $pair
-	unpack "$fix/www-$1.zip" "$tmp/a"
-	unpack "$fix/www-$2.zip" "$tmp/b"
-	table "swagger-ui $1 → $2" "$tmp/a" "$tmp/b"
-done
-unpack "$fix/www-5.34.0.zip" "$tmp/a" renamed
-unpack "$fix/www-5.34.1.zip" "$tmp/b" renamed
-table "swagger-ui 5.34.0 → 5.34.1, every file renamed name.<content hash>.ext" "$tmp/a" "$tmp/b"
-
-if [ "${BENCH_LARGE:-}" = 1 ]; then
-	"$tmp/deltabench" gen -dir "$tmp/big" -files 1500 -mb 150
-	/usr/bin/time -f "%e %M" -o "$tmp/time" "$tmp/deltabench" build -from "$tmp/big/a" -to "$tmp/big/b" -out "$tmp/big.cap" >"$tmp/big.json"
-	read -r secs kb <"$tmp/time"
-	echo
-	echo "### Synthetic 150 MB, 1,500-file bundle (20 % of files edited and renamed)"
-	echo
-	echo "Capstan patch $(stat -c %s "$tmp/big.cap") B in ${secs} s, peak RSS $((kb / 1024)) MB"
-	echo "(the bench process holds both bundles in memory, about 300 MB of that)."
+if [ "$DOCS" = 1 ]; then
+	if [ ${#EXTRA[@]} -gt 0 ] || [ "${BENCH_LARGE:-}" = 1 ] || [ "${BENCH_FIXTURES:-1}" = 0 ]; then
+		if [ "${BENCH_DOCS:-}" != 1 ]; then
+			log "extra pairs: docs/benchmarks.md left alone (BENCH_DOCS=1 writes it anyway)"
+			exit 0
+		fi
+	fi
+	doc=docs/benchmarks.md
+	grep -q '<!-- bench-delta:start -->' "$doc" && grep -q '<!-- bench-delta:end -->' "$doc" || die "$doc lacks the bench-delta markers"
+	awk -v f="$TMP/tables.md" '
+		/<!-- bench-delta:start -->/ { print; while ((getline l < f) > 0) print l; skip = 1; next }
+		/<!-- bench-delta:end -->/ { skip = 0 }
+		!skip' "$doc" >"$TMP/doc.md"
+	cp "$TMP/doc.md" "$doc"
+	log "wrote the tables into $doc"
 fi

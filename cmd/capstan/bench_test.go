@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/bench"
+	"github.com/capstan-ota/capstan/device"
 	"github.com/capstan-ota/capstan/edge"
 	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/origin/client"
@@ -319,4 +321,124 @@ func TestBenchEdgeKill(t *testing.T) {
 		t.Errorf("no update after the kill:\n%s", text.String())
 	}
 	t.Logf("failed after kill: %d (goal 0), failovers %d", res.Kill.FailedAfter, res.Failovers)
+}
+
+// slowLinkBundle is a bundle whose 200 KB vendor file does not compress
+// and changes by one byte between versions: a file-level update must send
+// the whole file, a patch a few bytes.
+func slowLinkBundle(t *testing.T, version string) []byte {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(3, 4))
+	vendor := make([]byte, 200<<10)
+	for i := range vendor {
+		vendor[i] = byte(rng.IntN(256))
+	}
+	vendor[1000] = version[len(version)-1]
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for name, body := range map[string][]byte{
+		"index.html": []byte("<script src=vendor.js></script>"),
+		"vendor.js":  vendor,
+	} {
+		w, err := zw.Create(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(body)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestBenchSlowLink times a real device's update and a Capgo manifest-mode
+// update of the same pair through the simulated link: the file-level
+// client sends the whole changed file, and neither can be faster than the
+// link's rate and round trip allow.
+func TestBenchSlowLink(t *testing.T) {
+	c := startBenchCluster(t, 1)
+	api := &client.Client{Server: c.api, APIKey: benchAdminKey}
+	for _, v := range []string{"1.0.0", "1.0.1"} {
+		if _, err := api.UploadRelease(context.Background(), client.Upload{App: "com.example.bench", Version: v, Channel: "production", Bundle: bytes.NewReader(slowLinkBundle(t, v))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const rate = 8e6 / 8 // --link-down 8 (Mbit/s), in bytes per second
+	out, text := runSlowLinkCmd(t, c, "--pairs", "1.0.0:1.0.1", "--link-down", "8", "--link-up", "8", "--link-rtt", "20ms")
+	pairs, _ := out["pairs"].([]any)
+	if len(pairs) != 1 {
+		t.Fatalf("%d pairs in the result, want 1:\n%s", len(pairs), text)
+	}
+	p := pairs[0].(map[string]any)
+	if m := p["capstan"].(map[string]any)["mode"]; m != "delta" {
+		t.Errorf("the device updated in mode %v, want delta:\n%s", m, text)
+	}
+	if m := p["files"].(map[string]any)["mode"]; m != "manifest" {
+		t.Errorf("the Capgo client updated in mode %v, want manifest:\n%s", m, text)
+	}
+	capDown, filesDown := num(t, p, "capstan", "wire_down"), num(t, p, "files", "wire_down")
+	if filesDown < 200<<10 {
+		t.Errorf("the file-level update moved %.0f B, less than the changed 200 KB file", filesDown)
+	}
+	if capDown <= 0 || capDown > filesDown/10 {
+		t.Errorf("Capstan moved %.0f B over the link, the file level %.0f B", capDown, filesDown)
+	}
+	// Physics: the bytes at the rate (less one 10 ms burst), and for the
+	// device at least a connection's handshake and a request round trip.
+	if s := num(t, p, "files", "seconds"); s < (filesDown-rate/100)/rate {
+		t.Errorf("the file level took %.3f s for %.0f B at %.0f B/s", s, filesDown, rate)
+	}
+	if s := num(t, p, "capstan", "seconds"); s < 0.040 {
+		t.Errorf("Capstan took %.3f s, less than two 20 ms round trips", s)
+	}
+	if r := num(t, p, "time_ratio"); r >= 1 {
+		t.Errorf("Capstan / file level time ratio %.2f, want < 1:\n%s", r, text)
+	}
+	if !strings.Contains(text, "1.0.0 → 1.0.1") {
+		t.Errorf("the table lacks the pair:\n%s", text)
+	}
+	// The channel is back on 1.0.1, where it was.
+	res, err := runDeviceCheck(c.urls[0], t.TempDir())
+	if err != nil || res != "1.0.1" {
+		t.Errorf("after the run the channel offers %q (%v), want 1.0.1", res, err)
+	}
+}
+
+// runSlowLinkCmd runs `capstan bench --scenario slow-link args…` and
+// decodes its JSON file.
+func runSlowLinkCmd(t *testing.T, c *benchCluster, args ...string) (map[string]any, string) {
+	t.Helper()
+	t.Setenv("CAPSTAN_SERVER", c.api)
+	t.Setenv("CAPSTAN_API_KEY", benchAdminKey)
+	jsonFile := filepath.Join(t.TempDir(), "out.json")
+	var stdout, stderr bytes.Buffer
+	root := newRoot(&stdout, &stderr)
+	root.SetArgs(append([]string{"bench", "--scenario", "slow-link", "--edge", c.urls[0], "--app", "com.example.bench", "--channel", "production",
+		"--json", jsonFile}, args...))
+	if err := root.Execute(); err != nil {
+		t.Fatalf("capstan bench: %v\nstderr: %s", err, stderr.String())
+	}
+	b, err := os.ReadFile(jsonFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("JSON output: %v", err)
+	}
+	return out, stdout.String()
+}
+
+// runDeviceCheck asks the edge, as a new device, what the channel offers.
+func runDeviceCheck(edge, dir string) (string, error) {
+	d, err := device.New(device.Config{Dir: dir, Edges: []string{edge}, App: "com.example.bench", Channel: "production", Ranking: device.RankConfig{Off: true}, NoEvents: true})
+	if err != nil {
+		return "", err
+	}
+	r := d.Check(context.Background())
+	if r.Error != "" {
+		return "", errors.New(r.Error)
+	}
+	return r.To, nil
 }

@@ -143,6 +143,7 @@ func newDevCmd() *cobra.Command {
 	var dataDir, apiAddr, edgeAddr string
 	var g gossipOptions
 	var cf capgoEdgeFlags
+	var pp pprofFlag
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run an origin and one edge in one process (embedded Badger store)",
@@ -155,6 +156,11 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 			log := newLogger(cmd)
 			ctx, stop := signalContext()
 			defer stop()
+			closeProf, err := pp.start(log)
+			if err != nil {
+				return err
+			}
+			defer closeProf()
 			var e atomic.Pointer[edge.Server]
 			toEdge := origin.PublisherFunc(func(env *release.Envelope) error {
 				if s := e.Load(); s != nil {
@@ -217,6 +223,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7946", "gossip bind address, for more edges to join")
 	g.keyFlags(cmd, "cluster key file (default DATA/origin/cluster.key, made on first start; more edges join with a copy)")
 	cf.register(cmd)
+	pp.register(cmd)
 	return cmd
 }
 
@@ -224,6 +231,7 @@ func newOriginCmd() *cobra.Command {
 	var dataDir, apiAddr, pub, cosign string
 	var g gossipOptions
 	var rotate bool
+	var pp pprofFlag
 	cmd := &cobra.Command{
 		Use:     "origin",
 		Short:   "Run an origin node: the CI API, the release store, the channel signer",
@@ -233,6 +241,11 @@ func newOriginCmd() *cobra.Command {
 			log := newLogger(cmd)
 			ctx, stop := signalContext()
 			defer stop()
+			closeProf, err := pp.start(log)
+			if err != nil {
+				return err
+			}
+			defer closeProf()
 			lazy := &lazyPublisher{}
 			o, api, apiLn, err := startOrigin(cmd, log, dataDir, apiAddr, pub, lazy)
 			if err != nil {
@@ -280,6 +293,7 @@ func newOriginCmd() *cobra.Command {
 	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7946", "gossip bind address")
 	cmd.Flags().StringVar(&g.join, "join", "", "comma-separated gossip addresses of cluster members to join")
 	g.keyFlags(cmd, "cluster key file (default DATA/cluster.key, made on first start: give every edge a copy)")
+	pp.register(cmd)
 	return cmd
 }
 
@@ -288,6 +302,7 @@ func newEdgeCmd() *cobra.Command {
 	var g gossipOptions
 	var rl rateLimitFlags
 	var cf capgoEdgeFlags
+	var pp pprofFlag
 	cmd := &cobra.Command{
 		Use:   "edge",
 		Short: "Run an edge node: answers device checks and serves blobs and patches",
@@ -299,6 +314,11 @@ records from gossip, answers device checks from memory and serves blobs from its
 			log := newLogger(cmd)
 			ctx, stop := signalContext()
 			defer stop()
+			closeProf, err := pp.start(log)
+			if err != nil {
+				return err
+			}
+			defer closeProf()
 			var size int64
 			if cacheSize != "" {
 				n, err := humanize.ParseBytes(cacheSize)
@@ -400,6 +420,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 	g.keyFlags(cmd, "cluster key file the origin made (DATA/cluster.key): admits this edge to the cluster and names the origin key (required unless --insecure-gossip)")
 	rl.flags(cmd)
 	cf.register(cmd)
+	pp.register(cmd)
 	return cmd
 }
 

@@ -1,6 +1,8 @@
 // Package netsim puts distance between the processes of a test or a
 // benchmark on one machine: a TCP proxy that delays every byte on
-// loopback (no privileges needed), and network namespaces joined by veth
+// loopback and can cap each direction's rate with a token bucket shared by
+// all its connections, standing for one device's slow access link (no
+// privileges needed), and network namespaces joined by veth
 // pairs to one bridge, with tc netem adding delay to each namespace's link
 // (root and iproute2 needed).
 //

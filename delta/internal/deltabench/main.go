@@ -116,27 +116,40 @@ func run(args []string) error {
 	return fmt.Errorf("unknown mode %q", args[0])
 }
 
-// store is an in-memory BlobSource.
-type store map[release.Hash][]byte
+// store is a BlobSource over the bundles' files: folders are read from
+// disk when delta.Build opens them, as the origin streams from its store,
+// so the peak RSS measured around this process is the builder's own
+// working memory, not two bundles held in memory. Zips are held in memory.
+type store map[release.Hash]blob
+
+// blob is one file: on disk at path, or in data.
+type blob struct {
+	path string
+	data []byte
+	size int64
+	hash release.Hash
+}
 
 func (s store) Open(_ context.Context, h release.Hash) (io.ReadCloser, error) {
 	b, ok := s[h]
 	if !ok {
 		return nil, fs.ErrNotExist
 	}
-	return io.NopCloser(bytes.NewReader(b)), nil
+	if b.path != "" {
+		return os.Open(b.path)
+	}
+	return io.NopCloser(bytes.NewReader(b.data)), nil
 }
 
 type emptyBase struct{}
 
 func (emptyBase) Open(string) (io.ReadCloser, error) { return nil, fs.ErrNotExist }
 
-func manifest(s store, version string, files map[string][]byte) (*release.Manifest, release.Hash) {
+func manifest(s store, version string, files map[string]blob) (*release.Manifest, release.Hash) {
 	m := &release.Manifest{Type: release.TypeRelease, App: "bench", Version: version}
 	for p, b := range files {
-		h := release.Sum(b)
-		s[h] = b
-		m.Files = append(m.Files, release.File{Path: p, Size: int64(len(b)), Mode: 0o644, SHA256: h})
+		s[b.hash] = b
+		m.Files = append(m.Files, release.File{Path: p, Size: b.size, Mode: 0o644, SHA256: b.hash})
 	}
 	m.Sort()
 	enc, err := m.Encode()
@@ -146,9 +159,9 @@ func manifest(s store, version string, files map[string][]byte) (*release.Manife
 	return m, release.Sum(enc)
 }
 
-// load reads a folder or a zip into path → content.
-func load(p string) (map[string][]byte, error) {
-	out := map[string][]byte{}
+// load lists a folder or a zip as path → file, hashing every file.
+func load(p string) (map[string]blob, error) {
+	out := map[string]blob{}
 	if strings.HasSuffix(p, ".zip") {
 		zr, err := zip.OpenReader(p)
 		if err != nil {
@@ -168,7 +181,7 @@ func load(p string) (map[string][]byte, error) {
 			if err != nil {
 				return nil, err
 			}
-			out[f.Name] = b
+			out[f.Name] = blob{data: b, size: int64(len(b)), hash: release.Sum(b)}
 		}
 		return out, nil
 	}
@@ -176,12 +189,18 @@ func load(p string) (map[string][]byte, error) {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		b, err := os.ReadFile(fp)
+		f, err := os.Open(fp)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, f)
 		if err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(p, fp)
-		out[filepath.ToSlash(rel)] = b
+		out[filepath.ToSlash(rel)] = blob{path: fp, size: n, hash: release.Hash(h.Sum(nil))}
 		return nil
 	})
 	return out, err
