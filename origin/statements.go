@@ -2,9 +2,9 @@ package origin
 
 import (
 	"crypto/ed25519"
-	"fmt"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -83,5 +83,21 @@ func (s *Server) setDerivedStatement(w http.ResponseWriter, path string, h relea
 		return err
 	}
 	w.Header().Set(release.DerivedHeader, base64.StdEncoding.EncodeToString(env))
+	return nil
+}
+
+// VerifyRecord checks a channel record that reaches the origin's gossip
+// node from the cluster before the node stores or relays it: it must be
+// signed by this origin's key and not expired. Without it the origin's
+// own node would hold (and hand to every new edge) a forged record, for
+// instance one with a huge seq that makes the channel's next real record
+// "not newer" (issue 16, finding 2).
+func (s *Server) VerifyRecord(env *release.Envelope, ch *release.Channel) error {
+	if err := env.Verify([]ed25519.PublicKey{s.PublicKey()}); err != nil {
+		return fmt.Errorf("origin: channel record %s: %w", ch.Key(), err)
+	}
+	if now := s.cfg.Now(); now.After(ch.Expires) {
+		return fmt.Errorf("origin: channel record %s expired at %s", ch.Key(), ch.Expires.Format(time.RFC3339))
+	}
 	return nil
 }
