@@ -11,8 +11,10 @@ build:
 	$(GO) build -o $(BIN) ./cmd/capstan
 
 # The main job: an origin and one edge in one process on an embedded store.
+# DEV_FLAGS passes flags, e.g. make dev DEV_FLAGS="--api 127.0.0.1:8070 --edge 127.0.0.1:8080".
+DEV_FLAGS ?=
 dev: build
-	./$(BIN) dev
+	./$(BIN) dev $(DEV_FLAGS)
 
 # Every test, with the race detector. End-to-end tests build bin/capstan.
 test: build

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 	"github.com/valyala/fasthttp"
 )
 
@@ -403,7 +404,7 @@ func (b *Bench) propagation(ctx context.Context, edge string, at time.Time, id r
 	for {
 		var got release.Hash
 		_, err := get(ctx, b.http, edge+"/v1/check?"+q.Encode(), b.cfg.Timeout, func(r *response) error {
-			var ans checkAnswer
+			var ans wire.CheckAnswer
 			if err := json.Unmarshal(r.Body, &ans); err != nil || ans.Channel == nil {
 				return fmt.Errorf("bench: decode check answer: %v", err)
 			}

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,28 +11,67 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/capstan-ota/capstan/delta"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // relInfo is one release as devices know it. It is shared read-only by
 // every device that runs it.
 type relInfo struct {
 	ref      release.Ref
+	doc      *release.Doc
 	manifest *release.Manifest
 	// files maps each content hash of the release to its size.
 	files map[release.Hash]int64
 }
 
-func newRelInfo(env *release.Envelope) (*relInfo, error) {
-	m, err := env.Manifest()
+// newRelInfo describes a verified release. A format 2 release signs only a
+// document naming its file list by hash; the simulated fleet needs the
+// list (to download file by file, and to know what a device holds), so it
+// is fetched once per release from the edges, checked against that hash,
+// and shared by every simulated device: a real device learns it from the
+// patch it applies.
+func (b *Bench) newRelInfo(ctx context.Context, env *release.Envelope) (*relInfo, error) {
+	doc, m, err := env.Release()
 	if err != nil {
 		return nil, err
 	}
-	ri := &relInfo{ref: release.Ref{Version: m.Version, ID: env.ID()}, manifest: m, files: make(map[release.Hash]int64, len(m.Files))}
+	if m == nil {
+		if m, err = b.fetchFileList(ctx, doc); err != nil {
+			return nil, err
+		}
+	}
+	ri := &relInfo{ref: release.Ref{Version: doc.Version, ID: env.ID()}, doc: doc, manifest: m, files: make(map[release.Hash]int64, len(m.Files))}
 	for _, f := range m.Files {
 		ri.files[f.SHA256] = f.Size
 	}
 	return ri, nil
+}
+
+// fetchFileList downloads and checks the file list a release document
+// names.
+func (b *Bench) fetchFileList(ctx context.Context, doc *release.Doc) (*release.Manifest, error) {
+	var errs []error
+	for _, edge := range b.cfg.Edges {
+		var m *release.Manifest
+		_, err := get(ctx, b.http, edge+"/v1/blobs/"+doc.Files.SHA256.String(), b.cfg.Timeout, func(r *response) error {
+			if int64(len(r.Body)) > doc.Files.MaxListBytes() || release.Sum(r.Body) != doc.Files.SHA256 {
+				return fmt.Errorf("%w: file list does not match its hash", ErrVerify)
+			}
+			files, err := release.DecodeFileList(r.Body)
+			if err != nil {
+				return err
+			}
+			m, err = doc.WithFiles(files)
+			return err
+		})
+		if err == nil {
+			return m, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", edge, err))
+	}
+	return nil, fmt.Errorf("bench: file list of %s %s: %w", doc.App, doc.Version, errors.Join(errs...))
 }
 
 func (r *relInfo) id() release.Hash {
@@ -59,14 +97,6 @@ type simDevice struct {
 	cur   *relInfo   // installed release; nil is the builtin bundle
 	start *relInfo   // release the device started the run on
 	seq   uint64     // highest channel record sequence seen
-}
-
-// checkAnswer is the body of GET /v1/check.
-type checkAnswer struct {
-	Status  string            `json:"status"`
-	Reason  string            `json:"reason"`
-	Channel *release.Envelope `json:"channel"`
-	Release *release.Envelope `json:"release"`
 }
 
 // outcome is what one session did.
@@ -165,12 +195,12 @@ func (b *Bench) check(ctx context.Context, d *simDevice, intended time.Time) (*r
 		var target *relInfo
 		var blocked bool
 		n, err := get(ctx, b.http, edge+path, b.cfg.Timeout, func(r *response) error {
-			var ans checkAnswer
+			var ans wire.CheckAnswer
 			if err := json.Unmarshal(r.Body, &ans); err != nil {
 				return fmt.Errorf("bench: decode check answer: %w", err)
 			}
 			var err error
-			target, blocked, err = b.verifyAnswer(d, &ans)
+			target, blocked, err = b.verifyAnswer(ctx, d, &ans)
 			return err
 		})
 		b.bytes.Add(n)
@@ -194,7 +224,7 @@ func (b *Bench) check(ctx context.Context, d *simDevice, intended time.Time) (*r
 
 // verifyAnswer checks a check answer the way device.verify does and
 // returns the release to install.
-func (b *Bench) verifyAnswer(d *simDevice, ans *checkAnswer) (*relInfo, bool, error) {
+func (b *Bench) verifyAnswer(ctx context.Context, d *simDevice, ans *wire.CheckAnswer) (*relInfo, bool, error) {
 	if ans.Channel == nil {
 		return nil, false, fmt.Errorf("%w: answer has no channel record", ErrVerify)
 	}
@@ -221,7 +251,7 @@ func (b *Bench) verifyAnswer(d *simDevice, ans *checkAnswer) (*relInfo, bool, er
 	if !ok || t.ID == d.cur.id() {
 		return nil, false, nil
 	}
-	if ans.Status == "blocked" {
+	if ans.Status == wire.StatusBlocked {
 		return nil, true, nil
 	}
 	if t.ID.IsZero() {
@@ -230,13 +260,13 @@ func (b *Bench) verifyAnswer(d *simDevice, ans *checkAnswer) (*relInfo, bool, er
 	if ans.Release == nil {
 		return nil, false, fmt.Errorf("%w: channel offers %s but the answer has no manifest", ErrVerify, t.Version)
 	}
-	ri, err := b.releaseFromEnvelope(ans.Release, t)
+	ri, err := b.releaseFromEnvelope(ctx, ans.Release, t)
 	return ri, false, err
 }
 
 // releaseFromEnvelope returns the shared relInfo of a signed manifest
 // after checking it is the release t the channel record names.
-func (b *Bench) releaseFromEnvelope(env *release.Envelope, t release.Ref) (*relInfo, error) {
+func (b *Bench) releaseFromEnvelope(ctx context.Context, env *release.Envelope, t release.Ref) (*relInfo, error) {
 	id := env.ID()
 	if id != t.ID {
 		return nil, fmt.Errorf("%w: manifest %s is not the release %s the channel names", ErrVerify, id, t.ID)
@@ -250,12 +280,16 @@ func (b *Bench) releaseFromEnvelope(env *release.Envelope, t release.Ref) (*relI
 			return nil, fmt.Errorf("%w: manifest: %v", ErrVerify, err)
 		}
 	}
-	ri, err := newRelInfo(env)
+	doc, _, err := env.Release()
 	if err != nil {
-		return nil, fmt.Errorf("%w: manifest: %v", ErrVerify, err)
+		return nil, fmt.Errorf("%w: release: %v", ErrVerify, err)
 	}
-	if ri.manifest.App != b.cfg.App || ri.ref.Version != t.Version {
-		return nil, fmt.Errorf("%w: manifest is %s %s, channel names %s", ErrVerify, ri.manifest.App, ri.ref.Version, t.Version)
+	if doc.App != b.cfg.App || doc.Version != t.Version {
+		return nil, fmt.Errorf("%w: release is %s %s, channel names %s", ErrVerify, doc.App, doc.Version, t.Version)
+	}
+	ri, err := b.newRelInfo(ctx, env)
+	if err != nil {
+		return nil, fmt.Errorf("%w: release: %v", ErrVerify, err)
 	}
 	return b.addRelease(ri), nil
 }
@@ -297,19 +331,10 @@ func rotateTo(order []int, ei int) []int {
 	return append([]int(nil), order...)
 }
 
-// patchHeaderSize and the offsets are the delta stream header
-// (delta/format.go): magic "CAPDELTA", version, codec, reserved u16,
-// base ID, target ID, file count u32.
-const (
-	patchHeaderSize = 80
-	patchMagic      = "CAPDELTA"
-)
-
 // fetchPatch downloads the one patch from base to target. Applying it is
 // skipped (it costs device CPU, not server capacity); the bytes are checked
 // against their content address (a Capstan edge's ETag is the SHA-256 of
-// the stream) and the header must name exactly this base, target and file
-// count.
+// the stream) and the header must name exactly this base and target.
 func (b *Bench) fetchPatch(ctx context.Context, order []int, base, target *relInfo) (int64, string, error) {
 	path := "/v1/patches/" + base.id().String() + "/" + target.id().String()
 	var total int64
@@ -339,14 +364,8 @@ func (b *Bench) fetchPatch(ctx context.Context, order []int, base, target *relIn
 }
 
 func verifyPatch(body []byte, etag string, base release.Hash, target *relInfo) error {
-	if len(body) < patchHeaderSize || string(body[:8]) != patchMagic {
-		return fmt.Errorf("%w: not a patch stream", ErrVerify)
-	}
-	if release.Hash(body[12:44]) != base || release.Hash(body[44:76]) != target.id() {
-		return fmt.Errorf("%w: patch is for another release pair", ErrVerify)
-	}
-	if int(binary.BigEndian.Uint32(body[76:80])) != len(target.manifest.Files) {
-		return fmt.Errorf("%w: patch file count does not match the manifest", ErrVerify)
+	if err := delta.CheckHeader(body, base, target.id()); err != nil {
+		return fmt.Errorf("%w: %v", ErrVerify, err)
 	}
 	// A Capstan edge names a patch by its SHA-256; a plain file server's
 	// ETag (mtime-size) is no content address and is not checked.

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"testing"
 
@@ -12,17 +11,16 @@ import (
 func TestVerifyPatch(t *testing.T) {
 	base, target := release.Sum([]byte("base")), release.Sum([]byte("target"))
 	ri := &relInfo{ref: release.Ref{ID: target}, manifest: &release.Manifest{Files: make([]release.File, 3)}}
-	stream := func(b, tg release.Hash, files uint32) []byte {
-		h := make([]byte, patchHeaderSize, patchHeaderSize+10)
-		copy(h, patchMagic)
-		h[8] = 1
-		copy(h[12:44], b[:])
-		copy(h[44:76], tg[:])
-		binary.BigEndian.PutUint32(h[76:], files)
+	// The format 2 header (delta/format.go): magic, version, flags, the
+	// first 8 bytes of base and target IDs.
+	stream := func(b, tg release.Hash, version byte) []byte {
+		h := append([]byte("CAPDELTA"), version, 0)
+		h = append(h, b[:8]...)
+		h = append(h, tg[:8]...)
 		return append(h, "body bytes"...)
 	}
 	etag := func(b []byte) string { return release.Hash(sha256.Sum256(b)).String() }
-	good := stream(base, target, 3)
+	good := stream(base, target, 2)
 	tests := []struct {
 		name string
 		body []byte
@@ -32,11 +30,11 @@ func TestVerifyPatch(t *testing.T) {
 		{"good", good, etag(good), true},
 		{"good without etag", good, "", true},
 		{"good, etag no content address", good, "6566f4c1-4ed2", true},
-		{"short", good[:40], "", false},
+		{"short", good[:20], "", false},
 		{"bad magic", append([]byte("NOTAPTCH"), good[8:]...), "", false},
-		{"other base", stream(target, target, 3), "", false},
-		{"other target", stream(base, base, 3), "", false},
-		{"file count", stream(base, target, 4), "", false},
+		{"other base", stream(target, target, 2), "", false},
+		{"other target", stream(base, base, 2), "", false},
+		{"format 1", stream(base, target, 1), "", false},
 		{"tampered body", append(append([]byte(nil), good[:len(good)-1]...), 'X'), etag(good), false},
 	}
 	for _, tt := range tests {

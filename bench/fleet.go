@@ -11,6 +11,7 @@ import (
 
 	"github.com/Masterminds/semver/v3"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // FleetClass is one class of the fleet as built: which releases its
@@ -32,7 +33,7 @@ func (b *Bench) probe(ctx context.Context) (*relInfo, error) {
 	}
 	var errs []error
 	for _, edge := range b.cfg.Edges {
-		var ans checkAnswer
+		var ans wire.CheckAnswer
 		_, err := get(ctx, b.http, edge+"/v1/check?"+q.Encode(), b.cfg.Timeout, func(r *response) error {
 			return json.Unmarshal(r.Body, &ans)
 		})
@@ -51,7 +52,7 @@ func (b *Bench) probe(ctx context.Context) (*relInfo, error) {
 			return nil, fmt.Errorf("bench: channel %s serves the builtin bundle; upload a release first", ch.Key())
 		}
 		if ans.Release != nil && ans.Release.ID() == ch.Release.ID {
-			return b.releaseFromEnvelope(ans.Release, ch.Release)
+			return b.releaseFromEnvelope(ctx, ans.Release, ch.Release)
 		}
 		return b.fetchRelease(ctx, ch.Release.ID)
 	}
@@ -78,11 +79,11 @@ func (b *Bench) fetchRelease(ctx context.Context, id release.Hash) (*relInfo, er
 			errs = append(errs, fmt.Errorf("%s: %w", edge, err))
 			continue
 		}
-		m, err := env.Manifest()
+		doc, _, err := env.Release()
 		if err != nil {
 			return nil, fmt.Errorf("bench: release %s: %w", id, err)
 		}
-		return b.releaseFromEnvelope(env, release.Ref{ID: id, Version: m.Version})
+		return b.releaseFromEnvelope(ctx, env, release.Ref{ID: id, Version: doc.Version})
 	}
 	return nil, fmt.Errorf("bench: release %s: %w", id, errors.Join(errs...))
 }

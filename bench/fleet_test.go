@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // fakeEdge serves unsigned check answers for app/production pointing at
@@ -41,7 +42,7 @@ func fakeEdge(t *testing.T, versions ...string) (*httptest.Server, []release.Has
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/v1/check":
-			ans := checkAnswer{Status: "up-to-date", Channel: chEnv}
+			ans := wire.CheckAnswer{Status: "up-to-date", Channel: chEnv}
 			if r.URL.Query().Get("current") != cur.String() {
 				ans.Status, ans.Release = "update", envs[cur]
 			}

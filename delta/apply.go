@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/zstd"
@@ -43,89 +44,104 @@ func (NoBase) Open(p string) (io.ReadCloser, error) {
 
 // ApplyStats describes an applied patch.
 type ApplyStats struct {
-	Files    int // files written
+	Files    int // files in the target
+	Kept     int // base files kept where they were (no record)
 	Copies   int // copied from a base file
 	Dups     int // copied from an earlier target file
 	Deltas   int // rebuilt from a Capstan delta
 	BSDiffs  int // rebuilt from a BSDIFF40 payload
 	Literals int // taken from the patch as is
-	Linked   int // copies made as hard links (ApplyConfig.LinkCopies)
+	Linked   int // kept or copied files made as hard links (ApplyConfig.LinkCopies)
 
 	// PatchBytes is what Apply read from the patch; Written the bytes of
-	// files it wrote.
+	// files it wrote from the patch (kept and linked files excluded).
 	PatchBytes, Written int64
 }
 
-// Apply reads a patch stream and writes every file of target into dir, a
-// fresh, empty staging folder that must exist. It first checks the header's
-// base and target IDs against baseID and targetID, then writes each file
-// with its manifest mode, creating subfolders, and checks each file's size
-// and SHA-256 against target before returning nil. Sizes come from the
-// signed target manifest, never from the patch, and every allocation is
-// bounded by them and by cfg. Paths are validated and written through an
+// Base is the installed release a patch starts from.
+type Base struct {
+	// ID is the release ID; zero for a device with nothing installed.
+	ID release.Hash
+	// Files is the release's verified file list, sorted by path
+	// (release.Manifest.Files); patch records name base files by their
+	// index in it.
+	Files []release.File
+	// Dir reads the installed files; nil means none (NoBase).
+	Dir BaseFiles
+}
+
+// Target is what the signed release document says of the release a patch
+// must produce: its ID and its file set.
+type Target struct {
+	ID    release.Hash
+	Files release.FileSet
+}
+
+// Apply reads a patch stream and writes every file of the target release
+// into dir, a fresh, empty staging folder that must exist: the base files
+// the patch keeps (hard-linked or copied from base.Dir, and hashed) and one
+// file per record. It returns the target's file list, sorted, after
+// checking it against target.Files: the file count, the total size and the
+// SHA-256 of the canonical list, which covers every path, size, mode and
+// the SHA-256 of every file it wrote. Nothing in the patch is trusted: every
+// size is bounded by what the signed file set leaves and by cfg before
+// anything is allocated. Paths are validated and written through an
 // os.Root, so nothing is written outside dir, and existing entries
 // (symlinks included) are never followed or overwritten. On error dir holds
 // a partial release and must be discarded. Apply checks ctx between files.
-func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base BaseFiles, baseID release.Hash, target *release.Manifest, targetID release.Hash, dir string) (ApplyStats, error) {
+func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base Base, target Target, dir string) ([]release.File, ApplyStats, error) {
 	var st ApplyStats
 	if err := cfg.normalize(); err != nil {
-		return st, err
+		return nil, st, err
 	}
-	if target == nil {
-		return st, fmt.Errorf("%w: nil target", ErrBadManifest)
+	if target.Files.Count < 0 || target.Files.Count > release.MaxFiles || target.Files.Size < 0 {
+		return nil, st, fmt.Errorf("%w: target file set %+v", ErrBadManifest, target.Files)
 	}
-	if err := target.Validate(); err != nil {
-		return st, fmt.Errorf("%w: target: %v", ErrBadManifest, err)
+	if target.Files.Size > cfg.MaxTotalSize {
+		return nil, st, fmt.Errorf("%w: release is %d bytes, limit %d", ErrTooLarge, target.Files.Size, cfg.MaxTotalSize)
 	}
-	if base == nil {
-		base = NoBase{}
+	if base.Dir == nil {
+		base.Dir = NoBase{}
 	}
-	var total int64
-	for _, f := range target.Files {
-		if f.Size > cfg.MaxFileSize {
-			return st, fmt.Errorf("%w: %s is %d bytes, limit %d", ErrTooLarge, f.Path, f.Size, cfg.MaxFileSize)
-		}
-		total += f.Size
-	}
-	if total > cfg.MaxTotalSize {
-		return st, fmt.Errorf("%w: release is %d bytes, limit %d", ErrTooLarge, total, cfg.MaxTotalSize)
+	if len(base.Files) > release.MaxFiles {
+		return nil, st, fmt.Errorf("%w: base has %d files", ErrBadManifest, len(base.Files))
 	}
 
 	cr := &countReader{r: patch}
 	hb := make([]byte, headerSize)
 	if _, err := io.ReadFull(cr, hb); err != nil {
-		return st, fmt.Errorf("%w: reading header: %v", ErrCorruptPatch, truncated(err))
+		if h, perr := parseHeader(hb); perr != nil && h.version != 0 {
+			return nil, st, perr // an old or unknown format is shorter than this header
+		}
+		return nil, st, fmt.Errorf("%w: reading header: %v", ErrCorruptPatch, truncated(err))
 	}
 	h, err := parseHeader(hb)
 	if err != nil {
-		return st, err
+		return nil, st, err
 	}
-	if h.base != baseID {
-		return st, fmt.Errorf("%w: patch base %s, installed %s", ErrWrongBase, h.base, baseID)
-	}
-	if h.target != targetID {
-		return st, fmt.Errorf("%w: patch target %s, wanted %s", ErrWrongTarget, h.target, targetID)
-	}
-	if int(h.files) != len(target.Files) {
-		return st, fmt.Errorf("%w: header says %d files, manifest has %d", ErrCorruptPatch, h.files, len(target.Files))
+	if baseOK, targetOK := h.matches(base.ID, target.ID); !baseOK {
+		return nil, st, fmt.Errorf("%w: the patch starts from %x…, the device has %s", ErrWrongBase, h.base, base.ID)
+	} else if !targetOK {
+		return nil, st, fmt.Errorf("%w: the patch makes %x…, wanted %s", ErrWrongTarget, h.target, target.ID)
 	}
 
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return st, fmt.Errorf("delta: open staging folder: %w", err)
+		return nil, st, fmt.Errorf("delta: open staging folder: %w", err)
 	}
 	defer root.Close()
 
 	a := &applier{
-		ctx:    ctx,
-		dir:    dir,
-		cfg:    &cfg,
-		b:      &body{r: bufio.NewReaderSize(nil, 32<<10)},
-		base:   base,
-		root:   root,
-		target: target,
-		done:   make([]bool, len(target.Files)),
-		dirs:   map[string]bool{},
+		ctx:     ctx,
+		dir:     dir,
+		cfg:     &cfg,
+		b:       &body{r: bufio.NewReaderSize(nil, 32<<10)},
+		base:    base,
+		root:    root,
+		target:  target.Files,
+		dropped: make([]bool, len(base.Files)),
+		paths:   map[string]bool{},
+		dirs:    map[string]bool{},
 		// 256 KiB scratch buffers: measured, 32 KiB made Apply spend most
 		// of its time in read and write system calls.
 		buf: make([]byte, 256<<10),
@@ -142,7 +158,7 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base BaseFiles
 	for {
 		codec, err := raw.ReadByte()
 		if err != nil {
-			return st, fmt.Errorf("%w: reading frame: %v", ErrCorruptPatch, truncated(err))
+			return nil, st, fmt.Errorf("%w: reading frame: %v", ErrCorruptPatch, truncated(err))
 		}
 		if codec == frameEnd {
 			break
@@ -155,11 +171,11 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base BaseFiles
 				zr, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
 					zstd.WithDecoderMaxWindow(uint64(cfg.MaxWindow)))
 				if err != nil {
-					return st, fmt.Errorf("delta: zstd: %w", err)
+					return nil, st, fmt.Errorf("delta: zstd: %w", err)
 				}
 			}
 			if err := zr.Reset(chunks); err != nil {
-				return st, fmt.Errorf("%w: zstd frame: %v", ErrCorruptPatch, err)
+				return nil, st, fmt.Errorf("%w: zstd frame: %v", ErrCorruptPatch, err)
 			}
 			dec = zr
 		case codecBrotli:
@@ -168,56 +184,74 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base BaseFiles
 		case codecNone:
 			dec = chunks
 		default:
-			return st, fmt.Errorf("%w: frame codec %d", ErrUnsupportedVersion, codec)
+			return nil, st, fmt.Errorf("%w: frame codec %d", ErrUnsupportedVersion, codec)
 		}
 		a.b.r.Reset(dec)
 		for {
 			if err := ctx.Err(); err != nil {
-				return st, fmt.Errorf("delta: apply: %w", err)
+				return nil, st, fmt.Errorf("delta: apply: %w", err)
 			}
 			kind, err := a.b.r.ReadByte()
 			if err == io.EOF {
 				break
 			}
 			if err != nil {
-				return st, fmt.Errorf("%w: reading record: %v", ErrCorruptPatch, err)
+				return nil, st, fmt.Errorf("%w: reading record: %v", ErrCorruptPatch, err)
 			}
 			if err := a.record(kind); err != nil {
 				st.PatchBytes = cr.n
-				return st, err
+				return nil, st, err
 			}
 		}
 		// The codec stopped: its frame must stop exactly here too.
 		if n, err := chunks.Read(a.buf[:1]); n != 0 || err != io.EOF {
-			return st, fmt.Errorf("%w: data after the end of a frame", ErrCorruptPatch)
+			return nil, st, fmt.Errorf("%w: data after the end of a frame", ErrCorruptPatch)
 		}
 	}
 	if _, err := raw.ReadByte(); err != io.EOF {
-		return st, fmt.Errorf("%w: data after the end of the stream", ErrCorruptPatch)
-	}
-	for i, d := range a.done {
-		if !d {
-			return st, fmt.Errorf("%w: no record for %s", ErrCorruptPatch, target.Files[i].Path)
-		}
+		return nil, st, fmt.Errorf("%w: data after the end of the stream", ErrCorruptPatch)
 	}
 	st.PatchBytes = cr.n
-	return st, nil
+	if !a.dropSet {
+		a.startFiles()
+	}
+	if err := a.keepBase(); err != nil {
+		return nil, st, err
+	}
+	files := append(a.written, a.kept...)
+	release.SortFiles(files)
+	if got := release.FileSetOf(files); got != target.Files {
+		if got.Count != target.Files.Count || got.Size != target.Files.Size {
+			return nil, st, fmt.Errorf("%w: the patch made %d files of %d bytes, the release has %d files of %d bytes",
+				ErrVerify, got.Count, got.Size, target.Files.Count, target.Files.Size)
+		}
+		return nil, st, fmt.Errorf("%w: the files made (paths, modes or contents) are not the release's file list", ErrVerify)
+	}
+	st.Files = len(files)
+	return files, st, nil
 }
 
 // applier is the state of one Apply call.
 type applier struct {
-	ctx     context.Context
-	dir     string // the staging folder, for hard links
-	cfg     *ApplyConfig
-	b       *body
-	base    BaseFiles
-	root    *os.Root
-	target  *release.Manifest
-	done    []bool
-	dirs    map[string]bool // folders made and checked
-	buf, ob []byte          // scratch: decoded bytes and old bytes
-	ctls    []ctl
-	st      *ApplyStats
+	ctx        context.Context
+	dir        string // the staging folder, for hard links
+	cfg        *ApplyConfig
+	b          *body
+	base       Base
+	root       *os.Root
+	target     release.FileSet
+	dropped    []bool          // base files the patch dropped (by index)
+	dropSet    bool            // the drop list is known (read, or a file record came first)
+	keptSize   int64           // bytes of the base files kept
+	maxRecords int             // file records the release has room for
+	written    []release.File  // files written from records, by ordinal
+	kept       []release.File  // base files kept, after the records
+	size       int64           // bytes of the files written so far
+	paths      map[string]bool // paths written
+	dirs       map[string]bool // folders made and checked
+	buf, ob    []byte          // scratch: decoded bytes and old bytes
+	ctls       []ctl
+	st         *ApplyStats
 }
 
 // ctl is one decoded delta op.
@@ -227,54 +261,89 @@ type ctl struct {
 
 // record applies one record whose kind byte has been read.
 func (a *applier) record(kind byte) error {
-	if kind > recBSDiff {
+	if kind == recDrop {
+		return a.drop()
+	}
+	if kind == 0 || kind > recBSDiff {
 		return fmt.Errorf("%w: unknown record kind %d", ErrCorruptPatch, kind)
 	}
-	if len(a.target.Files) == 0 {
-		return fmt.Errorf("%w: file record in a release without files", ErrCorruptPatch)
+	if !a.dropSet {
+		a.startFiles()
 	}
-	idx, err := a.b.uvarint(uint64(len(a.target.Files)-1), "file index")
+	if len(a.written) >= a.maxRecords {
+		return fmt.Errorf("%w: more files than the release's %d", ErrCorruptPatch, a.target.Count)
+	}
+	p, err := a.b.path("file path")
 	if err != nil {
 		return err
 	}
-	if a.done[idx] {
-		return fmt.Errorf("%w: second record for file %d", ErrCorruptPatch, idx)
+	if a.paths[p] {
+		return fmt.Errorf("%w: second record for %s", ErrCorruptPatch, p)
 	}
-	f := a.target.Files[idx]
-	if dir := path.Dir(f.Path); dir != "." {
+	mode, err := a.b.uvarint(0o777, "file mode")
+	if err != nil {
+		return err
+	}
+	f := release.File{Path: p, Mode: uint32(mode)}
+	left := a.target.Size - a.keptSize - a.size
+	if left < 0 {
+		return fmt.Errorf("%w: the kept base files alone are larger than the release", ErrCorruptPatch)
+	}
+	var baseIdx, dupIdx uint64
+	switch kind {
+	case recCopy:
+		if baseIdx, err = a.baseIndex("copy source"); err != nil {
+			return err
+		}
+		f.Size = a.base.Files[baseIdx].Size
+	case recDup:
+		if dupIdx, err = a.ordinal("duplicate source"); err != nil {
+			return err
+		}
+		f.Size = a.written[dupIdx].Size
+	default:
+		n, err := a.b.uvarint(uint64(left), "file size")
+		if err != nil {
+			return err
+		}
+		f.Size = int64(n)
+	}
+	if f.Size > left {
+		return fmt.Errorf("%w: %s would take the release past its %d bytes", ErrCorruptPatch, p, a.target.Size)
+	}
+	if f.Size > a.cfg.MaxFileSize {
+		return fmt.Errorf("%w: %s is %d bytes, limit %d", ErrTooLarge, p, f.Size, a.cfg.MaxFileSize)
+	}
+	if dir := path.Dir(p); dir != "." {
 		if err := a.mkdir(dir); err != nil {
 			return err
 		}
 	}
-	var basePath string
 	if kind == recCopy {
-		if basePath, err = a.b.path("base path"); err != nil {
-			return err
-		}
-		if ok, err := a.link(basePath, f); ok || err != nil {
+		bf := a.base.Files[baseIdx]
+		if ok, err := a.link(bf, f); ok || err != nil {
 			if err == nil {
-				a.done[idx] = true
-				a.st.Files++
 				a.st.Copies++
 				a.st.Linked++
+				a.wrote(f, bf.SHA256, false)
 			}
 			return err
 		}
 	}
 	// O_EXCL: never follow or overwrite anything already there.
-	fh, err := a.root.OpenFile(f.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	fh, err := a.root.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("%w: create %s: %v", ErrUnsafePath, f.Path, err)
+		return fmt.Errorf("%w: create %s: %v", ErrUnsafePath, p, err)
 	}
 	defer fh.Close()
 	hs := sha256.New()
 	hw := io.MultiWriter(fh, hs)
 	switch kind {
 	case recCopy:
-		err = a.copyBase(hw, basePath, f)
+		err = a.copyBase(hw, a.base.Files[baseIdx])
 		a.st.Copies++
 	case recDup:
-		err = a.dup(hw, f, idx)
+		err = a.dup(hw, a.written[dupIdx])
 		a.st.Dups++
 	case recLiteral:
 		var n int64
@@ -282,7 +351,7 @@ func (a *applier) record(kind byte) error {
 			err = io.ErrUnexpectedEOF
 		}
 		if err != nil {
-			err = fmt.Errorf("%w: literal %s: %v", ErrCorruptPatch, f.Path, err)
+			err = fmt.Errorf("%w: literal %s: %v", ErrCorruptPatch, p, err)
 		}
 		a.st.Literals++
 	case recDelta:
@@ -292,29 +361,144 @@ func (a *applier) record(kind byte) error {
 	case recBSDiff:
 		err = a.bsdiff(hw, f)
 		a.st.BSDiffs++
-	default:
-		err = fmt.Errorf("%w: record kind %d", ErrCorruptPatch, kind)
 	}
 	if err != nil {
 		return err
 	}
-	if err := verify(fh, f, hs, a.buf); err != nil {
+	sum, err := hashWritten(fh, f, hs, a.buf)
+	if err != nil {
 		return err
 	}
+	if kind == recCopy && sum != a.base.Files[baseIdx].SHA256 {
+		return fmt.Errorf("%w: base file %s has changed on this device", ErrWrongBase, a.base.Files[baseIdx].Path)
+	}
 	if err := fh.Chmod(fs.FileMode(f.Mode)); err != nil {
-		return fmt.Errorf("delta: chmod %s: %w", f.Path, err)
+		return fmt.Errorf("delta: chmod %s: %w", p, err)
 	}
 	if a.cfg.Sync {
 		if err := fh.Sync(); err != nil {
-			return fmt.Errorf("delta: sync %s: %w", f.Path, err)
+			return fmt.Errorf("delta: sync %s: %w", p, err)
 		}
 	}
 	if err := fh.Close(); err != nil {
-		return fmt.Errorf("delta: close %s: %w", f.Path, err)
+		return fmt.Errorf("delta: close %s: %w", p, err)
 	}
-	a.done[idx] = true
-	a.st.Files++
-	a.st.Written += f.Size
+	a.wrote(f, sum, true)
+	return nil
+}
+
+// wrote records a finished file record.
+func (a *applier) wrote(f release.File, sum release.Hash, counted bool) {
+	f.SHA256 = sum
+	a.written = append(a.written, f)
+	a.paths[f.Path] = true
+	a.size += f.Size
+	if counted {
+		a.st.Written += f.Size
+	}
+}
+
+// baseIndex reads the index of a base file.
+func (a *applier) baseIndex(what string) (uint64, error) {
+	if len(a.base.Files) == 0 {
+		return 0, fmt.Errorf("%w: %s in a patch without a base", ErrCorruptPatch, what)
+	}
+	return a.b.uvarint(uint64(len(a.base.Files)-1), what)
+}
+
+// ordinal reads the ordinal of a file already written.
+func (a *applier) ordinal(what string) (uint64, error) {
+	if len(a.written) == 0 {
+		return 0, fmt.Errorf("%w: %s before any file was written", ErrCorruptPatch, what)
+	}
+	return a.b.uvarint(uint64(len(a.written)-1), what)
+}
+
+// startFiles fixes, once the drop list is known (it comes first or not at
+// all), what the kept base files take of the release's file count and
+// size: the file records share the rest.
+func (a *applier) startFiles() {
+	a.dropSet = true
+	kept := 0
+	for i, bf := range a.base.Files {
+		if !a.dropped[i] {
+			kept++
+			a.keptSize += bf.Size
+		}
+	}
+	a.maxRecords = max(0, a.target.Count-kept)
+}
+
+// drop reads the recDrop record: the base files the target does not keep.
+func (a *applier) drop() error {
+	if a.dropSet {
+		return fmt.Errorf("%w: a list of dropped files after the first file record, or twice", ErrCorruptPatch)
+	}
+	defer a.startFiles()
+	n, err := a.b.uvarint(uint64(len(a.base.Files)), "dropped file count")
+	if err != nil {
+		return err
+	}
+	next := uint64(0) // the lowest index the next entry may name
+	for range n {
+		gap, err := a.b.uvarint(uint64(len(a.base.Files))-next-1, "dropped file")
+		if err != nil {
+			return err
+		}
+		i := next + gap
+		a.dropped[i] = true
+		next = i + 1
+	}
+	return nil
+}
+
+// keepBase places every base file the patch did not drop, unchanged, and
+// checks it against the base's file list: a file altered on the device
+// fails here with ErrWrongBase (the device then takes the full bundle).
+func (a *applier) keepBase() error {
+	for i, bf := range a.base.Files {
+		if a.dropped[i] {
+			continue
+		}
+		if err := a.ctx.Err(); err != nil {
+			return fmt.Errorf("delta: apply: %w", err)
+		}
+		if a.paths[bf.Path] {
+			return fmt.Errorf("%w: %s is both kept and written", ErrCorruptPatch, bf.Path)
+		}
+		if dir := path.Dir(bf.Path); dir != "." {
+			if err := a.mkdir(dir); err != nil {
+				return err
+			}
+		}
+		if ok, err := a.link(bf, bf); err != nil {
+			return err
+		} else if ok {
+			a.st.Linked++
+		} else {
+			fh, err := a.root.OpenFile(bf.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return fmt.Errorf("%w: create %s: %v", ErrUnsafePath, bf.Path, err)
+			}
+			hs := sha256.New()
+			err = a.copyBase(io.MultiWriter(fh, hs), bf)
+			if err == nil {
+				if release.Hash(hs.Sum(nil)) != bf.SHA256 {
+					err = fmt.Errorf("%w: base file %s has changed on this device", ErrWrongBase, bf.Path)
+				} else if err = fh.Chmod(fs.FileMode(bf.Mode)); err == nil && a.cfg.Sync {
+					err = fh.Sync()
+				}
+			}
+			if cerr := fh.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+		}
+		a.kept = append(a.kept, bf)
+		a.st.Kept++
+	}
 	return nil
 }
 
@@ -341,37 +525,35 @@ func (a *applier) mkdir(dir string) error {
 	return nil
 }
 
-// verify checks the written file's size and hash. hs is the running hash of
-// what was written, or nil to hash the file from disk.
-func verify(fh *os.File, f release.File, hs hash.Hash, buf []byte) error {
+// hashWritten checks the written file's size and returns its SHA-256. hs
+// is the running hash of what was written, or nil to hash the file from
+// disk.
+func hashWritten(fh *os.File, f release.File, hs hash.Hash, buf []byte) (release.Hash, error) {
 	fi, err := fh.Stat()
 	if err != nil {
-		return fmt.Errorf("delta: stat %s: %w", f.Path, err)
+		return release.Hash{}, fmt.Errorf("delta: stat %s: %w", f.Path, err)
 	}
 	if fi.Size() != f.Size {
-		return fmt.Errorf("%w: %s is %d bytes, manifest says %d", ErrVerify, f.Path, fi.Size(), f.Size)
+		return release.Hash{}, fmt.Errorf("%w: %s is %d bytes, its record says %d", ErrCorruptPatch, f.Path, fi.Size(), f.Size)
 	}
 	if hs == nil {
 		hs = sha256.New()
 		if _, err := io.CopyBuffer(hs, io.NewSectionReader(fh, 0, f.Size), buf); err != nil {
-			return fmt.Errorf("delta: read back %s: %w", f.Path, err)
+			return release.Hash{}, fmt.Errorf("delta: read back %s: %w", f.Path, err)
 		}
 	}
-	if release.Hash(hs.Sum(nil)) != f.SHA256 {
-		return fmt.Errorf("%w: %s has another SHA-256 than the manifest's", ErrVerify, f.Path)
-	}
-	return nil
+	return release.Hash(hs.Sum(nil)), nil
 }
 
-// link tries to hard-link base file p as f (ApplyConfig.LinkCopies) and
-// verifies the result. It reports false, nil when linking is not possible
-// and the caller should copy.
-func (a *applier) link(p string, f release.File) (bool, error) {
-	l, ok := a.base.(Linker)
+// link tries to hard-link base file bf as f (ApplyConfig.LinkCopies) and
+// checks the result against bf's hash. It reports false, nil when linking
+// is not possible and the caller should copy.
+func (a *applier) link(bf, f release.File) (bool, error) {
+	l, ok := a.base.Dir.(Linker)
 	if !a.cfg.LinkCopies || !ok {
 		return false, nil
 	}
-	if err := l.Link(p, fs.FileMode(f.Mode), filepath.Join(a.dir, filepath.FromSlash(f.Path))); err != nil {
+	if err := l.Link(bf.Path, fs.FileMode(f.Mode), filepath.Join(a.dir, filepath.FromSlash(f.Path))); err != nil {
 		return false, nil // another device, another mode, no support: copy instead
 	}
 	fh, err := a.root.Open(f.Path)
@@ -379,8 +561,12 @@ func (a *applier) link(p string, f release.File) (bool, error) {
 		return false, fmt.Errorf("delta: open linked %s: %w", f.Path, err)
 	}
 	defer fh.Close()
-	if err := verify(fh, f, nil, a.buf); err != nil {
-		return false, fmt.Errorf("%w: base file %s: %v", ErrWrongBase, p, err)
+	sum, err := hashWritten(fh, f, nil, a.buf)
+	if err == nil && sum != bf.SHA256 {
+		err = errors.New("content changed")
+	}
+	if err != nil {
+		return false, fmt.Errorf("%w: base file %s: %v", ErrWrongBase, bf.Path, err)
 	}
 	return true, nil
 }
@@ -399,38 +585,28 @@ func copyExact(w io.Writer, src io.Reader, n int64, buf []byte, sentinel error, 
 	return nil
 }
 
-func (a *applier) copyBase(w io.Writer, p string, f release.File) error {
-	rc, err := a.base.Open(p)
+func (a *applier) copyBase(w io.Writer, bf release.File) error {
+	rc, err := a.base.Dir.Open(bf.Path)
 	if err != nil {
-		return fmt.Errorf("%w: open base file %s: %v", ErrWrongBase, p, err)
+		return fmt.Errorf("%w: open base file %s: %v", ErrWrongBase, bf.Path, err)
 	}
 	defer rc.Close()
-	return copyExact(w, rc, f.Size, a.buf, ErrWrongBase, "base file "+p)
+	return copyExact(w, rc, bf.Size, a.buf, ErrWrongBase, "base file "+bf.Path)
 }
 
-func (a *applier) dup(w io.Writer, f release.File, idx uint64) error {
-	src, err := a.b.uvarint(uint64(len(a.target.Files)-1), "duplicate source")
-	if err != nil {
-		return err
-	}
-	if src == idx || !a.done[src] {
-		return fmt.Errorf("%w: %s duplicates a file not yet written", ErrCorruptPatch, f.Path)
-	}
-	sf := a.target.Files[src]
-	if sf.SHA256 != f.SHA256 || sf.Size != f.Size {
-		return fmt.Errorf("%w: %s duplicates a file with other content", ErrCorruptPatch, f.Path)
-	}
+// dup copies sf, a file written earlier in this stream.
+func (a *applier) dup(w io.Writer, sf release.File) error {
 	rc, err := a.root.Open(sf.Path)
 	if err != nil {
 		return fmt.Errorf("delta: reopen %s: %w", sf.Path, err)
 	}
 	defer rc.Close()
-	return copyExact(w, rc, f.Size, a.buf, ErrVerify, sf.Path)
+	return copyExact(w, rc, sf.Size, a.buf, ErrVerify, sf.Path)
 }
 
 // openOld opens a base file for random access and checks it has size bytes.
 func (a *applier) openOld(p string, size int64) (io.ReaderAt, io.Closer, error) {
-	rc, err := a.base.Open(p)
+	rc, err := a.base.Dir.Open(p)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: open base file %s: %v", ErrWrongBase, p, err)
 	}
@@ -459,13 +635,12 @@ func (a *applier) openOld(p string, size int64) (io.ReaderAt, io.Closer, error) 
 
 // delta applies a recDelta record into fh, writing out of order.
 func (a *applier) delta(fh *os.File, f release.File) error {
-	old, oldSize, closers, err := a.sources()
-	for _, c := range closers {
-		defer c.Close()
-	}
+	old, err := a.sources()
 	if err != nil {
 		return err
 	}
+	defer old.Close()
+	oldSize := old.size
 	p := "the delta sources"
 	var newPos, oldPos int64
 	first := true
@@ -560,104 +735,128 @@ func (a *applier) delta(fh *os.File, f release.File) error {
 		newPos, oldPos = np, op
 	}
 	if newPos != f.Size {
-		return fmt.Errorf("%w: delta for %s makes %d bytes, manifest says %d", ErrCorruptPatch, f.Path, newPos, f.Size)
+		return fmt.Errorf("%w: delta for %s makes %d bytes, its record says %d", ErrCorruptPatch, f.Path, newPos, f.Size)
 	}
 	return nil
 }
 
-// sources reads a delta's source list and opens the sources as one
-// virtual old file.
-func (a *applier) sources() (io.ReaderAt, int64, []io.Closer, error) {
+// sources reads a delta's source list and returns the sources as one
+// virtual old file, opened lazily (a delta against the whole old release
+// may name thousands of files and read a few bytes of each).
+func (a *applier) sources() (*sourceSet, error) {
 	n, err := a.b.uvarint(maxSources, "source count")
 	if err != nil {
-		return nil, 0, nil, err
+		return nil, err
 	}
 	if n == 0 {
-		return nil, 0, nil, fmt.Errorf("%w: delta without sources", ErrCorruptPatch)
+		return nil, fmt.Errorf("%w: delta without sources", ErrCorruptPatch)
 	}
-	var (
-		parts   multiReaderAt
-		closers []io.Closer
-	)
+	ss := &sourceSet{}
 	for range n {
 		kind, err := a.b.r.ReadByte()
 		if err != nil {
-			return nil, 0, closers, fmt.Errorf("%w: reading source: %v", ErrCorruptPatch, truncated(err))
+			return nil, fmt.Errorf("%w: reading source: %v", ErrCorruptPatch, truncated(err))
 		}
-		var (
-			ra   io.ReaderAt
-			c    io.Closer
-			size int64
-		)
+		var src sourcePart
 		switch kind {
 		case srcBase:
-			p, err := a.b.path("base path")
+			i, err := a.baseIndex("source base file")
 			if err != nil {
-				return nil, 0, closers, err
+				return nil, err
 			}
-			s, err := a.b.uvarint(uint64(a.cfg.MaxFileSize), "base size")
-			if err != nil {
-				return nil, 0, closers, err
-			}
-			size = int64(s)
-			ra, c, err = a.openOld(p, size)
-			if err != nil {
-				return nil, 0, closers, err
-			}
+			bf := a.base.Files[i]
+			src.size = bf.Size
+			src.open = func() (io.ReaderAt, io.Closer, error) { return a.openOld(bf.Path, bf.Size) }
 		case srcTarget:
-			i, err := a.b.uvarint(uint64(len(a.target.Files)-1), "source file index")
+			i, err := a.ordinal("source file")
 			if err != nil {
-				return nil, 0, closers, err
+				return nil, err
 			}
-			if !a.done[i] {
-				return nil, 0, closers, fmt.Errorf("%w: delta source %d is not written yet", ErrCorruptPatch, i)
+			sf := a.written[i]
+			src.size = sf.Size
+			src.open = func() (io.ReaderAt, io.Closer, error) {
+				fh, err := a.root.Open(sf.Path)
+				if err != nil {
+					return nil, nil, fmt.Errorf("delta: reopen %s: %w", sf.Path, err)
+				}
+				return fh, fh, nil
 			}
-			sf := a.target.Files[i]
-			fh, err := a.root.Open(sf.Path)
-			if err != nil {
-				return nil, 0, closers, fmt.Errorf("delta: reopen %s: %w", sf.Path, err)
-			}
-			ra, c, size = fh, fh, sf.Size
 		default:
-			return nil, 0, closers, fmt.Errorf("%w: source kind %d", ErrCorruptPatch, kind)
+			return nil, fmt.Errorf("%w: source kind %d", ErrCorruptPatch, kind)
 		}
-		closers = append(closers, c)
-		parts = append(parts, part{ra: ra, off: parts.size(), size: size})
+		src.off = ss.size
+		ss.size += src.size
+		ss.parts = append(ss.parts, src)
 	}
-	if len(parts) == 1 {
-		return parts[0].ra, parts[0].size, closers, nil
-	}
-	return parts, parts.size(), closers, nil
+	return ss, nil
 }
 
-// multiReaderAt reads the concatenation of its parts.
-type multiReaderAt []part
+// maxOpenSources bounds the source files a delta keeps open at once.
+const maxOpenSources = 16
 
-type part struct {
-	ra        io.ReaderAt
+// sourceSet reads the concatenation of a delta's sources, opening each on
+// first use and keeping at most maxOpenSources open (least recently used
+// closed first).
+type sourceSet struct {
+	parts []sourcePart
+	size  int64
+	open  []int // indexes of open parts, most recently used last
+}
+
+type sourcePart struct {
 	off, size int64
+	open      func() (io.ReaderAt, io.Closer, error)
+	ra        io.ReaderAt
+	c         io.Closer
 }
 
-func (m multiReaderAt) size() int64 {
-	if len(m) == 0 {
-		return 0
-	}
-	l := m[len(m)-1]
-	return l.off + l.size
-}
-
-// ReadAt reads len(p) bytes at off; callers keep reads within size().
-func (m multiReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	n := 0
-	for _, pt := range m {
-		if len(p) == 0 {
-			break
+// part returns the open reader of part i.
+func (s *sourceSet) part(i int) (io.ReaderAt, error) {
+	p := &s.parts[i]
+	if p.ra != nil {
+		if k := slices.Index(s.open, i); k >= 0 && k != len(s.open)-1 {
+			s.open = append(slices.Delete(s.open, k, k+1), i)
 		}
-		if off >= pt.off+pt.size {
+		return p.ra, nil
+	}
+	if len(s.open) == maxOpenSources {
+		old := &s.parts[s.open[0]]
+		old.c.Close()
+		old.ra, old.c = nil, nil
+		s.open = s.open[1:]
+	}
+	ra, c, err := p.open()
+	if err != nil {
+		return nil, err
+	}
+	p.ra, p.c = ra, c
+	s.open = append(s.open, i)
+	return ra, nil
+}
+
+// ReadAt reads len(p) bytes at off; callers keep reads within size.
+func (s *sourceSet) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	i, _ := slices.BinarySearchFunc(s.parts, off, func(sp sourcePart, off int64) int {
+		if sp.off+sp.size <= off {
+			return -1
+		}
+		if sp.off > off {
+			return 1
+		}
+		return 0
+	})
+	for ; i < len(s.parts) && len(p) > 0; i++ {
+		pt := s.parts[i]
+		if pt.size == 0 || off >= pt.off+pt.size {
 			continue
 		}
+		ra, err := s.part(i)
+		if err != nil {
+			return n, err
+		}
 		k := min(int64(len(p)), pt.off+pt.size-off)
-		got, err := pt.ra.ReadAt(p[:k], off-pt.off)
+		got, err := ra.ReadAt(p[:k], off-pt.off)
 		n += got
 		if int64(got) < k {
 			if err == nil {
@@ -673,16 +872,23 @@ func (m multiReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// Close closes the open sources.
+func (s *sourceSet) Close() error {
+	for _, i := range s.open {
+		s.parts[i].c.Close()
+		s.parts[i].ra, s.parts[i].c = nil, nil
+	}
+	s.open = nil
+	return nil
+}
+
 // bsdiff applies a recBSDiff record with the hardened BSDIFF40 patcher.
 func (a *applier) bsdiff(w io.Writer, f release.File) error {
-	p, err := a.b.path("base path")
+	i, err := a.baseIndex("bsdiff base file")
 	if err != nil {
 		return err
 	}
-	baseSize, err := a.b.uvarint(uint64(a.cfg.MaxFileSize), "base size")
-	if err != nil {
-		return err
-	}
+	bf := a.base.Files[i]
 	// bzip2 never grows data by more than about 1 %, so a payload is below
 	// twice the new file plus a little; anything bigger is not a patch.
 	n, err := a.b.uvarint(uint64(2*f.Size+1<<20), "bsdiff payload length")
@@ -694,12 +900,12 @@ func (a *applier) bsdiff(w io.Writer, f release.File) error {
 	if err != nil || uint64(len(payload)) != n {
 		return fmt.Errorf("%w: reading bsdiff payload: truncated", ErrCorruptPatch)
 	}
-	old, closer, err := a.openOld(p, int64(baseSize))
+	old, closer, err := a.openOld(bf.Path, bf.Size)
 	if err != nil {
 		return err
 	}
 	defer closer.Close()
-	err = bsdiff40.Patch(old, int64(baseSize), bytes.NewReader(payload), int64(n), f.Size, w)
+	err = bsdiff40.Patch(old, bf.Size, bytes.NewReader(payload), int64(n), f.Size, w)
 	if errors.Is(err, bsdiff40.ErrCorrupt) || errors.Is(err, bsdiff40.ErrSize) {
 		return fmt.Errorf("%w: %s: %v", ErrCorruptPatch, f.Path, err)
 	}

@@ -42,6 +42,7 @@ func (f BlobSourceFunc) Open(ctx context.Context, h release.Hash) (io.ReadCloser
 // Stats describes a built patch.
 type Stats struct {
 	Files    int // target files
+	Kept     int // base files kept as they are (no record)
 	Copies   int // files copied from a base file with the same content
 	Dups     int // files copied from an earlier target file
 	Deltas   int // files sent as a binary delta (Capstan's codec)
@@ -49,6 +50,7 @@ type Stats struct {
 	Literals int // files sent as compressed bytes
 	Renames  int // deltas whose old twin had another path
 	Siblings int // deltas that also read an earlier target file (Config.Siblings)
+	Dropped  int // base files the target does not keep at their path
 
 	// TargetBytes is the size of the target release; LiteralBytes the part
 	// of it sent as literals; PatchBytes what was written to w, the
@@ -61,24 +63,33 @@ type Stats struct {
 	Frames                 int
 }
 
-// job is the plan for one target file.
+// job is the plan for one target file that needs a record.
 type job struct {
-	idx      int
-	kind     byte         // recCopy, recDup, recLiteral or recDelta
-	basePath string       // recCopy: the base file with the same content
-	dup      int          // recDup: earlier target index
-	twin     release.File // recDelta: the old twin
-	sib      int          // recDelta: earlier target file also diffed against, or -1
-	renamed  bool
-	weight   int64
-	res      chan deltaResult // recDelta: the computed record, buffered 1
+	idx     int  // target index
+	kind    byte // recCopy, recDup, recLiteral or recDelta
+	base    int  // recCopy: the base file with the same content
+	dup     int  // recDup: earlier target index with the same content
+	twin    int  // recDelta: base index of the old twin
+	sib     int  // recDelta: earlier target file also diffed against, or -1
+	renamed bool
+	weight  int64
+	res     chan deltaResult // recDelta: the computed record, buffered 1
+}
+
+// source is one part of a delta's old file: a base file, or a target file
+// written earlier in the stream (by target index; the ordinal is known
+// only when the record is written).
+type source struct {
+	kind byte // srcBase or srcTarget
+	idx  int
 }
 
 // deltaResult is a computed delta record, or a decision to send a literal.
 type deltaResult struct {
-	kind byte   // recDelta, recBSDiff or recLiteral
-	rec  []byte // record bytes after the kind and index
-	sib  bool   // the delta reads its sibling
+	kind byte     // recDelta, recBSDiff or recLiteral
+	srcs []source // recDelta: the sources the ops read, in order
+	body []byte   // recDelta: the blocks and the terminator; recBSDiff: the payload
+	sib  bool     // the delta reads its sibling
 	err  error
 }
 
@@ -88,13 +99,15 @@ type deltaResult struct {
 // path. It returns what it wrote; on error w holds a partial stream that
 // must be discarded. Build checks ctx between files and during deltas.
 //
-// Records go out in three passes so that each lands in the frame codec that
-// suits it without holding finished work in memory: copies and deltas in
-// target order (deltas are computed ahead, in parallel, within
-// Config.MemoryBudget; into brotli frames within Config.BrotliMaxBytes),
-// then literals (streamed from src into zstd frames), then deltas that read
-// a sibling sent as a literal, then duplicates, whose source is by then
-// always written.
+// Base files that the target holds at the same path with the same mode and
+// content cost nothing: the stream lists only the base files to drop and a
+// record for every other target file. Records go out in three passes so
+// that each lands in the frame codec that suits it without holding finished
+// work in memory: the drop list, copies and deltas in target order (deltas
+// are computed ahead, in parallel, within Config.MemoryBudget; into brotli
+// frames within Config.BrotliMaxBytes), then literals (streamed from src
+// into zstd frames), then deltas that read a sibling sent as a literal,
+// then duplicates, whose source is by then always written.
 func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID release.Hash, target *release.Manifest, targetID release.Hash, src BlobSource, w io.Writer) (Stats, error) {
 	var st Stats
 	if err := cfg.normalize(); err != nil {
@@ -106,20 +119,22 @@ func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID relea
 	if err := target.Validate(); err != nil {
 		return st, fmt.Errorf("%w: target: %v", ErrBadManifest, err)
 	}
-	if base != nil {
-		if err := base.Validate(); err != nil {
-			return st, fmt.Errorf("%w: base: %v", ErrBadManifest, err)
-		}
+	if base == nil {
+		base = &release.Manifest{}
+	} else if err := base.Validate(); err != nil {
+		return st, fmt.Errorf("%w: base: %v", ErrBadManifest, err)
 	}
 	if cfg.Workers == 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
-	jobs := plan(&cfg, base, target)
+	jobs, dropped := plan(&cfg, base, target)
 	st.Files = len(target.Files)
+	st.Kept = len(base.Files) - len(dropped)
+	st.Dropped = len(dropped)
 	st.TargetBytes = target.TotalSize()
 
 	cw := &countWriter{w: w}
-	h := header{version: formatVersion, base: baseID, target: targetID, files: uint32(len(target.Files))}
+	h := newHeader(baseID, targetID)
 	if _, err := cw.Write(h.marshal()); err != nil {
 		return st, fmt.Errorf("delta: write header: %w", err)
 	}
@@ -139,28 +154,54 @@ func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID relea
 		return st, fmt.Errorf("delta: %w", err)
 	}
 	defer est.Close()
-	b := &builder{cfg: &cfg, src: src, est: est, sem: semaphore.NewWeighted(cfg.MemoryBudget)}
+	b := &builder{cfg: &cfg, src: src, est: est, sem: semaphore.NewWeighted(cfg.MemoryBudget), base: base, target: target}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		b.launch(ctx, &wg, jobs, target)
+		b.launch(ctx, &wg, jobs)
 	}()
+
+	if len(dropped) > 0 {
+		rec := appendUvarint([]byte{recDrop}, uint64(len(dropped)))
+		next := 0
+		for _, i := range dropped {
+			rec = appendUvarint(rec, uint64(i-next))
+			next = i + 1
+		}
+		if err := fw.record(rec, 0); err != nil {
+			return st, wrapWrite(err)
+		}
+	}
+	// ord maps a target index to its ordinal once its record is written.
+	ord := make([]int, len(target.Files))
+	for i := range ord {
+		ord[i] = -1
+	}
+	next := 0
+	head := func(kind byte, idx int) []byte {
+		f := target.Files[idx]
+		rec := appendString([]byte{kind}, f.Path)
+		return appendUvarint(rec, uint64(f.Mode))
+	}
+	written := func(idx int) { ord[idx] = next; next++ }
 
 	// Pass 1: copies and deltas, in target order. A delta whose sibling
 	// turned out a literal waits (deferred) until that literal is written.
 	var literals, dups []*job
-	var deferred [][]byte
-	written := make([]bool, len(target.Files))
+	type pending struct {
+		j *job
+		r deltaResult
+	}
+	var deferred []pending
 	for _, j := range jobs {
 		if err := ctx.Err(); err != nil {
 			return st, fmt.Errorf("delta: build: %w", ctx.Err())
 		}
-		rec := appendUvarint([]byte{j.kind}, uint64(j.idx))
 		switch j.kind {
 		case recCopy:
 			st.Copies++
-			err = fw.record(appendString(rec, j.basePath), 0)
-			written[j.idx] = true
+			err = fw.record(appendUvarint(head(recCopy, j.idx), uint64(j.base)), 0)
+			written(j.idx)
 		case recDup:
 			dups = append(dups, j)
 		case recLiteral:
@@ -180,13 +221,11 @@ func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID relea
 				literals = append(literals, j)
 				continue
 			}
-			rec[0] = r.kind
-			rec = append(rec, r.rec...)
-			if r.sib && !written[j.sib] {
-				deferred = append(deferred, rec)
+			if r.sib && ord[j.sib] < 0 {
+				deferred = append(deferred, pending{j, r})
 			} else {
-				err = fw.record(rec, int64(len(r.rec)))
-				written[j.idx] = true
+				err = fw.record(b.encode(head(r.kind, j.idx), j, r, ord), int64(len(r.body)))
+				written(j.idx)
 			}
 			if r.kind == recDelta {
 				st.Deltas++
@@ -207,28 +246,52 @@ func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID relea
 	// Pass 2: literals, in target order.
 	slices.SortFunc(literals, func(x, y *job) int { return x.idx - y.idx })
 	for _, j := range literals {
-		if err := b.writeLiteral(ctx, fw, j.idx, target.Files[j.idx], &st); err != nil {
+		if err := b.writeLiteral(ctx, fw, head(recLiteral, j.idx), target.Files[j.idx], &st); err != nil {
 			return st, wrapWrite(err)
 		}
+		written(j.idx)
 	}
-	for _, rec := range deferred {
+	for _, d := range deferred {
+		rec := b.encode(head(d.r.kind, d.j.idx), d.j, d.r, ord)
 		if err := fw.record(rec, int64(len(rec))); err != nil {
 			return st, wrapWrite(err)
 		}
+		written(d.j.idx)
 	}
 	// Pass 3: duplicates of files written above.
 	for _, j := range dups {
 		st.Dups++
-		rec := appendUvarint([]byte{recDup}, uint64(j.idx))
-		if err := fw.record(appendUvarint(rec, uint64(j.dup)), 0); err != nil {
+		if err := fw.record(appendUvarint(head(recDup, j.idx), uint64(ord[j.dup])), 0); err != nil {
 			return st, wrapWrite(err)
 		}
+		written(j.idx)
 	}
 	if err := fw.finish(); err != nil {
 		return st, wrapWrite(err)
 	}
 	st.PatchBytes = cw.n
 	return st, nil
+}
+
+// encode returns a delta or BSDIFF40 record: head (kind, path, mode), then
+// the size, the sources with their ordinals, and the body.
+func (b *builder) encode(head []byte, j *job, r deltaResult, ord []int) []byte {
+	rec := appendUvarint(head, uint64(b.target.Files[j.idx].Size))
+	if r.kind == recBSDiff {
+		rec = appendUvarint(rec, uint64(j.twin))
+		rec = appendUvarint(rec, uint64(len(r.body)))
+		return append(rec, r.body...)
+	}
+	rec = appendUvarint(rec, uint64(len(r.srcs)))
+	for _, s := range r.srcs {
+		rec = append(rec, s.kind)
+		if s.kind == srcTarget {
+			rec = appendUvarint(rec, uint64(ord[s.idx]))
+		} else {
+			rec = appendUvarint(rec, uint64(s.idx))
+		}
+	}
+	return append(rec, r.body...)
 }
 
 // frameWriter writes records into frames, opening a frame of another codec
@@ -345,23 +408,30 @@ func wrapWrite(err error) error {
 }
 
 // plan decides, from the manifests alone, how each target file is sent.
-func plan(cfg *Config, base, target *release.Manifest) []*job {
-	baseByHash := map[release.Hash]string{}
-	if base != nil {
-		for _, f := range base.Files {
-			if _, ok := baseByHash[f.SHA256]; !ok {
-				baseByHash[f.SHA256] = f.Path
-			}
+// It returns a job for every target file that needs a record, and the base
+// indexes of the files the target drops (gone, or changed at their path).
+func plan(cfg *Config, base, target *release.Manifest) ([]*job, []int) {
+	baseByHash := map[release.Hash]int{}
+	kept := make([]bool, len(base.Files))
+	for i, f := range base.Files {
+		if _, ok := baseByHash[f.SHA256]; !ok {
+			baseByHash[f.SHA256] = i
 		}
 	}
 	twins := newTwinFinder(base, target, cfg.Renames)
 	seen := map[release.Hash]int{}
-	jobs := make([]*job, len(target.Files))
+	var jobs []*job
 	for i, f := range target.Files {
+		if bi, ok := twins.index(f.Path); ok {
+			if b := base.Files[bi]; b.SHA256 == f.SHA256 && b.Mode == f.Mode {
+				kept[bi] = true
+				continue
+			}
+		}
 		j := &job{idx: i, kind: recLiteral, sib: -1}
-		jobs[i] = j
-		if p, ok := baseByHash[f.SHA256]; ok {
-			j.kind, j.basePath = recCopy, p
+		jobs = append(jobs, j)
+		if bi, ok := baseByHash[f.SHA256]; ok {
+			j.kind, j.base = recCopy, bi
 			continue
 		}
 		if d, ok := seen[f.SHA256]; ok {
@@ -372,15 +442,19 @@ func plan(cfg *Config, base, target *release.Manifest) []*job {
 		if f.Size == 0 || f.Size > cfg.MaxDiffSize {
 			continue
 		}
-		twin, renamed, ok := twins.find(f)
-		if !ok || twin.Size == 0 || twin.Size > cfg.MaxDiffSize {
+		ti, renamed, ok := twins.find(f)
+		if !ok {
 			continue
 		}
-		j.kind, j.twin, j.renamed = recDelta, twin, renamed
+		twin := base.Files[ti]
+		if twin.Size == 0 || twin.Size > cfg.MaxDiffSize {
+			continue
+		}
+		j.kind, j.twin, j.renamed = recDelta, ti, renamed
 		j.res = make(chan deltaResult, 1)
 		oldSize := twin.Size
 		if cfg.Siblings {
-			j.sib = sibling(jobs[:i], target, f, cfg.MaxDiffSize-twin.Size)
+			j.sib = sibling(jobs[:len(jobs)-1], target, f, cfg.MaxDiffSize-twin.Size)
 			if j.sib >= 0 {
 				oldSize += target.Files[j.sib].Size
 			}
@@ -391,7 +465,13 @@ func plan(cfg *Config, base, target *release.Manifest) []*job {
 		}
 		j.weight = min(j.weight, cfg.MemoryBudget)
 	}
-	return jobs
+	var dropped []int
+	for i, k := range kept {
+		if !k {
+			dropped = append(dropped, i)
+		}
+	}
+	return jobs, dropped
 }
 
 // sibling picks, among the earlier jobs, a changed file to diff f against
@@ -425,16 +505,17 @@ func sibling(earlier []*job, target *release.Manifest, f release.File, limit int
 
 // builder holds what the delta workers share.
 type builder struct {
-	cfg *Config
-	src BlobSource
-	est *zstd.Encoder // fast encoder to compare candidate sizes; EncodeAll is concurrency-safe
-	sem *semaphore.Weighted
+	cfg          *Config
+	src          BlobSource
+	est          *zstd.Encoder // fast encoder to compare candidate sizes; EncodeAll is concurrency-safe
+	sem          *semaphore.Weighted
+	base, target *release.Manifest
 }
 
 // launch starts delta jobs in target order as memory and worker slots
 // allow. Acquiring in order is what rules out deadlock: the writer waits
 // for job i, whose weight is already held, and releases it once written.
-func (b *builder) launch(ctx context.Context, wg *sync.WaitGroup, jobs []*job, target *release.Manifest) {
+func (b *builder) launch(ctx context.Context, wg *sync.WaitGroup, jobs []*job) {
 	slots := semaphore.NewWeighted(int64(b.cfg.Workers))
 	for _, j := range jobs {
 		if j.kind != recDelta {
@@ -451,18 +532,15 @@ func (b *builder) launch(ctx context.Context, wg *sync.WaitGroup, jobs []*job, t
 		go func() {
 			defer wg.Done()
 			defer slots.Release(1)
-			var sib *release.File
-			if j.sib >= 0 {
-				sib = &target.Files[j.sib]
-			}
-			j.res <- b.delta(ctx, j.twin, sib, j.sib, target.Files[j.idx])
+			j.res <- b.delta(ctx, j)
 		}()
 	}
 }
 
-// delta computes the cheapest record for f given its old twin and, if sib
-// is not nil, the sibling target file at index sibIdx.
-func (b *builder) delta(ctx context.Context, twin release.File, sib *release.File, sibIdx int, f release.File) deltaResult {
+// delta computes the cheapest record for job j's file given its old twin
+// and, if it has one, its sibling.
+func (b *builder) delta(ctx context.Context, j *job) deltaResult {
+	twin, f := b.base.Files[j.twin], b.target.Files[j.idx]
 	old, err := readBlob(ctx, b.src, twin)
 	if err != nil {
 		return deltaResult{err: err}
@@ -471,22 +549,17 @@ func (b *builder) delta(ctx context.Context, twin release.File, sib *release.Fil
 	if err != nil {
 		return deltaResult{err: err}
 	}
-	src := appendUvarint(nil, 1)
-	src = append(src, srcBase)
-	src = appendString(src, twin.Path)
-	src = appendUvarint(src, uint64(twin.Size))
+	srcs := []source{{srcBase, j.twin}}
 	ref := old
 	usedSib := false
-	if sib != nil {
-		sb, err := readBlob(ctx, b.src, *sib)
+	if j.sib >= 0 {
+		sb, err := readBlob(ctx, b.src, b.target.Files[j.sib])
 		if err != nil {
 			return deltaResult{err: err}
 		}
 		if siblingHelps(old, cur, sb) {
 			ref = append(old[:len(old):len(old)], sb...)
-			src[0] = 2
-			src = append(src, srcTarget)
-			src = appendUvarint(src, uint64(sibIdx))
+			srcs = append(srcs, source{srcTarget, j.sib})
 			usedSib = true
 		}
 	}
@@ -496,7 +569,7 @@ func (b *builder) delta(ctx context.Context, twin release.File, sib *release.Fil
 		dctx, cancel = context.WithTimeout(ctx, b.cfg.FileTimeout)
 		defer cancel()
 	}
-	rec, err := encodeDelta(dctx, src, ref, cur)
+	body, err := encodeDelta(dctx, ref, cur)
 	if err != nil {
 		if ctx.Err() != nil {
 			return deltaResult{err: fmt.Errorf("delta: build: %w", ctx.Err())}
@@ -506,13 +579,13 @@ func (b *builder) delta(ctx context.Context, twin release.File, sib *release.Fil
 		}
 		return deltaResult{err: fmt.Errorf("delta: diff %s: %w", f.Path, err)}
 	}
-	best := deltaResult{kind: recDelta, rec: rec, sib: usedSib}
-	bestSize := int64(len(rec))
+	best := deltaResult{kind: recDelta, srcs: srcs, body: body, sib: usedSib}
+	bestSize := int64(len(body))
 	// A raw delta under 1/8 of the file beats any compressed literal of
 	// text; otherwise compare compressed estimates.
 	measured := false
-	if int64(len(rec))*8 > f.Size {
-		bestSize = int64(len(b.est.EncodeAll(rec, nil)))
+	if int64(len(body))*8 > f.Size {
+		bestSize = int64(len(b.est.EncodeAll(body, nil)))
 		measured = true
 		if lit := int64(len(b.est.EncodeAll(cur, nil))); lit <= bestSize {
 			best, bestSize = deltaResult{kind: recLiteral}, lit
@@ -520,13 +593,10 @@ func (b *builder) delta(ctx context.Context, twin release.File, sib *release.Fil
 	}
 	if b.cfg.BSDiff != nil && twin.Size <= b.cfg.BSDiffMaxSize && f.Size <= b.cfg.BSDiffMaxSize {
 		if !measured {
-			bestSize = int64(len(b.est.EncodeAll(rec, nil)))
+			bestSize = int64(len(b.est.EncodeAll(body, nil)))
 		}
 		if p, err := b.cfg.BSDiff(old, cur); err == nil && int64(len(p)) < bestSize {
-			r := appendString(nil, twin.Path)
-			r = appendUvarint(r, uint64(len(old)))
-			r = appendUvarint(r, uint64(len(p)))
-			best = deltaResult{kind: recBSDiff, rec: append(r, p...)}
+			best = deltaResult{kind: recBSDiff, body: p}
 		}
 	}
 	return best
@@ -550,11 +620,12 @@ func readBlob(ctx context.Context, src BlobSource, f release.File) ([]byte, erro
 	return buf, nil
 }
 
-// writeLiteral streams f from the source into the body, checking it.
-func (b *builder) writeLiteral(ctx context.Context, fw *frameWriter, idx int, f release.File, st *Stats) error {
+// writeLiteral streams f from the source into the body, checking it. head
+// is the record's kind, path and mode.
+func (b *builder) writeLiteral(ctx context.Context, fw *frameWriter, head []byte, f release.File, st *Stats) error {
 	st.Literals++
 	st.LiteralBytes += f.Size
-	if err := fw.literal(appendUvarint([]byte{recLiteral}, uint64(idx))); err != nil {
+	if err := fw.literal(appendUvarint(head, uint64(f.Size))); err != nil {
 		return err
 	}
 	if f.Size == 0 {
@@ -577,11 +648,11 @@ func (b *builder) writeLiteral(ctx context.Context, fw *frameWriter, idx int, f 
 	return nil
 }
 
-// encodeDelta returns a recDelta record body (after kind and index): the
-// encoded sources, then the ops turning old (the sources' concatenation)
-// into cur.
-func encodeDelta(ctx context.Context, sources []byte, old, cur []byte) ([]byte, error) {
-	rec := bytes.Clone(sources)
+// encodeDelta returns the blocks of a recDelta record (after its sources):
+// the ops turning old (the sources' concatenation) into cur, then the
+// terminating zero.
+func encodeDelta(ctx context.Context, old, cur []byte) ([]byte, error) {
+	var rec []byte
 	type ctl struct {
 		diff, extra int
 		seek        int64

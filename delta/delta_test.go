@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -58,7 +59,7 @@ func TestRoundTrip(t *testing.T) {
 			from: map[string][]byte{"index.html": []byte("<html>"), "app.js": app, "gone.css": []byte("a{}")},
 			to:   map[string][]byte{"index.html": []byte("<html>"), "app.js": edit(1, app), "new/deep/x.txt": []byte("new file")},
 			check: func(t *testing.T, st Stats) {
-				if st.Copies != 1 || st.Deltas != 1 || st.Literals != 1 {
+				if st.Kept != 1 || st.Dropped != 2 || st.Deltas != 1 || st.Literals != 1 {
 					t.Errorf("stats %+v", st)
 				}
 			},
@@ -140,7 +141,7 @@ func TestModesAndZstdBody(t *testing.T) {
 	to := makeBundle(t, src, "1.0.1", map[string][]byte{"run.sh": edit(1, text(1, 9000)), "ro.txt": []byte("read only")})
 	to.m.Files[0].Mode = 0o444 // ro.txt sorts first
 	to.m.Files[1].Mode = 0o755
-	enc, _ := to.m.Encode()
+	enc, _ := to.m.EncodeDoc()
 	to.id = release.Sum(enc)
 	cfg := DefaultConfig()
 	cfg.BrotliMaxBytes = 0 // zstd body
@@ -152,8 +153,8 @@ func TestModesAndZstdBody(t *testing.T) {
 
 // rawStream assembles an uncompressed stream by hand, to reach records
 // Build does not choose on its own and to craft hostile ones.
-func rawStream(base, target release.Hash, files int, records ...[]byte) []byte {
-	h := header{version: formatVersion, base: base, target: target, files: uint32(files)}
+func rawStream(base, target release.Hash, records ...[]byte) []byte {
+	h := newHeader(base, target)
 	var body []byte
 	for _, r := range records {
 		body = append(body, r...)
@@ -168,27 +169,39 @@ func rawStream(base, target release.Hash, files int, records ...[]byte) []byte {
 	return b.Bytes()
 }
 
-func rec(kind byte, idx int, parts ...[]byte) []byte {
-	b := appendUvarint([]byte{kind}, uint64(idx))
+// rec is a file record for path (mode 644) with the given parts after it.
+func rec(kind byte, path string, parts ...[]byte) []byte {
+	b := appendUvarint(appendString([]byte{kind}, path), 0o644)
 	for _, p := range parts {
 		b = append(b, p...)
 	}
 	return b
 }
 
-func uv(v uint64) []byte  { return appendUvarint(nil, v) }
-func str(s string) []byte { return appendString(nil, s) }
+// drop is a recDrop record of base indexes.
+func drop(idx ...int) []byte {
+	b := appendUvarint([]byte{recDrop}, uint64(len(idx)))
+	next := 0
+	for _, i := range idx {
+		b = appendUvarint(b, uint64(i-next))
+		next = i + 1
+	}
+	return b
+}
 
-// applyRaw applies a stream onto a base folder into a fresh folder.
-func applyRaw(t *testing.T, patch []byte, baseFiles map[string][]byte, baseID release.Hash, to *bundle) (string, error) {
+func uv(v uint64) []byte { return appendUvarint(nil, v) }
+
+// applyRaw applies a stream onto from, installed in a folder, into a fresh
+// folder.
+func applyRaw(t *testing.T, patch []byte, from, to *bundle) (string, error) {
 	t.Helper()
-	d, err := OpenDir(writeDir(t, baseFiles))
+	d, err := OpenDir(writeDir(t, from.files))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
 	out := t.TempDir()
-	_, err = Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(patch), d, baseID, to.m, to.id, out)
+	_, _, err = Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(patch), baseOf(from, d), targetOf(to), out)
 	return out, err
 }
 
@@ -201,8 +214,8 @@ func TestBSDiffRecordApplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := rawStream(from.id, to.id, 1, rec(recBSDiff, 0, str("app.js"), uv(uint64(len(old))), uv(uint64(len(p))), p))
-	out, err := applyRaw(t, s, from.files, from.id, to)
+	s := rawStream(from.id, to.id, drop(0), rec(recBSDiff, "app.js", uv(uint64(len(to.files["app.js"]))), uv(0), uv(uint64(len(p))), p))
+	out, err := applyRaw(t, s, from, to)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,12 +243,14 @@ func TestBSDiffCandidate(t *testing.T) {
 
 func TestApplyRejects(t *testing.T) {
 	src := newMemSource()
-	from := makeBundle(t, src, "1.0.0", map[string][]byte{"a.txt": []byte("hello world"), "b.txt": []byte("bbb")})
-	to := makeBundle(t, src, "1.0.1", map[string][]byte{"a.txt": []byte("hello there"), "c.txt": []byte("hello world")})
-	good := rawStream(from.id, to.id, 2,
-		rec(recLiteral, 0, []byte("hello there")),
-		rec(recCopy, 1, str("a.txt")))
-	if _, err := applyRaw(t, good, from.files, from.id, to); err != nil {
+	// Base: a.txt (0), b.txt (1), k.txt (2). Target: a.txt changed, b.txt
+	// gone, c.txt = the old a.txt, k.txt kept.
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{"a.txt": []byte("hello world"), "b.txt": []byte("bbb"), "k.txt": []byte("kept")})
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{"a.txt": []byte("hello there"), "c.txt": []byte("hello world"), "k.txt": []byte("kept")})
+	lit := rec(recLiteral, "a.txt", uv(11), []byte("hello there"))
+	cp := rec(recCopy, "c.txt", uv(0))
+	good := rawStream(from.id, to.id, drop(0, 1), lit, cp)
+	if _, err := applyRaw(t, good, from, to); err != nil {
 		t.Fatalf("the well-formed stream fails: %v", err)
 	}
 	other := release.Sum([]byte("other"))
@@ -245,8 +260,9 @@ func TestApplyRejects(t *testing.T) {
 		return b
 	}
 	delta := func(ops ...[]byte) []byte {
-		return rawStream(from.id, to.id, 2, rec(recDelta, 0, append([][]byte{oneBase("a.txt", 11)}, ops...)...), rec(recCopy, 1, str("a.txt")))
+		return rawStream(from.id, to.id, drop(0, 1), rec(recDelta, "a.txt", append([][]byte{uv(11), oneBase(0)}, ops...)...), cp)
 	}
+	v1 := withHeader(func(b []byte) { b[8] = 1 })
 	cases := []struct {
 		name  string
 		patch []byte
@@ -254,31 +270,43 @@ func TestApplyRejects(t *testing.T) {
 	}{
 		{"empty", nil, ErrCorruptPatch},
 		{"bad magic", withHeader(func(b []byte) { b[0] = 'X' }), ErrCorruptPatch},
-		{"future version", withHeader(func(b []byte) { b[8] = 2 }), ErrUnsupportedVersion},
-		{"reserved header byte", withHeader(func(b []byte) { b[9] = 9 }), ErrUnsupportedVersion},
+		{"format 1", v1, ErrUnsupportedVersion},
+		{"format 1 too short for this header", v1[:12], ErrUnsupportedVersion},
+		{"future version", withHeader(func(b []byte) { b[8] = 3 }), ErrUnsupportedVersion},
+		{"header flags", withHeader(func(b []byte) { b[9] = 9 }), ErrUnsupportedVersion},
 		{"unknown codec", withHeader(func(b []byte) { b[headerSize] = 9 }), ErrUnsupportedVersion},
 		{"no frame end", good[:len(good)-1], ErrCorruptPatch},
 		{"oversized chunk", append(bytes.Clone(good[:headerSize+1]), uv(maxChunk+1)...), ErrCorruptPatch},
-		{"other base", rawStream(other, to.id, 2), ErrWrongBase},
-		{"other target", rawStream(from.id, other, 2), ErrWrongTarget},
-		{"file count", rawStream(from.id, to.id, 3), ErrCorruptPatch},
-		{"missing file", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello there"))), ErrCorruptPatch},
-		{"file twice", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello there")), rec(recLiteral, 0, []byte("hello there"))), ErrCorruptPatch},
-		{"index out of range", rawStream(from.id, to.id, 2, rec(recLiteral, 7)), ErrCorruptPatch},
-		{"unknown record", rawStream(from.id, to.id, 2, rec(9, 0)), ErrCorruptPatch},
-		{"truncated literal", good[:headerSize+5], ErrCorruptPatch},
+		{"other base", rawStream(other, to.id), ErrWrongBase},
+		{"other target", rawStream(from.id, other), ErrWrongTarget},
+		{"nothing dropped", rawStream(from.id, to.id, lit, cp), ErrCorruptPatch},
+		{"missing file", rawStream(from.id, to.id, drop(0, 1), lit), ErrVerify},
+		{"kept file dropped", rawStream(from.id, to.id, drop(0, 1, 2), lit, cp), ErrVerify},
+		{"extra file", rawStream(from.id, to.id, drop(0, 1), lit, cp, rec(recLiteral, "d.txt", uv(0))), ErrCorruptPatch},
+		{"two drop lists", rawStream(from.id, to.id, drop(0), drop(1), lit, cp), ErrCorruptPatch},
+		{"drop list after a file", rawStream(from.id, to.id, lit, drop(0, 1), cp), ErrCorruptPatch},
+		{"drop out of range", rawStream(from.id, to.id, drop(3), lit, cp), ErrCorruptPatch},
+		{"drop count over base", rawStream(from.id, to.id, []byte{recDrop, 4}), ErrCorruptPatch},
+		{"file twice", rawStream(from.id, to.id, drop(0, 1), lit, lit), ErrCorruptPatch},
+		{"path over a kept file", rawStream(from.id, to.id, drop(0, 1), lit, rec(recCopy, "k.txt", uv(2))), ErrCorruptPatch},
+		{"unknown record", rawStream(from.id, to.id, []byte{9}), ErrCorruptPatch},
+		{"record kind zero", rawStream(from.id, to.id, []byte{0}), ErrCorruptPatch},
+		{"literal over the release size", rawStream(from.id, to.id, drop(0, 1), rec(recLiteral, "a.txt", uv(1<<20))), ErrCorruptPatch},
+		{"bad mode", rawStream(from.id, to.id, drop(0, 1), append(appendString([]byte{recLiteral}, "a.txt"), uv(0o4755)...)), ErrCorruptPatch},
+		{"path escapes", rawStream(from.id, to.id, drop(0, 1), rec(recLiteral, "../a.txt", uv(11), []byte("hello there")), cp), ErrUnsafePath},
+		{"truncated literal", good[:len(good)-8], ErrCorruptPatch},
 		{"trailing data", append(bytes.Clone(good), 1, 2, 3), ErrCorruptPatch},
-		{"wrong literal", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello THERE")), rec(recCopy, 1, str("a.txt"))), ErrVerify},
-		{"copy escapes base", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello there")), rec(recCopy, 1, str("../a.txt"))), ErrUnsafePath},
-		{"copy of absent base file", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello there")), rec(recCopy, 1, str("zzz"))), ErrWrongBase},
-		{"copy of other content", rawStream(from.id, to.id, 2, rec(recLiteral, 0, []byte("hello there")), rec(recCopy, 1, str("b.txt"))), ErrWrongBase},
-		{"dup before source", rawStream(from.id, to.id, 2, rec(recDup, 1, uv(0)), rec(recLiteral, 0, []byte("hello there"))), ErrCorruptPatch},
-		{"delta base size lies", rawStream(from.id, to.id, 2, rec(recDelta, 0, oneBase("a.txt", 99), uv(0))), ErrWrongBase},
-		{"delta without sources", rawStream(from.id, to.id, 2, rec(recDelta, 0, uv(0))), ErrCorruptPatch},
-		{"delta with too many sources", rawStream(from.id, to.id, 2, rec(recDelta, 0, uv(maxSources+1))), ErrCorruptPatch},
-		{"delta source not written", rawStream(from.id, to.id, 2, rec(recDelta, 0, uv(1), []byte{srcTarget}, uv(1))), ErrCorruptPatch},
-		{"delta source is itself", rawStream(from.id, to.id, 2, rec(recDelta, 0, uv(1), []byte{srcTarget}, uv(0))), ErrCorruptPatch},
-		{"delta source kind", rawStream(from.id, to.id, 2, rec(recDelta, 0, uv(1), []byte{7})), ErrCorruptPatch},
+		{"wrong literal", rawStream(from.id, to.id, drop(0, 1), rec(recLiteral, "a.txt", uv(11), []byte("hello THERE")), cp), ErrVerify},
+		{"wrong mode", rawStream(from.id, to.id, drop(0, 1), append(appendString([]byte{recLiteral}, "a.txt"), append(uv(0o600), append(uv(11), "hello there"...)...)...), cp), ErrVerify},
+		{"copy of absent base file", rawStream(from.id, to.id, drop(0, 1), lit, rec(recCopy, "c.txt", uv(7))), ErrCorruptPatch},
+		{"copy of other content", rawStream(from.id, to.id, drop(0, 1), lit, rec(recCopy, "c.txt", uv(1))), ErrVerify},
+		{"dup before any file", rawStream(from.id, to.id, drop(0, 1), rec(recDup, "c.txt", uv(0)), lit), ErrCorruptPatch},
+		{"dup of a later file", rawStream(from.id, to.id, drop(0, 1), lit, rec(recDup, "c.txt", uv(1))), ErrCorruptPatch},
+		{"delta without sources", rawStream(from.id, to.id, drop(0, 1), rec(recDelta, "a.txt", uv(11), uv(0))), ErrCorruptPatch},
+		{"delta with too many sources", rawStream(from.id, to.id, drop(0, 1), rec(recDelta, "a.txt", uv(11), uv(maxSources+1))), ErrCorruptPatch},
+		{"delta source not written", rawStream(from.id, to.id, drop(0, 1), rec(recDelta, "a.txt", uv(11), uv(1), []byte{srcTarget}, uv(0))), ErrCorruptPatch},
+		{"delta source out of the base", rawStream(from.id, to.id, drop(0, 1), rec(recDelta, "a.txt", uv(11), uv(1), []byte{srcBase}, uv(3))), ErrCorruptPatch},
+		{"delta source kind", rawStream(from.id, to.id, drop(0, 1), rec(recDelta, "a.txt", uv(11), uv(1), []byte{7})), ErrCorruptPatch},
 		{"delta too short", delta(uv(1), uv(5), uv(0), appendVarint(nil, 0), appendRLE(nil, make([]byte, 5)), uv(0)), ErrCorruptPatch},
 		{"delta too long", delta(uv(1), uv(12), uv(0), appendVarint(nil, 0)), ErrCorruptPatch},
 		{"delta reads past base", delta(uv(1), uv(0), uv(11), appendVarint(nil, 5), []byte("hello there")), ErrCorruptPatch},
@@ -287,12 +315,12 @@ func TestApplyRejects(t *testing.T) {
 		{"delta too many ops", delta(uv(maxBlockOps + 1)), ErrCorruptPatch},
 		{"delta empty run", delta(uv(1), uv(11), uv(0), appendVarint(nil, 0), uv(0), uv(0)), ErrCorruptPatch},
 		{"delta run overrun", delta(uv(1), uv(5), uv(6), appendVarint(nil, 0), uv(9), uv(0)), ErrCorruptPatch},
-		{"bsdiff payload too big", rawStream(from.id, to.id, 2, rec(recBSDiff, 0, str("a.txt"), uv(11), uv(1<<40))), ErrCorruptPatch},
-		{"bsdiff garbage", rawStream(from.id, to.id, 2, rec(recBSDiff, 0, str("a.txt"), uv(11), uv(40), make([]byte, 40))), ErrCorruptPatch},
+		{"bsdiff payload too big", rawStream(from.id, to.id, drop(0, 1), rec(recBSDiff, "a.txt", uv(11), uv(0), uv(1<<40))), ErrCorruptPatch},
+		{"bsdiff garbage", rawStream(from.id, to.id, drop(0, 1), rec(recBSDiff, "a.txt", uv(11), uv(0), uv(40), make([]byte, 40))), ErrCorruptPatch},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := applyRaw(t, c.patch, from.files, from.id, to)
+			_, err := applyRaw(t, c.patch, from, to)
 			if !errors.Is(err, c.want) {
 				t.Fatalf("got %v, want %v", err, c.want)
 			}
@@ -300,6 +328,38 @@ func TestApplyRejects(t *testing.T) {
 				t.Errorf("error %q lacks the package prefix", err)
 			}
 		})
+	}
+}
+
+// A base file changed on the device (not what the installed list says) is
+// never carried into the new release: kept, copied or linked, it fails
+// with ErrWrongBase, and the device takes the full bundle instead.
+func TestApplyRefusesAlteredBaseFiles(t *testing.T) {
+	src := newMemSource()
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{"a.txt": []byte("hello world"), "k.txt": []byte("kept")})
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{"c.txt": []byte("hello world"), "k.txt": []byte("kept")})
+	var patch bytes.Buffer
+	if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, src, &patch); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a.txt", "k.txt"} {
+		for _, link := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s link=%v", name, link), func(t *testing.T) {
+				files := maps.Clone(from.files)
+				files[name] = []byte("TAMPERED!!!")
+				d, err := OpenDir(writeDir(t, files))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer d.Close()
+				cfg := DefaultApplyConfig()
+				cfg.LinkCopies = link
+				_, _, err = Apply(context.Background(), cfg, bytes.NewReader(patch.Bytes()), baseOf(from, d), targetOf(to), t.TempDir())
+				if !errors.Is(err, ErrWrongBase) {
+					t.Fatalf("got %v, want ErrWrongBase", err)
+				}
+			})
+		}
 	}
 }
 
@@ -320,7 +380,7 @@ func TestApplyDamagedPatches(t *testing.T) {
 		good := buf.Bytes()
 		step := max(1, len(good)/97)
 		for n := 0; n < len(good); n += step {
-			if _, err := applyRaw(t, good[:n], from.files, from.id, to); err == nil {
+			if _, err := applyRaw(t, good[:n], from, to); err == nil {
 				t.Fatalf("a patch cut at %d of %d bytes applied", n, len(good))
 			}
 		}
@@ -329,7 +389,7 @@ func TestApplyDamagedPatches(t *testing.T) {
 			b := bytes.Clone(good)
 			i := headerSize + r.IntN(len(b)-headerSize)
 			b[i] ^= byte(1 + r.IntN(255))
-			out, err := applyRaw(t, b, from.files, from.id, to)
+			out, err := applyRaw(t, b, from, to)
 			if err == nil {
 				checkDir(t, out, to) // a flip the codec ignores must still give the right files
 			}
@@ -360,7 +420,7 @@ func TestApplyRefusesSymlinks(t *testing.T) {
 			if err := os.Symlink(target, filepath.Join(stage, c.link)); err != nil {
 				t.Skip("symlinks unavailable:", err)
 			}
-			_, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(buf.Bytes()), NoBase{}, release.ZeroHash, to.m, to.id, stage)
+			_, _, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(buf.Bytes()), Base{}, targetOf(to), stage)
 			if !errors.Is(err, ErrUnsafePath) {
 				t.Fatalf("got %v, want ErrUnsafePath", err)
 			}
@@ -379,7 +439,7 @@ func TestApplyLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, cfg := range []ApplyConfig{{MaxFileSize: 999}, {MaxTotalSize: 999}} {
-		_, err := Apply(context.Background(), cfg, bytes.NewReader(buf.Bytes()), NoBase{}, release.ZeroHash, to.m, to.id, t.TempDir())
+		_, _, err := Apply(context.Background(), cfg, bytes.NewReader(buf.Bytes()), Base{}, targetOf(to), t.TempDir())
 		if !errors.Is(err, ErrTooLarge) {
 			t.Errorf("%+v: got %v, want ErrTooLarge", cfg, err)
 		}
@@ -455,8 +515,8 @@ func TestStem(t *testing.T) {
 }
 
 // oneBase is the source list of a delta against one base file.
-func oneBase(p string, size uint64) []byte {
-	return append(append(uv(1), srcBase), append(str(p), uv(size)...)...)
+func oneBase(i uint64) []byte {
+	return append(append(uv(1), srcBase), uv(i)...)
 }
 
 // A file over its diff time budget, or over MaxDiffSize, is sent as a
@@ -490,7 +550,7 @@ func TestLinkCopies(t *testing.T) {
 	from := makeBundle(t, src, "1.0.0", map[string][]byte{"a/same.js": app, "mode.sh": []byte("echo"), "c.js": text(32, 9000)})
 	to := makeBundle(t, src, "1.0.1", map[string][]byte{"a/same.js": app, "mode.sh": []byte("echo"), "c.js": edit(32, text(32, 9000))})
 	to.m.Files[2].Mode = 0o755 // mode.sh
-	enc, _ := to.m.Encode()
+	enc, _ := to.m.EncodeDoc()
 	to.id = release.Sum(enc)
 	var patch bytes.Buffer
 	if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, src, &patch); err != nil {
@@ -505,13 +565,13 @@ func TestLinkCopies(t *testing.T) {
 	stage := t.TempDir()
 	cfg := DefaultApplyConfig()
 	cfg.LinkCopies = true
-	st, err := Apply(context.Background(), cfg, &patch, base, from.id, to.m, to.id, stage)
+	_, st, err := Apply(context.Background(), cfg, &patch, baseOf(from, base), targetOf(to), stage)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkDir(t, stage, to)
-	if st.Copies != 2 || st.Linked != 1 {
-		t.Fatalf("stats %+v, want 2 copies of which 1 linked", st)
+	if st.Kept != 1 || st.Copies != 1 || st.Linked != 1 {
+		t.Fatalf("stats %+v, want a/same.js kept (linked) and mode.sh copied", st)
 	}
 	a, _ := os.Stat(filepath.Join(baseDir, "a", "same.js"))
 	b, _ := os.Stat(filepath.Join(stage, "a", "same.js"))

@@ -22,7 +22,7 @@ func makeRelease(blobs map[release.Hash][]byte, version string, files map[string
 		m.Files = append(m.Files, release.File{Path: p, Size: int64(len(c)), Mode: 0o644, SHA256: h})
 	}
 	m.Sort()
-	enc, _ := m.Encode()
+	enc, _ := m.EncodeDoc()
 	return m, release.Sum(enc)
 }
 
@@ -46,7 +46,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	fmt.Println("files:", st.Files, "copied from v1:", st.Copies)
+	fmt.Println("files:", st.Files, "kept from v1:", st.Kept)
 
 	// Device: v1 is installed in current/, v2 goes to a new staging folder.
 	work, _ := os.MkdirTemp("", "device")
@@ -62,12 +62,19 @@ func Example() {
 		panic(err)
 	}
 	defer base.Close()
-	if _, err := delta.Apply(context.Background(), delta.DefaultApplyConfig(), &patch, base, v1ID, v2, v2ID, staging); err != nil {
+	// What the device knows: v1's verified file list, and v2's signed
+	// release document (file count, size and the hash of its file list).
+	from := delta.Base{ID: v1ID, Files: v1.Files, Dir: base}
+	to := delta.Target{ID: v2ID, Files: v2.Doc().Files}
+	files, _, err := delta.Apply(context.Background(), delta.DefaultApplyConfig(), &patch, from, to, staging)
+	if err != nil {
 		panic(err) // a real device falls back to the full bundle here
 	}
+	fmt.Println("verified files:", len(files))
 	js, _ := os.ReadFile(filepath.Join(staging, "app.8e02b7aa.js"))
 	fmt.Println(string(js))
 	// Output:
-	// files: 2 copied from v1: 1
+	// files: 2 kept from v1: 1
+	// verified files: 2
 	// console.log('v2')
 }

@@ -157,7 +157,7 @@ func BenchmarkApply(b *testing.B) {
 				if err := os.Mkdir(stage, 0o755); err != nil {
 					b.Fatal(err)
 				}
-				if _, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(patch.Bytes()), base, from.id, to.m, to.id, stage); err != nil {
+				if _, _, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(patch.Bytes()), baseOf(from, base), targetOf(to), stage); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -9,28 +9,44 @@ import (
 	"github.com/capstan-ota/capstan/release"
 )
 
-// Stream layout, version 1 (docs/decisions/010-delta-format.md):
+// Stream layout, version 2 (docs/decisions/013-patch-format-v2.md; version
+// 1 is in docs/decisions/010-delta-format.md):
 //
-//	header  magic "CAPDELTA" | version u8 | reserved [3]u8 (0)
-//	        | base ID [32] | target ID [32] | file count u32 (big endian)
+//	header  magic "CAPDELTA" | version u8 | flags u8 (0)
+//	        | first 8 bytes of the base ID | first 8 bytes of the target ID
 //	frames  codec u8 (frameEnd ends the stream; nothing may follow)
 //	        then the compressed bytes in chunks: length uvarint + bytes,
 //	        until a zero length. A frame decompresses to whole records.
 //
-// Records start with a kind byte and the target file index (uvarint):
+// The target release is the base release minus the base files a recDrop
+// record names, plus one file per file record. Base files not dropped are
+// kept as they are (same path, mode and content) and cost nothing. Base
+// files are named by their index in the base's sorted file list; target
+// files written earlier in the stream by their ordinal (0 for the first file
+// record, and so on). Records start with a kind byte:
 //
-//	recCopy     base path (uvarint length + bytes)
-//	recDup      index of an already written target file (uvarint)
-//	recLiteral  exactly Size bytes (the size comes from the manifest)
-//	recDelta    source count (uvarint, 1..maxSources), sources, blocks, a 0:
-//	            source = srcBase, base path, base size (uvarint)
-//	                   | srcTarget, index of an already written target file
+//	recDrop     count n (uvarint), then n base indexes in increasing order,
+//	            each as the gap from the previous one plus one (uvarint);
+//	            at most one per stream
+//	file record: target path (uvarint length + bytes), mode (uvarint), then
+//	recCopy     base index (the content of that base file)
+//	recDup      ordinal of a file already written with the same content
+//	recLiteral  size (uvarint), exactly size bytes
+//	recDelta    size (uvarint), source count (uvarint, 1..maxSources),
+//	            sources, blocks, a 0:
+//	            source = srcBase, base index | srcTarget, ordinal
 //	            The ops read "old" as the concatenation of the sources.
 //	            block = op count n (uvarint, 1..maxBlockOps)
 //	                    n × (diff length uvarint, extra length uvarint, seek varint)
 //	                    diff bytes of all n ops, zero-run-length coded
 //	                    extra bytes of all n ops
-//	recBSDiff   base path, base size, payload length (uvarint), BSDIFF40 payload
+//	recBSDiff   size (uvarint), base index, payload length (uvarint),
+//	            BSDIFF40 payload
+//
+// Nothing in the stream is trusted: the signed release document gives the
+// target's file count, total size and the hash of its canonical file list,
+// and Apply checks the list it built (paths, sizes, modes and the SHA-256 of
+// every file it wrote) against them before it returns.
 //
 // A delta op adds its diff bytes to the base bytes at the old position and
 // writes the sums, writes its extra bytes, then moves the old position by
@@ -45,8 +61,9 @@ import (
 // to stop reading at it.
 const (
 	magic         = "CAPDELTA"
-	formatVersion = 1
-	headerSize    = 8 + 1 + 3 + 32 + 32 + 4
+	formatVersion = 2
+	idPrefix      = 8
+	headerSize    = 8 + 1 + 1 + idPrefix + idPrefix
 
 	frameEnd    = 0
 	codecZstd   = 1
@@ -58,11 +75,13 @@ const (
 	recLiteral = 3
 	recDelta   = 4
 	recBSDiff  = 5
+	recDrop    = 6
 
 	srcBase   = 0
 	srcTarget = 1
-	// maxSources bounds the sources of one delta.
-	maxSources = 4
+	// maxSources bounds the sources of one delta: a file diffed against
+	// the whole old release reads every base file it took text from.
+	maxSources = 4096
 
 	// maxBlockOps bounds one block's control list, so a decoder holds at
 	// most 4096 × 24 bytes of control data at once.
@@ -72,40 +91,55 @@ const (
 	maxChunk = 1 << 20
 )
 
-// header is the fixed stream header.
+// header is the fixed stream header. It names base and target by the
+// first bytes of their IDs: enough to refuse a patch for another pair at
+// once with a clear error, while the file-list check after applying is what
+// proves the result.
 type header struct {
 	version byte
-	base    release.Hash
-	target  release.Hash
-	files   uint32
+	base    [idPrefix]byte
+	target  [idPrefix]byte
+}
+
+func newHeader(base, target release.Hash) header {
+	h := header{version: formatVersion}
+	copy(h.base[:], base[:])
+	copy(h.target[:], target[:])
+	return h
 }
 
 func (h *header) marshal() []byte {
 	b := make([]byte, headerSize)
 	copy(b, magic)
 	b[8] = h.version
-	copy(b[12:44], h.base[:])
-	copy(b[44:76], h.target[:])
-	binary.BigEndian.PutUint32(b[76:], h.files)
+	copy(b[10:], h.base[:])
+	copy(b[10+idPrefix:], h.target[:])
 	return b
 }
 
 func parseHeader(b []byte) (header, error) {
 	var h header
-	if len(b) < headerSize || string(b[:8]) != magic {
+	if len(b) < 9 || string(b[:8]) != magic {
 		return h, fmt.Errorf("%w: not a Capstan patch (bad magic)", ErrCorruptPatch)
 	}
 	h.version = b[8]
 	if h.version != formatVersion {
-		return h, fmt.Errorf("%w: format version %d", ErrUnsupportedVersion, h.version)
+		return h, fmt.Errorf("%w: format version %d (this build reads %d)", ErrUnsupportedVersion, h.version, formatVersion)
 	}
-	if b[9] != 0 || b[10] != 0 || b[11] != 0 {
-		return h, fmt.Errorf("%w: reserved header bytes are set", ErrUnsupportedVersion)
+	if len(b) < headerSize {
+		return h, fmt.Errorf("%w: short header", ErrCorruptPatch)
 	}
-	copy(h.base[:], b[12:44])
-	copy(h.target[:], b[44:76])
-	h.files = binary.BigEndian.Uint32(b[76:])
+	if b[9] != 0 {
+		return h, fmt.Errorf("%w: header flags %#x", ErrUnsupportedVersion, b[9])
+	}
+	copy(h.base[:], b[10:])
+	copy(h.target[:], b[10+idPrefix:])
 	return h, nil
+}
+
+// matches reports whether the header names the pair base → target.
+func (h *header) matches(base, target release.Hash) (baseOK, targetOK bool) {
+	return [idPrefix]byte(base[:idPrefix]) == h.base, [idPrefix]byte(target[:idPrefix]) == h.target
 }
 
 // appendUvarint, appendVarint and appendString build record bytes.
@@ -309,4 +343,24 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 		err = io.ErrUnexpectedEOF
 	}
 	return n, err
+}
+
+// HeaderSize is the size of a patch stream's fixed header (format 2).
+const HeaderSize = headerSize
+
+// CheckHeader reports whether b starts with the header of a patch from
+// release base to release target in the format this build reads. Tools
+// that only count and route patches (the bench tool) use it instead of
+// applying them; a device learns the same from Apply.
+func CheckHeader(b []byte, base, target release.Hash) error {
+	h, err := parseHeader(b)
+	if err != nil {
+		return err
+	}
+	if baseOK, targetOK := h.matches(base, target); !baseOK {
+		return fmt.Errorf("%w: the patch starts from %x…, not %s", ErrWrongBase, h.base, base)
+	} else if !targetOK {
+		return fmt.Errorf("%w: the patch makes %x…, not %s", ErrWrongTarget, h.target, target)
+	}
+	return nil
 }

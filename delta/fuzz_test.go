@@ -52,11 +52,12 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		}
 		seeds = append(seeds, buf.Bytes())
 	}
-	seeds = append(seeds, rawStream(from.id, to.id, len(to.m.Files),
-		rec(recCopy, 0, str("index.html")),
-		rec(recDelta, 1, oneBase("js/app.1a2b3c4d.js", 6000), uv(1), uv(10), uv(3), appendVarint(nil, 2), appendRLE(nil, []byte{0, 0, 1, 0, 0, 0, 0, 0, 0, 2}), []byte("abc"), uv(0)),
-		rec(recDup, 2, uv(0)),
-		rec(recLiteral, 3, text(12, 700)),
+	// Base: gone.txt (0), index.html (1), js/app.1a2b3c4d.js (2).
+	seeds = append(seeds, rawStream(from.id, to.id, drop(0, 2),
+		rec(recCopy, "js/copy.js", uv(1)),
+		rec(recDelta, "js/app.9f8e7d6c.js", uv(13), oneBase(2), uv(1), uv(10), uv(3), appendVarint(nil, 2), appendRLE(nil, []byte{0, 0, 1, 0, 0, 0, 0, 0, 0, 2}), []byte("abc"), uv(0)),
+		rec(recDup, "new/m.txt", uv(0)),
+		rec(recLiteral, "new/n.txt", uv(700), text(12, 700)),
 	))
 	return seeds
 }
@@ -84,7 +85,7 @@ func FuzzApply(f *testing.F) {
 		}
 		var m0, m1 runtime.MemStats
 		runtime.ReadMemStats(&m0)
-		_, err := Apply(context.Background(), cfg, bytes.NewReader(patch), memBase(from.files), from.id, to.m, to.id, stage)
+		_, _, err := Apply(context.Background(), cfg, bytes.NewReader(patch), baseOf(from, memBase(from.files)), targetOf(to), stage)
 		runtime.ReadMemStats(&m1)
 		// Brotli's window (16 MiB) is the largest legitimate allocation.
 		if a := m1.TotalAlloc - m0.TotalAlloc; a > 64<<20 {
@@ -122,7 +123,7 @@ func TestFuzzSeedsApply(t *testing.T) {
 	_, from, to := fuzzFixture(t)
 	for i, s := range fuzzSeeds(t)[:2] {
 		stage := t.TempDir()
-		if _, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(s), memBase(from.files), from.id, to.m, to.id, stage); err != nil {
+		if _, _, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(s), baseOf(from, memBase(from.files)), targetOf(to), stage); err != nil {
 			t.Fatalf("seed %d: %v", i, err)
 		}
 		checkDir(t, stage, to)

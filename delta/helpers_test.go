@@ -58,7 +58,7 @@ func makeBundle(t testing.TB, src *memSource, version string, files map[string][
 		m.Files = append(m.Files, release.File{Path: p, Size: int64(len(b)), Mode: 0o644, SHA256: src.put(b)})
 	}
 	m.Sort()
-	enc, err := m.Encode()
+	enc, err := m.EncodeDoc()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,13 +178,32 @@ func roundTrip(t testing.TB, cfg Config, src *memSource, from, to *bundle) ([]by
 	}
 	defer base.Close()
 	out := t.TempDir()
-	ast, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(buf.Bytes()), base, bid, to.m, to.id, out)
+	files, ast, err := Apply(context.Background(), DefaultApplyConfig(), bytes.NewReader(buf.Bytes()), baseOf(from, base), targetOf(to), out)
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
-	if ast.Files != len(to.m.Files) {
-		t.Fatalf("Apply wrote %d files, want %d", ast.Files, len(to.m.Files))
+	if ast.Files != len(to.m.Files) || len(files) != len(to.m.Files) {
+		t.Fatalf("Apply made %d files (%d listed), want %d", ast.Files, len(files), len(to.m.Files))
+	}
+	for i := range files {
+		if files[i] != to.m.Files[i] {
+			t.Fatalf("Apply lists %+v, the release has %+v", files[i], to.m.Files[i])
+		}
 	}
 	checkDir(t, out, to)
 	return buf.Bytes(), st
+}
+
+// baseOf is the Base of an installed bundle b (nil: nothing installed)
+// read from dir.
+func baseOf(b *bundle, dir BaseFiles) Base {
+	if b == nil {
+		return Base{Dir: dir}
+	}
+	return Base{ID: b.id, Files: b.m.Files, Dir: dir}
+}
+
+// targetOf is what the signed release document says of b.
+func targetOf(b *bundle) Target {
+	return Target{ID: b.id, Files: release.FileSetOf(b.m.Files)}
 }

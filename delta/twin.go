@@ -2,6 +2,7 @@ package delta
 
 import (
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/capstan-ota/capstan/release"
@@ -20,7 +21,7 @@ type twinFinder struct {
 
 func newTwinFinder(base, target *release.Manifest, renames bool) *twinFinder {
 	t := &twinFinder{base: base, renames: renames, byStem: map[string][]int{}, byExt: map[string][]int{}}
-	if base == nil || !renames {
+	if !renames {
 		return t
 	}
 	for i, f := range base.Files {
@@ -35,25 +36,29 @@ func newTwinFinder(base, target *release.Manifest, renames bool) *twinFinder {
 	return t
 }
 
-// find returns the twin of f and whether it was found by rename.
-func (t *twinFinder) find(f release.File) (release.File, bool, bool) {
-	if t.base == nil {
-		return release.File{}, false, false
-	}
-	if b, ok := t.base.Lookup(f.Path); ok {
-		return b, false, true
+// index returns the index of the base file at path p.
+func (t *twinFinder) index(p string) (int, bool) {
+	i, ok := slices.BinarySearchFunc(t.base.Files, p, func(f release.File, p string) int { return strings.Compare(f.Path, p) })
+	return i, ok
+}
+
+// find returns the base index of the twin of f and whether it was found by
+// rename.
+func (t *twinFinder) find(f release.File) (int, bool, bool) {
+	if i, ok := t.index(f.Path); ok {
+		return i, false, true
 	}
 	if !t.renames {
-		return release.File{}, false, false
+		return 0, false, false
 	}
 	if i, ok := t.closest(t.byStem[stem(f.Path)], f.Size, 0); ok {
-		return t.base.Files[i], true, true
+		return i, true, true
 	}
 	// Loose match: same folder and extension, size within a factor of 2.
 	if i, ok := t.closest(t.byExt[extKey(f.Path)], f.Size, 2); ok {
-		return t.base.Files[i], true, true
+		return i, true, true
 	}
-	return release.File{}, false, false
+	return 0, false, false
 }
 
 // closest picks the candidate whose size is nearest size; with factor > 0

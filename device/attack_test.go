@@ -21,6 +21,7 @@ import (
 
 	"github.com/capstan-ota/capstan/device"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 var (
@@ -28,26 +29,18 @@ var (
 	v2Files = map[string]string{"index.html": "<h1>v2</h1>", "js/app.js": "console.log(2)", "css/site.css": "body{}"}
 )
 
-// checkAnswer is the edge's /v1/check body, for tests that rewrite it.
-type checkAnswer struct {
-	Status  string            `json:"status"`
-	Reason  string            `json:"reason,omitempty"`
-	Channel *release.Envelope `json:"channel"`
-	Release *release.Envelope `json:"release,omitempty"`
-}
-
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(v)
 }
 
 // rewriteCheck lets a test edit the edge's real check answer.
-func rewriteCheck(p *tamperProxy, edit func(r *http.Request, a *checkAnswer)) {
+func rewriteCheck(p *tamperProxy, edit func(r *http.Request, a *wire.CheckAnswer)) {
 	p.set(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path != "/v1/check" {
 			return false
 		}
-		var a checkAnswer
+		var a wire.CheckAnswer
 		if err := json.Unmarshal(p.fetch(r.URL.RequestURI()), &a); err != nil {
 			p.t.Errorf("edge check answer: %v", err)
 		}
@@ -104,25 +97,58 @@ func TestAttackTamperedBlob(t *testing.T) {
 	}
 }
 
-// #1 (manifest) The edge edits the release manifest it serves: the ID no
-// longer matches what the signed channel record names.
+// #1 (manifest) The edge edits the release document it serves (here: it
+// names another file list): the ID no longer matches what the signed
+// channel record names.
 func TestAttackTamperedManifest(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	c.upload("2.0.0", v2Files, uploadOpts{})
 	evil := release.Sum([]byte("evil"))
-	rewriteCheck(c.proxy, func(_ *http.Request, a *checkAnswer) {
-		m, err := a.Release.Manifest()
+	rewriteCheck(c.proxy, func(_ *http.Request, a *wire.CheckAnswer) {
+		doc, _, err := a.Release.Release()
 		if err != nil {
-			t.Errorf("manifest: %v", err)
+			t.Errorf("release document: %v", err)
 			return
 		}
-		m.Files[0].SHA256 = evil
-		b, _ := m.Encode()
+		doc.Files.SHA256 = evil
+		b, _ := doc.Encode()
 		a.Release.Signed = b
 	})
 	mustFail(t, d.Update(context.Background()), "is not the release", dir, v1Files)
+}
+
+// #1b (file list) The edge serves another file list, or damages the patch
+// so that it makes other files: the list the device builds does not hash
+// to what the CI-signed release document names, and nothing is installed.
+func TestAttackTamperedFileList(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t)
+	d, dir := installV1(t, c, devOpts{})
+	v2 := c.upload("2.0.0", v2Files, uploadOpts{})
+	other := c.upload("1.5.0", map[string]string{"index.html": "<h1>XX</h1>"}, uploadOpts{channel: "beta"})
+	v2M, err := c.origin.ReleaseManifest(v2.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherM, err := c.origin.ReleaseManifest(other.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := "/v1/blobs/" + v2M.Doc().Files.SHA256.String()
+	c.proxy.set(func(w http.ResponseWriter, r *http.Request) bool {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/v1/patches/"):
+			http.NotFound(w, r) // no patch: the device needs the list
+		case r.URL.Path == list:
+			w.Write(c.proxy.fetch("/v1/blobs/" + otherM.Doc().Files.SHA256.String()))
+		default:
+			return false
+		}
+		return true
+	})
+	mustFail(t, d.Update(context.Background()), "does not match the signed release document", dir, v1Files)
 }
 
 // #2 A validly signed record of another app, or another channel.
@@ -137,7 +163,7 @@ func TestAttackRecordOfAnotherAppOrChannel(t *testing.T) {
 			d, dir := installV1(t, c, devOpts{})
 			c.upload("2.0.0", v2Files, uploadOpts{app: tc.app, channel: tc.channel})
 			other := c.signedRecord(tc.app, tc.channel)
-			rewriteCheck(c.proxy, func(_ *http.Request, a *checkAnswer) {
+			rewriteCheck(c.proxy, func(_ *http.Request, a *wire.CheckAnswer) {
 				a.Channel = other // validly signed by the origin, for another channel
 			})
 			mustFail(t, d.Update(context.Background()), "another app or channel", dir, v1Files)
@@ -151,32 +177,32 @@ func TestAttackBadSignatures(t *testing.T) {
 	attacker, _ := release.GenerateKey()
 	for _, tc := range []struct {
 		name string
-		edit func(c *cluster, a *checkAnswer)
+		edit func(c *cluster, a *wire.CheckAnswer)
 		want string
 	}{
-		{"channel record without signatures", func(_ *cluster, a *checkAnswer) { a.Channel.Signatures = nil }, "not signed by a trusted key"},
-		{"channel record signed by another key", func(_ *cluster, a *checkAnswer) {
+		{"channel record without signatures", func(_ *cluster, a *wire.CheckAnswer) { a.Channel.Signatures = nil }, "not signed by a trusted key"},
+		{"channel record signed by another key", func(_ *cluster, a *wire.CheckAnswer) {
 			a.Channel.Signatures = nil
 			a.Channel.Sign(attacker)
 		}, "not signed by a trusted key"},
-		{"channel record with a forged signature under the origin's key id", func(c *cluster, a *checkAnswer) {
+		{"channel record with a forged signature under the origin's key id", func(c *cluster, a *wire.CheckAnswer) {
 			a.Channel.Signatures[0].Sig = ed25519.Sign(attacker, a.Channel.Signed)
 		}, "signature does not verify"},
-		{"channel record edited after signing", func(c *cluster, a *checkAnswer) {
+		{"channel record edited after signing", func(c *cluster, a *wire.CheckAnswer) {
 			a.Channel.Signed = bytes.Replace(a.Channel.Signed, []byte(`"rollout_bps":10000`), []byte(`"rollout_bps":9999`), 1)
 		}, "signature does not verify"},
-		{"duplicated bad signatures", func(c *cluster, a *checkAnswer) {
+		{"duplicated bad signatures", func(c *cluster, a *wire.CheckAnswer) {
 			s := a.Channel.Signatures[0]
 			s.Sig = bytes.Repeat([]byte{1}, ed25519.SignatureSize)
 			a.Channel.Signatures = []release.Signature{s, s}
 		}, "signature does not verify"},
-		{"manifest without signatures", func(_ *cluster, a *checkAnswer) { a.Release.Signatures = nil }, "not signed by a trusted key"},
+		{"manifest without signatures", func(_ *cluster, a *wire.CheckAnswer) { a.Release.Signatures = nil }, "not signed by a trusted key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newCluster(t)
 			d, dir := installV1(t, c, devOpts{})
 			c.upload("2.0.0", v2Files, uploadOpts{})
-			rewriteCheck(c.proxy, func(_ *http.Request, a *checkAnswer) { tc.edit(c, a) })
+			rewriteCheck(c.proxy, func(_ *http.Request, a *wire.CheckAnswer) { tc.edit(c, a) })
 			before := c.proxy.count("blobs") + c.proxy.count("patches")
 			mustFail(t, d.Update(context.Background()), tc.want, dir, v1Files)
 			if n := c.proxy.count("blobs") + c.proxy.count("patches") - before; n != 0 {
@@ -241,9 +267,15 @@ func TestAttackMixAndMatch(t *testing.T) {
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	other := c.upload("1.5.0", map[string]string{"index.html": "<h1>XX</h1>", "js/app.js": "console.log(3)", "css/site.css": "body{}"}, uploadOpts{channel: "beta"})
-	otherM, _ := other.Envelope.Manifest()
+	otherM, err := c.origin.ReleaseManifest(other.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	v2 := c.upload("2.0.0", v2Files, uploadOpts{})
-	v2M, _ := v2.Envelope.Manifest()
+	v2M, err := c.origin.ReleaseManifest(v2.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c.proxy.set(func(w http.ResponseWriter, r *http.Request) bool {
 		// Patches: serve the other release's patch from the same base.
 		if base, target, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v1/patches/"), "/"); ok && strings.HasPrefix(r.URL.Path, "/v1/patches/") {
@@ -340,7 +372,7 @@ func TestAttackPathTraversal(t *testing.T) {
 	bad := []byte(`{"type":"capstan.release/v1","app":"` + testApp + `","version":"2.0.0","files":[{"path":"../../evil.sh","size":1,"mode":420,"sha256":"` + release.Sum([]byte("x")).String() + `"}]}`)
 	menv := release.Seal(bad, c.releaseKey)
 	var okCh *release.Channel
-	rewriteCheck(c.proxy, func(_ *http.Request, a *checkAnswer) {
+	rewriteCheck(c.proxy, func(_ *http.Request, a *wire.CheckAnswer) {
 		ch, err := a.Channel.Channel()
 		if err != nil {
 			t.Error(err)
@@ -415,7 +447,7 @@ func TestAttackWrongNativeVersion(t *testing.T) {
 	d, dir := installV1(t, c, devOpts{native: "1.0.0"})
 	before := c.proxy.count("blobs") + c.proxy.count("patches")
 	c.upload("2.0.0", v2Files, uploadOpts{minNative: "2.0.0"})
-	rewriteCheck(c.proxy, func(r *http.Request, a *checkAnswer) {
+	rewriteCheck(c.proxy, func(r *http.Request, a *wire.CheckAnswer) {
 		q := r.URL.Query()
 		q.Set("native", "9.9.9") // the edge is told a lie and offers the release
 		json.Unmarshal(c.proxy.fetch("/v1/check?"+q.Encode()), a)
@@ -460,7 +492,7 @@ func TestEdgeHoldsNoSigningKey(t *testing.T) {
 	}
 	// And a forged record made with a key the edge could hold is refused.
 	forger, _ := release.GenerateKey()
-	rewriteCheck(c.proxy, func(_ *http.Request, a *checkAnswer) {
+	rewriteCheck(c.proxy, func(_ *http.Request, a *wire.CheckAnswer) {
 		a.Channel.Signatures = nil
 		a.Channel.Sign(forger)
 	})

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"compress/gzip"
 	"context"
 	"crypto/ecdh"
 	"encoding/json"
@@ -18,8 +19,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/stats"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // Config configures a device. Zero values mean the documented defaults.
@@ -205,7 +210,7 @@ func (d *Device) recover() error {
 		return nil
 	}
 	if d.st.InstallingManifest != nil {
-		if m, err := d.st.InstallingManifest.Manifest(); err == nil && verifyTree(currentDir(d.cfg.Dir), m) == nil {
+		if m, err := d.manifestOf(d.st.InstallingManifest); err == nil && verifyTree(currentDir(d.cfg.Dir), m) == nil {
 			d.commitInstalled(*d.st.Installing, d.st.InstallingManifest)
 		}
 	}
@@ -224,22 +229,19 @@ func (d *Device) commitInstalled(to release.Ref, env *release.Envelope) {
 	d.st.Manifest = env
 }
 
-// checkAnswer is the decoded body of an edge's /v1/check.
-type checkAnswer struct {
-	Status  string            `json:"status"`
-	Reason  string            `json:"reason"`
-	Code    string            `json:"code"`
-	Channel *release.Envelope `json:"channel"`
-	Release *release.Envelope `json:"release"`
-}
-
 // plan is a verified answer: what to install, if anything.
 type plan struct {
-	edge     string
-	channel  *release.Channel
-	target   release.Ref
+	edge    string
+	channel *release.Channel
+	target  release.Ref
+	// doc is the verified release document of target (nil: nothing to
+	// download, or the built-in bundle); env its signed envelope.
+	doc *release.Doc
+	env *release.Envelope
+	// manifest is target's full file list, once known: at once for a
+	// format 1 release, else after the patch made it (or the file list
+	// was downloaded for a file-by-file install).
 	manifest *release.Manifest
-	env      *release.Envelope
 	reason   string
 	code     string
 }
@@ -307,8 +309,12 @@ func (d *Device) finish(res Result, start time.Time, p *plan, err error) Result 
 		res.Status = StatusUpdated
 		res.To = p.target.Version
 	}
-	if err := saveState(d.cfg.Dir, d.st); err != nil && res.Error == "" {
-		res.Status, res.Error = StatusFailed, err.Error()
+	if err := saveState(d.cfg.Dir, d.st); err != nil {
+		if res.Error == "" {
+			res.Status, res.Error = StatusFailed, err.Error()
+		}
+	} else {
+		d.pruneLists()
 	}
 	return res
 }
@@ -334,8 +340,8 @@ func (d *Device) check(ctx context.Context) (*plan, error) {
 	var errs []error
 	edges := d.edgeOrder(ctx)
 	for i, edge := range edges {
-		var ans checkAnswer
-		if err := d.getJSON(ctx, edge, "/v1/check?"+q.Encode(), 4<<20+release.MaxManifestBytes, &ans); err != nil {
+		var ans wire.CheckAnswer
+		if err := d.getJSON(ctx, edge, "/v1/check?"+q.Encode(), wire.MaxCheckAnswerBytes+release.MaxManifestBytes, &ans); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -360,7 +366,7 @@ func (d *Device) check(ctx context.Context) (*plan, error) {
 
 // verify checks a check answer against the trusted keys and the device's
 // own memory, and decides what to install.
-func (d *Device) verify(edge string, ans *checkAnswer) (*plan, error) {
+func (d *Device) verify(edge string, ans *wire.CheckAnswer) (*plan, error) {
 	if ans.Channel == nil {
 		return nil, fmt.Errorf("%w: answer has no channel record", ErrVerify)
 	}
@@ -401,7 +407,7 @@ func (d *Device) verify(edge string, ans *checkAnswer) (*plan, error) {
 		return p, nil
 	}
 	p.target = target
-	if ans.Status == "blocked" {
+	if ans.Status == wire.StatusBlocked {
 		p.reason, p.code = ans.Reason, ans.Code
 		p.target = d.st.Current
 		return p, nil
@@ -410,30 +416,30 @@ func (d *Device) verify(edge string, ans *checkAnswer) (*plan, error) {
 		return p, nil // back to the bundle inside the app
 	}
 	if ans.Release == nil {
-		return nil, fmt.Errorf("%w: the channel offers %s but the edge sent no manifest", ErrVerify, target.Version)
+		return nil, fmt.Errorf("%w: the channel offers %s but the edge sent no release document", ErrVerify, target.Version)
 	}
 	if ans.Release.ID() != target.ID {
-		return nil, fmt.Errorf("%w: manifest %s is not the release %s the signed channel record names", ErrVerify, ans.Release.ID(), target.ID)
+		return nil, fmt.Errorf("%w: release document %s is not the release %s the signed channel record names", ErrVerify, ans.Release.ID(), target.ID)
 	}
 	if len(d.st.Keys) > 0 {
 		if err := ans.Release.Verify(release.KeysFor(d.st.Keys, release.RoleRelease)); err != nil {
-			return nil, fmt.Errorf("%w: release manifest: %w", ErrVerify, err)
+			return nil, fmt.Errorf("%w: release document: %w", ErrVerify, err)
 		}
 	}
-	m, err := ans.Release.Manifest()
+	doc, m, err := ans.Release.Release()
 	if err != nil {
-		return nil, fmt.Errorf("%w: release manifest: %v", ErrVerify, err)
+		return nil, fmt.Errorf("%w: release document: %v", ErrVerify, err)
 	}
-	if m.App != d.cfg.App || m.Version != target.Version {
-		return nil, fmt.Errorf("%w: manifest is %s %s, the channel names %s %s", ErrVerify, m.App, m.Version, d.cfg.App, target.Version)
+	if doc.App != d.cfg.App || doc.Version != target.Version {
+		return nil, fmt.Errorf("%w: release document is %s %s, the channel names %s %s", ErrVerify, doc.App, doc.Version, d.cfg.App, target.Version)
 	}
-	offer.Manifest = m
+	offer.Release = doc
 	if r := ch.CheckOffer(offer); r != nil {
 		p.reason, p.code = r.Reason, r.Code
 		p.target = d.st.Current
 		return p, nil
 	}
-	p.manifest, p.env = m, ans.Release
+	p.doc, p.manifest, p.env = doc, m, ans.Release
 	return p, nil
 }
 
@@ -445,9 +451,14 @@ func (d *Device) install(ctx context.Context, p *plan) (string, error) {
 	}
 	defer os.RemoveAll(staging)
 	mode := "builtin"
-	if p.manifest != nil {
+	if p.doc != nil {
 		mode, err = d.populate(ctx, p, staging)
 		if err != nil {
+			return mode, err
+		}
+		// The list the install just verified is what the next update
+		// starts from; it is durable before the state names it.
+		if _, err := saveList(d.cfg.Dir, p.manifest.Files); err != nil {
 			return mode, err
 		}
 	} else if err := d.fillBuiltin(staging); err != nil {
@@ -471,12 +482,53 @@ func (d *Device) install(ctx context.Context, p *plan) (string, error) {
 	return mode, nil
 }
 
+// targetFiles makes sure p.manifest holds the target's full file list,
+// downloading the list a format 2 release names by hash (a blob like any
+// other, checked against the signed hash) when no patch has produced it.
+func (d *Device) targetFiles(ctx context.Context, p *plan) error {
+	if p.manifest != nil {
+		return nil
+	}
+	want := p.doc.Files.SHA256
+	var errs []error
+	for _, e := range uniq(append([]string{p.edge}, d.order()...)) {
+		var body []byte
+		err := d.download(ctx, e, "/v1/blobs/"+want.String(), p.doc.Files.MaxListBytes(), func(r io.Reader) error {
+			var rerr error
+			body, rerr = io.ReadAll(r)
+			return rerr
+		})
+		if err == nil && release.Sum(body) != want {
+			err = fmt.Errorf("%w: file list from %s does not match the signed release document", ErrVerify, e)
+		}
+		var files []release.File
+		if err == nil {
+			if files, err = release.DecodeFileList(body); err != nil {
+				err = fmt.Errorf("%w: %w", ErrVerify, err)
+			}
+		}
+		if err == nil {
+			m, err := p.doc.WithFiles(files)
+			if err != nil {
+				return fmt.Errorf("%w: %w", ErrVerify, err)
+			}
+			p.manifest = m
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("device: file list of %s: %w", p.target.Version, errors.Join(errs...))
+}
+
 // populateFiles fills staging with every file of the target, reusing files
 // the installed bundle already has and downloading the rest one by one.
 func (d *Device) populateFiles(ctx context.Context, p *plan, staging string) error {
+	if err := d.targetFiles(ctx, p); err != nil {
+		return err
+	}
 	have := map[release.Hash]string{}
 	if d.st.Manifest != nil {
-		if cur, err := d.st.Manifest.Manifest(); err == nil {
+		if cur, err := d.manifestOf(d.st.Manifest); err == nil {
 			for _, f := range cur.Files {
 				have[f.SHA256] = f.Path
 			}
@@ -573,6 +625,12 @@ func (c countingReader) Read(p []byte) (int, error) {
 // to consume. The whole exchange has a deadline scaled to the size, so a
 // trickling edge is abandoned.
 func (d *Device) download(ctx context.Context, edge, path string, limit int64, consume func(io.Reader) error) error {
+	return d.fetch(ctx, edge, path, limit, "", func(_ http.Header, r io.Reader) error { return consume(r) })
+}
+
+// fetch is download with an Accept-Encoding header (accept; "" sends
+// none, so the answer comes as stored) and the answer's headers.
+func (d *Device) fetch(ctx context.Context, edge, path string, limit int64, accept string, consume func(http.Header, io.Reader) error) error {
 	// 1 MB/s floor on top of the base timeout.
 	timeout := d.cfg.RequestTimeout + time.Duration(limit/(1<<20))*time.Second
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -581,6 +639,13 @@ func (d *Device) download(ctx context.Context, edge, path string, limit int64, c
 	if err != nil {
 		return err
 	}
+	// Setting the header ourselves also stops Go's transport from asking
+	// for gzip and decoding it out of sight, so Bytes counts what crossed
+	// the network.
+	if accept == "" {
+		accept = "identity"
+	}
+	req.Header.Set("Accept-Encoding", accept)
 	resp, err := d.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return err
@@ -594,14 +659,26 @@ func (d *Device) download(ctx context.Context, edge, path string, limit int64, c
 	if resp.ContentLength > limit {
 		return fmt.Errorf("%s%s: %d bytes is more than the %d expected", edge, path, resp.ContentLength, limit)
 	}
-	return consume(countingReader{io.LimitReader(resp.Body, limit), &d.bytes})
+	return consume(resp.Header, countingReader{io.LimitReader(resp.Body, limit), &d.bytes})
 }
+
+// jsonEncodings are the compressions the device accepts on JSON answers
+// (an update answer is over 1 KB, so edges compress it).
+const jsonEncodings = "zstd, br, gzip"
 
 func (d *Device) getJSON(ctx context.Context, edge, path string, limit int64, v any) error {
 	var body []byte
-	err := d.download(ctx, edge, path, limit, func(r io.Reader) error {
-		var err error
-		body, err = io.ReadAll(r)
+	err := d.fetch(ctx, edge, path, limit, jsonEncodings, func(h http.Header, r io.Reader) error {
+		dec, err := decoder(h.Get("Content-Encoding"), r)
+		if err != nil {
+			return err
+		}
+		defer dec.Close()
+		// The decoded answer is bounded like the wire bytes.
+		body, err = io.ReadAll(io.LimitReader(dec, limit+1))
+		if err == nil && int64(len(body)) > limit {
+			err = fmt.Errorf("answer is over %d bytes once decoded", limit)
+		}
 		return err
 	})
 	if err != nil {
@@ -611,4 +688,23 @@ func (d *Device) getJSON(ctx context.Context, edge, path string, limit int64, v 
 		return fmt.Errorf("%s: malformed answer: %w", edge, err)
 	}
 	return nil
+}
+
+// decoder undoes a Content-Encoding the device asked for.
+func decoder(enc string, r io.Reader) (io.ReadCloser, error) {
+	switch strings.ToLower(strings.TrimSpace(enc)) {
+	case "", "identity":
+		return io.NopCloser(r), nil
+	case "gzip":
+		return gzip.NewReader(r)
+	case "br":
+		return io.NopCloser(brotli.NewReader(r)), nil
+	case "zstd":
+		z, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxWindow(8<<20))
+		if err != nil {
+			return nil, err
+		}
+		return z.IOReadCloser(), nil
+	}
+	return nil, fmt.Errorf("answer in an encoding the device did not ask for: %q", enc)
 }

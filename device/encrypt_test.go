@@ -14,6 +14,7 @@ import (
 	"github.com/capstan-ota/capstan/device"
 	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 func secretFiles(tag string) map[string]string {
@@ -138,15 +139,20 @@ func TestEncryptedReleaseRefusals(t *testing.T) {
 			c, box := encryptingCluster(t)
 			c.upload("1.0.0", secretFiles("x"), uploadOpts{})
 			if tc.tamper {
-				var a checkAnswer
+				var a wire.CheckAnswer
 				json.Unmarshal(c.proxy.fetch("/v1/check?app="+testApp+"&channel=production&device=d"), &a)
 				ch, err := a.Channel.Channel()
 				if err != nil || ch.Release.Sealed.IsZero() {
 					t.Fatalf("channel record carries no sealed key: %v", err)
 				}
 				idx := "/v1/blobs/" + ch.Release.Sealed.String()
+				doc, _, err := a.Release.Release()
+				if err != nil {
+					t.Fatal(err)
+				}
+				list := "/v1/blobs/" + doc.Files.SHA256.String()
 				c.proxy.set(func(w http.ResponseWriter, r *http.Request) bool {
-					if !strings.HasPrefix(r.URL.Path, "/v1/blobs/") || r.URL.Path == idx {
+					if !strings.HasPrefix(r.URL.Path, "/v1/blobs/") || r.URL.Path == idx || r.URL.Path == list {
 						return false
 					}
 					b := c.proxy.fetch(r.URL.Path)

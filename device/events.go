@@ -83,7 +83,7 @@ func (d *Device) recordInstall(p *plan, err error) {
 		d.recordCause(stats.ActionFail, p.target, d.bytes.Load(), err.Error(), failCause(err))
 		return
 	}
-	if p.manifest != nil {
+	if p.doc != nil {
 		d.record(stats.ActionDownload, p.target, d.bytes.Load(), "")
 	}
 	d.record(stats.ActionInstall, p.target, 0, "")

@@ -174,7 +174,7 @@ func signZip(t *testing.T, zip []byte, app, version, minNative string, key ed255
 		t.Fatal(err)
 	}
 	m := &release.Manifest{Type: release.TypeRelease, App: app, Version: version, MinNative: minNative, Files: files}
-	b, err := m.Encode()
+	b, err := m.EncodeDoc()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -102,7 +102,7 @@ func (d *Device) previousTree(ctx context.Context, to release.Ref, env *release.
 		if env == nil {
 			return "", errors.New("the previous release's manifest is missing")
 		}
-		m, err := env.Manifest()
+		m, err := d.manifestOf(env)
 		if err != nil {
 			return "", err
 		}
@@ -113,7 +113,7 @@ func (d *Device) previousTree(ctx context.Context, to release.Ref, env *release.
 		if err != nil {
 			return "", err
 		}
-		p := &plan{edge: d.order()[0], target: to, manifest: m, env: env}
+		p := &plan{edge: d.order()[0], target: to, doc: m.Doc(), manifest: m, env: env}
 		if _, err := d.populate(ctx, p, staging); err != nil {
 			os.RemoveAll(staging)
 			return "", err
@@ -158,11 +158,11 @@ func (d *Device) recoverRevert() {
 	swapped := false
 	switch {
 	case d.st.InstallingManifest != nil:
-		if m, err := d.st.InstallingManifest.Manifest(); err == nil {
+		if m, err := d.manifestOf(d.st.InstallingManifest); err == nil {
 			swapped = verifyTree(cur, m) == nil
 		}
 	case d.st.Manifest != nil:
-		if m, err := d.st.Manifest.Manifest(); err == nil {
+		if m, err := d.manifestOf(d.st.Manifest); err == nil {
 			swapped = verifyTree(cur, m) != nil
 		}
 	}

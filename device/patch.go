@@ -22,16 +22,21 @@ const (
 // into staging, streaming. A patch is trusted only through the signed
 // target manifest: Apply verifies every file it writes.
 func (d *Device) fetchPatch(ctx context.Context, p *plan, edge string, baseID release.Hash, staging string) error {
-	var base delta.BaseFiles = delta.NoBase{}
+	base := delta.Base{ID: baseID}
 	if !baseID.IsZero() {
+		cur, err := d.manifestOf(d.st.Manifest)
+		if err != nil {
+			return err
+		}
 		dir, err := delta.OpenDir(currentDir(d.cfg.Dir))
 		if err != nil {
 			return err
 		}
 		defer dir.Close()
-		base = dir
+		base.Files, base.Dir = cur.Files, dir
 	}
-	total := p.manifest.TotalSize()
+	target := delta.Target{ID: p.target.ID, Files: p.doc.Files}
+	total := p.doc.Files.Size
 	// A patch is never larger than the compressed release plus framing;
 	// anything longer is an endless body.
 	limit := total + total/8 + 1<<20
@@ -41,8 +46,16 @@ func (d *Device) fetchPatch(ctx context.Context, p *plan, edge string, baseID re
 		// of copied: bundles are never modified in place, and an update then
 		// costs only the bytes that changed.
 		cfg.LinkCopies = true
-		_, err := delta.Apply(ctx, cfg, r, base, baseID, p.manifest, p.target.ID, staging)
-		return err
+		files, _, err := delta.Apply(ctx, cfg, r, base, target, staging)
+		if err != nil {
+			return err
+		}
+		m, err := p.doc.WithFiles(files)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrVerify, err)
+		}
+		p.manifest = m
+		return nil
 	})
 }
 

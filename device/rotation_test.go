@@ -12,6 +12,7 @@ import (
 	"github.com/capstan-ota/capstan/device"
 	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 func trusts(d *device.Device, k ed25519.PublicKey, role string) bool {
@@ -101,7 +102,7 @@ func TestRecoverFromStolenOriginKey(t *testing.T) {
 			writeJSON(w, map[string]any{"rotations": []*release.Envelope{thiefRot}})
 			return true
 		case "/v1/check":
-			var a checkAnswer
+			var a wire.CheckAnswer
 			json.Unmarshal(c.proxy.fetch(r.URL.RequestURI()), &a)
 			ch, _ := a.Channel.Channel()
 			ch.Seq = math.MaxUint64 - 1

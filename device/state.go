@@ -17,12 +17,14 @@ type State struct {
 	DeviceID string `json:"device_id"`
 	// Current is the installed release (zero ID: the bundle inside the app).
 	Current release.Ref `json:"current"`
-	// Manifest is the signed manifest of Current.
+	// Manifest is the signed release of Current: a release document
+	// (format 2), whose file list is kept in Dir/.capstan/lists, or a full
+	// manifest (format 1).
 	Manifest *release.Envelope `json:"manifest,omitempty"`
 	// Installing is set just before a new bundle is swapped in, so a run
 	// after a crash can tell which bundle Dir/current holds.
 	Installing *release.Ref `json:"installing,omitempty"`
-	// InstallingManifest is the manifest of Installing.
+	// InstallingManifest is the signed release of Installing.
 	InstallingManifest *release.Envelope `json:"installing_manifest,omitempty"`
 	// Seqs is the highest channel record sequence seen per channel; a
 	// lower one is a replay and is refused.
@@ -32,7 +34,7 @@ type State struct {
 	Failed []release.Hash `json:"failed,omitempty"`
 	// Previous is the release to revert to if Current is not confirmed.
 	Previous *release.Ref `json:"previous,omitempty"`
-	// PreviousManifest is the manifest of Previous.
+	// PreviousManifest is the signed release of Previous.
 	PreviousManifest *release.Envelope `json:"previous_manifest,omitempty"`
 	// Pending is true while Current awaits confirmation by the app.
 	Pending bool `json:"pending,omitempty"`

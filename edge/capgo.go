@@ -70,7 +70,7 @@ type capgoState struct {
 	limiter   *capgo.Limiter
 	failed    *capgo.LRU[string, struct{}]       // app|device|release id
 	overrides *capgo.LRU[string, string]         // app|device → channel
-	answers   *capgo.LRU[string, []byte]         // encoded update answers
+	answers   *capgo.LRU[string, *answer]        // encoded update answers and their compressed forms
 	absent    *capgo.LRU[release.Hash, struct{}] // releases with no Capgo download
 	sink      capgo.EventSink
 
@@ -107,7 +107,7 @@ func newCapgoState(cfg CapgoConfig, reg *prometheus.Registry, events capgo.Event
 		limiter:   &capgo.Limiter{PerWindow: cfg.RequestsPerSecond, Window: time.Second},
 		failed:    capgo.NewLRU[string, struct{}](cfg.MaxDevices),
 		overrides: capgo.NewLRU[string, string](cfg.MaxDevices),
-		answers:   capgo.NewLRU[string, []byte](256),
+		answers:   capgo.NewLRU[string, *answer](256),
 		absent:    capgo.NewLRU[release.Hash, struct{}](1024),
 		sink:      cfg.Events,
 		apps:      map[string]*capgoApp{},
@@ -482,7 +482,7 @@ func (s *Server) handleCapgoUpdates(ctx *fasthttp.RequestCtx) {
 			s.capgoRefuse(ctx, &capgo.Refusal{Error: capgo.CodeNoBundle, Message: "release " + target.Version + " is not available on this edge right now; retry later", Kind: capgo.KindFailed})
 			return
 		}
-		t.MinNative = me.m.MinNative
+		t.MinNative = me.doc.MinNative
 		if meta.Encrypted != nil {
 			t.KeyID = meta.Encrypted.KeyID
 		}
@@ -502,19 +502,28 @@ func (s *Server) handleCapgoUpdates(ctx *fasthttp.RequestCtx) {
 	withManifest := meta.Encrypted == nil && capgo.SupportsManifest(string(in.PluginVersion))
 	base := s.baseURL(ctx)
 	key := target.ID.String() + "|" + base + "|" + strconv.FormatBool(withManifest)
-	body, ok := s.capgo.answers.Get(key)
+	a, ok := s.capgo.answers.Get(key)
 	if !ok {
-		body, err = json.Marshal(capgoAnswer(base, me.m, meta, withManifest))
+		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		m, err := s.fullManifest(rctx, me)
+		cancel()
+		var body []byte
+		if err == nil {
+			body, err = json.Marshal(capgoAnswer(base, m, meta, withManifest))
+		}
 		if err != nil {
 			s.capgoRefuse(ctx, &capgo.Refusal{Error: capgo.CodeServerError, Message: err.Error(), Kind: capgo.KindFailed})
 			return
 		}
-		s.capgo.answers.Add(key, body)
+		a = &answer{body: body}
+		s.capgo.answers.Add(key, a)
 	}
 	s.capgo.updates.WithLabelValues("update").Inc()
 	ctx.SetContentType("application/json")
 	ctx.Response.Header.Set("Cache-Control", "no-store")
-	ctx.SetBody(body)
+	// Both plugins' HTTP stacks (OkHttp, URLSession) accept gzip and
+	// decode it themselves.
+	writeEncoded(ctx, a)
 }
 
 // capgoAnswer builds the update answer for a release. Plain releases point

@@ -155,7 +155,7 @@ func TestCapgoConformance(t *testing.T) {
 				t.Fatalf("answer: %s", raw)
 			}
 			checkZipURL(t, *a.URL, *a.Checksum)
-			checkManifest(t, a, rec)
+			checkManifest(t, a, f.origin, rec)
 		})
 	}
 
@@ -208,9 +208,9 @@ func checkZipURL(t *testing.T, u, checksum string) {
 
 // checkManifest downloads every manifest entry and checks it decodes (for
 // .br) and hashes to file_hash, and that the entries are the release.
-func checkManifest(t *testing.T, a *capgotest.AppVersion, rec *release.Record) {
+func checkManifest(t *testing.T, a *capgotest.AppVersion, o *origin.Server, rec *release.Record) {
 	t.Helper()
-	m, err := rec.Envelope.Manifest()
+	m, err := o.ReleaseManifest(rec.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

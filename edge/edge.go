@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/capstan-ota/capstan/capgo"
@@ -141,10 +142,17 @@ type Server struct {
 	wg       sync.WaitGroup
 }
 
+// manifestEntry is a release the edge holds: its signed envelope (what
+// check answers carry), the document it signs, and, once loaded, the full
+// file list (Capgo answers list every file).
 type manifestEntry struct {
 	id      release.Hash
 	envJSON []byte
-	m       *release.Manifest
+	ans     answer // envJSON as an answer to GET /v1/releases/{id}
+	doc     *release.Doc
+	// full is the manifest with every file: set at once for format 1
+	// releases, loaded on first need from the file list blob for format 2.
+	full atomic.Pointer[release.Manifest]
 }
 
 // New opens an edge's cache.

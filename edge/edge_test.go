@@ -22,6 +22,7 @@ import (
 	"github.com/capstan-ota/capstan/edge"
 	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 const adminKey = "edge-test-admin"
@@ -139,11 +140,11 @@ func TestCheckAnswersFromMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp, body := get(t, e.url+"/v1/check?app=com.x&channel=production&device=d1")
-	var ans edge.CheckResponse
+	var ans wire.CheckAnswer
 	if err := json.Unmarshal(body, &ans); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("check: %d %s", resp.StatusCode, body)
 	}
-	if ans.Status != edge.StatusUpdate || ans.Release == nil || ans.Release.ID() != rec.ID {
+	if ans.Status != wire.StatusUpdate || ans.Release == nil || ans.Release.ID() != rec.ID {
 		t.Fatalf("check answer: %s", body)
 	}
 	if err := ans.Channel.Verify([]ed25519.PublicKey{f.origin.PublicKey()}); err != nil {

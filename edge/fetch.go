@@ -99,7 +99,7 @@ func (s *Server) manifest(ctx context.Context, id release.Hash) (*manifestEntry,
 		if env.ID() != id {
 			return nil, fmt.Errorf("edge: manifest %s: content hashes to %s", id, env.ID())
 		}
-		m, err := env.Manifest()
+		doc, m, err := env.Release()
 		if err != nil {
 			return nil, fmt.Errorf("edge: manifest %s: %w", id, err)
 		}
@@ -108,7 +108,10 @@ func (s *Server) manifest(ctx context.Context, id release.Hash) (*manifestEntry,
 				s.log.Warn("persist manifest", "id", id, "err", err)
 			}
 		}
-		me := &manifestEntry{id: id, envJSON: raw, m: m}
+		me := &manifestEntry{id: id, envJSON: raw, ans: answer{body: raw}, doc: doc}
+		if m != nil {
+			me.full.Store(m)
+		}
 		s.manMu.Lock()
 		s.manifests[id] = me
 		s.manMu.Unlock()
@@ -118,6 +121,37 @@ func (s *Server) manifest(ctx context.Context, id release.Hash) (*manifestEntry,
 		return nil, err
 	}
 	return v.(*manifestEntry), nil
+}
+
+// fullManifest returns a release's manifest with every file. A format 2
+// release's file list is a blob named by its signed document: pulled and
+// cached like any blob, checked against the document's hash.
+func (s *Server) fullManifest(ctx context.Context, me *manifestEntry) (*release.Manifest, error) {
+	if m := me.full.Load(); m != nil {
+		return m, nil
+	}
+	h := me.doc.Files.SHA256
+	size, err := s.ensureBlob(h)
+	if err != nil {
+		return nil, fmt.Errorf("edge: file list of %s: %w", me.id, err)
+	}
+	if size > me.doc.Files.MaxListBytes() {
+		return nil, fmt.Errorf("edge: file list of %s is %d bytes", me.id, size)
+	}
+	b := make([]byte, size)
+	if _, err := s.cache.readAt(h, b, 0); err != nil && size > 0 {
+		return nil, fmt.Errorf("edge: file list of %s: %w", me.id, err)
+	}
+	files, err := release.DecodeFileList(b)
+	if err != nil {
+		return nil, fmt.Errorf("edge: file list of %s: %w", me.id, err)
+	}
+	m, err := me.doc.WithFiles(files)
+	if err != nil {
+		return nil, fmt.Errorf("edge: file list of %s: %w", me.id, err)
+	}
+	me.full.Store(m)
+	return m, nil
 }
 
 // get asks each origin in turn for path, returning the first 200 answer.

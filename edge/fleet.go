@@ -47,7 +47,7 @@ const fleetReuse = time.Second
 // fleetCache holds the last encoded /v1/edges body.
 type fleetCache struct {
 	mu   sync.Mutex // guards body and at
-	body []byte
+	body *answer
 	at   time.Time
 }
 
@@ -57,14 +57,14 @@ func (s *Server) handleEdges(ctx *fasthttp.RequestCtx) {
 	now := s.cfg.Now()
 	s.fleet.mu.Lock()
 	if s.fleet.body == nil || now.Sub(s.fleet.at) >= fleetReuse || now.Before(s.fleet.at) {
-		s.fleet.body = s.encodeFleet()
+		s.fleet.body = &answer{body: s.encodeFleet()}
 		s.fleet.at = now
 	}
-	body := s.fleet.body
+	a := s.fleet.body
 	s.fleet.mu.Unlock()
 	ctx.SetContentType("application/json")
 	ctx.Response.Header.Set("Cache-Control", "public, max-age=5")
-	ctx.SetBody(body)
+	writeEncoded(ctx, a)
 }
 
 // encodeFleet builds the /v1/edges body from Config.Fleet: valid,

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/capstan-ota/capstan/internal/httpenc"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
@@ -146,13 +148,6 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 	ctx.SetBody(b)
 }
 
-// Check statuses.
-const (
-	StatusUpdate   = "update"
-	StatusUpToDate = "up-to-date"
-	StatusBlocked  = "blocked"
-)
-
 // handleCheck answers GET /v1/check?app=&channel=&device=&current=&native=
 // from memory: the channel's signed record, plus the target release's
 // signed manifest when there is something to install.
@@ -191,7 +186,7 @@ func (s *Server) handleCheck(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("Cache-Control", "no-store")
 	target, ok := cs.ch.Target(string(device), current)
 	if !ok || target.ID == current {
-		s.writeCheck(ctx, StatusUpToDate, cs, nil, "")
+		s.writeCheck(ctx, wire.StatusUpToDate, cs, nil, "")
 		return
 	}
 	offer := release.OfferCheck{Target: target, CurrentVersion: string(q.Peek("version")), Native: string(q.Peek("native")), Failed: failed}
@@ -201,7 +196,7 @@ func (s *Server) handleCheck(ctx *fasthttp.RequestCtx) {
 			writeRefusal(ctx, cs, r)
 			return
 		}
-		s.writeCheck(ctx, StatusUpdate, cs, nil, "")
+		s.writeCheck(ctx, wire.StatusUpdate, cs, nil, "")
 		return
 	}
 	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -211,64 +206,88 @@ func (s *Server) handleCheck(ctx *fasthttp.RequestCtx) {
 		s.failFetch(ctx, err)
 		return
 	}
-	offer.Manifest = me.m
+	offer.Release = me.doc
 	if r := cs.ch.CheckOffer(offer); r != nil {
 		writeRefusal(ctx, cs, r)
 		return
 	}
-	s.writeCheck(ctx, StatusUpdate, cs, me, "")
-}
-
-// CheckResponse is the body of GET /v1/check.
-type CheckResponse struct {
-	Status string `json:"status"`
-	Reason string `json:"reason,omitempty"`
-	// Code names the rule behind a "blocked" answer (release.Block…).
-	Code    string            `json:"code,omitempty"`
-	Channel *release.Envelope `json:"channel"`
-	Release *release.Envelope `json:"release,omitempty"`
+	s.writeCheck(ctx, wire.StatusUpdate, cs, me, "")
 }
 
 func (s *Server) writeCheck(ctx *fasthttp.RequestCtx, status string, cs *channelState, me *manifestEntry, reason string) {
 	// The common answers (no reason) are built once per channel record and
-	// target, and handed to fasthttp without a copy: a check is then a map
-	// lookup, a hash for the rollout and a write.
+	// target, with their compressed forms, and handed to fasthttp without a
+	// copy: a check is then a map lookup, a hash for the rollout and a
+	// write.
 	if reason == "" {
 		key := status
 		if me != nil {
 			key += "/" + me.id.String()
 		}
-		if b, ok := cs.bodies.Load(key); ok {
-			ctx.Response.SetBodyRaw(b.([]byte))
-			return
+		a, ok := cs.bodies.Load(key)
+		if !ok {
+			var buf bytes.Buffer
+			buf.WriteString(`{"status":"` + status + `","channel":`)
+			buf.Write(cs.envJSON)
+			if me != nil {
+				buf.WriteString(`,"release":`)
+				buf.Write(me.envJSON)
+			}
+			buf.WriteString("}")
+			a, _ = cs.bodies.LoadOrStore(key, &answer{body: buf.Bytes()})
 		}
-		var buf bytes.Buffer
-		buf.WriteString(`{"status":"` + status + `","channel":`)
-		buf.Write(cs.envJSON)
-		if me != nil {
-			buf.WriteString(`,"release":`)
-			buf.Write(me.envJSON)
-		}
-		buf.WriteString("}")
-		b, _ := cs.bodies.LoadOrStore(key, buf.Bytes())
-		ctx.Response.SetBodyRaw(b.([]byte))
+		writeEncoded(ctx, a.(*answer))
 		return
 	}
-	ctx.WriteString(`{"status":"`)
-	ctx.WriteString(status)
-	ctx.WriteString(`"`)
-	if reason != "" {
-		r, _ := json.Marshal(reason)
-		ctx.WriteString(`,"reason":`)
-		ctx.Write(r)
-	}
-	ctx.WriteString(`,"channel":`)
-	ctx.Write(cs.envJSON)
+	var buf bytes.Buffer
+	buf.WriteString(`{"status":"` + status + `"`)
+	r, _ := json.Marshal(reason)
+	buf.WriteString(`,"reason":`)
+	buf.Write(r)
+	buf.WriteString(`,"channel":`)
+	buf.Write(cs.envJSON)
 	if me != nil {
-		ctx.WriteString(`,"release":`)
-		ctx.Write(me.envJSON)
+		buf.WriteString(`,"release":`)
+		buf.Write(me.envJSON)
 	}
-	ctx.WriteString("}")
+	buf.WriteString("}")
+	writeEncoded(ctx, &answer{body: buf.Bytes(), fast: true})
+}
+
+// answer is a finished JSON answer and its compressed forms.
+type answer struct {
+	body []byte
+	enc  httpenc.Variants
+	// fast marks an answer built for one request: compressed at a fast
+	// level, not kept.
+	fast bool
+}
+
+// writeEncoded sends a JSON answer compressed with what the client accepts
+// (docs/decisions/014): an answer built once (a check answer, per channel
+// record and target) in its smallest accepted form, computed once, whatever
+// its size; an answer built for this request, over httpenc.MinSize, at a
+// fast level.
+func writeEncoded(ctx *fasthttp.RequestCtx, a *answer) {
+	accept := ctx.Request.Header.Peek("Accept-Encoding")
+	if a.fast {
+		if len(a.body) > httpenc.MinSize {
+			ctx.Response.Header.Set("Vary", "Accept-Encoding")
+			if enc := httpenc.ChooseBytes(accept); enc != "" {
+				ctx.Response.Header.Set("Content-Encoding", enc)
+				ctx.Response.SetBodyRaw(httpenc.Encode(enc, a.body, httpenc.Fast))
+				return
+			}
+		}
+		ctx.Response.SetBodyRaw(a.body)
+		return
+	}
+	ctx.Response.Header.Set("Vary", "Accept-Encoding")
+	enc, body := a.enc.Smallest(httpenc.AcceptedBytes(accept), a.body)
+	if enc != "" {
+		ctx.Response.Header.Set("Content-Encoding", enc)
+	}
+	ctx.Response.SetBodyRaw(body)
 }
 
 func (s *Server) handleRelease(ctx *fasthttp.RequestCtx, idStr string) {
@@ -286,7 +305,7 @@ func (s *Server) handleRelease(ctx *fasthttp.RequestCtx, idStr string) {
 	}
 	ctx.SetContentType("application/json")
 	immutableHeaders(ctx, id)
-	ctx.SetBody(me.envJSON)
+	writeEncoded(ctx, &me.ans)
 }
 
 func immutableHeaders(ctx *fasthttp.RequestCtx, etag release.Hash) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 	"github.com/valyala/fasthttp"
 )
 
@@ -69,7 +70,7 @@ func parseFailed(b []byte) ([]release.Hash, error) {
 // reason, and the signed channel record (so the device can verify that the
 // channel really offers what was refused).
 func writeRefusal(ctx *fasthttp.RequestCtx, cs *channelState, r *release.Refusal) {
-	ctx.WriteString(`{"status":"` + StatusBlocked + `","code":`)
+	ctx.WriteString(`{"status":"` + wire.StatusBlocked + `","code":`)
 	c, _ := json.Marshal(r.Code)
 	ctx.Write(c)
 	reason, _ := json.Marshal(r.Reason)

@@ -84,7 +84,7 @@ func (s *Server) handleRotations(ctx *fasthttp.RequestCtx) {
 	}
 	ctx.SetContentType("application/json")
 	ctx.Response.Header.Set("Cache-Control", "no-store")
-	ctx.SetBody(body)
+	writeEncoded(ctx, &answer{body: body, fast: true})
 }
 
 // forgetRotations drops the cached rotation statements. Every new channel

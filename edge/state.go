@@ -15,9 +15,9 @@ type channelState struct {
 	env     *release.Envelope
 	ch      *release.Channel
 	envJSON []byte
-	// bodies caches finished check answers by status and target; the
-	// record is immutable, so they never go stale (a new record is a new
-	// channelState).
+	// bodies caches finished check answers (*answer) by status and
+	// target; the record is immutable, so they never go stale (a new
+	// record is a new channelState).
 	bodies sync.Map
 }
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/capstan-ota/capstan/internal/httpenc"
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -45,7 +46,9 @@ func (s *Server) Handler() http.Handler {
 	s.capgoRoutes(mux)
 	s.releaseRoutes(mux)
 	s.trustRoutes(mux)
-	return s.m.instrument(mux)
+	// JSON answers over 1 KB (the state edges pull, release lists) go out
+	// compressed to clients that accept it (docs/decisions/014).
+	return s.m.instrument(httpenc.Handler(mux))
 }
 
 // apiError is the body of every error answer: one line a person can act on.

@@ -99,10 +99,11 @@ func (s *Server) RevokeKey(id, caller string) error {
 	found := false
 	err := s.db.Update(func(txn store.Txn) error {
 		var dbKey string
+		var gone APIKey
 		err := iterate(txn, pfxKey, func(key string, b []byte) error {
 			var k APIKey
 			if json.Unmarshal(b, &k) == nil && k.ID == id {
-				dbKey = key
+				dbKey, gone = key, k
 			}
 			return nil
 		})
@@ -110,6 +111,11 @@ func (s *Server) RevokeKey(id, caller string) error {
 			return err
 		}
 		found = true
+		// The tombstone keeps a revoked secret from coming back as
+		// CAPSTAN_ADMIN_KEY at the next start (adminkey.go).
+		if err := setJSON(txn, pfxRevoked+gone.Hash, revokedKey{ID: gone.ID, Role: gone.Role, Revoked: s.cfg.Now().UTC()}); err != nil {
+			return err
+		}
 		return txn.Delete(dbKey)
 	})
 	if err != nil {

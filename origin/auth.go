@@ -45,26 +45,21 @@ type APIKey struct {
 }
 
 var (
-	errUnauthenticated = errors.New("missing or unknown API key: set CAPSTAN_API_KEY")
+	errUnauthenticated = errors.New("unauthenticated")
 	errForbidden       = errors.New("forbidden")
+	// errNoKey and errUnknownKey say which of the two a 401 is: a client
+	// that sent its key must not be told to set it.
+	errNoKey      = unauthenticated("no API key was sent: set CAPSTAN_API_KEY (or --api-key)")
+	errUnknownKey = unauthenticated("this origin does not know the API key sent (mistyped, revoked, or made for another data folder); " +
+		"an admin key lists the keys with capstan keys list, and a lost admin key is replaced by restarting the origin with a new CAPSTAN_ADMIN_KEY")
 )
 
-func (s *Server) bootstrapAdmin() error {
-	empty := true
-	err := s.db.View(func(txn store.Txn) error {
-		return iterate(txn, pfxKey, func(string, []byte) error { empty = false; return nil })
-	})
-	if err != nil || !empty {
-		return err
-	}
-	k := s.cfg.AdminKey
-	if k == "" {
-		k = newAPIKey()
-		s.generatedAdminKey = k
-	}
-	_, err = s.putKey(APIKey{ID: "admin", Name: "bootstrap admin", Role: RoleAdmin}, k)
-	return err
-}
+// unauthenticated is a 401 reason that reads as itself and matches
+// errUnauthenticated.
+type unauthenticated string
+
+func (e unauthenticated) Error() string        { return string(e) }
+func (e unauthenticated) Is(target error) bool { return target == errUnauthenticated }
 
 func (s *Server) putKey(k APIKey, secret string) (APIKey, error) {
 	k.Hash = hashKey(secret)
@@ -84,15 +79,18 @@ func (s *Server) authorize(r *http.Request, need Role, app string) (*APIKey, err
 	if secret == "" {
 		secret = r.Header.Get("X-Api-Key")
 	}
-	if secret == "" || len(secret) > 256 {
-		return nil, errUnauthenticated
+	if secret == "" {
+		return nil, errNoKey
+	}
+	if len(secret) > 256 {
+		return nil, errUnknownKey
 	}
 	h := hashKey(secret)
 	var k APIKey
 	err := s.db.View(func(txn store.Txn) error { return getJSON(txn, pfxKey+h, &k) })
 	if err != nil || subtle.ConstantTimeCompare([]byte(k.Hash), []byte(h)) != 1 {
 		s.log.Warn("api refused: unknown key", "path", r.URL.Path, "remote", r.RemoteAddr)
-		return nil, errUnauthenticated
+		return nil, errUnknownKey
 	}
 	if !k.Expires.IsZero() && s.cfg.Now().After(k.Expires) {
 		s.log.Warn("api refused: expired key", "key", k.ID, "path", r.URL.Path)

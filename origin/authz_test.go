@@ -112,7 +112,7 @@ func TestAuthzMatrix(t *testing.T) {
 	if _, err := s.SetApp("appA", AppSettings{AddReleaseKeys: []string{string(relPEM)}}); err != nil {
 		t.Fatal(err)
 	}
-	m, _ := a1.Envelope.Manifest()
+	m, _ := s.manifestOf(a1)
 	blob := m.Files[0].SHA256
 
 	_, pubA := mustKey(t, s, RolePublisher, "appA")

@@ -132,9 +132,9 @@ func (s *Server) PrepareCapgo(ctx context.Context, id release.Hash) error {
 	if err != nil {
 		return err
 	}
-	m, err := rec.Envelope.Manifest()
+	m, err := s.manifestOf(rec)
 	if err != nil {
-		return fmt.Errorf("origin: stored manifest %s: %w", id, err)
+		return err
 	}
 	for _, f := range m.Files {
 		if !capgo.WantsBrotli(f.Path, f.Size) {
@@ -157,9 +157,9 @@ func (s *Server) capgoZip(ctx context.Context, id release.Hash) (release.Hash, e
 		if err != nil {
 			return release.Hash{}, err
 		}
-		m, err := rec.Envelope.Manifest()
+		m, err := s.manifestOf(rec)
 		if err != nil {
-			return release.Hash{}, fmt.Errorf("origin: stored manifest %s: %w", id, err)
+			return release.Hash{}, err
 		}
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(s.writeZip(ctx, m, pw)) }()

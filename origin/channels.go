@@ -61,8 +61,10 @@ func (s *Server) nextChannelRecord(txn store.Txn, app, ch string, mutate func(c,
 	if prev != nil && c.Seq <= prev.Seq {
 		c.Seq = prev.Seq + 1
 	}
-	c.Issued = now
-	c.Expires = now.Add(s.cfg.ChannelTTL)
+	// Whole seconds: a record rides in every update answer, and
+	// nanoseconds cost 20 bytes there for nothing (expiry is coarse).
+	c.Issued = now.UTC().Truncate(time.Second)
+	c.Expires = c.Issued.Add(s.cfg.ChannelTTL)
 	b, err := c.Encode()
 	if err != nil {
 		return nil, badRequest("%v", err)

@@ -52,9 +52,10 @@ type Config struct {
 	// SigningKey, if set, signs channel records instead of the key in
 	// DataDir/origin.key. Origins that share Records must share this key.
 	SigningKey ed25519.PrivateKey
-	// AdminKey is taken as the admin API key on first start with an empty
-	// data folder (CAPSTAN_ADMIN_KEY); if empty, one is generated and
-	// reported once through Server.GeneratedAdminKey.
+	// AdminKey (CAPSTAN_ADMIN_KEY) is an admin API key: the first key of an
+	// empty data folder, or added as one more admin key to a folder that
+	// does not know it yet. If empty, an empty folder gets a generated key,
+	// reported once through Server.AdminKeyStart. See decision 100.
 	AdminKey string
 	// PublicURL is the base URL edges reach this origin's API at (the one
 	// it announces in gossip). It is signed into the origin statement
@@ -127,7 +128,7 @@ type Server struct {
 	reg    *prometheus.Registry
 	m      metrics
 
-	generatedAdminKey string
+	adminStart AdminKeyStart
 
 	chanMu  sync.Mutex // serialises channel record changes so Seq only grows
 	statsMu sync.Mutex // serialises read-modify-write of stats records
@@ -222,10 +223,6 @@ func New(cfg Config) (*Server, error) {
 	go s.resignLoop()
 	return s, nil
 }
-
-// GeneratedAdminKey returns the admin key generated at first start, or ""
-// when none was generated (it existed, or came from Config.AdminKey).
-func (s *Server) GeneratedAdminKey() string { return s.generatedAdminKey }
 
 // PublicKey is the origin's channel-signing public key.
 func (s *Server) PublicKey() ed25519.PublicKey { return s.signingKey().Public().(ed25519.PublicKey) }

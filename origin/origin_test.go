@@ -183,7 +183,7 @@ func TestVersionReuseRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, _ := rec.Envelope.Manifest()
+	m, _ := o.manifestOf(rec)
 	if m.Files[0].SHA256 != release.Sum([]byte("<html>")) {
 		t.Fatal("the refused upload replaced the stored release")
 	}

@@ -43,9 +43,9 @@ func (s *Server) buildPatch(ctx context.Context, baseID, targetID release.Hash) 
 	if err != nil {
 		return release.Hash{}, err
 	}
-	tm, err := target.Envelope.Manifest()
+	tm, err := s.manifestOf(target)
 	if err != nil {
-		return release.Hash{}, fmt.Errorf("origin: stored manifest %s: %w", targetID, err)
+		return release.Hash{}, err
 	}
 	var bm *release.Manifest
 	if !baseID.IsZero() {
@@ -56,8 +56,8 @@ func (s *Server) buildPatch(ctx context.Context, baseID, targetID release.Hash) 
 		if base.App != target.App {
 			return release.Hash{}, badRequest("base %s is a release of %s, target of %s", baseID, base.App, target.App)
 		}
-		if bm, err = base.Envelope.Manifest(); err != nil {
-			return release.Hash{}, fmt.Errorf("origin: stored manifest %s: %w", baseID, err)
+		if bm, err = s.manifestOf(base); err != nil {
+			return release.Hash{}, err
 		}
 	}
 	// Builds are CPU and memory heavy: a few at a time, the rest wait.

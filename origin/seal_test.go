@@ -61,7 +61,7 @@ func TestEncryptedUploadStoresOnlyCiphertext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, _ := rec.Envelope.Manifest()
+	m, _ := s.manifestOf(rec)
 	for i, mf := range m.Files {
 		cf, err := s.blobs.open(idx.Files[i].Blob)
 		if err != nil {

@@ -24,7 +24,7 @@ func signedUpload(t *testing.T, app, version string, key ed25519.PrivateKey) (*U
 		}
 		files, _ := bundle.Describe(entries)
 		m := &release.Manifest{Type: release.TypeRelease, App: app, Version: version, Files: files}
-		b, err := m.Encode()
+		b, err := m.EncodeDoc()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,5 +212,41 @@ func TestOriginKeyRotation(t *testing.T) {
 	defer s2.Close()
 	if !s2.PublicKey().Equal(release.KeysFor(next, release.RoleOrigin)[0]) {
 		t.Fatal("restart lost the rotated key")
+	}
+}
+
+// A CI pipeline pinned to a CLI from before format 2 signs the full
+// manifest; the upload is still accepted, its release is served as it was
+// signed, and patches to and from it build like any other.
+func TestUploadAcceptsFormat1SignedManifest(t *testing.T) {
+	s, _ := newTestServer(t, nil)
+	ci, _ := release.GenerateKey()
+	old := mustUpload(t, s, "app", "1.0.0")
+	z := testZip(t, map[string]string{"index.html": "legacy", "a.js": "console.log(1)"})
+	entries, err := bundle.Read(bytes.NewReader(z), int64(len(z)), bundle.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := bundle.Describe(entries)
+	m := &release.Manifest{Type: release.TypeRelease, App: "app", Version: "1.1.0", Files: files}
+	b, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &UploadRequest{App: "app", Version: "1.1.0", Channel: "production", RolloutBPS: release.FullRollout, Envelope: release.Seal(b, ci)}
+	rec, err := s.Upload(context.Background(), req, bytes.NewReader(z))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, full, err := rec.Envelope.Release(); err != nil || full == nil {
+		t.Fatalf("the stored release is not the format 1 manifest CI signed: %v", err)
+	}
+	if rec.ID != release.Sum(b) {
+		t.Fatal("the release ID is not the hash of what CI signed")
+	}
+	for _, pair := range [][2]release.Hash{{old.ID, rec.ID}, {release.ZeroHash, rec.ID}} {
+		if _, err := s.patch(context.Background(), pair[0], pair[1]); err != nil {
+			t.Fatalf("patch %s → %s: %v", pair[0], pair[1], err)
+		}
 	}
 }

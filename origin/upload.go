@@ -117,19 +117,26 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		}
 		m.Files = append(m.Files, release.File{Path: e.Path, Size: size, Mode: e.Mode, SHA256: h})
 	}
+	canonical, legacy, err := signedForms(m)
+	if err != nil {
+		return nil, badRequest("%v", err)
+	}
+	// The file list a format 2 release names by hash is a blob like the
+	// files: devices fetch it only to download file by file, edges to
+	// answer Capgo devices.
+	list := release.EncodeFileList(m.Files)
+	if _, _, err := s.blobs.putNoSync(bytes.NewReader(list), int64(len(list)), release.Sum(list)); err != nil {
+		return nil, err
+	}
 	// One syncfs for all the files, before the record that makes them part
 	// of a release is committed.
 	if err := s.blobs.sync(); err != nil {
 		return nil, err
 	}
-	canonical, err := m.Encode()
-	if err != nil {
-		return nil, badRequest("%v", err)
-	}
 	env := &release.Envelope{Signed: canonical}
 	if req.Envelope != nil {
-		if !bytes.Equal(req.Envelope.Signed, canonical) {
-			return nil, badRequest("the signed manifest does not match the uploaded bundle (was it signed for another zip, version or min native version?)")
+		if !bytes.Equal(req.Envelope.Signed, canonical) && !bytes.Equal(req.Envelope.Signed, legacy) {
+			return nil, badRequest("the signed release does not match the uploaded bundle (was it signed for another zip, version or min native version?)")
 		}
 		env = req.Envelope
 	}

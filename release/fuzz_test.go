@@ -20,7 +20,29 @@ func FuzzDecode(f *testing.F) {
 	f.Add(eb)
 	f.Add([]byte(`{"signed":{},"signatures":[{"keyid":"x","sig":"AAAA"}]}`))
 	f.Add([]byte(`{"type":"capstan.release/v1","app":"a","version":"1.0.0","files":[{"path":"../x","size":1}]}`))
+	d, _ := testManifest().EncodeDoc()
+	f.Add(d)
+	f.Add(EncodeFileList(testManifest().Files))
+	f.Add([]byte(FileListMagic + "0000000000000000000000000000000000000000000000000000000000000000 1 644 a\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if d, m, err := DecodeRelease(b); err == nil {
+			if d.Validate() != nil || m != nil && m.Validate() != nil {
+				t.Fatal("accepted an invalid release")
+			}
+		}
+		if files, err := DecodeFileList(b); err == nil {
+			if len(files) > MaxFiles {
+				t.Fatal("accepted too many files")
+			}
+			for _, f := range files {
+				if ValidatePath(f.Path) != nil {
+					t.Fatalf("accepted unsafe path %q", f.Path)
+				}
+			}
+			if string(EncodeFileList(files)) != string(b) {
+				t.Fatal("accepted a non-canonical file list")
+			}
+		}
 		if m, err := DecodeManifest(b); err == nil {
 			if m.Validate() != nil || len(m.Files) > MaxFiles {
 				t.Fatal("accepted an invalid manifest")

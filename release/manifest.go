@@ -74,9 +74,7 @@ func (m *Manifest) Lookup(path string) (File, bool) {
 }
 
 // Sort orders the files by path, the canonical order.
-func (m *Manifest) Sort() {
-	sort.Slice(m.Files, func(i, j int) bool { return m.Files[i].Path < m.Files[j].Path })
-}
+func (m *Manifest) Sort() { SortFiles(m.Files) }
 
 // Encode returns the canonical JSON encoding of m: the bytes CI signs and
 // whose SHA-256 is the release ID. It validates m first.
@@ -115,6 +113,12 @@ func (m *Manifest) Validate() error {
 			return fmt.Errorf("min native version: %w", err)
 		}
 	}
+	return m.validateFiles()
+}
+
+// validateFiles checks the file list: bounds, paths, order, no duplicates,
+// no path that is both a file and a folder.
+func (m *Manifest) validateFiles() error {
 	if len(m.Files) > MaxFiles {
 		return invalid("%d files is more than the limit of %d", len(m.Files), MaxFiles)
 	}
@@ -203,9 +207,10 @@ func ParseVersion(v string) (*semver.Version, error) {
 }
 
 // ValidatePath checks a bundle-relative file path: valid UTF-8, forward
-// slashes, no empty, "." or ".." segments, not absolute, no NUL or
-// backslash, at most MaxPathLen bytes. These are the rules that keep a
-// path inside the install folder on every platform.
+// slashes, no empty, "." or ".." segments, not absolute, no backslash and
+// no control character (NUL, newline, …), at most MaxPathLen bytes. These
+// are the rules that keep a path inside the install folder on every
+// platform, and one line of a file list (EncodeFileList).
 func ValidatePath(p string) error {
 	switch {
 	case p == "":
@@ -216,8 +221,8 @@ func ValidatePath(p string) error {
 		return invalid("file path %q is not valid UTF-8", p)
 	case strings.HasPrefix(p, "/"):
 		return invalid("absolute file path %q", p)
-	case strings.ContainsAny(p, "\\\x00"):
-		return invalid("file path %q contains a backslash or NUL", p)
+	case strings.ContainsRune(p, '\\') || strings.ContainsFunc(p, isControl):
+		return invalid("file path %q contains a backslash or a control character", p)
 	case len(p) >= 2 && p[1] == ':':
 		return invalid("file path %q looks like a drive letter", p)
 	}
@@ -228,6 +233,8 @@ func ValidatePath(p string) error {
 	}
 	return nil
 }
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // Record is what the origin stores and serves for a release: the signed
 // manifest envelope plus unsigned facts the origin adds.

@@ -21,13 +21,13 @@ const (
 	BlockFailed = "failed_on_device"
 )
 
-// OfferCheck is what the version rules know about one offer: the manifest
-// of the release on offer (nil for the bundle built into the app), the
+// OfferCheck is what the version rules know about one offer: the signed
+// document of the release on offer (nil for the bundle built into the app), the
 // version the device runs ("" for the built-in bundle or unknown), the
 // device's native app version ("" if unknown) and the releases that failed
 // on the device.
 type OfferCheck struct {
-	Manifest       *Manifest
+	Release        *Doc
 	Target         Ref
 	CurrentVersion string
 	Native         string
@@ -55,7 +55,7 @@ func (c *Channel) CheckOffer(o OfferCheck) *Refusal {
 		}
 		return &Refusal{BlockDowngrade, "the built-in bundle is offered only by a rollback"}
 	}
-	if m := o.Manifest; m != nil && m.MinNative != "" {
+	if m := o.Release; m != nil && m.MinNative != "" {
 		min, err := ParseVersion(m.MinNative)
 		if err == nil {
 			nv, nerr := ParseVersion(o.Native)

@@ -10,8 +10,8 @@ import (
 func TestCheckOffer(t *testing.T) {
 	id := Sum([]byte("r"))
 	other := Sum([]byte("o"))
-	m := &Manifest{Version: "2.1.0", MinNative: "2.0.0"}
-	plain := &Manifest{Version: "2.1.0"}
+	m := &Doc{Version: "2.1.0", MinNative: "2.0.0"}
+	plain := &Doc{Version: "2.1.0"}
 	target := Ref{Version: "2.1.0", ID: id}
 	tests := []struct {
 		name string
@@ -19,21 +19,21 @@ func TestCheckOffer(t *testing.T) {
 		o    OfferCheck
 		want string
 	}{
-		{"allowed", Channel{}, OfferCheck{Manifest: m, Target: target, CurrentVersion: "2.0.0", Native: "2.0.0"}, ""},
-		{"under native", Channel{}, OfferCheck{Manifest: m, Target: target, Native: "1.9.9"}, BlockUnderNative},
-		{"native unknown", Channel{}, OfferCheck{Manifest: m, Target: target}, BlockUnderNative},
-		{"prerelease native sorts below", Channel{}, OfferCheck{Manifest: m, Target: target, Native: "2.0.0-rc.1"}, BlockUnderNative},
-		{"major blocked", Channel{BlockMajor: true}, OfferCheck{Manifest: plain, Target: target, Native: "1.4.0"}, BlockMajor},
-		{"major same", Channel{BlockMajor: true}, OfferCheck{Manifest: plain, Target: target, Native: "2.0.5"}, ""},
-		{"major lower release", Channel{BlockMajor: true}, OfferCheck{Manifest: plain, Target: target, Native: "3.0.0"}, ""},
-		{"major native unknown", Channel{BlockMajor: true}, OfferCheck{Manifest: plain, Target: target}, BlockMajor},
-		{"downgrade", Channel{}, OfferCheck{Manifest: plain, Target: target, CurrentVersion: "2.2.0"}, BlockDowngrade},
-		{"downgrade by rollback", Channel{Rollback: true}, OfferCheck{Manifest: plain, Target: target, CurrentVersion: "2.2.0"}, ""},
-		{"from builtin", Channel{}, OfferCheck{Manifest: plain, Target: target}, ""},
+		{"allowed", Channel{}, OfferCheck{Release: m, Target: target, CurrentVersion: "2.0.0", Native: "2.0.0"}, ""},
+		{"under native", Channel{}, OfferCheck{Release: m, Target: target, Native: "1.9.9"}, BlockUnderNative},
+		{"native unknown", Channel{}, OfferCheck{Release: m, Target: target}, BlockUnderNative},
+		{"prerelease native sorts below", Channel{}, OfferCheck{Release: m, Target: target, Native: "2.0.0-rc.1"}, BlockUnderNative},
+		{"major blocked", Channel{BlockMajor: true}, OfferCheck{Release: plain, Target: target, Native: "1.4.0"}, BlockMajor},
+		{"major same", Channel{BlockMajor: true}, OfferCheck{Release: plain, Target: target, Native: "2.0.5"}, ""},
+		{"major lower release", Channel{BlockMajor: true}, OfferCheck{Release: plain, Target: target, Native: "3.0.0"}, ""},
+		{"major native unknown", Channel{BlockMajor: true}, OfferCheck{Release: plain, Target: target}, BlockMajor},
+		{"downgrade", Channel{}, OfferCheck{Release: plain, Target: target, CurrentVersion: "2.2.0"}, BlockDowngrade},
+		{"downgrade by rollback", Channel{Rollback: true}, OfferCheck{Release: plain, Target: target, CurrentVersion: "2.2.0"}, ""},
+		{"from builtin", Channel{}, OfferCheck{Release: plain, Target: target}, ""},
 		{"builtin without rollback", Channel{}, OfferCheck{Target: Ref{}, CurrentVersion: "2.2.0"}, BlockDowngrade},
 		{"builtin by rollback", Channel{Rollback: true}, OfferCheck{Target: Ref{}, CurrentVersion: "2.2.0"}, ""},
-		{"failed before", Channel{Rollback: true}, OfferCheck{Manifest: plain, Target: target, Failed: []Hash{other, id}}, BlockFailed},
-		{"other failed", Channel{}, OfferCheck{Manifest: plain, Target: target, Failed: []Hash{other}}, ""},
+		{"failed before", Channel{Rollback: true}, OfferCheck{Release: plain, Target: target, Failed: []Hash{other, id}}, BlockFailed},
+		{"other failed", Channel{}, OfferCheck{Release: plain, Target: target, Failed: []Hash{other}}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

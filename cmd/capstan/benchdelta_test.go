@@ -60,7 +60,7 @@ func TestBenchDeltaScript(t *testing.T) {
 		}
 	}
 	for _, label := range []string{"tiny 1.9.0 → 1.10.0", "extra"} {
-		rows := regexp.MustCompile(`(?m)^\| ` + regexp.QuoteMeta(label) + ` \|.*$`).FindAllString(text, -1)
+		rows := regexp.MustCompile(`(?m)^\| `+regexp.QuoteMeta(label)+` \|.*$`).FindAllString(text, -1)
 		if len(rows) != 3 {
 			t.Errorf("pair %q has %d rows, want one per table:\n%s", label, len(rows), text)
 			continue

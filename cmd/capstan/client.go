@@ -28,6 +28,20 @@ func apiClient() *client.Client {
 	}
 }
 
+// apiKeySource says where the API key of this run came from, for error
+// messages: "" when no key was given.
+func apiKeySource() string {
+	switch {
+	case cli.apiKey != "":
+		return "--api-key"
+	case os.Getenv("CAPSTAN_API_KEY") != "":
+		return "$CAPSTAN_API_KEY"
+	case cli.file.APIKey != "":
+		return "the config file"
+	}
+	return ""
+}
+
 func newUploadCmd() *cobra.Command {
 	var app, version, channel, rollout, signKey, minNative, packageJSON, capgoKey string
 	var asJSON, versionExistsOK bool
@@ -192,8 +206,9 @@ func bundleZip(path string) (string, func(), error) {
 	return f.Name(), cleanup, nil
 }
 
-// signBundle computes the release manifest of a zip locally and signs it,
-// so the signing key never leaves the CI machine.
+// signBundle computes the release document of a zip locally (app,
+// version, minimum native version and the hash of the bundle's file list)
+// and signs it, so the signing key never leaves the CI machine.
 func signBundle(zipPath, keyValue, app, version, minNative string) (*release.Envelope, error) {
 	key, err := release.LoadSigningKey(keyValue)
 	if err != nil {
@@ -217,7 +232,7 @@ func signBundle(zipPath, keyValue, app, version, minNative string) (*release.Env
 		return nil, err
 	}
 	m := &release.Manifest{Type: release.TypeRelease, App: app, Version: version, MinNative: minNative, Files: files}
-	b, err := m.Encode()
+	b, err := m.EncodeDoc()
 	if err != nil {
 		return nil, err
 	}

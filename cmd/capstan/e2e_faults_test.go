@@ -112,7 +112,7 @@ func TestOriginKilledDuringUploads(t *testing.T) {
 		if err := c.Do(context.Background(), "GET", "/v1/apps/com.example.crash/releases/"+r.Version, nil, &full); err != nil {
 			t.Fatalf("release %s listed but unreadable: %v", r.Version, err)
 		}
-		m, err := full.Envelope.Manifest()
+		m, err := releaseFiles(api, full.Envelope)
 		if err != nil {
 			t.Fatalf("release %s has a bad manifest: %v", r.Version, err)
 		}
@@ -278,4 +278,30 @@ func TestEdgeKilledUnderLoad(t *testing.T) {
 			t.Errorf("device %d ended with a broken install", i)
 		}
 	}
+}
+
+// releaseFiles returns the full manifest of a signed release, fetching the
+// file list a format 2 release names by hash from the server at base.
+func releaseFiles(base string, env *release.Envelope) (*release.Manifest, error) {
+	doc, m, err := env.Release()
+	if err != nil || m != nil {
+		return m, err
+	}
+	resp, err := http.Get(base + "/v1/blobs/" + doc.Files.SHA256.String())
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, doc.Files.MaxListBytes()))
+	if err != nil {
+		return nil, err
+	}
+	if release.Sum(b) != doc.Files.SHA256 {
+		return nil, fmt.Errorf("file list %s: %d bytes that do not hash to it (%s)", doc.Files.SHA256, len(b), resp.Status)
+	}
+	files, err := release.DecodeFileList(b)
+	if err != nil {
+		return nil, err
+	}
+	return doc.WithFiles(files)
 }

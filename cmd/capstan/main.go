@@ -8,8 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
+
+	"github.com/capstan-ota/capstan/origin/client"
 
 	// cobra earns its place: subcommands with interspersed flags
 	// (`capstan upload PATH --app X`), generated help with examples, and
@@ -35,6 +38,12 @@ func main() {
 			code = ee.code
 		}
 		msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+		var ae *client.Error
+		if errors.As(err, &ae) && ae.Status == http.StatusUnauthorized {
+			if src := apiKeySource(); src != "" {
+				msg += " (the key sent came from " + src + ")"
+			}
+		}
 		fmt.Fprintln(os.Stderr, "capstan: "+msg)
 		os.Exit(code)
 	}

@@ -37,41 +37,99 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
-// startOrigin opens an origin and serves its API on addr. public is the
-// --public-url flag ("" for one made from the listen address).
-func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir, addr, public string, pub origin.Publisher) (*origin.Server, *http.Server, net.Listener, error) {
+// listen binds a server's listen address before anything else happens, so
+// that a busy port fails the start before a data folder is created or an
+// admin key printed. flag names the flag that sets addr.
+func listen(flag, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w: is another capstan running? Stop it, or choose another address with %s", flag, addr, listenCause(err), flag)
+	}
+	return ln, nil
+}
+
+// checkGossipFree fails early when the gossip address (TCP and UDP) is
+// taken, with the flag's name; memberlist binds it later.
+func checkGossipFree(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("--gossip %q: want host:port, e.g. 127.0.0.1:7946", addr)}
+	}
+	if port == "0" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		ln.Close()
+		var pc net.PacketConn
+		pc, err = net.ListenPacket("udp", net.JoinHostPort(host, port))
+		if err == nil {
+			pc.Close()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("--gossip %s: %w: is another capstan running? Stop it, or choose another address with --gossip", addr, listenCause(err))
+	}
+	return nil
+}
+
+// listenCause is the short reason a listen failed ("address already in
+// use"), without the Go operation prefix that repeats the address.
+func listenCause(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		var se *os.SyscallError
+		if errors.As(oe.Err, &se) {
+			return se.Err
+		}
+		return oe.Err
+	}
+	return err
+}
+
+// startOrigin opens an origin and makes its API server; the caller serves
+// it on ln (go srv.Serve(ln)) once whatever the API needs is ready. public
+// is the --public-url flag ("" for one made from the listen address).
+func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir string, ln net.Listener, public string, pub origin.Publisher) (*origin.Server, *http.Server, error) {
 	cfg := origin.DefaultConfig(dataDir)
+	cfg.PublicURL = publicURL(public, ln.Addr())
 	cfg.AdminKey = os.Getenv("CAPSTAN_ADMIN_KEY")
 	cfg.Logger = log.With("component", "origin")
 	cfg.Publisher = pub
 	if err := releaseConfig(cmd, &cfg); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("origin API: %w", err)
-	}
-	cfg.PublicURL = publicURL(public, ln.Addr())
 	o, err := origin.New(cfg)
 	if err != nil {
-		ln.Close()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	if k := o.GeneratedAdminKey(); k != "" {
-		fmt.Fprintf(cmd.ErrOrStderr(), "\nA new admin API key was generated. It is shown only once; keep it secret:\n\n    CAPSTAN_API_KEY=%s\n\n", k)
-	}
+	reportAdminKey(cmd, o.AdminKeyStart(), dataDir)
 	srv := &http.Server{
 		Handler:           o.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
-	go srv.Serve(ln)
 	log.Info("origin API listening", "addr", "http://"+ln.Addr().String(), "data", dataDir, "origin_key", filepath.Join(dataDir, "origin.key.pub"))
-	return o, srv, ln, nil
+	return o, srv, nil
 }
 
-func startEdge(log *slog.Logger, dataDir, addr string, cacheSize int64, origins func() []string, opts ...func(*edge.Config)) (*edge.Server, net.Listener, error) {
+// reportAdminKey tells the operator what the start did about admin keys:
+// a generated key is shown once, a CAPSTAN_ADMIN_KEY new to the folder is
+// said to have been added beside the keys that stay valid (decision 100).
+func reportAdminKey(cmd *cobra.Command, a origin.AdminKeyStart, dataDir string) {
+	w := cmd.ErrOrStderr()
+	switch {
+	case a.Generated != "":
+		fmt.Fprintf(w, "\nA new admin API key was generated for %s. It is shown only once; keep it secret:\n\n    CAPSTAN_API_KEY=%s\n\n"+
+			"Lost it? Restart with CAPSTAN_ADMIN_KEY set to a secret of your own (openssl rand -hex 32): it is added as an admin key.\n\n", dataDir, a.Generated)
+	case a.Added:
+		fmt.Fprintf(w, "capstan: CAPSTAN_ADMIN_KEY was new to %s: it is now admin key %s; the folder's %d other admin key(s) stay valid (capstan keys list, capstan keys revoke ID)\n", dataDir, a.ID, a.Others)
+	}
+}
+
+// startEdge opens an edge; the caller serves it on ln (go e.Serve(ln)).
+func startEdge(log *slog.Logger, dataDir string, ln net.Listener, cacheSize int64, origins func() []string, opts ...func(*edge.Config)) (*edge.Server, error) {
 	cfg := edge.DefaultConfig(dataDir)
 	for _, o := range opts {
 		o(&cfg)
@@ -87,16 +145,10 @@ func startEdge(log *slog.Logger, dataDir, addr string, cacheSize int64, origins 
 	}
 	e, err := edge.New(cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		e.Shutdown(context.Background())
-		return nil, nil, fmt.Errorf("edge HTTP: %w", err)
-	}
-	go e.Serve(ln)
 	log.Info("edge listening", "addr", "http://"+ln.Addr().String(), "data", dataDir)
-	return e, ln, nil
+	return e, nil
 }
 
 // multiPublisher hands each newly signed record to several sinks.
@@ -169,34 +221,54 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 				return nil
 			})
 			lazy := &lazyPublisher{}
-			o, api, apiLn, err := startOrigin(cmd, log, filepath.Join(dataDir, "origin"), apiAddr, "", multiPublisher{toEdge, lazy})
+			// Every address is taken before the data folder is touched.
+			apiLn, err := listen("--api", apiAddr)
 			if err != nil {
 				return err
 			}
-			apiURL := "http://" + apiLn.Addr().String()
-			// The edge trusts what the origin key signed, like any edge.
-			trustOrigin := func(c *edge.Config) {
-				c.OriginKeys = []release.PublicKey{{Key: o.PublicKey(), Role: release.RoleOrigin}}
+			defer apiLn.Close()
+			edgeLn, err := listen("--edge", edgeAddr)
+			if err != nil {
+				return err
 			}
-			es, edgeLn, err := startEdge(log, filepath.Join(dataDir, "edge"), edgeAddr, 0, func() []string { return []string{apiURL} }, cf.apply, trustOrigin)
+			defer edgeLn.Close()
+			if err := checkGossipFree(g.bind); err != nil {
+				return err
+			}
+			apiURL := "http://" + apiLn.Addr().String()
+			gcfg, err := newGossipConfig(g, gossip.RoleOrigin, apiURL, log)
+			if err != nil {
+				return err
+			}
+			o, api, err := startOrigin(cmd, log, filepath.Join(dataDir, "origin"), apiLn, "", multiPublisher{toEdge, lazy})
+			if err != nil {
+				return err
+			}
+			kf, keyPath, err := originClusterKeys(cmd, g, filepath.Join(dataDir, "origin"), o.PublicKey(), log)
+			if err != nil {
+				o.Close()
+				return err
+			}
+			setKeys(&gcfg, kf)
+			gcfg.Verify = o.VerifyRecord
+			// The edge trusts what the origin key signed, like any edge.
+			trustOrigin := func(c *edge.Config) { c.OriginKeys = []release.PublicKey{{Key: o.PublicKey(), Role: release.RoleOrigin}} }
+			es, err := startEdge(log, filepath.Join(dataDir, "edge"), edgeLn, 0, func() []string { return []string{apiURL} }, cf.apply, trustOrigin)
 			if err != nil {
 				api.Close()
 				o.Close()
 				return err
 			}
 			e.Store(es)
-			kf, keyPath, err := originClusterKeys(cmd, g, filepath.Join(dataDir, "origin"), o.PublicKey(), log)
-			if err != nil {
-				return err
-			}
-			gcfg, err := newGossipConfig(g, gossip.RoleOrigin, apiURL, log)
-			if err != nil {
-				return err
-			}
-			setKeys(&gcfg, kf)
+			// The API serves once the edge takes records, so that an upload
+			// made the moment `capstan dev &` returns reaches the edge.
+			go api.Serve(apiLn)
 			node, err := gossip.New(gcfg)
 			if err != nil {
-				return fmt.Errorf("gossip: %w", err)
+				api.Close()
+				es.Shutdown(context.Background())
+				o.Close()
+				return fmt.Errorf("--gossip %s: %w", g.bind, err)
 			}
 			watchClusterKeys(ctx, keyPath, node, log)
 			lazy.node.Store(node)
@@ -206,6 +278,8 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 				log.Warn("first sync from origin", "err", err)
 			}
 			cancel()
+			// Devices are answered once the edge holds what the origin has.
+			go es.Serve(edgeLn)
 			go es.PollOrigins(ctx, 30*time.Second)
 			fmt.Fprintf(cmd.ErrOrStderr(), "capstan dev: origin API %s, edge %s, gossip %s (Ctrl-C to stop)\n", apiURL, "http://"+edgeLn.Addr().String(), node.Addr())
 			<-ctx.Done()
@@ -247,30 +321,42 @@ func newOriginCmd() *cobra.Command {
 			}
 			defer closeProf()
 			lazy := &lazyPublisher{}
-			o, api, apiLn, err := startOrigin(cmd, log, dataDir, apiAddr, pub, lazy)
+			apiLn, err := listen("--api", apiAddr)
 			if err != nil {
 				return err
 			}
-			defer o.Close()
-			if rotate {
-				if err := rotateOriginKey(ctx, cmd, o, cosign); err != nil {
-					api.Close()
-					return err
-				}
-			}
-			kf, keyPath, err := originClusterKeys(cmd, g, dataDir, o.PublicKey(), log)
-			if err != nil {
-				api.Close()
+			defer apiLn.Close()
+			if err := checkGossipFree(g.bind); err != nil {
 				return err
 			}
 			gcfg, err := newGossipConfig(g, gossip.RoleOrigin, publicURL(pub, apiLn.Addr()), log)
 			if err != nil {
 				return err
 			}
+			o, api, err := startOrigin(cmd, log, dataDir, apiLn, pub, lazy)
+			if err != nil {
+				return err
+			}
+			defer o.Close()
+			kf, keyPath, err := originClusterKeys(cmd, g, dataDir, o.PublicKey(), log)
+			if err != nil {
+				return err
+			}
 			setKeys(&gcfg, kf)
+			// The origin's own node checks records like any other: a
+			// forged one must not be stored, relayed or handed to new edges.
+			gcfg.Verify = o.VerifyRecord
+			go api.Serve(apiLn)
+			if rotate {
+				if err := rotateOriginKey(ctx, cmd, o, cosign); err != nil {
+					api.Close()
+					return err
+				}
+			}
 			node, err := gossip.New(gcfg)
 			if err != nil {
-				return fmt.Errorf("gossip: %w", err)
+				api.Close()
+				return fmt.Errorf("--gossip %s: %w", g.bind, err)
 			}
 			watchClusterKeys(ctx, keyPath, node, log)
 			lazy.node.Store(node)
@@ -327,20 +413,6 @@ records from gossip, answers device checks from memory and serves blobs from its
 				}
 				size = int64(n)
 			}
-			kf, err := edgeClusterKeys(g, log)
-			if err != nil {
-				return err
-			}
-			okeys, err := originKeys(originKey)
-			if err != nil {
-				return err
-			}
-			if kf != nil {
-				okeys = append(okeys, kf.OriginKeys...)
-			}
-			if len(okeys) == 0 {
-				return &exitError{code: 2, err: errors.New("no origin public key: the edge trusts only records and origins the origin key signed; give a --cluster-key file made by the origin (it holds the key) or --origin-key DATA/origin.key.pub")}
-			}
 			static := splitList(originURLs)
 			var node atomic.Pointer[gossip.Node]
 			// Members announcing role origin are only candidates: the edge
@@ -356,7 +428,33 @@ records from gossip, answers device checks from memory and serves blobs from its
 				}
 				return out
 			}
-			e, ln, err := startEdge(log, dataDir, httpAddr, size, func() []string { return static }, rl.apply, cf.apply, func(c *edge.Config) {
+			ln, err := listen("--http", httpAddr)
+			if err != nil {
+				return err
+			}
+			defer ln.Close()
+			if err := checkGossipFree(g.bind); err != nil {
+				return err
+			}
+			kf, err := edgeClusterKeys(g, log)
+			if err != nil {
+				return err
+			}
+			okeys, err := originKeys(originKey)
+			if err != nil {
+				return err
+			}
+			if kf != nil {
+				okeys = append(okeys, kf.OriginKeys...)
+			}
+			if len(okeys) == 0 {
+				return &exitError{code: 2, err: errors.New("no origin public key: the edge trusts only records and origins the origin key signed; give a --cluster-key file made by the origin (it holds the key) or --origin-key DATA/origin.key.pub")}
+			}
+			gcfg, err := newGossipConfig(g, gossip.RoleEdge, publicURL(pub, ln.Addr()), log)
+			if err != nil {
+				return err
+			}
+			e, err := startEdge(log, dataDir, ln, size, func() []string { return static }, rl.apply, cf.apply, func(c *edge.Config) {
 				c.OriginKeys = okeys
 				c.ClusterOrigins = announced
 				c.InsecureGossip = kf == nil
@@ -364,10 +462,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 			if err != nil {
 				return err
 			}
-			gcfg, err := newGossipConfig(g, gossip.RoleEdge, publicURL(pub, ln.Addr()), log)
-			if err != nil {
-				return err
-			}
+			go e.Serve(ln)
 			setKeys(&gcfg, kf)
 			gcfg.Verify = recordVerifier(e)
 			gcfg.OnRecord = func(env *release.Envelope, _ *release.Channel) { e.Apply(env) }

@@ -21,6 +21,7 @@ import (
 	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/origin/client"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 const adminKey = "test-admin-key"
@@ -188,7 +189,7 @@ type checkAnswer struct {
 // offered returns the release the answer offers (zero ID: builtin), and
 // whether it offers anything.
 func (a *checkAnswer) offered() (release.Hash, bool) {
-	if a.Status != edge.StatusUpdate {
+	if a.Status != wire.StatusUpdate {
 		return release.Hash{}, false
 	}
 	if a.Release == nil {

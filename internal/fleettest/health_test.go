@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/device"
-	"github.com/capstan-ota/capstan/edge"
 	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 func (f *fleet) newDevice(id, dir, builtin string, clk *clock) *device.Device {
@@ -87,7 +87,7 @@ func TestDeviceRevertsUnconfirmedRelease(t *testing.T) {
 	// either (no per-device state at the edge).
 	q := checkQuery(app, "production", "phone-1", d.State().Current, "")
 	q.Set("failed", v2.ID.String())
-	if a := f.check(q); a.Status != edge.StatusBlocked || a.Code != release.BlockFailed {
+	if a := f.check(q); a.Status != wire.StatusBlocked || a.Code != release.BlockFailed {
 		t.Fatalf("edge with failed=: %q %q", a.Status, a.Code)
 	}
 

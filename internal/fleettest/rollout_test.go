@@ -4,9 +4,9 @@ import (
 	"context"
 	"testing"
 
-	"github.com/capstan-ota/capstan/edge"
 	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 const app = "com.example.app"
@@ -41,7 +41,7 @@ func TestProgressiveRollout(t *testing.T) {
 		t.Fatalf("at 30%% %d of 1000 devices were offered the release", n)
 	}
 	a := f.check(checkQuery(app, "production", "not-in-rollout-probe", v1, ""))
-	if a.Status != edge.StatusUpdate && a.Status != edge.StatusUpToDate {
+	if a.Status != wire.StatusUpdate && a.Status != wire.StatusUpToDate {
 		t.Fatalf("status %q", a.Status)
 	}
 
@@ -68,7 +68,7 @@ func TestProgressiveRollout(t *testing.T) {
 	}
 	for id := range at50 {
 		a := f.check(checkQuery(app, "production", id, v2, ""))
-		if a.Status != edge.StatusUpToDate {
+		if a.Status != wire.StatusUpToDate {
 			t.Fatalf("paused: device %s on 1.1.0 got %q (%s), want up-to-date", id, a.Status, a.Reason)
 		}
 	}
@@ -105,7 +105,7 @@ func TestRollbackMovesDevicesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := f.check(checkQuery(app, "production", ids[0], v2, ""))
-	if a.Status != edge.StatusBlocked || a.Code != release.BlockDowngrade {
+	if a.Status != wire.StatusBlocked || a.Code != release.BlockDowngrade {
 		t.Fatalf("set to an older version: got %q %q, want blocked %s", a.Status, a.Code, release.BlockDowngrade)
 	}
 	if _, err := f.origin().SetChannel(origin.ChannelRequest{App: app, Channel: "production", Version: "1.1.0", RolloutBPS: -1}); err != nil {
@@ -177,9 +177,9 @@ func TestVersionRules(t *testing.T) {
 		name, native string
 		status, code string
 	}{
-		{"native below min", "1.9.0", edge.StatusBlocked, release.BlockUnderNative},
-		{"native unknown", "", edge.StatusBlocked, release.BlockUnderNative},
-		{"native at min", "2.0.0", edge.StatusUpdate, ""},
+		{"native below min", "1.9.0", wire.StatusBlocked, release.BlockUnderNative},
+		{"native unknown", "", wire.StatusBlocked, release.BlockUnderNative},
+		{"native at min", "2.0.0", wire.StatusUpdate, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -199,19 +199,19 @@ func TestVersionRules(t *testing.T) {
 	for _, tc := range []struct {
 		native string
 		status string
-	}{{"2.4.0", edge.StatusBlocked}, {"3.0.0", edge.StatusUpdate}, {"3.1.0", edge.StatusUpdate}} {
+	}{{"2.4.0", wire.StatusBlocked}, {"3.0.0", wire.StatusUpdate}, {"3.1.0", wire.StatusUpdate}} {
 		a := f.check(checkQuery(app, "production", "d", v2, tc.native))
 		if a.Status != tc.status {
 			t.Fatalf("block-major, native %s: got %q (%s), want %q", tc.native, a.Status, a.Reason, tc.status)
 		}
-		if tc.status == edge.StatusBlocked && a.Code != release.BlockMajor {
+		if tc.status == wire.StatusBlocked && a.Code != release.BlockMajor {
 			t.Fatalf("block-major code %q", a.Code)
 		}
 	}
 	if _, err := f.origin().SetChannel(origin.ChannelRequest{App: app, Channel: "production", RolloutBPS: -1, BlockMajor: ptr(false)}); err != nil {
 		t.Fatal(err)
 	}
-	if a := f.check(checkQuery(app, "production", "d", v2, "2.4.0")); a.Status != edge.StatusUpdate || a.Release.ID() != v3.ID {
+	if a := f.check(checkQuery(app, "production", "d", v2, "2.4.0")); a.Status != wire.StatusUpdate || a.Release.ID() != v3.ID {
 		t.Fatalf("block-major lifted: got %q", a.Status)
 	}
 

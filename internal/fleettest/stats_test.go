@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/capstan-ota/capstan/edge"
 	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/stats"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 func ev(action, device string, rel release.Ref, bytes int64) stats.Event {
@@ -171,7 +171,7 @@ func TestAutoPauseOnFailureSpike(t *testing.T) {
 	}
 	// Paused: devices not yet on 1.1.0 are not offered it; devices on it stay.
 	for _, id := range ids[600:700] {
-		if a := f.check(checkQuery(app, "production", id, v1, "")); a.Status != edge.StatusUpToDate {
+		if a := f.check(checkQuery(app, "production", id, v1, "")); a.Status != wire.StatusUpToDate {
 			t.Fatalf("auto-paused rollout offered %s to %s", a.Status, id)
 		}
 	}

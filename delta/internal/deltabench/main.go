@@ -106,7 +106,11 @@ func run(args []string) error {
 		start := time.Now()
 		acfg := delta.DefaultApplyConfig()
 		acfg.LinkCopies = *link
-		st, err := delta.Apply(ctx, acfg, bytes.NewReader(pb), bf, baseID, target, targetID, stage)
+		from := delta.Base{ID: baseID, Dir: bf}
+		if base != nil {
+			from.Files = base.Files
+		}
+		_, st, err := delta.Apply(ctx, acfg, bytes.NewReader(pb), from, delta.Target{ID: targetID, Files: target.Doc().Files}, stage)
 		if err != nil {
 			return err
 		}
@@ -152,7 +156,7 @@ func manifest(s store, version string, files map[string]blob) (*release.Manifest
 		m.Files = append(m.Files, release.File{Path: p, Size: b.size, Mode: 0o644, SHA256: b.hash})
 	}
 	m.Sort()
-	enc, err := m.Encode()
+	enc, err := m.EncodeDoc()
 	if err != nil {
 		panic(err) // bench inputs are local folders; a bad one is a usage error
 	}
