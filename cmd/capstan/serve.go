@@ -252,7 +252,9 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 			setKeys(&gcfg, kf)
 			gcfg.Verify = o.VerifyRecord
 			// The edge trusts what the origin key signed, like any edge.
-			trustOrigin := func(c *edge.Config) { c.OriginKeys = []release.PublicKey{{Key: o.PublicKey(), Role: release.RoleOrigin}} }
+			trustOrigin := func(c *edge.Config) {
+				c.OriginKeys = []release.PublicKey{{Key: o.PublicKey(), Role: release.RoleOrigin}}
+			}
 			es, err := startEdge(log, filepath.Join(dataDir, "edge"), edgeLn, 0, func() []string { return []string{apiURL} }, cf.apply, trustOrigin)
 			if err != nil {
 				api.Close()
