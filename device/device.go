@@ -118,6 +118,8 @@ var (
 	ErrExpired     = errors.New("device: channel record has expired (the edge may be freezing this device)")
 	ErrNoEdge      = errors.New("device: no edge answered")
 	ErrWrongRecord = errors.New("device: record is for another app or channel")
+	// ErrOtherApp: the folder belongs to another app (State.App).
+	ErrOtherApp = errors.New("device: the folder belongs to another app")
 )
 
 // Device is one simulated device. It is not safe for concurrent use; run
@@ -176,6 +178,13 @@ func New(cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	if st.App != "" && st.App != cfg.App {
+		return nil, fmt.Errorf("%w: %s holds app %s, not %s: give each app its own folder (--dir), or delete %s to start over",
+			ErrOtherApp, cfg.Dir, st.App, cfg.App, cfg.Dir)
+	}
+	// A folder made before State.App existed belongs to the first app
+	// run on it from now on.
+	st.App = cfg.App
 	d := &Device{cfg: cfg, st: st, outbox: loadOutbox(cfg.Dir)}
 	d.pinKeys()
 	if cfg.DeviceID != "" {

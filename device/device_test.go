@@ -1,9 +1,12 @@
 package device
 
 import (
+	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/capstan-ota/capstan/release"
@@ -111,5 +114,37 @@ func TestWriteFileRefusesMismatch(t *testing.T) {
 	f.Path = "../escape.js"
 	if err := writeFile(t.TempDir(), f, stringsReader("abc")); err == nil {
 		t.Fatal("path traversal accepted")
+	}
+}
+
+// TestFolderBelongsToOneApp: a device folder used for one app is refused
+// for another (the quick start's ./phone after the README's answered
+// "up-to-date" for the wrong app and installed nothing), with a message
+// that says what to do; the first app keeps working.
+func TestFolderBelongsToOneApp(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Dir: dir, Edges: []string{"http://127.0.0.1:1"}, App: "com.example.app"}
+	if _, err := New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(statePath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := cfg
+	other.App = "com.example.hello"
+	_, err = New(other)
+	if !errors.Is(err, ErrOtherApp) || !strings.Contains(err.Error(), "com.example.app") || !strings.Contains(err.Error(), "--dir") {
+		t.Fatalf("another app on the folder: %v, want ErrOtherApp naming the folder's app and --dir", err)
+	}
+	if after, _ := os.ReadFile(statePath(dir)); !bytes.Equal(before, after) {
+		t.Fatal("the refused run changed the folder's state")
+	}
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatalf("the folder's own app: %v", err)
+	}
+	if st := d.State(); st.App != cfg.App {
+		t.Fatalf("state app %q", st.App)
 	}
 }

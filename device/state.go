@@ -15,6 +15,10 @@ import (
 // State is what a device remembers between runs, kept in Dir/.capstan.
 type State struct {
 	DeviceID string `json:"device_id"`
+	// App is the app this folder belongs to: a phone's app folder holds
+	// one app, so New refuses another app rather than answer its checks
+	// with this one's releases (ErrOtherApp).
+	App string `json:"app,omitempty"`
 	// Current is the installed release (zero ID: the bundle inside the app).
 	Current release.Ref `json:"current"`
 	// Manifest is the signed release of Current: a release document

@@ -85,6 +85,12 @@ type Config struct {
 	EventsToken     string
 	// Capgo configures the endpoints for @capgo/capacitor-updater devices.
 	Capgo CapgoConfig
+	// URL is the base URL devices use to reach this edge. When set, the
+	// edge reports its health and figures to every origin each
+	// ReportEvery (default 10 s; negative: never), for the console's
+	// fleet view.
+	URL         string
+	ReportEvery time.Duration
 	// Logger receives the edge's log; nil discards it.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -136,6 +142,8 @@ type Server struct {
 
 	srvMu sync.Mutex // guards srv, shut: Serve and Shutdown run in different goroutines
 	shut  bool
+
+	started time.Time // for the fleet report
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -197,6 +205,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.EventsPerSecond == 0 {
 		cfg.EventsPerSecond = defaultEventsPerSec
 	}
+	if cfg.ReportEvery == 0 {
+		cfg.ReportEvery = defaultReportEvery
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -219,6 +230,7 @@ func New(cfg Config) (*Server, error) {
 		state:     newState(),
 		manifests: map[release.Hash]*manifestEntry{},
 		synced:    make(chan struct{}),
+		started:   cfg.Now(),
 		stop:      make(chan struct{}),
 		events:    newEventQueue(cfg.EventQueue),
 		evLimit:   &limiter{perSec: cfg.EventsPerSecond},
@@ -240,6 +252,10 @@ func New(cfg Config) (*Server, error) {
 	go func() { defer s.wg.Done(); cache.gcLoop(s.stop, time.Minute) }()
 	s.wg.Add(1)
 	go s.eventLoop()
+	if cfg.URL != "" && cfg.ReportEvery > 0 {
+		s.wg.Add(1)
+		go s.reportLoop()
+	}
 	return s, nil
 }
 

@@ -46,6 +46,7 @@ func (s *Server) Handler() http.Handler {
 	s.capgoRoutes(mux)
 	s.releaseRoutes(mux)
 	s.trustRoutes(mux)
+	s.consoleRoutes(mux)
 	// JSON answers over 1 KB (the state edges pull, release lists) go out
 	// compressed to clients that accept it (docs/decisions/014).
 	return s.m.instrument(httpenc.Handler(mux))
@@ -170,12 +171,13 @@ const maxManifestPart = release.MaxManifestBytes
 
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	app := r.PathValue("app")
-	if _, err := s.authorize(r, RolePublisher, app); err != nil {
+	key, err := s.authorize(r, RolePublisher, app)
+	if err != nil {
 		s.fail(w, err)
 		return
 	}
 	q := r.URL.Query()
-	req := &UploadRequest{App: app, Version: q.Get("version"), MinNative: q.Get("min_native"), Channel: q.Get("channel"), RolloutBPS: release.FullRollout}
+	req := &UploadRequest{App: app, Version: q.Get("version"), MinNative: q.Get("min_native"), Channel: q.Get("channel"), RolloutBPS: release.FullRollout, UploadedBy: key.ID}
 	if v := q.Get("rollout"); v != "" {
 		bps, err := ParseRollout(v)
 		if err != nil {
@@ -184,7 +186,17 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		}
 		req.RolloutBPS = bps
 	}
+	if req.UploadKey = r.Header.Get("Idempotency-Key"); len(req.UploadKey) > maxUploadKey {
+		s.fail(w, badRequest("Idempotency-Key is over %d bytes", maxUploadKey))
+		return
+	}
 	if err := s.CheckUpload(req); err != nil {
+		if rec := replayed(err); rec != nil {
+			out := *rec
+			out.Envelope = nil
+			writeJSON(w, http.StatusCreated, UploadResponse{Record: &out})
+			return
+		}
 		s.fail(w, err)
 		return
 	}

@@ -88,6 +88,10 @@ func (s *Server) authorize(r *http.Request, need Role, app string) (*APIKey, err
 	h := hashKey(secret)
 	var k APIKey
 	err := s.db.View(func(txn store.Txn) error { return getJSON(txn, pfxKey+h, &k) })
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		// The store is away: say so (503), not "unknown key".
+		return nil, fmt.Errorf("origin: check API key: %w", err)
+	}
 	if err != nil || subtle.ConstantTimeCompare([]byte(k.Hash), []byte(h)) != 1 {
 		s.log.Warn("api refused: unknown key", "path", r.URL.Path, "remote", r.RemoteAddr)
 		return nil, errUnknownKey

@@ -204,6 +204,19 @@ func TestAuthzMatrix(t *testing.T) {
 			r = r.WithContext(context.WithValue(r.Context(), nextKeyCtx{}, next))
 			return r
 		}},
+		// The console page is static and holds no data; what it shows
+		// comes from the API below, under the callers' roles.
+		{"GET /console", all, get("/console")},
+		{"GET /console/{file...}", all, get("/console/app.js")},
+		{"GET /v1/whoami", keyed, get("/v1/whoami")},
+		{"GET /v1/fleet", keyed, get("/v1/fleet")},
+		// Edge reports are authenticated like events (cluster token).
+		{"POST /v1/edges/report", all, func(*testing.T) *http.Request {
+			return httptest.NewRequest("POST", "/v1/edges/report", strings.NewReader(`{"name":"http://127.0.0.1:7080","url":"http://127.0.0.1:7080","status":"ok"}`))
+		}},
+		{"GET /v1/apps/{app}/release-details", readA, get("/v1/apps/appA/release-details")},
+		{"GET /v1/apps/{app}/channels/{channel}/policy", readA, get("/v1/apps/appA/channels/production/policy")},
+		{"GET /v1/apps/{app}/channels/{channel}/timeline", readA, get("/v1/apps/appA/channels/production/timeline")},
 		{"POST /v1/keys/origin/rotate", admin, func(*testing.T) *http.Request { return httptest.NewRequest("POST", "/v1/keys/origin/rotate", nil) }},
 	}
 	covered := map[string]bool{}
@@ -279,14 +292,16 @@ func TestEventsNeedClusterToken(t *testing.T) {
 		bearer string
 		want   int
 	}{{"", 401}, {trustAdminKey, 401}, {"cluster-events-token", 200}} {
-		r := httptest.NewRequest("POST", "/v1/events", strings.NewReader("[]"))
-		if tc.bearer != "" {
-			r.Header.Set("Authorization", "Bearer "+tc.bearer)
-		}
-		w := httptest.NewRecorder()
-		s.Handler().ServeHTTP(w, r)
-		if w.Code != tc.want {
-			t.Errorf("bearer %q: %d, want %d", tc.bearer, w.Code, tc.want)
+		for path, body := range map[string]string{"/v1/events": "[]", "/v1/edges/report": `{"name":"e1","status":"ok"}`} {
+			r := httptest.NewRequest("POST", path, strings.NewReader(body))
+			if tc.bearer != "" {
+				r.Header.Set("Authorization", "Bearer "+tc.bearer)
+			}
+			w := httptest.NewRecorder()
+			s.Handler().ServeHTTP(w, r)
+			if w.Code != tc.want {
+				t.Errorf("%s with bearer %q: %d, want %d", path, tc.bearer, w.Code, tc.want)
+			}
 		}
 	}
 }

@@ -83,12 +83,10 @@ func (s *Server) derived(ctx context.Context, key string, build func(ctx context
 			case <-bctx.Done():
 			}
 		}()
-		h, err := build(bctx)
+		// Origins sharing a store build each blob once: under a lease.
+		h, err := s.buildLeased(bctx, key, build)
 		if err != nil {
 			return nil, err
-		}
-		if err := s.db.Update(func(txn store.Txn) error { return txn.Set(key, h[:]) }); err != nil {
-			return nil, fmt.Errorf("origin: index %s: %w", key, err)
 		}
 		return h, nil
 	})

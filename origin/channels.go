@@ -300,7 +300,15 @@ func (s *Server) resignDue() {
 		if c.Expires.Sub(now) > s.cfg.ChannelTTL/2 {
 			continue
 		}
-		if _, err := s.updateChannel(c.App, c.Channel, func(*release.Channel, *release.Channel) error { return nil }); err != nil {
+		// Checked again in the transaction: another origin sharing the
+		// store may have re-signed it since the list was read.
+		_, err = s.updateChannel(c.App, c.Channel, func(_, prev *release.Channel) error {
+			if prev != nil && prev.Expires.Sub(s.cfg.Now()) > s.cfg.ChannelTTL/2 {
+				return errNoChange
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errNoChange) {
 			s.log.Error("resign channel", "app", c.App, "channel", c.Channel, "err", err)
 		}
 	}

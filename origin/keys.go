@@ -70,6 +70,11 @@ func (s *Server) storeRotation(txn store.Txn, env *release.Envelope) error {
 // next start (finishRotation) and devices are never left without a path
 // from the key they trust to the key that signs.
 func (s *Server) RotateKey(ctx context.Context, coSigners ...ed25519.PrivateKey) (*release.Envelope, error) {
+	if s.cfg.SigningKey != nil {
+		// The key lives with the operator, shared by every origin of the
+		// store: one origin cannot swap it for the others.
+		return nil, badRequest("this origin signs with the key it was given (--origin-key, CAPSTAN_ORIGIN_KEY), which every origin sharing its store holds; rotating it is not supported on a shared store yet")
+	}
 	s.chanMu.Lock()
 	old := s.signingKey()
 	next, err := release.GenerateKey()

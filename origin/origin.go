@@ -92,6 +92,9 @@ type Config struct {
 	// payloads served to Capgo devices (default 9: within ~2 % of 11 on
 	// JavaScript at a twentieth of the CPU; each payload is built once).
 	CapgoBrotliQuality int
+	// Members lists the cluster's nodes as gossip sees them (for the
+	// console's fleet view); nil when the origin runs without gossip.
+	Members func() []Member
 	// Logger receives the origin's log; nil discards it.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now. Tests inject their own.
@@ -129,6 +132,12 @@ type Server struct {
 	m      metrics
 
 	adminStart AdminKeyStart
+	node       string // names this process in build leases
+
+	started  time.Time // for the console's fleet view
+	fleet    fleet     // the latest report of each edge
+	timeline *timeline // adoption and failure history for the console
+	sizes    sizeCache // blob sizes the console shows
 
 	chanMu  sync.Mutex // serialises channel record changes so Seq only grows
 	statsMu sync.Mutex // serialises read-modify-write of stats records
@@ -206,8 +215,8 @@ func New(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	db := &records{r: recs, ctx: ctx}
 	s := &Server{cfg: cfg, log: log, db: db, st: &recordStore{db: db}, blobs: &blobStore{b: blobs, tmp: tmp, ctx: ctx},
-		ownDB: own, ctx: ctx, cancel: cancel, key: key, stop: make(chan struct{}),
-		buildSem: make(chan struct{}, cfg.PatchBuilds)}
+		ownDB: own, ctx: ctx, cancel: cancel, key: key, node: newNodeID(), stop: make(chan struct{}),
+		buildSem: make(chan struct{}, cfg.PatchBuilds), started: cfg.Now(), timeline: newTimeline()}
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
 	s.reg.MustRegister(statsCollector{s})
@@ -221,6 +230,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.wg.Add(1)
 	go s.resignLoop()
+	if err := s.loadTimeline(); err != nil {
+		s.log.Warn("console timeline: not restored", "err", err)
+	}
+	s.wg.Add(1)
+	go s.timelineLoop()
 	return s, nil
 }
 

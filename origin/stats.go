@@ -132,10 +132,11 @@ func (s *Server) IngestEvents(ctx context.Context, events []stats.Event) (Ingest
 		return res, err
 	}
 	touched := map[string]bool{}
+	var accepted []stats.Event
 	s.statsMu.Lock()
 	err := s.db.Update(func(txn store.Txn) error {
 		// The transaction may run more than once: count from zero.
-		res, touched = IngestResult{}, map[string]bool{}
+		res, touched, accepted = IngestResult{}, map[string]bool{}, accepted[:0]
 		recs := map[string]*statsRecord{}
 		known := map[string]bool{}
 		for i := range events {
@@ -165,6 +166,7 @@ func (s *Server) IngestEvents(ctx context.Context, events []stats.Event) (Ingest
 			}
 			applyEvent(rec, e)
 			res.Accepted++
+			accepted = append(accepted, *e)
 		}
 		for key, rec := range recs {
 			if err := setJSON(txn, key, rec); err != nil {
@@ -178,6 +180,7 @@ func (s *Server) IngestEvents(ctx context.Context, events []stats.Event) (Ingest
 	if err != nil {
 		return IngestResult{}, fmt.Errorf("origin: store events: %w", err)
 	}
+	s.timeline.observe(s.cfg.Now(), accepted, s.releaseStats)
 	for key := range touched {
 		s.maybeAutoPause(key)
 	}

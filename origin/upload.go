@@ -25,9 +25,15 @@ type UploadRequest struct {
 	// Envelope is the CI-signed manifest, if the uploader signed one. Its
 	// signed bytes must equal the manifest the origin computes from the zip.
 	Envelope *release.Envelope
+	// UploadKey, if set, is the uploader's idempotency key: a retry of an
+	// upload that was committed gets the stored release, not a 409.
+	UploadKey string
 	// Capgo, if set, is a Capgo-encrypted copy of the bundle for devices
 	// running @capgo/capacitor-updater (see capgo.go).
 	Capgo *CapgoUpload
+	// UploadedBy is the ID of the API key that uploads (kept with the
+	// release for the console's history).
+	UploadedBy string
 }
 
 // ErrBadRequest wraps every refusal caused by the request's content.
@@ -59,16 +65,16 @@ func (s *Server) CheckUpload(req *UploadRequest) error {
 	if req.RolloutBPS < 0 || req.RolloutBPS > release.FullRollout {
 		return badRequest("rollout must be between 0 and 100 percent")
 	}
-	if _, err := s.st.release(req.App, req.Version); err == nil {
-		return fmt.Errorf("%w: version %s of %s; versions are never reused, bump the version", ErrConflict, req.Version, req.App)
-	}
-	return nil
+	return s.checkNewVersion(req)
 }
 
 // Upload stores the zip read from body as a new release. The release is
 // visible only once every blob is durable and its record is committed.
 func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader) (*release.Record, error) {
 	if err := s.CheckUpload(req); err != nil {
+		if rec := replayed(err); rec != nil {
+			return rec, nil
+		}
 		return nil, err
 	}
 	if err := req.Capgo.check(); err != nil {
@@ -145,7 +151,7 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		return nil, fmt.Errorf("%w: app %s requires signed releases: upload with --sign-key or CAPSTAN_SIGNING_KEY", errForbidden, req.App)
 	}
 	rec := &release.Record{
-		ID: env.ID(), App: req.App, Version: req.Version, Uploaded: s.cfg.Now().UTC(),
+		ID: env.ID(), App: req.App, Version: req.Version, Uploaded: s.cfg.Now().UTC(), UploadedBy: req.UploadedBy,
 		Size: m.TotalSize(), Files: len(m.Files), Envelope: env,
 	}
 	sealed, err := s.seal(rec.ID, sl)
@@ -155,8 +161,8 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 	var published *release.Envelope
 	s.chanMu.Lock()
 	err = s.db.Update(func(txn store.Txn) error {
-		if _, err := txn.Get(releaseKey(req.App, req.Version)); err == nil {
-			return fmt.Errorf("%w: version %s of %s already exists", ErrConflict, req.Version, req.App)
+		if err := s.claimVersion(txn, req); err != nil {
+			return err
 		}
 		if appErr != nil {
 			if err := setJSON(txn, pfxApp+req.App, &App{ID: req.App, Created: rec.Uploaded}); err != nil {
@@ -190,6 +196,9 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		return nil
 	})
 	s.chanMu.Unlock()
+	if rec := replayed(err); rec != nil {
+		return rec, nil
+	}
 	if err != nil {
 		s.m.uploads.WithLabelValues("refused").Inc()
 		return nil, fmt.Errorf("origin: commit release: %w", err)

@@ -244,6 +244,9 @@ type Record struct {
 	App      string    `json:"app"`
 	Version  string    `json:"version"`
 	Uploaded time.Time `json:"uploaded"`
+	// UploadedBy is the ID of the API key that uploaded the release
+	// (empty when uploaded through the Go API, or before it was recorded).
+	UploadedBy string `json:"uploaded_by,omitempty"`
 	// Size is the total uncompressed size of the files.
 	Size  int64 `json:"size"`
 	Files int   `json:"files"`

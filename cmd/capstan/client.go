@@ -107,8 +107,7 @@ func newUploadCmd() *cobra.Command {
 				if !asJSON && term.IsTerminal(int(os.Stderr.Fd())) {
 					bar := progressbar.DefaultBytes(fi.Size(), "uploading")
 					bar.ChangeMax64(fi.Size())
-					r := progressbar.NewReader(f, bar)
-					body = &r
+					body = &progressFile{File: f, bar: bar}
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 				defer cancel()
@@ -356,12 +355,13 @@ func newRollbackCmd() *cobra.Command {
 func newKeysCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Signing keys, encryption keys, key rotation and API keys"}
 	var out string
-	var encryption bool
+	var encryption, originRole bool
 	gen := &cobra.Command{
-		Use:     "gen",
-		Short:   "Make an ed25519 release-signing key pair: FILE (private) and FILE.pub",
-		Example: `  capstan keys gen --out release.key   # keep release.key in CI secrets, ship release.key.pub in the app`,
-		Args:    cobra.NoArgs,
+		Use:   "gen",
+		Short: "Make an ed25519 release-signing key pair: FILE (private) and FILE.pub",
+		Example: `  capstan keys gen --out release.key   # keep release.key in CI secrets, ship release.key.pub in the app
+  capstan keys gen --origin --out origin.key   # for capstan origin --store … --blobs … --origin-key origin.key`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
 				return fmt.Errorf("--out FILE is required")
@@ -372,6 +372,10 @@ func newKeysCmd() *cobra.Command {
 			if encryption {
 				return genBoxKey(cmd, out)
 			}
+			role, what := release.RoleRelease, "private: keep it in CI secrets) and %s.pub (ship it with the app)"
+			if originRole {
+				role, what = release.RoleOrigin, "private: give it to every origin of a shared store, --origin-key) and %s.pub (devices and edges trust it)"
+			}
 			k, err := release.GenerateKey()
 			if err != nil {
 				return err
@@ -380,7 +384,7 @@ func newKeysCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pub, err := release.EncodePublicKey(k.Public().(ed25519PublicKey), release.RoleRelease)
+			pub, err := release.EncodePublicKey(k.Public().(ed25519PublicKey), role)
 			if err != nil {
 				return err
 			}
@@ -393,14 +397,33 @@ func newKeysCmd() *cobra.Command {
 			if err := os.WriteFile(out+".pub", pub, 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (private: keep it in CI secrets) and %s.pub (ship it with the app); key id %s\n", out, out, release.KeyID(k.Public().(ed25519PublicKey)))
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s ("+what+"); key id %s\n", out, out, release.KeyID(k.Public().(ed25519PublicKey)))
 			return nil
 		},
 	}
 	gen.Flags().StringVar(&out, "out", "", "private key file to write (required)")
+	gen.Flags().BoolVar(&originRole, "origin", false, "make the channel-signing key of origins that share a store (capstan origin --origin-key)")
 	gen.Flags().BoolVar(&encryption, "encryption", false, "make an X25519 encryption key pair instead (the app ships FILE, the origin gets FILE.pub)")
 	withCapgoKeyGen(gen)
 	cmd.AddCommand(gen)
 	addKeyAPICmds(cmd)
 	return cmd
+}
+
+// progressFile shows an upload's progress and stays seekable, so an upload
+// retried on another origin can start again.
+type progressFile struct {
+	*os.File
+	bar *progressbar.ProgressBar
+}
+
+func (p *progressFile) Read(b []byte) (int, error) {
+	n, err := p.File.Read(b)
+	p.bar.Add(n)
+	return n, err
+}
+
+func (p *progressFile) Seek(off int64, whence int) (int64, error) {
+	p.bar.Reset()
+	return p.File.Seek(off, whence)
 }

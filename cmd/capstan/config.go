@@ -16,6 +16,11 @@ type fileConfig struct {
 	Server     string `json:"server"`
 	APIKey     string `json:"api_key"`
 	SigningKey string `json:"signing_key"`
+	// Store, Blobs and OriginKey are the shared store of `capstan origin`
+	// (--store, --blobs, --origin-key).
+	Store     string `json:"store,omitempty"`
+	Blobs     string `json:"blobs,omitempty"`
+	OriginKey string `json:"origin_key,omitempty"`
 }
 
 // globals are the settings every client command shares, resolved once per
@@ -34,7 +39,7 @@ const defaultConfigFile = ".capstan.json"
 func (g *globals) bind(root *cobra.Command) {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.configPath, "config", "", "configuration file (JSON: server, api_key, signing_key); default $CAPSTAN_CONFIG or ./"+defaultConfigFile+" if present")
-	pf.StringVar(&g.server, "server", "", "origin API URL (default $CAPSTAN_SERVER, then the config file, then http://127.0.0.1:7070)")
+	pf.StringVar(&g.server, "server", "", "origin API URL, or several separated by commas (origins sharing a store: tried in order) (default $CAPSTAN_SERVER, then the config file, then http://127.0.0.1:7070)")
 	pf.StringVar(&g.apiKey, "api-key", "", "API key (default $CAPSTAN_API_KEY, then the config file); prefer the variable in CI")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.load() }
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -51,6 +52,10 @@ func newDeviceCmd() *cobra.Command {
 				cfg.DecryptKey = k
 			}
 			d, err := device.New(cfg)
+			if errors.Is(err, device.ErrOtherApp) {
+				// The wrong --dir: a usage mistake.
+				return fail(cmd, asJSON, &exitError{code: 2, err: err})
+			}
 			if err != nil {
 				return fail(cmd, asJSON, err)
 			}
@@ -92,7 +97,7 @@ func newDeviceCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&keyFiles, "public-key", nil, "trusted public keys (PEM; release and origin keys; repeatable)")
 	cmd.Flags().StringVar(&nativeVersion, "native-version", "", "version of the native app shell")
 	cmd.Flags().BoolVar(&noRank, "no-rank", false, "try the --edge URLs in order; do not look for the nearest edge of the fleet")
-	cmd.Flags().StringVar(&decryptKey, "decrypt-key", "", "the app's X25519 private key (from `capstan keys gen --encryption`), for encrypted releases")
+	cmd.Flags().StringVar(&decryptKey, "decrypt-key", "", "`FILE` holding the app's X25519 private key (from capstan keys gen --encryption), for encrypted releases")
 	cmd.Flags().BoolVar(&check, "check", false, "only ask whether an update is available; install nothing")
 	cmd.Flags().BoolVar(&confirm, "confirm", false, "mark the installed release healthy (the app started well) and report it; check nothing")
 	cmd.Flags().DurationVar(&confirmTimeout, "confirm-timeout", device.DefaultConfirmTimeout, "revert a new release not confirmed within this long after install, on the next run")

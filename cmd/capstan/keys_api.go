@@ -214,11 +214,11 @@ func newAppCmd() *cobra.Command {
 		},
 	}
 	set.Flags().StringVar(&app, "app", "", "app ID (required)")
-	set.Flags().StringArrayVar(&releaseKeys, "release-key", nil, "release public key file (from `capstan keys gen`) to accept (repeatable)")
+	set.Flags().StringArrayVar(&releaseKeys, "release-key", nil, "`FILE` holding a release public key (from capstan keys gen) to accept (repeatable)")
 	set.Flags().StringArrayVar(&removeKeys, "remove-release-key", nil, "key ID to stop accepting (repeatable)")
 	set.Flags().BoolVar(&require, "require-signing", false, "refuse uploads not signed by a registered release key")
 	set.Flags().BoolVar(&noRequire, "no-require-signing", false, "accept unsigned uploads again")
-	set.Flags().StringVar(&encKey, "encrypt-key", "", "X25519 public key file (from `capstan keys gen --encryption`): encrypt new releases")
+	set.Flags().StringVar(&encKey, "encrypt-key", "", "`FILE` holding the app's X25519 public key (from capstan keys gen --encryption): encrypt new releases")
 	set.Flags().BoolVar(&noEncrypt, "no-encrypt", false, "stop encrypting new releases")
 	set.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 

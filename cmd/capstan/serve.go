@@ -87,31 +87,44 @@ func listenCause(err error) error {
 	return err
 }
 
-// startOrigin opens an origin and makes its API server; the caller serves
-// it on ln (go srv.Serve(ln)) once whatever the API needs is ready. public
-// is the --public-url flag ("" for one made from the listen address).
-func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir string, ln net.Listener, public string, pub origin.Publisher) (*origin.Server, *http.Server, error) {
+// startOrigin opens an origin (on shared stores when sf names them) and
+// makes its API server; the caller serves it on ln (go srv.Serve(ln)) once
+// whatever the API needs is ready. Close the origin, then call closeStores.
+// public is the --public-url flag ("" for one made from the listen address).
+func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir string, ln net.Listener, public string, pub origin.Publisher, sf sharedFlags) (o *origin.Server, srv *http.Server, closeStores func(), err error) {
 	cfg := origin.DefaultConfig(dataDir)
 	cfg.PublicURL = publicURL(public, ln.Addr())
 	cfg.AdminKey = os.Getenv("CAPSTAN_ADMIN_KEY")
 	cfg.Logger = log.With("component", "origin")
 	cfg.Publisher = pub
-	if err := releaseConfig(cmd, &cfg); err != nil {
-		return nil, nil, err
+	if l, ok := pub.(interface{ members() []origin.Member }); ok {
+		cfg.Members = l.members
 	}
-	o, err := origin.New(cfg)
+	if err := releaseConfig(cmd, &cfg); err != nil {
+		return nil, nil, nil, err
+	}
+	closeStores, err = sf.open(cmd.Context(), &cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	o, err = origin.New(cfg)
+	if err != nil {
+		closeStores()
+		return nil, nil, nil, err
 	}
 	reportAdminKey(cmd, o.AdminKeyStart(), dataDir)
-	srv := &http.Server{
+	srv = &http.Server{
 		Handler:           o.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 	}
-	log.Info("origin API listening", "addr", "http://"+ln.Addr().String(), "data", dataDir, "origin_key", filepath.Join(dataDir, "origin.key.pub"))
-	return o, srv, nil
+	if cfg.Records != nil {
+		log.Info("origin API listening", "addr", "http://"+ln.Addr().String(), "store", "shared (PostgreSQL, S3)", "origin_key", release.KeyID(o.PublicKey()))
+	} else {
+		log.Info("origin API listening", "addr", "http://"+ln.Addr().String(), "data", dataDir, "origin_key", filepath.Join(dataDir, "origin.key.pub"))
+	}
+	return o, srv, closeStores, nil
 }
 
 // reportAdminKey tells the operator what the start did about admin keys:
@@ -143,6 +156,10 @@ func startEdge(log *slog.Logger, dataDir string, ln net.Listener, cacheSize int6
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if cfg.URL == "" {
+		// The name the edge reports to the origins' fleet view.
+		cfg.URL = publicURL("", ln.Addr())
+	}
 	e, err := edge.New(cfg)
 	if err != nil {
 		return nil, err
@@ -171,6 +188,29 @@ type lazyPublisher struct{ node atomic.Pointer[gossip.Node] }
 func (l *lazyPublisher) Publish(env *release.Envelope) error {
 	if n := l.node.Load(); n != nil {
 		return n.Publish(env)
+	}
+	return nil
+}
+
+// members lists the gossip node's members for the console's fleet view.
+func (l *lazyPublisher) members() []origin.Member {
+	n := l.node.Load()
+	if n == nil {
+		return nil
+	}
+	var out []origin.Member
+	for _, m := range n.Members() {
+		out = append(out, origin.Member{Name: m.Name, Role: string(m.Meta.Role), URL: m.Meta.HTTP, Region: m.Meta.Region, Self: m.Name == n.Name()})
+	}
+	return out
+}
+
+// members lists the members of the first sink that knows them.
+func (m multiPublisher) members() []origin.Member {
+	for _, p := range m {
+		if l, ok := p.(interface{ members() []origin.Member }); ok {
+			return l.members()
+		}
 	}
 	return nil
 }
@@ -240,10 +280,11 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 			if err != nil {
 				return err
 			}
-			o, api, err := startOrigin(cmd, log, filepath.Join(dataDir, "origin"), apiLn, "", multiPublisher{toEdge, lazy})
+			o, api, closeStores, err := startOrigin(cmd, log, filepath.Join(dataDir, "origin"), apiLn, "", multiPublisher{toEdge, lazy}, sharedFlags{})
 			if err != nil {
 				return err
 			}
+			defer closeStores()
 			kf, keyPath, err := originClusterKeys(cmd, g, filepath.Join(dataDir, "origin"), o.PublicKey(), log)
 			if err != nil {
 				o.Close()
@@ -306,13 +347,20 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 func newOriginCmd() *cobra.Command {
 	var dataDir, apiAddr, pub, cosign string
 	var g gossipOptions
+	var sf sharedFlags
 	var rotate bool
 	var pp pprofFlag
 	cmd := &cobra.Command{
-		Use:     "origin",
-		Short:   "Run an origin node: the CI API, the release store, the channel signer",
-		Example: `  CAPSTAN_ADMIN_KEY=... capstan origin --data /var/lib/capstan --api 0.0.0.0:7070 --gossip 10.0.0.5:7946 --public-url http://origin-1:7070`,
-		Args:    cobra.NoArgs,
+		Use:   "origin",
+		Short: "Run an origin node: the CI API, the release store, the channel signer",
+		Long: `Run an origin node. With --store and --blobs, any number of origins share one PostgreSQL
+database and one S3-compatible bucket, and sign with the same --origin-key: each takes uploads and
+admin calls, the database decides what they race for, and edges learn every origin through gossip.`,
+		Example: `  CAPSTAN_ADMIN_KEY=... capstan origin --data /var/lib/capstan --api 0.0.0.0:7070 --gossip 10.0.0.5:7946 --public-url http://origin-1:7070
+  CAPSTAN_STORE=postgres://capstan@db/capstan AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... \
+    capstan origin --blobs 's3://capstan-blobs?endpoint=minio:9000' --origin-key /etc/capstan/origin.key \
+    --api 0.0.0.0:7070 --public-url http://origin-2:7070 --gossip 10.0.0.6:7946 --join 10.0.0.5:7946`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(cmd)
 			ctx, stop := signalContext()
@@ -335,10 +383,11 @@ func newOriginCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			o, api, err := startOrigin(cmd, log, dataDir, apiLn, pub, lazy)
+			o, api, closeStores, err := startOrigin(cmd, log, dataDir, apiLn, pub, lazy, sf)
 			if err != nil {
 				return err
 			}
+			defer closeStores()
 			defer o.Close()
 			kf, keyPath, err := originClusterKeys(cmd, g, dataDir, o.PublicKey(), log)
 			if err != nil {
@@ -373,7 +422,9 @@ func newOriginCmd() *cobra.Command {
 			return api.Shutdown(sctx)
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data", "./capstan-data/origin", "data folder")
+	cmd.Flags().StringVar(&dataDir, "data", "./capstan-data/origin", "data folder (with --store and --blobs: temp files only)")
+	sf.register(cmd)
+	cmd.AddCommand(newMigrateCmd())
 	cmd.Flags().BoolVar(&rotate, "rotate-key", false, "replace the origin's channel-signing key on this start, publishing a statement signed by the old key (use once; devices follow at most 32 rotations at a time)")
 	cmd.Flags().StringVar(&cosign, "rotate-cosign", "", "with --rotate-key: a release private key that co-signs the statement (recovery when the old origin key is stolen)")
 	cmd.Flags().StringVar(&apiAddr, "api", "127.0.0.1:7070", "API listen address")
@@ -460,6 +511,9 @@ records from gossip, answers device checks from memory and serves blobs from its
 				c.OriginKeys = okeys
 				c.ClusterOrigins = announced
 				c.InsecureGossip = kf == nil
+				if pub != "" {
+					c.URL = strings.TrimRight(pub, "/")
+				}
 			}, withFleet(fleetPeers(&node, kf == nil), g.region))
 			if err != nil {
 				return err

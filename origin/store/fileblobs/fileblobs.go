@@ -133,6 +133,31 @@ func (b *Store) Size(_ context.Context, h release.Hash) (int64, error) {
 	return fi.Size(), nil
 }
 
+// Walk calls fn for every stored blob, in no particular order; an error
+// from fn stops the walk and is returned.
+func (b *Store) Walk(ctx context.Context, fn func(h release.Hash, size int64) error) error {
+	return filepath.WalkDir(b.root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		h, perr := release.ParseHash(d.Name())
+		if perr != nil {
+			return nil // not a blob
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		return fn(h, fi.Size())
+	})
+}
+
 type file struct {
 	*os.File
 	size int64

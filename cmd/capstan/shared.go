@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/capstan-ota/capstan/origin"
+	"github.com/capstan-ota/capstan/origin/store/badgerstore"
+	"github.com/capstan-ota/capstan/origin/store/fileblobs"
+	"github.com/capstan-ota/capstan/origin/store/migrate"
+	"github.com/capstan-ota/capstan/origin/store/pgstore"
+	"github.com/capstan-ota/capstan/origin/store/s3blobs"
+	"github.com/capstan-ota/capstan/release"
+	"github.com/spf13/cobra"
+)
+
+// sharedFlags are the settings of an origin on a shared store: several
+// origins run with the same three.
+type sharedFlags struct {
+	store, blobs, originKey string
+}
+
+func (f *sharedFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.store, "store", "", "records database shared by several origins, postgres://USER@HOST/DB (default $CAPSTAN_STORE, then the config file's \"store\"; none: Badger under --data)")
+	cmd.Flags().StringVar(&f.blobs, "blobs", "", "blob bucket shared by several origins, s3://BUCKET[/PREFIX]?endpoint=HOST:PORT[&secure=false] (default $CAPSTAN_BLOBS, then \"blobs\"; credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+	cmd.Flags().StringVar(&f.originKey, "origin-key", "", "the channel-signing key every origin of a shared store holds, a PEM file from capstan keys gen --origin (default $CAPSTAN_ORIGIN_KEY: a file name or the PEM itself, then \"origin_key\")")
+}
+
+// resolve fills the settings from flags, environment and config file.
+func (f sharedFlags) resolve() sharedFlags {
+	return sharedFlags{
+		store:     pick(f.store, "CAPSTAN_STORE", cli.file.Store, ""),
+		blobs:     pick(f.blobs, "CAPSTAN_BLOBS", cli.file.Blobs, ""),
+		originKey: pick(f.originKey, "CAPSTAN_ORIGIN_KEY", cli.file.OriginKey, ""),
+	}
+}
+
+// sharedStores opens the shared records and blobs into cfg when they are
+// configured, and returns what closes them.
+func (f sharedFlags) open(ctx context.Context, cfg *origin.Config) (func(), error) {
+	f = f.resolve()
+	if f.store == "" && f.blobs == "" {
+		if f.originKey != "" {
+			k, err := loadOriginKey(f.originKey)
+			if err != nil {
+				return nil, err
+			}
+			cfg.SigningKey = k
+		}
+		return func() {}, nil
+	}
+	if f.store == "" || f.blobs == "" || f.originKey == "" {
+		return nil, errors.New("a shared store needs all three of --store (PostgreSQL), --blobs (S3) and --origin-key (the same key file for every origin; make one with capstan keys gen --origin --out origin.key)")
+	}
+	key, err := loadOriginKey(f.originKey)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(f.store, "postgres://") && !strings.HasPrefix(f.store, "postgresql://") {
+		return nil, fmt.Errorf("--store %q: want postgres://USER@HOST/DB", redact(f.store))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	recs, err := pgstore.Open(ctx, pgstore.Config{URL: f.store})
+	if err != nil {
+		return nil, fmt.Errorf("--store %s: %w", redact(f.store), err)
+	}
+	bcfg, err := s3blobs.ParseURL(f.blobs)
+	if err != nil {
+		recs.Close()
+		return nil, fmt.Errorf("--blobs: %w", err)
+	}
+	bcfg.TmpDir = filepath.Join(cfg.DataDir, "tmp")
+	blobs, err := s3blobs.New(ctx, bcfg)
+	if err != nil {
+		recs.Close()
+		return nil, fmt.Errorf("--blobs %s: %w", f.blobs, err)
+	}
+	cfg.Records, cfg.Blobs, cfg.SigningKey = recs, blobs, key
+	return recs.Close, nil
+}
+
+// loadOriginKey reads the origin's private key from a file, or from the
+// PEM itself (an environment secret).
+func loadOriginKey(v string) (ed25519.PrivateKey, error) {
+	b := []byte(v)
+	if !strings.HasPrefix(strings.TrimSpace(v), "-----BEGIN") {
+		var err error
+		if b, err = os.ReadFile(v); err != nil {
+			return nil, fmt.Errorf("origin key: %w", err)
+		}
+	}
+	k, err := release.ParsePrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("origin key: %w", err)
+	}
+	return k, nil
+}
+
+// redact hides a password in a connection URL before it is printed.
+func redact(u string) string {
+	at := strings.LastIndex(u, "@")
+	scheme := strings.Index(u, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return u
+	}
+	userinfo := u[scheme+3 : at]
+	if user, _, ok := strings.Cut(userinfo, ":"); ok {
+		return u[:scheme+3] + user + ":xxxxx" + u[at:]
+	}
+	return u
+}
+
+func newMigrateCmd() *cobra.Command {
+	var from string
+	var sf sharedFlags
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "Copy an embedded origin's data folder to PostgreSQL and an S3-compatible bucket",
+		Long: `Copy every blob, then every record, of a stopped origin's data folder to a shared store,
+checking each blob against its SHA-256 and all records against a digest of both sides.
+Run it again after any failure: it resumes, skipping blobs already copied. The destination
+database must be empty (or hold an earlier run of the same copy). Afterwards start every
+origin with --store, --blobs and --origin-key FROM/origin.key: devices keep trusting the key
+that signed the channel records they have.`,
+		Example: `  CAPSTAN_STORE=postgres://capstan@db/capstan AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... \
+    capstan origin migrate --from /var/lib/capstan --blobs 's3://capstan-blobs?endpoint=minio:9000'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if from == "" {
+				return errors.New("--from DIR (the data folder of the origin to copy) is required")
+			}
+			abs, err := filepath.Abs(from)
+			if err != nil {
+				return err
+			}
+			keyFile := filepath.Join(abs, "origin.key")
+			if _, err := os.Stat(filepath.Join(abs, "db")); err != nil {
+				return fmt.Errorf("%s is not an origin data folder (no db/ in it): %w", abs, err)
+			}
+			sf.originKey = keyFile
+			ctx, stop := signalContext()
+			defer stop()
+			tmp := filepath.Join(abs, "tmp")
+			dst := origin.Config{DataDir: abs}
+			closeDst, err := sf.open(ctx, &dst)
+			if err != nil {
+				return err
+			}
+			defer closeDst()
+			if dst.Records == nil {
+				return errors.New("migrate needs --store and --blobs (or CAPSTAN_STORE and CAPSTAN_BLOBS)")
+			}
+			srcRecs, err := badgerstore.Open(filepath.Join(abs, "db"), nil)
+			if err != nil {
+				return fmt.Errorf("open %s (stop its origin first): %w", abs, err)
+			}
+			defer srcRecs.Close()
+			srcBlobs, err := fileblobs.New(filepath.Join(abs, "blobs"), tmp)
+			if err != nil {
+				return err
+			}
+			progress := func(line string) { fmt.Fprintln(cmd.ErrOrStderr(), "capstan: migrate: "+line) }
+			rep, err := migrate.Run(ctx, migrate.Source{Name: abs, Records: srcRecs, Blobs: srcBlobs},
+				migrate.Dest{Records: dst.Records, Blobs: dst.Blobs}, progress)
+			if err != nil {
+				return fmt.Errorf("%w (run the same command again to resume)", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "migrated %s: %d blobs copied (%d bytes), %d already there; %d records, digest %s on both sides\n"+
+				"start every origin with --store, --blobs and --origin-key %s\n",
+				abs, rep.BlobsCopied, rep.BytesCopied, rep.BlobsSkipped, rep.Records, rep.Digest, keyFile)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&from, "from", "", "data folder of the (stopped) origin to copy (required)")
+	cmd.Flags().StringVar(&sf.store, "store", "", "destination PostgreSQL URL (default $CAPSTAN_STORE)")
+	cmd.Flags().StringVar(&sf.blobs, "blobs", "", "destination bucket, s3://BUCKET?endpoint=HOST:PORT (default $CAPSTAN_BLOBS)")
+	return cmd
+}
