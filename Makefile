@@ -5,7 +5,9 @@ PKGS    := ./...
 # staticcheck is pinned and run through the module proxy, so lint works on a fresh machine.
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build dev test test-short bench bench-delta bench-edge bench-regions profile-edge lint fuzz tidy-check clean
+JS      := clients/capacitor
+
+.PHONY: build dev test test-js test-short bench bench-delta bench-edge bench-regions profile-edge lint fuzz tidy-check clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/capstan
@@ -22,7 +24,18 @@ test: build
 	# The delta fixture cases (patch sizes on the real bundles) skip under
 	# -race, where the suffix-array scan is ~15x slower: run them plainly.
 	$(GO) test -count=1 -timeout 10m ./delta/
+	# Allocation bounds (testing.AllocsPerRun) are measured without the race
+	# detector, which changes what allocates.
+	$(GO) test -count=1 -timeout 10m -run 'Allocs' ./edge/ ./capgo/
 	bash scripts/fuzz.sh 5s
+	$(MAKE) test-js
+
+# The TypeScript Capacitor client (clients/capacitor): type check, build, then
+# node --test against a real capstan dev (differential test against the Go
+# applier on every fixture pair, the client end to end, headless Chromium).
+# Dependencies come from the lockfile (npm ci) when node_modules is missing.
+test-js: build
+	cd $(JS) && { test -d node_modules || npm ci --no-audit --no-fund; } && npx tsc --noEmit -p . && npm test
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)

@@ -140,17 +140,11 @@ func badRequest(format string, args ...any) error {
 // ParseInfo decodes and checks an info object. It requires app_id and
 // device_id, bounds every field, and accepts unknown fields.
 func ParseInfo(body []byte) (*Info, error) {
-	if len(body) > MaxInfoBody {
-		return nil, badRequest("body of %d bytes is over the limit of %d", len(body), MaxInfoBody)
-	}
-	var in Info
-	if err := json.Unmarshal(body, &in); err != nil {
-		return nil, badRequest("body must be a JSON object: %v", err)
-	}
-	if err := in.Validate(); err != nil {
+	in := new(Info)
+	if err := ParseInfoInto(body, in); err != nil {
 		return nil, err
 	}
-	return &in, nil
+	return in, nil
 }
 
 // Validate checks the fields every endpoint needs: app_id a valid app ID,

@@ -11,6 +11,7 @@ import (
 	"path"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/andybalholm/brotli"
@@ -50,7 +51,10 @@ type Stats struct {
 	Literals int // files sent as compressed bytes
 	Renames  int // deltas whose old twin had another path
 	Siblings int // deltas that also read an earlier target file (Config.Siblings)
-	Dropped  int // base files the target does not keep at their path
+	// CrossFile counts deltas that read more than one old file: text a
+	// bundler moved between chunks, found by the fingerprint index.
+	CrossFile int
+	Dropped   int // base files the target does not keep at their path
 
 	// TargetBytes is the size of the target release; LiteralBytes the part
 	// of it sent as literals; PatchBytes what was written to w, the
@@ -65,12 +69,13 @@ type Stats struct {
 
 // job is the plan for one target file that needs a record.
 type job struct {
-	idx     int  // target index
-	kind    byte // recCopy, recDup, recLiteral or recDelta
-	base    int  // recCopy: the base file with the same content
-	dup     int  // recDup: earlier target index with the same content
-	twin    int  // recDelta: base index of the old twin
-	sib     int  // recDelta: earlier target file also diffed against, or -1
+	idx     int   // target index
+	kind    byte  // recCopy, recDup, recLiteral or recDelta
+	base    int   // recCopy: the base file with the same content
+	dup     int   // recDup: earlier target index with the same content
+	twin    int   // recDelta: base index of the old twin (same path or renamed), or -1
+	budget  int64 // recDelta: old bytes the file may be diffed against (refBudget)
+	sib     int   // recDelta: earlier target file also diffed against, or -1
 	renamed bool
 	weight  int64
 	res     chan deltaResult // recDelta: the computed record, buffered 1
@@ -90,7 +95,9 @@ type deltaResult struct {
 	srcs []source // recDelta: the sources the ops read, in order
 	body []byte   // recDelta: the blocks and the terminator; recBSDiff: the payload
 	sib  bool     // the delta reads its sibling
-	err  error
+	// oldFiles is how many base files the delta reads.
+	oldFiles int
+	err      error
 }
 
 // Build writes one patch stream to w that turns release base (ID baseID)
@@ -138,7 +145,8 @@ func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID relea
 	if _, err := cw.Write(h.marshal()); err != nil {
 		return st, fmt.Errorf("delta: write header: %w", err)
 	}
-	fw := &frameWriter{out: cw, window: cfg.ZstdWindow, brotliLeft: cfg.BrotliMaxBytes, st: &st, zstdLevel: zstd.SpeedBestCompression}
+	fw := &frameWriter{out: cw, window: cfg.ZstdWindow, brotliLeft: cfg.BrotliMaxBytes, brotliLiterals: cfg.BrotliLiteralBytes,
+		st: &st, zstdLevel: zstd.SpeedBestCompression}
 	if cfg.FastLiterals {
 		fw.zstdLevel = zstd.SpeedBetterCompression
 	}
@@ -238,6 +246,9 @@ func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID relea
 			if r.sib {
 				st.Siblings++
 			}
+			if r.oldFiles > 1 {
+				st.CrossFile++
+			}
 		}
 		if err != nil {
 			return st, wrapWrite(err)
@@ -301,7 +312,10 @@ type frameWriter struct {
 	window     int // zstd window
 	zstdLevel  zstd.EncoderLevel
 	brotliLeft int64 // raw bytes brotli may still take (Config.BrotliMaxBytes)
-	st         *Stats
+	// brotliLiterals is how many literal bytes brotli may still take
+	// (Config.BrotliLiteralBytes).
+	brotliLiterals int64
+	st             *Stats
 
 	codec  byte // codec of the open frame; frameEnd when none is open
 	chunks *chunkWriter
@@ -318,10 +332,18 @@ func (fw *frameWriter) record(rec []byte, size int64) error {
 	return fw.write(rec)
 }
 
-// literal starts a literal record (its bytes follow through write) in a
-// zstd frame.
-func (fw *frameWriter) literal(rec []byte) error {
-	if err := fw.open(codecZstd); err != nil {
+// literal starts a literal record of size bytes (they follow through
+// write): in the open brotli frame while the literal budget
+// (Config.BrotliLiteralBytes) lasts, so a small new file shares one context
+// with the deltas around it, else in a zstd frame.
+func (fw *frameWriter) literal(rec []byte, size int64) error {
+	codec := byte(codecZstd)
+	if size <= fw.brotliLiterals && size <= fw.brotliLeft {
+		codec = codecBrotli
+		fw.brotliLiterals -= size
+		fw.brotliLeft -= size
+	}
+	if err := fw.open(codec); err != nil {
 		return err
 	}
 	return fw.write(rec)
@@ -421,7 +443,8 @@ func plan(cfg *Config, base, target *release.Manifest) ([]*job, []int) {
 	twins := newTwinFinder(base, target, cfg.Renames)
 	seen := map[release.Hash]int{}
 	var jobs []*job
-	for i, f := range target.Files {
+	for _, i := range recordOrder(target) {
+		f := target.Files[i]
 		if bi, ok := twins.index(f.Path); ok {
 			if b := base.Files[bi]; b.SHA256 == f.SHA256 && b.Mode == f.Mode {
 				kept[bi] = true
@@ -442,26 +465,29 @@ func plan(cfg *Config, base, target *release.Manifest) ([]*job, []int) {
 		if f.Size == 0 || f.Size > cfg.MaxDiffSize {
 			continue
 		}
-		ti, renamed, ok := twins.find(f)
-		if !ok {
+		if len(base.Files) == 0 {
 			continue
 		}
-		twin := base.Files[ti]
-		if twin.Size == 0 || twin.Size > cfg.MaxDiffSize {
-			continue
+		// The twin is a hint (the same path, or a renamed file): the
+		// worker diffs against it and the other old files that hold the
+		// file's text (fpIndex.cover).
+		j.twin = -1
+		if ti, renamed, ok := twins.find(f); ok && base.Files[ti].Size > 0 && base.Files[ti].Size <= cfg.MaxDiffSize {
+			j.twin, j.renamed = ti, renamed
 		}
-		j.kind, j.twin, j.renamed = recDelta, ti, renamed
+		j.kind = recDelta
 		j.res = make(chan deltaResult, 1)
-		oldSize := twin.Size
+		j.budget = refBudget(cfg, f, base, j.twin)
+		oldSize := j.budget
 		if cfg.Siblings {
-			j.sib = sibling(jobs[:len(jobs)-1], target, f, cfg.MaxDiffSize-twin.Size)
+			j.sib = sibling(jobs[:len(jobs)-1], target, f, cfg.MaxDiffSize-oldSize)
 			if j.sib >= 0 {
 				oldSize += target.Files[j.sib].Size
 			}
 		}
 		j.weight = 6*oldSize + 3*f.Size
-		if cfg.BSDiff != nil && twin.Size <= cfg.BSDiffMaxSize && f.Size <= cfg.BSDiffMaxSize {
-			j.weight += 24 * twin.Size
+		if cfg.BSDiff != nil && j.twin >= 0 && base.Files[j.twin].Size <= cfg.BSDiffMaxSize && f.Size <= cfg.BSDiffMaxSize {
+			j.weight += 24 * base.Files[j.twin].Size
 		}
 		j.weight = min(j.weight, cfg.MemoryBudget)
 	}
@@ -472,6 +498,33 @@ func plan(cfg *Config, base, target *release.Manifest) ([]*job, []int) {
 		}
 	}
 	return jobs, dropped
+}
+
+// recordOrder is the order records are planned and written in: by file
+// extension, then path. Files of one kind side by side (the scripts, then
+// the style sheets, then the source maps) let the entropy coder's context
+// carry from one to the next.
+func recordOrder(target *release.Manifest) []int {
+	order := make([]int, len(target.Files))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		return strings.Compare(path.Ext(target.Files[a].Path), path.Ext(target.Files[b].Path))
+	})
+	return order
+}
+
+// refBudget bounds the old bytes a file is diffed against: its twin, or
+// twice its size plus 256 KiB of other old files holding its text, at most
+// Config.MaxDiffSize. It sets the job's memory weight (a suffix array of
+// 4 bytes per old byte) before the file is read.
+func refBudget(cfg *Config, f release.File, base *release.Manifest, twin int) int64 {
+	b := min(cfg.MaxDiffSize, 2*f.Size+256<<10)
+	if twin >= 0 {
+		b = max(b, base.Files[twin].Size)
+	}
+	return b
 }
 
 // sibling picks, among the earlier jobs, a changed file to diff f against
@@ -510,6 +563,39 @@ type builder struct {
 	est          *zstd.Encoder // fast encoder to compare candidate sizes; EncodeAll is concurrency-safe
 	sem          *semaphore.Weighted
 	base, target *release.Manifest
+
+	indexOnce sync.Once
+	index     *fpIndex // the base's fingerprints, built by the first delta job
+	indexErr  error
+}
+
+// baseIndex returns the fingerprint index of the base release, reading
+// every base file once (the first caller does; the others wait).
+func (b *builder) baseIndex(ctx context.Context) (*fpIndex, error) {
+	b.indexOnce.Do(func() {
+		var total int64
+		for _, f := range b.base.Files {
+			if f.Size <= b.cfg.MaxDiffSize {
+				total += f.Size
+			}
+		}
+		x := &fpIndex{mask: samplingMask(total), post: map[uint64][]uint32{}}
+		seen := map[release.Hash]bool{}
+		for i, f := range b.base.Files {
+			if f.Size < 64 || f.Size > b.cfg.MaxDiffSize || seen[f.SHA256] {
+				continue
+			}
+			seen[f.SHA256] = true
+			data, err := readBlob(ctx, b.src, f)
+			if err != nil {
+				b.indexErr = err
+				return
+			}
+			x.add(i, data)
+		}
+		b.index = x
+	})
+	return b.index, b.indexErr
 }
 
 // launch starts delta jobs in target order as memory and worker slots
@@ -537,28 +623,51 @@ func (b *builder) launch(ctx context.Context, wg *sync.WaitGroup, jobs []*job) {
 	}
 }
 
-// delta computes the cheapest record for job j's file given its old twin
-// and, if it has one, its sibling.
+// delta computes the cheapest record for job j's file: a delta against the
+// old files that hold its text (its twin first) and, if it has one and it
+// helps, its sibling; or a literal.
 func (b *builder) delta(ctx context.Context, j *job) deltaResult {
-	twin, f := b.base.Files[j.twin], b.target.Files[j.idx]
-	old, err := readBlob(ctx, b.src, twin)
-	if err != nil {
-		return deltaResult{err: err}
-	}
+	f := b.target.Files[j.idx]
 	cur, err := readBlob(ctx, b.src, f)
 	if err != nil {
 		return deltaResult{err: err}
 	}
-	srcs := []source{{srcBase, j.twin}}
-	ref := old
+	x, err := b.baseIndex(ctx)
+	if err != nil {
+		return deltaResult{err: err}
+	}
+	// Only a twin at the same path is taken unseen; a renamed twin (a
+	// guess from names and sizes) must earn its place by content like any
+	// other old file.
+	forced := j.twin
+	if j.renamed {
+		forced = -1
+	}
+	picks := x.cover(cur, forced, func(i int) int64 { return b.base.Files[i].Size }, j.budget)
+	if len(picks) == 0 {
+		return deltaResult{kind: recLiteral} // no old file holds its text
+	}
+	var ref, old []byte
+	srcs := make([]source, 0, len(picks)+1)
+	for _, i := range picks {
+		data, err := readBlob(ctx, b.src, b.base.Files[i])
+		if err != nil {
+			return deltaResult{err: err}
+		}
+		if i == j.twin {
+			old = data
+		}
+		ref = append(ref, data...)
+		srcs = append(srcs, source{srcBase, i})
+	}
 	usedSib := false
 	if j.sib >= 0 {
 		sb, err := readBlob(ctx, b.src, b.target.Files[j.sib])
 		if err != nil {
 			return deltaResult{err: err}
 		}
-		if siblingHelps(old, cur, sb) {
-			ref = append(old[:len(old):len(old)], sb...)
+		if siblingHelps(ref, cur, sb) {
+			ref = append(ref, sb...)
 			srcs = append(srcs, source{srcTarget, j.sib})
 			usedSib = true
 		}
@@ -579,7 +688,7 @@ func (b *builder) delta(ctx context.Context, j *job) deltaResult {
 		}
 		return deltaResult{err: fmt.Errorf("delta: diff %s: %w", f.Path, err)}
 	}
-	best := deltaResult{kind: recDelta, srcs: srcs, body: body, sib: usedSib}
+	best := deltaResult{kind: recDelta, srcs: srcs, body: body, sib: usedSib, oldFiles: len(picks)}
 	bestSize := int64(len(body))
 	// A raw delta under 1/8 of the file beats any compressed literal of
 	// text; otherwise compare compressed estimates.
@@ -591,7 +700,7 @@ func (b *builder) delta(ctx context.Context, j *job) deltaResult {
 			best, bestSize = deltaResult{kind: recLiteral}, lit
 		}
 	}
-	if b.cfg.BSDiff != nil && twin.Size <= b.cfg.BSDiffMaxSize && f.Size <= b.cfg.BSDiffMaxSize {
+	if old != nil && b.cfg.BSDiff != nil && int64(len(old)) <= b.cfg.BSDiffMaxSize && f.Size <= b.cfg.BSDiffMaxSize {
 		if !measured {
 			bestSize = int64(len(b.est.EncodeAll(body, nil)))
 		}
@@ -625,7 +734,7 @@ func readBlob(ctx context.Context, src BlobSource, f release.File) ([]byte, erro
 func (b *builder) writeLiteral(ctx context.Context, fw *frameWriter, head []byte, f release.File, st *Stats) error {
 	st.Literals++
 	st.LiteralBytes += f.Size
-	if err := fw.literal(appendUvarint(head, uint64(f.Size))); err != nil {
+	if err := fw.literal(appendUvarint(head, uint64(f.Size)), f.Size); err != nil {
 		return err
 	}
 	if f.Size == 0 {

@@ -17,6 +17,7 @@ import (
 	"github.com/gabstv/go-bsdiff/pkg/bsdiff"
 
 	"github.com/capstan-ota/capstan/release"
+	"github.com/klauspost/compress/zstd"
 )
 
 // text returns n bytes of JavaScript-looking text from seed.
@@ -577,5 +578,58 @@ func TestLinkCopies(t *testing.T) {
 	b, _ := os.Stat(filepath.Join(stage, "a", "same.js"))
 	if !os.SameFile(a, b) {
 		t.Fatal("a/same.js was copied, not linked")
+	}
+}
+
+// A bundler moved code between chunks: the new chunk has no old twin by
+// name, but its text is in two old chunks. It is diffed against both
+// (one delta reading two old files) and costs a fraction of its literal.
+func TestCrossFileMatching(t *testing.T) {
+	src := newMemSource()
+	a1, a2 := text(41, 30000), text(42, 30000)
+	b1, b2 := text(43, 30000), text(44, 30000)
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{
+		"assets/vendor-QWERTYUI.js": append(bytes.Clone(a1), a2...),
+		"assets/utils-ASDFGHJK.js":  append(bytes.Clone(b1), b2...),
+		"assets/other-ZXCVBNMA.js":  text(45, 60000),
+	})
+	moved := append(append(bytes.Clone(a2), "/* glue */"...), b1...)
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{
+		"assets/vendor-POIUYTRE.js": a1,
+		"assets/shared-LKJHGFDS.js": moved,
+		"assets/utils-MNBVCXZL.js":  b2,
+		"assets/other-ZXCVBNMA.js":  text(45, 60000),
+	})
+	patch, st := roundTrip(t, DefaultConfig(), src, from, to)
+	if st.CrossFile < 1 || st.Literals != 0 {
+		t.Fatalf("stats %+v: the moved code was not found in the two old chunks", st)
+	}
+	var lit bytes.Buffer
+	zw, _ := zstd.NewWriter(&lit, zstd.WithEncoderLevel(zstd.SpeedBestCompression))
+	zw.Write(moved)
+	zw.Close()
+	if len(patch)*10 > lit.Len() {
+		t.Fatalf("patch is %d bytes; the moved chunk alone compresses to %d", len(patch), lit.Len())
+	}
+}
+
+// Rollup's base64url hashes often have no digit ("StatsView-DqEJYToB.js"),
+// so names do not pair a changed chunk with its old self; content does,
+// even when another renamed chunk has a closer size.
+func TestTwinFoundByContent(t *testing.T) {
+	src := newMemSource()
+	stats, detail := text(51, 2040), text(52, 2020)
+	newStats := append(bytes.Clone(stats[:1000]), stats[1020:]...) // 2,020 bytes, like detail
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{
+		"assets/StatsView-DqEJYToB.js":      stats,
+		"assets/TripDetailView-CwvRfzYa.js": detail,
+	})
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{
+		"assets/StatsView-CALAwqcL.js":      newStats,
+		"assets/TripDetailView-BbbbXyzW.js": append(bytes.Clone(detail), ';'),
+	})
+	patch, st := roundTrip(t, DefaultConfig(), src, from, to)
+	if st.Deltas != 2 || len(patch) > 200 {
+		t.Fatalf("patch of %d bytes, stats %+v: a renamed chunk was not diffed against its old self", len(patch), st)
 	}
 }

@@ -1,5 +1,10 @@
 package delta
 
+import (
+	"math/bits"
+	"slices"
+)
+
 // gear is the table of a gear rolling hash (as in FastCDC): h = h<<1 +
 // gear[b] depends on the last 64 bytes only. Filled once from splitmix64;
 // never written after.
@@ -74,4 +79,140 @@ func siblingHelps(twin, cur, sib []byte) bool {
 		}
 	}
 	return hit >= 2 && hit*10 >= len(novel)
+}
+
+// The cross-file index (decision 015). A changed or new file is diffed
+// against the old files that hold its text, wherever they are: bundlers
+// rename chunks (so a path says little), split and merge them (so code
+// moves between files), and hash cascades rename unchanged ones. The index
+// samples every old file's content by content-defined fingerprints (a
+// rolling hash of a short window, kept where its low bits are zero, so two
+// files that share text share fingerprints whatever the offset), and maps
+// each fingerprint to the files that hold it.
+
+// maxIndexSamples bounds the fingerprints the index keeps: its memory is
+// about 40 bytes each, so 4 Mi samples are ~160 MB at most. The sampling
+// rate drops for larger releases to stay under it.
+const maxIndexSamples = 4 << 20
+
+// maxPosting drops a fingerprint held by more files than this: boilerplate
+// (licence headers, runtime helpers) says nothing about where a file came
+// from.
+const maxPosting = 32
+
+// fpWindow is the window of a fingerprint, in bytes: short enough that
+// minified code whose identifiers a bundler renamed still shares windows
+// with its old self (64-byte windows found next to nothing there), long
+// enough to say something about where text came from.
+const fpWindow = 24
+
+// fpIndex maps sampled fingerprints of the base files to those files.
+type fpIndex struct {
+	mask uint64              // a window is sampled when h&mask == 0
+	post map[uint64][]uint32 // fingerprint → base indexes holding it (nil: too common)
+}
+
+// samplingMask returns the mask for a release of total bytes: one window
+// in 64, or fewer for large releases (maxIndexSamples).
+func samplingMask(total int64) uint64 {
+	mask := uint64(anchorMask)
+	for int64(mask+1)*maxIndexSamples < total {
+		mask = mask<<1 | 1
+	}
+	return mask
+}
+
+// fingerprints calls f for each sampled fingerprint of b, once per value:
+// a buzhash of each fpWindow-byte window, kept where its low bits (mask)
+// are zero.
+func fingerprints(b []byte, mask uint64, f func(uint64)) {
+	seen := make(map[uint64]struct{}, len(b)/int(mask+1)+1)
+	var h uint64
+	for i, c := range b {
+		h = bits.RotateLeft64(h, 1) ^ gear[c]
+		if i >= fpWindow {
+			h ^= bits.RotateLeft64(gear[b[i-fpWindow]], fpWindow)
+		}
+		if i >= fpWindow-1 && h&mask == 0 {
+			if _, ok := seen[h]; !ok {
+				seen[h] = struct{}{}
+				f(h)
+			}
+		}
+	}
+}
+
+// add indexes base file i with content b.
+func (x *fpIndex) add(i int, b []byte) {
+	fingerprints(b, x.mask, func(h uint64) {
+		p, ok := x.post[h]
+		switch {
+		case !ok:
+			x.post[h] = []uint32{uint32(i)}
+		case p == nil: // too common already
+		case len(p) >= maxPosting:
+			x.post[h] = nil
+		default:
+			x.post[h] = append(p, uint32(i))
+		}
+	})
+}
+
+// cover picks the base files to diff cur against: first the twin (if
+// twin ≥ 0), then, greedily, the file holding the most of cur's sampled
+// text not yet held by those picked, while a file adds at least minGain of
+// the samples and the picked files stay within budget bytes. size gives a
+// base file's size.
+func (x *fpIndex) cover(cur []byte, twin int, size func(int) int64, budget int64) []int {
+	var samples []uint64
+	fingerprints(cur, x.mask, func(h uint64) {
+		if p := x.post[h]; len(p) > 0 {
+			samples = append(samples, h)
+		}
+	})
+	var picked []int
+	var used int64
+	covered := make([]bool, len(samples))
+	gain := map[uint32]int{}
+	take := func(i int) {
+		picked = append(picked, i)
+		used += size(i)
+		for k, h := range samples {
+			if covered[k] || !slices.Contains(x.post[h], uint32(i)) {
+				continue
+			}
+			covered[k] = true
+			for _, j := range x.post[h] {
+				gain[j]--
+			}
+		}
+		delete(gain, uint32(i))
+	}
+	for _, h := range samples {
+		for _, j := range x.post[h] {
+			gain[j]++
+		}
+	}
+	if twin >= 0 {
+		take(twin)
+	}
+	minGain := max(2, len(samples)/100)
+	for len(picked) < maxSources {
+		best, bestGain := -1, 0
+		for j, g := range gain {
+			// Ties go to the lower index, so builds are reproducible.
+			if g > bestGain || g == bestGain && g > 0 && int(j) < best {
+				best, bestGain = int(j), g
+			}
+		}
+		if best < 0 || bestGain < minGain {
+			break
+		}
+		if used+size(best) > budget {
+			delete(gain, uint32(best)) // too big to add; a smaller one may fit
+			continue
+		}
+		take(best)
+	}
+	return picked
 }

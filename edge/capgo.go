@@ -1,18 +1,23 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/capstan-ota/capstan/capgo"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/stats"
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -64,29 +69,52 @@ const (
 )
 
 // capgoState is the edge's Capgo front end. Its methods are safe for
-// concurrent use.
+// concurrent use. What POST /updates reads on every request is either
+// immutable, behind an atomic pointer, or sharded: no lock is shared by
+// all requests (decision 081).
 type capgoState struct {
 	cfg       CapgoConfig
-	limiter   *capgo.Limiter
-	failed    *capgo.LRU[string, struct{}]       // app|device|release id
-	overrides *capgo.LRU[string, string]         // app|device → channel
-	answers   *capgo.LRU[string, *answer]        // encoded update answers and their compressed forms
+	limiter   *windowLimiter
+	failed    *shardedLRU[failedKey, struct{}]
+	overrides *shardedLRU[deviceKey, string]
 	absent    *capgo.LRU[release.Hash, struct{}] // releases with no Capgo download
 	sink      capgo.EventSink
+	ownSink   bool // sink is the edge's own event queue: push without copies
 
-	mu    sync.Mutex // guards apps, metas
-	apps  map[string]*capgoApp
-	metas map[release.Hash]*capgo.ReleaseMeta
+	// decisions holds the outcome of the rules for each kind of device
+	// (channel record, settings, target, and the info fields the rules
+	// read), so a check repeats none of the version parsing or encoding.
+	decisions *slotCache[decisionKey, *capgoDecision]
+	// index is the per-app view of the channel records the Capgo endpoints
+	// read, rebuilt when the records change.
+	index atomic.Pointer[capgoIndex]
 
-	updates *prometheus.CounterVec
-	stats   *prometheus.CounterVec
+	appsMu sync.Mutex                           // serialises writers of apps
+	apps   atomic.Pointer[map[string]*capgoApp] // copied on write
+
+	mu       sync.Mutex // guards metas, releases
+	metas    map[release.Hash]*capgo.ReleaseMeta
+	releases map[release.Hash]*capgoRelease
+
+	updates      *prometheus.CounterVec
+	stats        *prometheus.CounterVec
+	noNewVersion prometheus.Counter
 }
 
 type capgoApp struct {
 	cfg        *capgo.AppConfig
 	fetched    time.Time
-	refreshing bool
+	refreshing atomic.Bool
 }
+
+// failedKey names a release that failed on a device; deviceKey a device.
+type (
+	failedKey struct {
+		app, device string
+		id          release.Hash
+	}
+	deviceKey struct{ app, device string }
+)
 
 func newCapgoState(cfg CapgoConfig, reg *prometheus.Registry, events capgo.EventSink) *capgoState {
 	if cfg.DefaultChannel == "" {
@@ -103,15 +131,19 @@ func newCapgoState(cfg CapgoConfig, reg *prometheus.Registry, events capgo.Event
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	c := &capgoState{
-		cfg:       cfg,
-		limiter:   &capgo.Limiter{PerWindow: cfg.RequestsPerSecond, Window: time.Second},
-		failed:    capgo.NewLRU[string, struct{}](cfg.MaxDevices),
-		overrides: capgo.NewLRU[string, string](cfg.MaxDevices),
-		answers:   capgo.NewLRU[string, *answer](256),
+		cfg:     cfg,
+		limiter: newWindowLimiter(cfg.RequestsPerSecond, 100_000),
+		failed: newShardedLRU[failedKey, struct{}](cfg.MaxDevices, func(seed maphash.Seed, k failedKey) uint64 {
+			return maphash.String(seed, k.device) ^ maphash.Bytes(seed, k.id[:8])
+		}),
+		overrides: newShardedLRU[deviceKey, string](cfg.MaxDevices, func(seed maphash.Seed, k deviceKey) uint64 {
+			return maphash.String(seed, k.device) ^ maphash.String(seed, k.app)<<1
+		}),
 		absent:    capgo.NewLRU[release.Hash, struct{}](1024),
+		decisions: newSlotCache[decisionKey, *capgoDecision](4096, hashDecisionKey),
 		sink:      cfg.Events,
-		apps:      map[string]*capgoApp{},
 		metas:     map[release.Hash]*capgo.ReleaseMeta{},
+		releases:  map[release.Hash]*capgoRelease{},
 		updates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "capstan_edge_capgo_updates_total", Help: "Answers to Capgo update checks, by result (update or the error code).",
 		}, []string{"result"}),
@@ -119,8 +151,10 @@ func newCapgoState(cfg CapgoConfig, reg *prometheus.Registry, events capgo.Event
 			Name: "capstan_edge_capgo_stats_total", Help: "Stats reported by Capgo devices, by plugin action (unknown actions as other).",
 		}, []string{"action"}),
 	}
+	c.apps.Store(&map[string]*capgoApp{})
+	c.noNewVersion = c.updates.WithLabelValues(capgo.CodeNoNewVersion)
 	if c.sink == nil {
-		c.sink = events
+		c.sink, c.ownSink = events, true
 	}
 	reg.MustRegister(c.updates, c.stats)
 	return c
@@ -146,7 +180,7 @@ func (s *Server) routeCapgo(ctx *fasthttp.RequestCtx, path string) (string, bool
 	default:
 		return "", false
 	}
-	if ok, retry := s.capgo.limiter.Allow(clientAddr(ctx), s.cfg.Now()); !ok {
+	if ok, retry := s.capgo.limiter.allow(clientAddr(ctx), s.cfg.Now()); !ok {
 		ctx.Response.Header.Set("Retry-After", strconv.Itoa(retry))
 		writeCapgoJSON(ctx, fasthttp.StatusTooManyRequests, &capgo.Refusal{
 			Error: capgo.CodeTooManyRequests, Message: "too many requests from this address; retry later",
@@ -170,17 +204,18 @@ func (s *Server) routeCapgo(ctx *fasthttp.RequestCtx, path string) (string, bool
 // edge is meant to sit behind a TLS proxy, where every connection comes
 // from the proxy), else the connection's address. A client can only add
 // hops in front of that one, not replace it.
-func clientAddr(ctx *fasthttp.RequestCtx) string {
+func clientAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 	if xff := ctx.Request.Header.Peek("X-Forwarded-For"); len(xff) > 0 {
-		s := string(xff)
-		if i := strings.LastIndexByte(s, ','); i >= 0 {
-			s = s[i+1:]
+		if i := bytes.LastIndexByte(xff, ','); i >= 0 {
+			xff = xff[i+1:]
 		}
-		if s = strings.TrimSpace(s); s != "" && len(s) <= 64 {
-			return s
+		if xff = bytes.TrimSpace(xff); len(xff) > 0 && len(xff) <= 64 {
+			if a, err := netip.ParseAddr(string(xff)); err == nil {
+				return a.Unmap()
+			}
 		}
 	}
-	return ctx.RemoteIP().String()
+	return connAddr(ctx)
 }
 
 func writeCapgoJSON(ctx *fasthttp.RequestCtx, status int, v any) {
@@ -202,10 +237,11 @@ func (s *Server) capgoRefuse(ctx *fasthttp.RequestCtx, r *capgo.Refusal) {
 	writeCapgoJSON(ctx, fasthttp.StatusOK, r)
 }
 
-// baseURL is the scheme and host devices reach this edge at.
-func (s *Server) baseURL(ctx *fasthttp.RequestCtx) string {
+// baseURL is the scheme and host devices reach this edge at. fromHeaders
+// is false when it had to fall back to the listener's address.
+func (s *Server) baseURL(ctx *fasthttp.RequestCtx) (base string, fromHeaders bool) {
 	if s.capgo.cfg.PublicURL != "" {
-		return s.capgo.cfg.PublicURL
+		return s.capgo.cfg.PublicURL, true
 	}
 	scheme := "http"
 	if ctx.IsTLS() {
@@ -218,10 +254,11 @@ func (s *Server) baseURL(ctx *fasthttp.RequestCtx) string {
 	if !validHost(host) {
 		host = string(ctx.Host())
 	}
+	fromHeaders = true
 	if !validHost(host) {
-		host = ctx.LocalAddr().String()
+		host, fromHeaders = ctx.LocalAddr().String(), false
 	}
-	return scheme + "://" + host
+	return scheme + "://" + host, fromHeaders
 }
 
 // validHost accepts host[:port] made of the characters of DNS names and IP
@@ -240,41 +277,65 @@ func validHost(h string) bool {
 	return err == nil && u.Host == h
 }
 
-// appKnown reports whether the edge holds a channel of app. Only known apps
-// cost an origin fetch, so random app ids from the internet cost nothing.
-func (s *Server) appKnown(app string) bool {
-	for _, cs := range *s.state.cur.Load() {
-		if cs.ch.App == app {
-			return true
+// capgoIndex is the channel records seen per app: the channels by name and
+// the default channel the records name. It is immutable, built once per
+// change of the records.
+type capgoIndex struct {
+	src  *map[string]*channelState
+	apps map[string]*capgoAppIndex
+}
+
+type capgoAppIndex struct {
+	channels map[string]*channelState
+	// def is the newest record flagged Default, or "".
+	def string
+}
+
+// capgoApps returns the index of the records the edge holds now.
+func (s *Server) capgoApps() *capgoIndex {
+	cur := s.state.cur.Load()
+	if ix := s.capgo.index.Load(); ix != nil && ix.src == cur {
+		return ix
+	}
+	ix := &capgoIndex{src: cur, apps: map[string]*capgoAppIndex{}}
+	defSeq := map[string]uint64{}
+	for _, cs := range *cur {
+		a := ix.apps[cs.ch.App]
+		if a == nil {
+			a = &capgoAppIndex{channels: map[string]*channelState{}}
+			ix.apps[cs.ch.App] = a
+		}
+		a.channels[cs.ch.Channel] = cs
+		if cs.ch.Default && (a.def == "" || cs.ch.Seq > defSeq[cs.ch.App]) {
+			a.def, defSeq[cs.ch.App] = cs.ch.Channel, cs.ch.Seq
 		}
 	}
-	return false
+	// Concurrent rebuilds store equal indexes; any of them will do.
+	s.capgo.index.Store(ix)
+	return ix
 }
+
+// appKnown reports whether the edge holds a channel of app. Only known apps
+// cost an origin fetch, so random app ids from the internet cost nothing.
+func (s *Server) appKnown(app string) bool { return s.capgoApps().apps[app] != nil }
 
 // capgoAppConfig returns an app's Capgo settings: from memory while fresh,
 // refreshed in the background when stale, fetched (briefly) on first use.
 // When no origin answers, the defaults are used and retried soon.
 func (s *Server) capgoAppConfig(app string) *capgo.AppConfig {
 	c := s.capgo
-	now := s.cfg.Now()
-	c.mu.Lock()
-	e, ok := c.apps[app]
-	if ok && (now.Sub(e.fetched) < c.cfg.ConfigTTL || e.refreshing) {
-		c.mu.Unlock()
-		return e.cfg
+	e := (*c.apps.Load())[app]
+	if e == nil {
+		return s.fetchCapgoConfig(app, &capgo.AppConfig{})
 	}
-	if ok {
-		e.refreshing = true
-		c.mu.Unlock()
+	if s.cfg.Now().Sub(e.fetched) >= c.cfg.ConfigTTL && e.refreshing.CompareAndSwap(false, true) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			s.fetchCapgoConfig(app, e.cfg)
 		}()
-		return e.cfg
 	}
-	c.mu.Unlock()
-	return s.fetchCapgoConfig(app, &capgo.AppConfig{})
+	return e.cfg
 }
 
 func (s *Server) fetchCapgoConfig(app string, fallback *capgo.AppConfig) *capgo.AppConfig {
@@ -303,9 +364,16 @@ func (s *Server) fetchCapgoConfig(app string, fallback *capgo.AppConfig) *capgo.
 		// Try again in a few seconds rather than a whole TTL.
 		fetched = fetched.Add(-s.capgo.cfg.ConfigTTL + 5*time.Second)
 	}
-	s.capgo.mu.Lock()
-	s.capgo.apps[app] = &capgoApp{cfg: cfg, fetched: fetched}
-	s.capgo.mu.Unlock()
+	c := s.capgo
+	c.appsMu.Lock()
+	old := *c.apps.Load()
+	next := make(map[string]*capgoApp, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[app] = &capgoApp{cfg: cfg, fetched: fetched}
+	c.apps.Store(&next)
+	c.appsMu.Unlock()
 	return cfg
 }
 
@@ -381,21 +449,21 @@ func (s *Server) capgoMeta(ctx context.Context, id release.Hash) (*capgo.Release
 // channel is missing; falling back is what its users asked for, #819).
 func (s *Server) capgoChannel(in *capgo.Info, cfg *capgo.AppConfig) (*channelState, string) {
 	app := string(in.AppID)
+	a := s.capgoApps().apps[app]
 	def := s.capgoDefaultChannel(app, cfg)
+	if a == nil {
+		return nil, def
+	}
 	name := string(in.DefaultChannel)
 	if name == "" {
-		name, _ = s.capgo.overrides.Get(app + "|" + string(in.DeviceID))
+		name, _ = s.capgo.overrides.get(deviceKey{app, string(in.DeviceID)})
 	}
 	if name != "" && name != def {
-		if cs, ok := s.state.get(app + "/" + name); ok && s.capgoSelfAssignable(cs, cfg) {
+		if cs, ok := a.channels[name]; ok && s.capgoSelfAssignable(cs, cfg) {
 			return cs, name
 		}
 	}
-	cs, ok := s.state.get(app + "/" + def)
-	if !ok {
-		return nil, def
-	}
-	return cs, def
+	return a.channels[def], def
 }
 
 // capgoDefaultChannel is the app's default channel name.
@@ -403,8 +471,8 @@ func (s *Server) capgoDefaultChannel(app string, cfg *capgo.AppConfig) string {
 	if cfg != nil && cfg.DefaultChannel != "" {
 		return cfg.DefaultChannel
 	}
-	if name := defaultChannelOf(s, app); name != "" {
-		return name
+	if a := s.capgoApps().apps[app]; a != nil && a.def != "" {
+		return a.def
 	}
 	return s.capgo.cfg.DefaultChannel
 }
@@ -431,10 +499,90 @@ func currentRelease(ch *release.Channel, versionName string) release.Hash {
 	return release.Hash{}
 }
 
+// capgoDecision is what the rules answer one kind of device for one
+// target: a refusal, encoded once, or an update from rel.
+type capgoDecision struct {
+	refusal      []byte
+	result       prometheus.Counter
+	rel          *capgoRelease
+	withManifest bool
+}
+
+// capgoRelease is a release as Capgo devices get it: its manifest and
+// Capgo metadata, and its update answers, encoded once per answer variant
+// (with or without the file manifest, and the base URL the device reached
+// the edge at).
+type capgoRelease struct {
+	me   *manifestEntry
+	meta *capgo.ReleaseMeta
+
+	mu      sync.Mutex                         // serialises writers of answers
+	answers atomic.Pointer[map[string]*answer] // copied on write
+}
+
+// maxAnswerVariants bounds the answers kept per release: a variant per
+// Host header a client invents would otherwise grow without end.
+const maxAnswerVariants = 32
+
+// decisionKey is everything the update rules read, besides the device's
+// target and whether the target failed on it.
+type decisionKey struct {
+	cs                                                        *channelState
+	cfg                                                       *capgo.AppConfig
+	target                                                    release.Hash
+	failed, isProd, isEmulator                                bool
+	versionName, versionBuild, platform, pluginVersion, keyID capgo.Str
+}
+
+func hashDecisionKey(seed maphash.Seed, k decisionKey) uint64 {
+	var h maphash.Hash
+	h.SetSeed(seed)
+	h.Write(k.target[:8])
+	for _, f := range [...]capgo.Str{k.versionName, k.versionBuild, k.platform, k.pluginVersion, k.keyID} {
+		h.WriteString(string(f))
+		h.WriteByte(0)
+	}
+	h.WriteByte(b2i(k.failed) | b2i(k.isProd)<<1 | b2i(k.isEmulator)<<2)
+	return h.Sum64()
+}
+
+func b2i(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// noNewVersion is the most common answer, encoded once.
+var noNewVersion = mustJSON(&capgo.Refusal{Error: capgo.CodeNoNewVersion, Message: "No new version available", Kind: capgo.KindUpToDate})
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+var (
+	headerCacheControl = []byte("Cache-Control")
+	valueNoStore       = []byte("no-store")
+	contentTypeJSON    = []byte("application/json")
+)
+
+// writeCapgoBody answers 200 with an encoded JSON body, handed to fasthttp
+// without a copy (the bodies are immutable).
+func writeCapgoBody(ctx *fasthttp.RequestCtx, body []byte) {
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
+	ctx.Response.Header.SetCanonical(headerCacheControl, valueNoStore)
+	ctx.Response.SetBodyRaw(body)
+}
+
 // handleCapgoUpdates answers POST /updates, the plugin's update check.
 func (s *Server) handleCapgoUpdates(ctx *fasthttp.RequestCtx) {
-	in, err := capgo.ParseInfo(ctx.PostBody())
-	if err != nil {
+	var in capgo.Info
+	if err := capgo.ParseInfoInto(ctx.PostBody(), &in); err != nil {
 		s.capgoRefuse(ctx, &capgo.Refusal{Error: capgo.CodeMissingInfo, Message: err.Error(), Kind: capgo.KindFailed})
 		return
 	}
@@ -444,49 +592,96 @@ func (s *Server) handleCapgoUpdates(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	cfg := s.capgoAppConfig(app)
-	cs, chName := s.capgoChannel(in, cfg)
+	cs, chName := s.capgoChannel(&in, cfg)
 	if cs == nil {
 		s.capgoRefuse(ctx, &capgo.Refusal{Error: capgo.CodeNoChannel, Message: "app " + app + " has no channel " + chName, Kind: capgo.KindFailed})
 		return
 	}
 	ch := cs.ch
+	device := string(in.DeviceID)
 	current := currentRelease(ch, string(in.VersionName))
-	check := capgo.Event{Action: capgo.EventCheck, App: app, Channel: ch.Channel, Device: string(in.DeviceID), Release: current}
+	version := ""
 	if !current.IsZero() {
-		check.Version = string(in.VersionName)
+		version = string(in.VersionName)
 	}
-	s.capgo.sink.DeviceEvents([]capgo.Event{check})
-	target, ok := ch.Target(string(in.DeviceID), current)
+	s.capgoCheckEvent(ctx, capgo.Event{Action: capgo.EventCheck, App: app, Channel: ch.Channel, Device: device, Release: current, Version: version})
+	target, ok := ch.Target(device, current)
 	if !ok || !target.ID.IsZero() && target.Version == string(in.VersionName) {
-		s.capgoRefuse(ctx, &capgo.Refusal{Error: capgo.CodeNoNewVersion, Message: "No new version available", Kind: capgo.KindUpToDate})
+		s.capgo.noNewVersion.Inc()
+		writeCapgoBody(ctx, noNewVersion)
 		return
 	}
-	t := capgo.Target{Ref: target}
-	var me *manifestEntry
-	var meta *capgo.ReleaseMeta
+	key := decisionKey{cs: cs, cfg: cfg, target: target.ID, isProd: bool(in.IsProd), isEmulator: bool(in.IsEmulator),
+		versionName: in.VersionName, versionBuild: in.VersionBuild, platform: in.Platform, pluginVersion: in.PluginVersion, keyID: in.KeyID}
 	if !target.ID.IsZero() {
-		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		me, err = s.manifest(rctx, target.ID)
-		if err == nil {
-			meta, err = s.capgoMeta(rctx, target.ID)
+		_, key.failed = s.capgo.failed.get(failedKey{app, device, target.ID})
+	}
+	d, ok := s.capgo.decisions.get(key)
+	if !ok {
+		var r *capgo.Refusal
+		if d, r = s.capgoDecide(&in, cs, cfg, target, key.failed); d == nil {
+			// Not the rules' answer but the edge's state (the release is
+			// not reachable now): answered, never kept.
+			s.capgoRefuse(ctx, r)
+			return
 		}
-		cancel()
+		s.capgo.decisions.put(key, d)
+	}
+	d.result.Inc()
+	if d.refusal != nil {
+		writeCapgoBody(ctx, d.refusal)
+		return
+	}
+	a, err := s.capgoAnswerBody(ctx, d.rel, d.withManifest)
+	if err != nil {
+		s.capgoRefuse(ctx, &capgo.Refusal{Error: capgo.CodeServerError, Message: err.Error(), Kind: capgo.KindFailed})
+		return
+	}
+	ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
+	ctx.Response.Header.SetCanonical(headerCacheControl, valueNoStore)
+	// Both plugins' HTTP stacks (OkHttp, URLSession) accept gzip and
+	// decode it themselves.
+	writeEncoded(ctx, a)
+}
+
+// capgoCheckEvent reports a check to the event pipeline: into the edge's
+// own queue, on the shard of the connection, without allocating.
+func (s *Server) capgoCheckEvent(ctx *fasthttp.RequestCtx, e capgo.Event) {
+	if !s.capgo.ownSink {
+		s.capgo.sink.DeviceEvents([]capgo.Event{e})
+		return
+	}
+	evs := [1]stats.Event{{Action: e.Action, App: e.App, Channel: e.Channel, Device: e.Device, Release: e.Release, Version: e.Version}}
+	if evs[0].Validate() == nil {
+		s.events.push(ctx.ConnID(), evs[:])
+		s.m.eventsIn.Inc()
+	}
+}
+
+// capgoDecide runs the update rules for one kind of device. It returns
+// nil and a refusal when the answer depends on the edge's state rather
+// than on the rules (the release's metadata cannot be had now), which must
+// not be kept.
+func (s *Server) capgoDecide(in *capgo.Info, cs *channelState, cfg *capgo.AppConfig, target release.Ref, failed bool) (*capgoDecision, *capgo.Refusal) {
+	ch := cs.ch
+	t := capgo.Target{Ref: target, Failed: failed}
+	var rel *capgoRelease
+	if !target.ID.IsZero() {
+		var err error
+		rel, err = s.capgoRelease(target.ID)
 		if errors.Is(err, ErrNotFound) {
 			// The origin has no Capgo download for it (a release encrypted
 			// for Capstan devices only): nothing a retry would change.
-			s.capgoRefuse(ctx, &capgo.Refusal{Error: capgo.CodeNoBundle, Message: "release " + target.Version + " has no download for Capgo devices (encrypted for Capstan devices only; upload with --capgo-key)", Kind: capgo.KindBlocked})
-			return
+			return s.capgoRefusal(&capgo.Refusal{Error: capgo.CodeNoBundle, Message: "release " + target.Version + " has no download for Capgo devices (encrypted for Capstan devices only; upload with --capgo-key)", Kind: capgo.KindBlocked}), nil
 		}
 		if err != nil {
 			s.log.Warn("capgo check", "release", target.ID, "err", err)
-			s.capgoRefuse(ctx, &capgo.Refusal{Error: capgo.CodeNoBundle, Message: "release " + target.Version + " is not available on this edge right now; retry later", Kind: capgo.KindFailed})
-			return
+			return nil, &capgo.Refusal{Error: capgo.CodeNoBundle, Message: "release " + target.Version + " is not available on this edge right now; retry later", Kind: capgo.KindFailed}
 		}
-		t.MinNative = me.doc.MinNative
-		if meta.Encrypted != nil {
-			t.KeyID = meta.Encrypted.KeyID
+		t.MinNative = rel.me.doc.MinNative
+		if rel.meta.Encrypted != nil {
+			t.KeyID = rel.meta.Encrypted.KeyID
 		}
-		_, t.Failed = s.capgo.failed.Get(app + "|" + string(in.DeviceID) + "|" + target.ID.String())
 	}
 	rules := capgo.Rules{Channel: ch.Channel, Flags: cfg.Flags(ch.Channel), BlockMajor: blockMajor(ch)}
 	r := capgo.Check(in, t, rules)
@@ -495,35 +690,107 @@ func (s *Server) handleCapgoUpdates(ctx *fasthttp.RequestCtx) {
 			r = cr
 		}
 	}
+	if r == nil && rel == nil {
+		// capgo.Check never offers the built-in bundle as an update.
+		r = &capgo.Refusal{Error: capgo.CodeAlreadyOnBuiltin, Message: "channel " + ch.Channel + " serves the bundle inside the app", Kind: capgo.KindUpToDate, Version: capgo.Builtin}
+	}
 	if r != nil {
-		s.capgoRefuse(ctx, r)
-		return
+		return s.capgoRefusal(r), nil
 	}
-	withManifest := meta.Encrypted == nil && capgo.SupportsManifest(string(in.PluginVersion))
-	base := s.baseURL(ctx)
-	key := target.ID.String() + "|" + base + "|" + strconv.FormatBool(withManifest)
-	a, ok := s.capgo.answers.Get(key)
-	if !ok {
-		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		m, err := s.fullManifest(rctx, me)
-		cancel()
-		var body []byte
-		if err == nil {
-			body, err = json.Marshal(capgoAnswer(base, m, meta, withManifest))
-		}
-		if err != nil {
-			s.capgoRefuse(ctx, &capgo.Refusal{Error: capgo.CodeServerError, Message: err.Error(), Kind: capgo.KindFailed})
-			return
-		}
-		a = &answer{body: body}
-		s.capgo.answers.Add(key, a)
+	return &capgoDecision{result: s.capgo.updates.WithLabelValues("update"), rel: rel,
+		withManifest: rel.meta.Encrypted == nil && capgo.SupportsManifest(string(in.PluginVersion))}, nil
+}
+
+func (s *Server) capgoRefusal(r *capgo.Refusal) *capgoDecision {
+	b, err := json.Marshal(r)
+	if err != nil {
+		b = []byte(`{"error":"server_error","message":"encode answer","kind":"failed"}`)
 	}
-	s.capgo.updates.WithLabelValues("update").Inc()
-	ctx.SetContentType("application/json")
-	ctx.Response.Header.Set("Cache-Control", "no-store")
-	// Both plugins' HTTP stacks (OkHttp, URLSession) accept gzip and
-	// decode it themselves.
-	writeEncoded(ctx, a)
+	return &capgoDecision{refusal: b, result: s.capgo.updates.WithLabelValues(r.Error)}
+}
+
+// capgoRelease returns a release's manifest and Capgo metadata, from
+// memory or fetched once.
+func (s *Server) capgoRelease(id release.Hash) (*capgoRelease, error) {
+	c := s.capgo
+	c.mu.Lock()
+	rel, ok := c.releases[id]
+	c.mu.Unlock()
+	if ok {
+		return rel, nil
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	me, err := s.manifest(rctx, id)
+	if err != nil {
+		return nil, err
+	}
+	meta, err := s.capgoMeta(rctx, id)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if rel, ok := c.releases[id]; ok {
+		return rel, nil
+	}
+	if len(c.releases) >= maxCapgoMetas {
+		c.releases = map[release.Hash]*capgoRelease{}
+	}
+	rel = &capgoRelease{me: me, meta: meta}
+	rel.answers.Store(&map[string]*answer{})
+	c.releases[id] = rel
+	return rel, nil
+}
+
+// capgoAnswerBody returns the update answer of rel for this request, with
+// its compressed forms: the variant is whether it lists files, and the
+// base URL (fixed by PublicURL, else read from the request's headers,
+// which key the variant as they came, so a hit reads no header twice and
+// builds nothing).
+func (s *Server) capgoAnswerBody(ctx *fasthttp.RequestCtx, rel *capgoRelease, withManifest bool) (*answer, error) {
+	var kb [256]byte
+	k := append(kb[:0], b2i(withManifest))
+	if s.capgo.cfg.PublicURL == "" {
+		k = append(k, b2i(ctx.IsTLS()))
+		k = append(k, ctx.Request.Header.Peek("X-Forwarded-Proto")...)
+		k = append(k, 0)
+		k = append(k, ctx.Request.Header.Peek("X-Forwarded-Host")...)
+		k = append(k, 0)
+		k = append(k, ctx.Host()...)
+	}
+	if a, ok := (*rel.answers.Load())[string(k)]; ok {
+		return a, nil
+	}
+	base, fromHeaders := s.baseURL(ctx)
+	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	m, err := s.fullManifest(rctx, rel.me)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(capgoAnswer(base, m, rel.meta, withManifest))
+	if err != nil {
+		return nil, err
+	}
+	a := &answer{body: body}
+	if !fromHeaders {
+		// Built from the listener's address: not what the key says.
+		return a, nil
+	}
+	rel.mu.Lock()
+	defer rel.mu.Unlock()
+	old := *rel.answers.Load()
+	if len(old) >= maxAnswerVariants {
+		return a, nil
+	}
+	next := make(map[string]*answer, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[string(k)] = a
+	rel.answers.Store(&next)
+	return a, nil
 }
 
 // capgoAnswer builds the update answer for a release. Plain releases point
@@ -619,7 +886,7 @@ func (s *Server) handleCapgoStats(ctx *fasthttp.RequestCtx) {
 		}
 		id, _ := s.releaseByVersion(app, channel, version)
 		if action == "update_fail" && !id.IsZero() {
-			s.capgo.failed.Add(app+"|"+device+"|"+id.String(), struct{}{})
+			s.capgo.failed.add(failedKey{app, device, id}, struct{}{})
 		}
 		if release.ValidateChannel(channel) != nil {
 			continue
@@ -631,7 +898,11 @@ func (s *Server) handleCapgoStats(ctx *fasthttp.RequestCtx) {
 		evs = append(evs, e)
 	}
 	if len(evs) > 0 {
-		s.capgo.sink.DeviceEvents(evs)
+		if s.capgo.ownSink {
+			s.pushCapgoEvents(ctx.ConnID(), evs)
+		} else {
+			s.capgo.sink.DeviceEvents(evs)
+		}
 	}
 	writeCapgoJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "accepted": len(stats), "dropped": dropped})
 }
@@ -663,7 +934,7 @@ func (s *Server) handleCapgoChannel(ctx *fasthttp.RequestCtx) {
 		cfg = s.capgoAppConfig(app)
 	}
 	def := s.capgoDefaultChannel(app, cfg)
-	key := app + "|" + device
+	key := deviceKey{app, device}
 	switch {
 	case ctx.IsPost():
 		name := string(in.Channel)
@@ -678,12 +949,12 @@ func (s *Server) handleCapgoChannel(ctx *fasthttp.RequestCtx) {
 		case name == def:
 			// Choosing the default channel is leaving any override: the
 			// plugin clears its stored channel on "unset".
-			s.capgo.overrides.Remove(key)
+			s.capgo.overrides.remove(key)
 			writeCapgoJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "unset": true})
 		case !s.capgoSelfAssignable(cs, cfg):
 			writeCapgoJSON(ctx, fasthttp.StatusOK, map[string]string{"error": "channel_self_set_not_allowed", "message": "channel " + name + " does not let devices choose it (capstan channel capgo --self-assign)"})
 		default:
-			s.capgo.overrides.Add(key, name)
+			s.capgo.overrides.add(key, name)
 			writeCapgoJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "allowSet": true})
 		}
 	case ctx.IsPut():
@@ -702,7 +973,7 @@ func (s *Server) handleCapgoChannel(ctx *fasthttp.RequestCtx) {
 		}
 		writeCapgoJSON(ctx, fasthttp.StatusOK, map[string]any{"channel": name, "status": status, "allowSet": true})
 	case ctx.IsDelete():
-		s.capgo.overrides.Remove(key)
+		s.capgo.overrides.remove(key)
 		writeCapgoJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
 	default:
 		writeCapgoJSON(ctx, fasthttp.StatusMethodNotAllowed, map[string]string{"error": "method_not_allowed", "message": "use GET, POST, PUT or DELETE"})

@@ -13,21 +13,6 @@ import (
 // devices may choose, the block-major rule and the version rules of
 // CheckOffer. Capgo's per-channel settings add to them, never loosen them.
 
-// defaultChannelOf returns the app's default channel according to the
-// channel records (the newest record flagged Default), or "".
-func defaultChannelOf(s *Server, app string) string {
-	var best *channelState
-	for _, cs := range *s.state.cur.Load() {
-		if cs.ch.Default && cs.ch.App == app && (best == nil || cs.ch.Seq > best.ch.Seq) {
-			best = cs
-		}
-	}
-	if best == nil {
-		return ""
-	}
-	return best.ch.Channel
-}
-
 // deviceSelectable reports whether a channel record lets devices choose it.
 func deviceSelectable(ch *release.Channel) bool { return ch.DeviceSelect }
 
@@ -61,10 +46,11 @@ func capstanOfferCheck(ch *release.Channel, in *capgo.Info, target release.Ref) 
 	return nil
 }
 
-// pushCapgoEvents feeds Capgo device events into the edge's event queue,
-// the same pipeline as POST /v1/events: forwarded to an origin, counted in
-// per-release stats, watched by auto-pause.
-func (s *Server) pushCapgoEvents(evs []capgo.Event) {
+// pushCapgoEvents feeds Capgo device events into the edge's event queue
+// (on the shard picked by hint, the connection), the same pipeline as POST
+// /v1/events: forwarded to an origin, counted in per-release stats,
+// watched by auto-pause.
+func (s *Server) pushCapgoEvents(hint uint64, evs []capgo.Event) {
 	out := make([]stats.Event, 0, len(evs))
 	for _, e := range evs {
 		se := stats.Event{Action: e.Action, App: e.App, Channel: e.Channel, Device: e.Device, Release: e.Release,
@@ -76,7 +62,7 @@ func (s *Server) pushCapgoEvents(evs []capgo.Event) {
 	if len(out) == 0 {
 		return
 	}
-	s.events.push(out)
+	s.events.push(hint, out)
 	s.m.eventsIn.Add(float64(len(out)))
 }
 

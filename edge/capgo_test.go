@@ -3,10 +3,12 @@ package edge_test
 import (
 	"archive/zip"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -74,7 +76,7 @@ func withFields(t *testing.T, body string, kv ...any) string {
 	return string(b)
 }
 
-func syncEdge(t *testing.T, e *testEdge) {
+func syncEdge(t testing.TB, e *testEdge) {
 	t.Helper()
 	if err := e.SyncFromOrigin(context.Background()); err != nil {
 		t.Fatal(err)
@@ -242,7 +244,7 @@ func checkManifest(t *testing.T, a *capgotest.AppVersion, o *origin.Server, rec 
 // newQuietFleet is newFleet without background patch builds: Capgo
 // devices never ask for Capstan patches, and the builds would only compete
 // for CPU with the test.
-func newQuietFleet(t *testing.T) *fleet {
+func newQuietFleet(t testing.TB) *fleet {
 	t.Helper()
 	cfg := origin.DefaultConfig(t.TempDir())
 	cfg.AdminKey = adminKey
@@ -259,7 +261,7 @@ func newQuietFleet(t *testing.T) *fleet {
 	return f
 }
 
-func uploadFixture(t *testing.T, f *fleet, app, version, fixture, channel string, enc *capgo.Encrypted, encZip []byte) *release.Record {
+func uploadFixture(t testing.TB, f *fleet, app, version, fixture, channel string, enc *capgo.Encrypted, encZip []byte) *release.Record {
 	t.Helper()
 	zf, err := os.Open(testutil.Fixture(t, fixture))
 	if err != nil {
@@ -739,5 +741,39 @@ func TestCapgoSkipsCapstanEncryptedReleases(t *testing.T) {
 		if err != nil || a.IsUpdate() || *a.Error != capgo.CodeNoBundle || *a.Kind != capgo.KindBlocked {
 			t.Fatalf("check %d: %v %s", i, err, raw)
 		}
+	}
+}
+
+// TestCapgoUpdateAnswerCompressed: the plugins' HTTP stacks (OkHttp,
+// URLSession) send Accept-Encoding: gzip; an update answer listing files is
+// compressed for them and decodes to the same answer.
+func TestCapgoUpdateAnswerCompressed(t *testing.T) {
+	f := newFleet(t)
+	files := map[string][]byte{"index.html": []byte("<html>v1</html>")}
+	for i := range 40 {
+		files[fmt.Sprintf("assets/chunk-%02d.js", i)] = []byte(fmt.Sprintf("console.log(%d)", i))
+	}
+	f.upload(t, "1.0.0", files)
+	e := startEdge(t, f, t.TempDir(), nil)
+	syncEdge(t, e)
+	req, _ := http.NewRequest("POST", e.url+"/updates", strings.NewReader(androidBody))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("Content-Encoding %q", resp.Header.Get("Content-Encoding"))
+	}
+	zr, err := gzip.NewReader(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(zr)
+	a, err := capgotest.DecodeAnswer(raw)
+	if err != nil || !a.IsUpdate() || len(a.Manifest) != 41 {
+		t.Fatalf("answer: %v %s", err, raw)
 	}
 }

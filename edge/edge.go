@@ -17,6 +17,7 @@ import (
 	"github.com/capstan-ota/capstan/capgo"
 	"github.com/capstan-ota/capstan/internal/kv"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/stats"
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
@@ -74,7 +75,8 @@ type Config struct {
 	ReadTimeout time.Duration
 	IdleTimeout time.Duration
 	// EventQueue bounds the device events held for forwarding (default
-	// 20000); past it the oldest are dropped. EventFlush is how often they
+	// 20000, spread over 16 shards); past it new events are dropped and
+	// counted. EventFlush is how often they
 	// are forwarded to an origin (default 2 s). EventsPerSecond limits
 	// POST /v1/events per client address (default 100, generous because
 	// carrier NAT puts many devices behind one address; negative: no
@@ -137,8 +139,9 @@ type Server struct {
 	syncOnce sync.Once
 
 	events  *eventQueue
-	evLimit *limiter
-	flushMu sync.Mutex // one forward of events at a time
+	evLimit *windowLimiter
+	flushMu sync.Mutex    // one forward of events at a time; guards pending
+	pending []stats.Event // a batch no origin took yet
 
 	srvMu sync.Mutex // guards srv, shut: Serve and Shutdown run in different goroutines
 	shut  bool
@@ -233,7 +236,7 @@ func New(cfg Config) (*Server, error) {
 		started:   cfg.Now(),
 		stop:      make(chan struct{}),
 		events:    newEventQueue(cfg.EventQueue),
-		evLimit:   &limiter{perSec: cfg.EventsPerSecond},
+		evLimit:   newWindowLimiter(cfg.EventsPerSecond, maxLimiterClients),
 		client: &http.Client{Transport: &http.Transport{
 			DialContext:           (&net.Dialer{Timeout: cfg.ConnectTimeout}).DialContext,
 			ResponseHeaderTimeout: 30 * time.Second,
@@ -243,7 +246,7 @@ func New(cfg Config) (*Server, error) {
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
 	s.initTrust()
-	s.capgo = newCapgoState(cfg.Capgo, s.reg, capgo.EventSinkFunc(s.pushCapgoEvents))
+	s.capgo = newCapgoState(cfg.Capgo, s.reg, capgo.EventSinkFunc(func(evs []capgo.Event) { s.pushCapgoEvents(0, evs) }))
 	if err := s.loadState(); err != nil {
 		db.Close()
 		return nil, err

@@ -35,10 +35,13 @@ type fleet struct {
 	originDown atomic.Bool
 }
 
-func newFleet(t *testing.T) *fleet {
+func newFleet(t testing.TB, mutate ...func(*origin.Config)) *fleet {
 	t.Helper()
 	cfg := origin.DefaultConfig(t.TempDir())
 	cfg.AdminKey = adminKey
+	for _, m := range mutate {
+		m(&cfg)
+	}
 	o, err := origin.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +66,7 @@ func newFleet(t *testing.T) *fleet {
 	return f
 }
 
-func (f *fleet) upload(t *testing.T, version string, files map[string][]byte) *release.Record {
+func (f *fleet) upload(t testing.TB, version string, files map[string][]byte) *release.Record {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
@@ -84,7 +87,7 @@ type testEdge struct {
 	url string
 }
 
-func startEdge(t *testing.T, f *fleet, dir string, mutate func(*edge.Config)) *testEdge {
+func startEdge(t testing.TB, f *fleet, dir string, mutate func(*edge.Config)) *testEdge {
 	t.Helper()
 	cfg := edge.DefaultConfig(dir)
 	cfg.Origins = func() []string { return []string{f.originURL} }

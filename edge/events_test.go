@@ -2,6 +2,8 @@ package edge
 
 import (
 	"fmt"
+	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -9,46 +11,106 @@ import (
 )
 
 func TestEventQueueBounded(t *testing.T) {
-	q := newEventQueue(100)
-	evs := make([]stats.Event, 150)
+	q := newEventQueue(10 * eventShards)
+	evs := make([]stats.Event, 10*eventShards+50)
 	for i := range evs {
-		evs[i].Device = fmt.Sprint(i)
+		evs[i] = stats.Event{Action: stats.ActionInstall, Device: fmt.Sprint(i)}
 	}
-	if d := q.push(evs); d != 50 {
+	// One connection fills its shard, then the others; past the bound the
+	// newest are dropped and counted.
+	if d := q.push(7, evs); d != 50 {
 		t.Fatalf("dropped %d, want 50", d)
 	}
-	got := q.take(10)
-	if len(got) != 10 || got[0].Device != "50" {
-		t.Fatalf("oldest kept is %q, want 50", got[0].Device)
+	if q.len() != 10*eventShards || q.droppedTotal() != 50 {
+		t.Fatalf("len %d dropped %d", q.len(), q.droppedTotal())
 	}
-	q.putBack(got)
-	if q.len() != 100 {
-		t.Fatalf("len %d after put back", q.len())
+	got := q.take(nil, 30)
+	if len(got) != 30 {
+		t.Fatalf("took %d, want 30", len(got))
 	}
-	q.putBack(make([]stats.Event, 5))
-	if q.len() != 100 || q.dropped != 55 {
-		t.Fatalf("len %d dropped %d", q.len(), q.dropped)
+	if got := q.take(got[:0], 100000); len(got) != 10*eventShards-30 {
+		t.Fatalf("took %d, want the %d left", len(got), 10*eventShards-30)
+	}
+	if d := q.push(7, evs[:20]); d != 0 || q.len() != 20 {
+		t.Fatalf("after draining: dropped %d, len %d", d, q.len())
+	}
+	if got := q.take(nil, 100); len(got) != 20 || got[0].Device != "0" || got[19].Device != "19" {
+		t.Fatalf("one connection's events came back as %d, first %q: want them in order", len(got), got[0].Device)
 	}
 }
 
-func TestLimiter(t *testing.T) {
-	l := &limiter{perSec: 3}
+// TestEventQueueFoldsRepeatedChecks: a device checking again and again
+// costs one queued event with a count, not one per check; anything else
+// in between starts a new event.
+func TestEventQueueFoldsRepeatedChecks(t *testing.T) {
+	q := newEventQueue(10 * eventShards)
+	check := stats.Event{Action: stats.ActionCheck, App: "a", Channel: "c", Device: "d", Version: "1.0.0"}
+	for range 1000 {
+		q.push(1, []stats.Event{check})
+	}
+	other := check
+	other.Device = "e"
+	q.push(1, []stats.Event{other, check})
+	got := q.take(nil, 10)
+	if len(got) != 3 || got[0].N() != 1000 || got[1].N() != 1 || got[2].N() != 1 || q.droppedTotal() != 0 {
+		t.Fatalf("queued %+v, dropped %d; want 1000 checks folded into one, then two", got, q.droppedTotal())
+	}
+	for _, e := range got {
+		if err := e.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestEventQueuePushDoesNotAllocate: the request path copies an event into
+// its shard, nothing more.
+func TestEventQueuePushDoesNotAllocate(t *testing.T) {
+	q := newEventQueue(20000)
+	ev := [1]stats.Event{{Action: stats.ActionCheck, App: "a", Channel: "c", Device: "d"}}
+	q.push(3, ev[:])
+	if n := testing.AllocsPerRun(1000, func() { q.push(3, ev[:]) }); n != 0 {
+		t.Fatalf("%.1f allocations per push", n)
+	}
+}
+
+func TestWindowLimiter(t *testing.T) {
+	l := newWindowLimiter(3, 1000)
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")
 	now := time.Unix(1000, 0)
 	for i := range 3 {
-		if !l.allow("a", now) {
+		if ok, _ := l.allow(a, now); !ok {
 			t.Fatalf("request %d refused", i)
 		}
 	}
-	if l.allow("a", now) {
-		t.Fatal("fourth request in one second allowed")
+	if ok, retry := l.allow(a, now); ok || retry != 1 {
+		t.Fatalf("fourth request in one second: ok %v, retry %d", ok, retry)
 	}
-	if !l.allow("b", now) {
+	if ok, _ := l.allow(b, now); !ok {
 		t.Fatal("another address refused")
 	}
-	if !l.allow("a", now.Add(time.Second)) {
+	if ok, _ := l.allow(a, now.Add(time.Second)); !ok {
 		t.Fatal("next window refused")
 	}
-	if !(&limiter{perSec: -1}).allow("a", now) {
+	if ok, _ := newWindowLimiter(-1, 10).allow(a, now); !ok {
 		t.Fatal("disabled limiter refused")
+	}
+	// Memory is bounded: past the tracked addresses, new ones pass.
+	small := newWindowLimiter(1, limiterShards)
+	var wg sync.WaitGroup
+	for i := range 4096 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			small.allow(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), now)
+		}()
+	}
+	wg.Wait()
+	for i := range small.shards {
+		if n := len(small.shards[i].counts); n > 1 {
+			t.Fatalf("shard %d tracks %d addresses, bound 1", i, n)
+		}
+	}
+	if n := testing.AllocsPerRun(1000, func() { l.allow(a, now.Add(5*time.Second)) }); n != 0 {
+		t.Fatalf("%.1f allocations per request", n)
 	}
 }

@@ -341,6 +341,17 @@ func (s *Server) handlePatch(ctx *fasthttp.RequestCtx, path string) {
 			return
 		}
 	}
+	// ?codecs=zstd asks for the variant without brotli frames (clients with
+	// no brotli decoder, decision 131); it is another object at the origin,
+	// cached under its own alias. A full bundle has no brotli frame either
+	// way, so that variant shares the plain one.
+	switch codecs := string(ctx.QueryArgs().Peek("codecs")); {
+	case codecs == "zstd" && parts[0] != release.ZeroHash.String():
+		path += "?codecs=zstd"
+	case codecs != "" && codecs != "zstd":
+		fail(ctx, fasthttp.StatusBadRequest, "patch codecs: want zstd or nothing")
+		return
+	}
 	h, size, err := s.ensureAlias(path)
 	if err != nil {
 		s.failFetch(ctx, err)

@@ -44,7 +44,7 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "capstan_edge_events_queued", Help: "Device events waiting to be forwarded."},
 			func() float64 { return float64(s.events.len()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "capstan_edge_events_dropped_total", Help: "Device events dropped because the queue was full."},
-			func() float64 { s.events.mu.Lock(); defer s.events.mu.Unlock(); return float64(s.events.dropped) }))
+			func() float64 { return float64(s.events.droppedTotal()) }))
 	reg.MustRegister(m.requests, m.latency, m.cacheHits, m.cacheMisses, m.originFetches, m.originBytes, m.refusedPulls, m.bytesServed,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "capstan_edge_cache_bytes", Help: "Bytes of blobs in the disk cache."},
 			func() float64 { b, _ := s.cache.used(); return float64(b) }),

@@ -86,7 +86,7 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 	if status == http.StatusInternalServerError {
 		s.log.Error("api error", "err", err)
 	}
-	msg = strings.TrimPrefix(strings.TrimPrefix(msg, "origin: "), "bad request: ")
+	msg = strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(msg, "origin: "), "bad request: "), "forbidden: ")
 	writeJSON(w, status, apiError{Error: strings.ReplaceAll(msg, "\n", " ")})
 }
 
@@ -249,7 +249,11 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	out := *rec
 	out.Envelope = nil
-	writeJSON(w, http.StatusCreated, UploadResponse{Record: &out, Warnings: s.nativeWarnings(req.App, req.Version, req.MinNative)})
+	warnings := s.nativeWarnings(req.App, req.Version, req.MinNative)
+	if rec.Envelope != nil && len(rec.Envelope.Signatures) == 0 {
+		warnings = append(warnings, fmt.Sprintf("release %s is not signed: devices that verify releases (capstan device, Capstan's own clients) refuse it; only @capgo/capacitor-updater devices install it. Sign uploads with --sign-key (capstan keys gen)", rec.Version))
+	}
+	writeJSON(w, http.StatusCreated, UploadResponse{Record: &out, Warnings: warnings})
 }
 
 // UploadResponse is the answer to an upload: the stored release and

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
@@ -25,7 +26,9 @@ type AppSettings struct {
 	// RemoveReleaseKeys are key IDs to stop accepting.
 	RemoveReleaseKeys []string `json:"remove_release_keys,omitempty"`
 	// RequireSigning refuses uploads that no registered release key signed.
-	// It can only be turned on while at least one release key is registered.
+	// It can only be turned on while at least one release key is
+	// registered. Registering a key turns it on by itself (App.
+	// SigningRequired); false allows unsigned uploads explicitly.
 	RequireSigning *bool `json:"require_signing,omitempty"`
 	// EncryptKey is the PEM X25519 public key of the app (whose private
 	// half the app ships); "" turns encryption off for future releases.
@@ -36,13 +39,15 @@ type AppSettings struct {
 // rather than raw bytes.
 type AppView struct {
 	App
-	ReleaseKeyIDs []string `json:"release_key_ids,omitempty"`
-	ReleaseKeyPEM []string `json:"release_keys_pem,omitempty"`
-	Encrypted     bool     `json:"encrypted"`
+	// SigningRequired is the policy in force (App.SigningRequired).
+	SigningRequired bool     `json:"signing_required"`
+	ReleaseKeyIDs   []string `json:"release_key_ids,omitempty"`
+	ReleaseKeyPEM   []string `json:"release_keys_pem,omitempty"`
+	Encrypted       bool     `json:"encrypted"`
 }
 
 func viewApp(a *App) AppView {
-	v := AppView{App: *a, Encrypted: len(a.EncryptKey) > 0}
+	v := AppView{App: *a, Encrypted: len(a.EncryptKey) > 0, SigningRequired: a.SigningRequired()}
 	for _, k := range a.ReleaseKeys {
 		v.ReleaseKeyIDs = append(v.ReleaseKeyIDs, release.KeyID(k))
 		if p, err := release.EncodePublicKey(k, release.RoleRelease); err == nil {
@@ -105,6 +110,11 @@ func (s *Server) SetApp(id string, in AppSettings) (*App, error) {
 		}
 		if in.RequireSigning != nil {
 			out.RequireSigning = *in.RequireSigning
+			out.AllowUnsigned = !*in.RequireSigning
+		} else if len(add) > 0 {
+			// A newly registered key is trusted by the app's devices:
+			// unsigned uploads would fail on all of them.
+			out.AllowUnsigned = false
 		}
 		if out.RequireSigning && len(out.ReleaseKeys) == 0 {
 			return badRequest("app %s: requiring signatures needs at least one release key (--release-key FILE.pub)", id)
@@ -117,15 +127,16 @@ func (s *Server) SetApp(id string, in AppSettings) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("origin: app %s: %w", id, err)
 	}
-	s.log.Info("app trust settings changed", "app", id, "release_keys", len(out.ReleaseKeys), "require_signing", out.RequireSigning, "encrypted", len(out.EncryptKey) > 0)
+	s.log.Info("app trust settings changed", "app", id, "release_keys", len(out.ReleaseKeys), "signing_required", out.SigningRequired(), "encrypted", len(out.EncryptKey) > 0)
 	return &out, nil
 }
 
 // checkSignature enforces an app's signing policy on an upload before a
-// byte of its bundle is stored: with RequireSigning, a registered release
-// key must have signed; whenever the upload is signed and keys are
-// registered, the signature must verify against them (a manifest signed by
-// an unknown or wrong key is refused rather than silently stored).
+// byte of its bundle is stored: when signing is required (asked for, or
+// release keys registered), a registered release key must have signed;
+// whenever the upload is signed and keys are registered, the signature
+// must verify against them (a manifest signed by an unknown or wrong key
+// is refused rather than silently stored).
 func (s *Server) checkSignature(app string, env *release.Envelope) error {
 	a, err := s.st.app(app)
 	if errors.Is(err, ErrNotFound) {
@@ -136,9 +147,9 @@ func (s *Server) checkSignature(app string, env *release.Envelope) error {
 	}
 	signed := env != nil && len(env.Signatures) > 0
 	if !signed {
-		if a.RequireSigning {
+		if a.SigningRequired() {
 			s.log.Warn("upload refused: unsigned", "app", app)
-			return fmt.Errorf("%w: app %s requires signed releases: upload with --sign-key or CAPSTAN_SIGNING_KEY", errForbidden, app)
+			return errUnsigned(a)
 		}
 		return nil
 	}
@@ -154,6 +165,18 @@ func (s *Server) checkSignature(app string, env *release.Envelope) error {
 		return fmt.Errorf("%w: app %s: the manifest signature (keys %v) does not verify against the app's release keys: %v", errForbidden, app, ids, err)
 	}
 	return nil
+}
+
+// errUnsigned is the refusal of an unsigned upload to an app that
+// requires signatures: which keys, and the two ways forward.
+func errUnsigned(a *App) error {
+	ids := make([]string, 0, len(a.ReleaseKeys))
+	for _, k := range a.ReleaseKeys {
+		ids = append(ids, release.KeyID(k))
+	}
+	return fmt.Errorf("%w: app %s has release keys [%s], and its devices install only releases one of them signed: "+
+		"upload with --sign-key (or CAPSTAN_SIGNING_KEY); to ship unsigned releases anyway, an admin runs capstan app set --app %s --no-require-signing",
+		errForbidden, a.ID, strings.Join(ids, ", "), a.ID)
 }
 
 func (s *Server) handleGetApp(w http.ResponseWriter, r *http.Request) {

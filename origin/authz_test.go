@@ -109,7 +109,9 @@ func TestAuthzMatrix(t *testing.T) {
 	}
 	relKey, _ := release.GenerateKey()
 	relPEM, _ := release.EncodePublicKey(relKey.Public().(ed25519.PublicKey), release.RoleRelease)
-	if _, err := s.SetApp("appA", AppSettings{AddReleaseKeys: []string{string(relPEM)}}); err != nil {
+	// Unsigned uploads stay allowed: the matrix tests roles, not signing.
+	allowUnsigned := false
+	if _, err := s.SetApp("appA", AppSettings{AddReleaseKeys: []string{string(relPEM)}, RequireSigning: &allowUnsigned}); err != nil {
 		t.Fatal(err)
 	}
 	m, _ := s.manifestOf(a1)
@@ -215,6 +217,7 @@ func TestAuthzMatrix(t *testing.T) {
 			return httptest.NewRequest("POST", "/v1/edges/report", strings.NewReader(`{"name":"http://127.0.0.1:7080","url":"http://127.0.0.1:7080","status":"ok"}`))
 		}},
 		{"GET /v1/apps/{app}/release-details", readA, get("/v1/apps/appA/release-details")},
+		{"GET /v1/apps/{app}/channel-details", readA, get("/v1/apps/appA/channel-details")},
 		{"GET /v1/apps/{app}/channels/{channel}/policy", readA, get("/v1/apps/appA/channels/production/policy")},
 		{"GET /v1/apps/{app}/channels/{channel}/timeline", readA, get("/v1/apps/appA/channels/production/timeline")},
 		{"POST /v1/keys/origin/rotate", admin, func(*testing.T) *http.Request { return httptest.NewRequest("POST", "/v1/keys/origin/rotate", nil) }},

@@ -52,6 +52,9 @@ func (s *Server) nextChannelRecord(txn store.Txn, app, ch string, mutate func(c,
 	if err := mutate(c, prev); err != nil {
 		return nil, err
 	}
+	if err := keepStable(txn, c, prev); err != nil {
+		return nil, err
+	}
 	if err := s.sealRefs(txn, c); err != nil {
 		return nil, err
 	}
@@ -74,6 +77,57 @@ func (s *Server) nextChannelRecord(txn store.Txn, app, ch string, mutate func(c,
 		return nil, err
 	}
 	return env, nil
+}
+
+// keepStable gives a record that serves its release to only part of the
+// fleet (a partial or paused rollout) without a Stable release the one the
+// channel served to everyone before, from the channel's history: devices
+// outside a rollout keep getting what they were served, whichever way the
+// record got there (channel set --rollout after a promote at 100 %, a
+// pause at 100 %, a record signed before this rule). See decision 102.
+func keepStable(txn store.Txn, c, prev *release.Channel) error {
+	if c.RolloutBPS >= release.FullRollout && !c.Paused {
+		c.Stable = nil // everyone gets Release; nothing falls back
+		return nil
+	}
+	if prev == nil || c.Stable != nil || c.Release.ID.IsZero() {
+		return nil
+	}
+	hist, err := historyIn(txn, c.App, c.Channel)
+	if err != nil {
+		return err
+	}
+	if ref, ok := servedBefore(hist, c.Release.ID); ok {
+		c.Stable = &ref
+	}
+	return nil
+}
+
+// servedBefore returns the release the channel served to everyone before
+// it served cur: the newest earlier record that served another release,
+// taken whole when it was at 100 % and not paused, else its own Stable.
+// The bundle inside the app is no Stable (devices stay where they are).
+func servedBefore(hist []*release.Channel, cur release.Hash) (release.Ref, bool) {
+	for i := len(hist) - 1; i >= 0; i-- {
+		h := hist[i]
+		if h.Release.ID == cur {
+			continue
+		}
+		var ref *release.Ref
+		switch {
+		case h.RolloutBPS >= release.FullRollout && !h.Paused:
+			ref = &h.Release
+		case h.Stable != nil && h.Stable.ID != cur:
+			ref = h.Stable
+		default:
+			continue
+		}
+		if ref.ID.IsZero() {
+			return release.Ref{}, false
+		}
+		return *ref, true
+	}
+	return release.Ref{}, false
 }
 
 // pointAt points c at target with a rollout. Devices outside the rollout

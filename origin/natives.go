@@ -54,7 +54,7 @@ func countNatives(txn store.Txn, events []stats.Event) error {
 		if _, ok := c.Checks[v]; !ok && len(c.Checks) >= maxNativeVersions {
 			v = "other"
 		}
-		c.Checks[v]++
+		c.Checks[v] += e.N()
 	}
 	for app, c := range byApp {
 		if err := setJSON(txn, pfxNatives+app, c); err != nil {

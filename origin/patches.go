@@ -22,23 +22,45 @@ func (s blobSource) Open(_ context.Context, h release.Hash) (io.ReadCloser, erro
 	return f, nil
 }
 
+// Patch variants (?codecs= on GET /v1/patches): the default uses every
+// codec of the format; codecsZstd builds the same records with no brotli
+// frame, for clients that have no brotli decoder (WebViews: no
+// DecompressionStream("brotli"); a JavaScript brotli decoder carries a 122 KB
+// dictionary). Decision 131.
+const (
+	codecsAll  = ""
+	codecsZstd = "zstd"
+)
+
 func patchKey(base, target release.Hash) string {
 	return pfxPatch + base.String() + "/" + target.String()
 }
 
+// patchVariantKey is where the patch of a variant is indexed: patchKey for
+// the default one and for every full bundle, which has no brotli frame.
+func patchVariantKey(base, target release.Hash, codecs string) string {
+	k := patchKey(base, target)
+	if codecs == codecsZstd && !base.IsZero() {
+		k += "/" + codecsZstd
+	}
+	return k
+}
+
 // patch returns the blob holding the patch from base to target (the zero
 // hash for a full bundle), building and storing it once if needed.
-// Concurrent requests for the same pair share one build.
-func (s *Server) patch(ctx context.Context, base, target release.Hash) (release.Hash, error) {
+// Concurrent requests for the same pair share one build. codecs is
+// codecsAll or codecsZstd; a full bundle has no brotli frame either way, so
+// both name the same blob.
+func (s *Server) patch(ctx context.Context, base, target release.Hash, codecs string) (release.Hash, error) {
 	if err := s.checkPatchable(target); err != nil {
 		return release.Hash{}, err
 	}
-	return s.derived(ctx, patchKey(base, target), func(ctx context.Context) (release.Hash, error) {
-		return s.buildPatch(ctx, base, target)
+	return s.derived(ctx, patchVariantKey(base, target, codecs), func(ctx context.Context) (release.Hash, error) {
+		return s.buildPatch(ctx, base, target, codecs)
 	})
 }
 
-func (s *Server) buildPatch(ctx context.Context, baseID, targetID release.Hash) (release.Hash, error) {
+func (s *Server) buildPatch(ctx context.Context, baseID, targetID release.Hash, codecs string) (release.Hash, error) {
 	target, err := s.st.releaseByID(targetID)
 	if err != nil {
 		return release.Hash{}, err
@@ -79,6 +101,9 @@ func (s *Server) buildPatch(ctx context.Context, baseID, targetID release.Hash) 
 		dcfg.BrotliMaxBytes = 0
 		dcfg.FastLiterals = true
 	}
+	if codecs == codecsZstd {
+		dcfg.BrotliMaxBytes = 0
+	}
 	go func() {
 		var err error
 		st, err = delta.Build(ctx, dcfg, bm, baseID, tm, targetID, blobSource{s.blobs}, pw)
@@ -109,9 +134,14 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, badRequest("patch target: %v", err))
 		return
 	}
+	codecs := r.URL.Query().Get("codecs")
+	if codecs != codecsAll && codecs != codecsZstd {
+		s.fail(w, badRequest("patch codecs %q: want zstd or nothing", codecs))
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
 	defer cancel()
-	h, err := s.patch(ctx, base, target)
+	h, err := s.patch(ctx, base, target, codecs)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -154,7 +184,7 @@ func (s *Server) precompute(c *release.Channel) {
 			}
 		}()
 		for _, b := range bases {
-			if _, err := s.patch(ctx, b, target); err != nil && ctx.Err() == nil {
+			if _, err := s.patch(ctx, b, target, codecsAll); err != nil && ctx.Err() == nil {
 				s.log.Warn("precompute patch", "base", b, "target", target, "err", err)
 			}
 		}

@@ -74,7 +74,7 @@ func TestEncryptedUploadStoresOnlyCiphertext(t *testing.T) {
 		}
 	}
 	// No patches for an encrypted release.
-	if _, err := s.patch(context.Background(), release.Hash{}, rec.ID); !errors.Is(err, ErrNotFound) {
+	if _, err := s.patch(context.Background(), release.Hash{}, rec.ID, codecsAll); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("patch of an encrypted release: %v", err)
 	}
 	w := httptest.NewRecorder()

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -245,8 +248,75 @@ func TestUploadAcceptsFormat1SignedManifest(t *testing.T) {
 		t.Fatal("the release ID is not the hash of what CI signed")
 	}
 	for _, pair := range [][2]release.Hash{{old.ID, rec.ID}, {release.ZeroHash, rec.ID}} {
-		if _, err := s.patch(context.Background(), pair[0], pair[1]); err != nil {
+		if _, err := s.patch(context.Background(), pair[0], pair[1], codecsAll); err != nil {
 			t.Fatalf("patch %s → %s: %v", pair[0], pair[1], err)
 		}
+	}
+}
+
+// TestRegisteredKeyRequiresSignature: an app that registered a release key
+// (without --require-signing) refused no unsigned upload, which reached the
+// channel and failed on every device ("not signed by a trusted key").
+// Registering a key now requires signatures; an admin may allow unsigned
+// uploads explicitly, and registering another key requires them again.
+func TestRegisteredKeyRequiresSignature(t *testing.T) {
+	s, _ := newTestServer(t, nil)
+	ci, _ := release.GenerateKey()
+	pem, _ := release.EncodePublicKey(ci.Public().(ed25519.PublicKey), release.RoleRelease)
+	if _, err := s.SetApp("app", AppSettings{AddReleaseKeys: []string{string(pem)}}); err != nil {
+		t.Fatal(err)
+	}
+	upload := func(version string, key ed25519.PrivateKey) error {
+		req, z := signedUpload(t, "app", version, key)
+		req.Channel = "production"
+		_, err := s.Upload(context.Background(), req, bytes.NewReader(z))
+		return err
+	}
+	err := upload("1.0.0", nil)
+	if !errors.Is(err, errForbidden) || !strings.Contains(err.Error(), release.KeyID(ci.Public().(ed25519.PublicKey))) || !strings.Contains(err.Error(), "--sign-key") {
+		t.Fatalf("unsigned upload to an app with a release key: %v, want a refusal naming the key and --sign-key", err)
+	}
+	if _, _, err := s.st.channel("app", "production"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the refused upload reached the channel: %v", err)
+	}
+	if err := upload("1.0.1", ci); err != nil {
+		t.Fatalf("signed upload: %v", err)
+	}
+	no := false
+	a, err := s.SetApp("app", AppSettings{RequireSigning: &no})
+	if err != nil || a.SigningRequired() {
+		t.Fatalf("--no-require-signing: %v, required %v", err, a.SigningRequired())
+	}
+	if err := upload("1.0.2", nil); err != nil {
+		t.Fatalf("unsigned upload allowed explicitly: %v", err)
+	}
+	other, _ := release.GenerateKey()
+	pem2, _ := release.EncodePublicKey(other.Public().(ed25519.PublicKey), release.RoleRelease)
+	if _, err := s.SetApp("app", AppSettings{AddReleaseKeys: []string{string(pem2)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := upload("1.0.3", nil); !errors.Is(err, errForbidden) {
+		t.Fatalf("unsigned upload after registering another key: %v", err)
+	}
+}
+
+// TestUnsignedUploadWarns: an unsigned upload that is accepted says, in
+// the upload's warnings, that devices which verify will refuse it.
+func TestUnsignedUploadWarns(t *testing.T) {
+	_, ts := newTestOrigin(t)
+	z := testZip(t, map[string]string{"index.html": "x"})
+	req, _ := http.NewRequest("POST", ts.URL+"/v1/apps/com.x/releases?version=1.0.0", bytes.NewReader(z))
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out UploadResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("upload: %d %v", resp.StatusCode, err)
+	}
+	if len(out.Warnings) != 1 || !strings.Contains(out.Warnings[0], "not signed") {
+		t.Fatalf("warnings %q, want one saying the release is not signed", out.Warnings)
 	}
 }

@@ -137,7 +137,9 @@ func (s *Server) IngestEvents(ctx context.Context, events []stats.Event) (Ingest
 	err := s.db.Update(func(txn store.Txn) error {
 		// The transaction may run more than once: count from zero.
 		res, touched, accepted = IngestResult{}, map[string]bool{}, accepted[:0]
-		recs := map[string]*statsRecord{}
+		// Sketches stay decoded while the batch is applied and are encoded
+		// once per record: a batch is up to 2,000 events, a sketch 16 KiB.
+		recs := map[string]*batchRecord{}
 		known := map[string]bool{}
 		for i := range events {
 			e := &events[i]
@@ -146,30 +148,34 @@ func (s *Server) IngestEvents(ctx context.Context, events []stats.Event) (Ingest
 				continue
 			}
 			key := statsKey(e.App, e.Channel, e.Release)
-			rec := recs[key]
-			if rec == nil {
-				ok, seen := known[key]
-				if !seen {
-					var err error
-					rec, err = loadStatsRecord(txn, e)
-					if err != nil {
-						return err
-					}
-					ok = rec != nil
-					known[key] = ok
-				}
-				if !ok {
+			br := recs[key]
+			if br == nil {
+				if known[key] {
+					// Seen in this batch and unknown to the origin.
 					res.Dropped++
 					continue
 				}
-				recs[key] = rec
+				known[key] = true
+				rec, err := loadStatsRecord(txn, e)
+				if err != nil {
+					return err
+				}
+				if rec == nil {
+					res.Dropped++
+					continue
+				}
+				br = &batchRecord{rec: rec}
+				br.dev, br.fail = rec.sketches()
+				recs[key] = br
 			}
-			applyEvent(rec, e)
+			applyEvent(br, e)
 			res.Accepted++
 			accepted = append(accepted, *e)
 		}
-		for key, rec := range recs {
-			if err := setJSON(txn, key, rec); err != nil {
+		for key, br := range recs {
+			br.rec.DevSketch, _ = br.dev.MarshalBinary()
+			br.rec.FailSketch, _ = br.fail.MarshalBinary()
+			if err := setJSON(txn, key, br.rec); err != nil {
 				return err
 			}
 			touched[key] = true
@@ -221,12 +227,19 @@ func loadStatsRecord(txn store.Txn, e *stats.Event) (*statsRecord, error) {
 	return &rec, nil
 }
 
-func applyEvent(rec *statsRecord, e *stats.Event) {
-	dev, fail := rec.sketches()
+// batchRecord is a stats record being updated by a batch of events, its
+// sketches decoded.
+type batchRecord struct {
+	rec       *statsRecord
+	dev, fail stats.Sketch
+}
+
+func applyEvent(br *batchRecord, e *stats.Event) {
+	rec, dev, fail := br.rec, &br.dev, &br.fail
 	dev.Add(e.Device)
 	switch e.Action {
 	case stats.ActionCheck:
-		rec.Checks++
+		rec.Checks += e.N()
 	case stats.ActionDownload:
 		rec.Downloads++
 		rec.Bytes += uint64(e.Bytes)
@@ -243,8 +256,6 @@ func applyEvent(rec *statsRecord, e *stats.Event) {
 		rec.Reverts++
 		fail.Add(e.Device)
 	}
-	rec.DevSketch, _ = dev.MarshalBinary()
-	rec.FailSketch, _ = fail.MarshalBinary()
 }
 
 // ReleaseStats is one release's stats on one channel.

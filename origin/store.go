@@ -37,13 +37,27 @@ type App struct {
 	ID      string    `json:"id"`
 	Created time.Time `json:"created"`
 	// RequireSigning refuses uploads without a valid release signature.
+	// An app with ReleaseKeys requires signatures anyway unless
+	// AllowUnsigned says otherwise (SigningRequired, decision 103).
 	RequireSigning bool `json:"require_signing,omitempty"`
+	// AllowUnsigned, set by an explicit `app set --no-require-signing`,
+	// accepts unsigned uploads although release keys are registered.
+	AllowUnsigned bool `json:"allow_unsigned,omitempty"`
 	// ReleaseKeys are the CI keys whose signatures the origin accepts on
 	// this app's manifests (see apps.go).
 	ReleaseKeys []ed25519.PublicKey `json:"release_keys,omitempty"`
 	// EncryptKey, if set, is the app's X25519 public key: releases are
 	// stored and served encrypted (see seal.go).
 	EncryptKey []byte `json:"encrypt_key,omitempty"`
+}
+
+// SigningRequired reports whether uploads must carry a signature by one of
+// the app's release keys: when asked (RequireSigning), and whenever release
+// keys are registered, unless unsigned uploads were allowed explicitly.
+// Devices of an app that registered a release key trust that key, so an
+// unsigned release would reach the channel and fail on every device.
+func (a *App) SigningRequired() bool {
+	return a.RequireSigning || len(a.ReleaseKeys) > 0 && !a.AllowUnsigned
 }
 
 func getJSON(txn store.Txn, key string, v any) error {
@@ -213,18 +227,28 @@ func (s *recordStore) channels(app string) ([]*release.Envelope, error) {
 func (s *recordStore) history(app, ch string) ([]*release.Channel, error) {
 	var out []*release.Channel
 	err := s.db.View(func(txn store.Txn) error {
-		return iterate(txn, pfxHistory+app+"/"+ch+"/", func(_ string, b []byte) error {
-			var env release.Envelope
-			if err := json.Unmarshal(b, &env); err != nil {
-				return err
-			}
-			c, err := env.Channel()
-			if err != nil {
-				return err
-			}
-			out = append(out, c)
-			return nil
-		})
+		var err error
+		out, err = historyIn(txn, app, ch)
+		return err
+	})
+	return out, err
+}
+
+// historyIn returns every record a channel has had, oldest first, read in
+// txn.
+func historyIn(txn store.Txn, app, ch string) ([]*release.Channel, error) {
+	var out []*release.Channel
+	err := iterate(txn, pfxHistory+app+"/"+ch+"/", func(_ string, b []byte) error {
+		var env release.Envelope
+		if err := json.Unmarshal(b, &env); err != nil {
+			return err
+		}
+		c, err := env.Channel()
+		if err != nil {
+			return err
+		}
+		out = append(out, c)
+		return nil
 	})
 	return out, err
 }

@@ -147,8 +147,8 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 		env = req.Envelope
 	}
 	app, appErr := s.st.app(req.App)
-	if appErr == nil && app.RequireSigning && len(env.Signatures) == 0 {
-		return nil, fmt.Errorf("%w: app %s requires signed releases: upload with --sign-key or CAPSTAN_SIGNING_KEY", errForbidden, req.App)
+	if appErr == nil && app.SigningRequired() && len(env.Signatures) == 0 {
+		return nil, errUnsigned(app)
 	}
 	rec := &release.Record{
 		ID: env.ID(), App: req.App, Version: req.Version, Uploaded: s.cfg.Now().UTC(), UploadedBy: req.UploadedBy,

@@ -75,6 +75,21 @@ type Event struct {
 	// Cause classifies a fail event (Cause…); empty counts as a failure
 	// of the release.
 	Cause string `json:"cause,omitempty"`
+	// Count is how many identical check events this one stands for (0 and
+	// 1 mean one): an edge folds a device's repeated checks into one event
+	// rather than forwarding each. Only checks carry it.
+	Count int64 `json:"count,omitempty"`
+}
+
+// MaxCount bounds Event.Count.
+const MaxCount = 1 << 30
+
+// N is the number of events e stands for (Count, at least 1).
+func (e *Event) N() uint64 {
+	if e.Count > 1 {
+		return uint64(e.Count)
+	}
+	return 1
 }
 
 // ErrBadEvent is wrapped by every validation error of this package.
@@ -109,6 +124,9 @@ func (e *Event) Validate() error {
 	}
 	if e.Bytes < 0 || e.Bytes > 1<<40 {
 		return fmt.Errorf("%w: bytes %d out of range", ErrBadEvent, e.Bytes)
+	}
+	if e.Count < 0 || e.Count > MaxCount || e.Count > 1 && e.Action != ActionCheck {
+		return fmt.Errorf("%w: count %d: only checks are counted, up to %d", ErrBadEvent, e.Count, MaxCount)
 	}
 	if len(e.Error) > MaxErrorLen {
 		e.Error = e.Error[:MaxErrorLen]

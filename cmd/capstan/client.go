@@ -111,7 +111,7 @@ func newUploadCmd() *cobra.Command {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 				defer cancel()
-				var warnings []string
+				warnings := []string{} // "warnings":[] in --json, never null
 				up.Bundle, up.Warnings = body, &warnings
 				rec, err := apiClient().UploadRelease(ctx, up)
 				if err != nil {
@@ -307,6 +307,8 @@ func describeChannel(c *release.Channel) string {
 		s += fmt.Sprintf(" to %.2f%% of devices", float64(c.RolloutBPS)/100)
 		if c.Stable != nil {
 			s += fmt.Sprintf(" (others stay on %s)", c.Stable.Version)
+		} else {
+			s += " (others are offered nothing new)"
 		}
 	}
 	if c.Paused {

@@ -247,12 +247,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	js[bool](t, ctx, `(document.querySelector('#confirm input[name=rollout]').value = '', true)`)
 	page(t, ctx, "type 30 %", chromedp.SendKeys(chromedp.CSS(`#confirm input[name=rollout]`), "30"))
 	what := js[string](t, ctx, `document.querySelector('#confirm-what').textContent`)
-	if !strings.Contains(what, "30 % of the devices on production") || !strings.Contains(what, "1.0.1") || !strings.Contains(what, "The other 70 % keep what they run") {
+	if !strings.Contains(what, "30\u00a0% of the devices on production") || !strings.Contains(what, "1.0.1") || !strings.Contains(what, "The other 70\u00a0% are offered 1.0.0") {
 		t.Fatalf("the confirmation does not say what devices get: %q", what)
 	}
 	shoot(t, ctx, "console-confirm.png", false)
 	click(t, ctx, "confirm", `#confirm [data-action=confirm]`)
-	waitJS(t, ctx, 10*time.Second, "the card shows 30 %", `!document.querySelector('#confirm').open && `+cardSel+`.querySelector('.rollout').textContent === '30 %'`)
+	waitJS(t, ctx, 10*time.Second, "the card shows 30 %", `!document.querySelector('#confirm').open && `+cardSel+`.querySelector('.rollout').textContent === '30\u00a0%'`)
 	if ch := cliChannel(t, api); ch.RolloutBPS != 3000 || ch.Release.Version != "1.0.1" {
 		t.Fatalf("capstan channel list after the console set 30 %%: %+v", ch)
 	}
@@ -323,6 +323,29 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	click(t, ctx, "back to releases", "#nav-releases")
 
+	// Devices that revert a release pause its rollout; the card says why.
+	runCLIAs(t, api, e2eAdminKey, "channel", "set", "--app", consoleApp, "--channel", "production", "--auto-pause-failure-rate", "10", "--auto-pause-min-devices", "1")
+	runCLIAs(t, api, ciKey, "upload", "--app", consoleApp, "--version", "1.0.2", "--channel", "production", consoleBundle(t, "1.0.2"))
+	if r := runConsoleDevice(t, edge, phones[1]); r.To != "1.0.2" {
+		t.Fatalf("device install of 1.0.2: %+v", r)
+	}
+	if r := runConsoleDevice(t, edge, phones[1], "--confirm-timeout", "1ns"); r.Status != "reverted" {
+		t.Fatalf("device revert of 1.0.2: %+v", r)
+	}
+	waitJS(t, ctx, 30*time.Second, "the card says auto-paused, and why", cardSel+`.querySelector('.status').dataset.status === 'Auto-paused' && `+cardSel+`.querySelector('.why').textContent.includes('over the 10\u00a0% threshold')`)
+	shoot(t, ctx, "console-autopaused.png", false)
+
+	// Promote what beta serves into production from the console.
+	runCLIAs(t, api, ciKey, "upload", "--app", consoleApp, "--version", "1.0.3", "--channel", "beta", consoleBundle(t, "1.0.3"))
+	waitJS(t, ctx, 20*time.Second, "the promote button", cardSel+`.querySelector('[data-action=promote]')`)
+	click(t, ctx, "promote", `[data-channel="production"] [data-action=promote]`)
+	waitJS(t, ctx, 5*time.Second, "the promote dialog says what devices get", `document.querySelector('#confirm').open && document.querySelector('#confirm-what').textContent.includes('production will serve 1.0.3 (what beta serves now) to 100\u00a0% of its devices')`)
+	click(t, ctx, "confirm promote", `#confirm [data-action=confirm]`)
+	waitJS(t, ctx, 10*time.Second, "production serves 1.0.3", cardSel+`.querySelector('.serving').textContent === '1.0.3'`)
+	if ch := cliChannel(t, api); ch.Release.Version != "1.0.3" || ch.Paused {
+		t.Fatalf("capstan channel list after the console promoted beta: %+v", ch)
+	}
+
 	if cls := js[float64](t, ctx, `window.__cls`); cls > 0.1 {
 		t.Errorf("cumulative layout shift %.3f while data loaded and refreshed, want ≤ 0.1", cls)
 	}
@@ -331,7 +354,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	click(t, ctx, "sign out", "#signout")
 	signIn(t, ctx, reader)
 	waitJS(t, ctx, 10*time.Second, "signed in as reader", `document.querySelector('#who').textContent.includes('reader')`)
-	waitJS(t, ctx, 10*time.Second, "the reader sees the channel", cardSel+` && `+cardSel+`.querySelector('.serving').textContent === '1.0.0'`)
+	waitJS(t, ctx, 10*time.Second, "the reader sees the channel", cardSel+` && `+cardSel+`.querySelector('.serving').textContent === '1.0.3'`)
 	buttons := js[int](t, ctx, `document.querySelectorAll('[data-action]').length`)
 	keysTab := js[bool](t, ctx, `document.querySelector('#nav-keys').hidden`)
 	if buttons != 0 || !keysTab {
@@ -339,10 +362,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	refused := js[string](t, ctx, `fetch('/v1/apps/`+consoleApp+`/channels/production', {method: 'PUT', headers: {'Authorization': 'Bearer ' + sessionStorage.getItem('capstan.console.key'), 'Content-Type': 'application/json'}, body: JSON.stringify({paused: true})}).then((r) => r.status + ' ' + r.statusText)`)
 	if !strings.HasPrefix(refused, "403") {
-		t.Fatalf("a reader's key pausing the channel: %s, want 403", refused)
+		t.Fatalf("a reader's key pausing the rollout: %s, want 403", refused)
 	}
 	if ch := cliChannel(t, api); ch.Paused {
-		t.Fatal("the reader's request changed the channel")
+		t.Fatal("the reader's request paused the rollout")
 	}
 }
 
@@ -372,9 +395,9 @@ func cliChannel(t *testing.T, api string) consoleChannel {
 	return consoleChannel{}
 }
 
-func runConsoleDevice(t *testing.T, edge, dir string) deviceJSON {
+func runConsoleDevice(t *testing.T, edge, dir string, extra ...string) deviceJSON {
 	t.Helper()
-	out := runCLIAs(t, "", "", "device", "--edge", edge, "--app", consoleApp, "--channel", "production", "--dir", dir, "--no-rank", "--json")
+	out := runCLIAs(t, "", "", append([]string{"device", "--edge", edge, "--app", consoleApp, "--channel", "production", "--dir", dir, "--no-rank", "--json"}, extra...)...)
 	var r deviceJSON
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("device output %q: %v", out, err)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/internal/testutil"
+	"github.com/capstan-ota/capstan/release"
 )
 
 // rolloutBinary returns the capstan binary shared by the end-to-end tests.
@@ -245,5 +247,29 @@ func TestRolloutE2E(t *testing.T) {
 		if c.Release.Version != "2.0.0" {
 			t.Fatalf("channel %s serves %s after promote, want 2.0.0", c.Channel, c.Release.Version)
 		}
+	}
+
+	// docs/ci.md's "widen" after a promote at 100 %: beta at 50 % keeps
+	// 1.1.0 for the devices outside, and the Go device outside gets it.
+	var beta struct {
+		Release struct{ ID string }
+		Stable  *struct{ Version string }
+	}
+	rolloutRun(t, bin, api, true, &beta, "channel", "set", "--app", app, "--channel", "beta", "--rollout", "50")
+	if beta.Stable == nil || beta.Stable.Version != "1.1.0" {
+		t.Fatalf("beta at 50%% after a promote: stable %+v, want 1.1.0", beta.Stable)
+	}
+	rel, err := release.ParseHash(beta.Release.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside := ""
+	for i := 0; outside == ""; i++ {
+		if id := fmt.Sprintf("phone-f%d", i); !release.InRollout(id, rel, 5000) {
+			outside = id
+		}
+	}
+	if r := dev(outside, true, "--channel", "beta"); r.Status != "updated" || r.To != "1.1.0" || index(outside) != "v2" {
+		t.Fatalf("a device outside beta's 50%%: %+v, want 1.1.0 installed", r)
 	}
 }

@@ -52,7 +52,7 @@ func TestTrustThroughTheBinary(t *testing.T) {
 		os.WriteFile(filepath.Join(www, p), b, 0o644)
 	}
 	// CI with its publisher key: unsigned refused, signed accepted.
-	if _, stderr, ok := runAs(t, api, created.Key, "upload", "--app", "com.trust", "--version", "1.0.0", "--channel", "production", www); ok || !strings.Contains(stderr, "requires signed releases") {
+	if _, stderr, ok := runAs(t, api, created.Key, "upload", "--app", "com.trust", "--version", "1.0.0", "--channel", "production", www); ok || !strings.Contains(stderr, "only releases one of them signed") {
 		t.Fatalf("unsigned upload: ok=%v %s", ok, stderr)
 	}
 	if _, stderr, ok := runAs(t, api, created.Key, "upload", "--app", "com.trust", "--version", "1.0.0", "--channel", "production", "--sign-key", key("rel.key"), www); !ok {

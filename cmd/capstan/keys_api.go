@@ -216,8 +216,8 @@ func newAppCmd() *cobra.Command {
 	set.Flags().StringVar(&app, "app", "", "app ID (required)")
 	set.Flags().StringArrayVar(&releaseKeys, "release-key", nil, "`FILE` holding a release public key (from capstan keys gen) to accept (repeatable)")
 	set.Flags().StringArrayVar(&removeKeys, "remove-release-key", nil, "key ID to stop accepting (repeatable)")
-	set.Flags().BoolVar(&require, "require-signing", false, "refuse uploads not signed by a registered release key")
-	set.Flags().BoolVar(&noRequire, "no-require-signing", false, "accept unsigned uploads again")
+	set.Flags().BoolVar(&require, "require-signing", false, "refuse uploads not signed by a registered release key (implied once a release key is registered)")
+	set.Flags().BoolVar(&noRequire, "no-require-signing", false, "accept unsigned uploads although release keys are registered (devices that verify refuse them)")
 	set.Flags().StringVar(&encKey, "encrypt-key", "", "`FILE` holding the app's X25519 public key (from capstan keys gen --encryption): encrypt new releases")
 	set.Flags().BoolVar(&noEncrypt, "no-encrypt", false, "stop encrypting new releases")
 	set.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
@@ -247,6 +247,6 @@ func newAppCmd() *cobra.Command {
 }
 
 func describeApp(a *origin.AppView) string {
-	s := fmt.Sprintf("app %s: release keys [%s], signing required: %v, encrypted: %v", a.ID, strings.Join(a.ReleaseKeyIDs, ", "), a.RequireSigning, a.Encrypted)
+	s := fmt.Sprintf("app %s: release keys [%s], signing required: %v, encrypted: %v", a.ID, strings.Join(a.ReleaseKeyIDs, ", "), a.SigningRequired, a.Encrypted)
 	return s
 }

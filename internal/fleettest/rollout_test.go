@@ -300,3 +300,48 @@ func TestRollbackDuringPartialRollout(t *testing.T) {
 		t.Fatalf("%d of 200 devices on 1.2.0 moved back", n)
 	}
 }
+
+// TestNarrowedRolloutKeepsStable is docs/ci.md's pipeline: promote beta to
+// production (100 %), then set production's rollout to 50 %. Devices
+// outside the 50 % must keep getting the release production served
+// before, not nothing (issue 17, item 4); the same after a pause at 100 %.
+func TestNarrowedRolloutKeepsStable(t *testing.T) {
+	f := newFleet(t, nil)
+	v1 := f.upload(app, "1.0.0", "production", 100, "")
+	v2 := f.upload(app, "1.1.0", "beta", 10, "")
+	if _, err := f.origin().Promote(app, "beta", "production", -1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.origin().SetChannel(origin.ChannelRequest{App: app, Channel: "production", RolloutBPS: 5000}); err != nil {
+		t.Fatal(err)
+	}
+	c := f.channel(app, "production")
+	if c.Release.ID != v2.ID || c.RolloutBPS != 5000 || c.Stable == nil || c.Stable.ID != v1.ID {
+		t.Fatalf("production after promote and --rollout 50: %+v, want 1.1.0 at 50%% with stable 1.0.0", c)
+	}
+	// A new device (on the bundle inside the app) outside the 50 % is
+	// offered 1.0.0; one inside 1.1.0. None is offered nothing.
+	ids := deviceIDs(400)
+	got1, got2 := f.offeredSet(ids, release.Ref{}, v1.ID), f.offeredSet(ids, release.Ref{}, v2.ID)
+	if len(got1)+len(got2) != len(ids) || len(got2) < 150 || len(got2) > 250 {
+		t.Fatalf("of %d new devices %d were offered 1.0.0 and %d 1.1.0; want all of them, about half each", len(ids), len(got1), len(got2))
+	}
+
+	// Pausing the rollout at 100 % leaves new devices on 1.0.0 too.
+	if _, err := f.origin().SetChannel(origin.ChannelRequest{App: app, Channel: "production", RolloutBPS: release.FullRollout, Paused: ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.offeredSet(ids, release.Ref{}, v1.ID)); n != len(ids) {
+		t.Fatalf("paused at 100%%: %d of %d new devices offered 1.0.0", n, len(ids))
+	}
+	// Finishing drops the stable release: everyone gets 1.1.0.
+	if _, err := f.origin().SetChannel(origin.ChannelRequest{App: app, Channel: "production", RolloutBPS: release.FullRollout, Paused: ptr(false)}); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.channel(app, "production"); c.Stable != nil {
+		t.Fatalf("finished rollout keeps a stable release: %+v", c)
+	}
+	if n := len(f.offeredSet(ids, v1, v2.ID)); n != len(ids) {
+		t.Fatalf("finished: %d of %d devices on 1.0.0 offered 1.1.0", n, len(ids))
+	}
+}

@@ -295,7 +295,7 @@ func (c *Client) UploadRelease(ctx context.Context, u Upload) (*release.Record, 
 		return nil, err
 	}
 	if u.Warnings != nil {
-		*u.Warnings = rec.Warnings
+		*u.Warnings = append((*u.Warnings)[:0], rec.Warnings...)
 	}
 	return &rec.Record, nil
 }
