@@ -336,7 +336,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	shoot(t, ctx, "console-autopaused.png", false)
 
 	// Promote what beta serves into production from the console.
-	runCLIAs(t, api, ciKey, "upload", "--app", consoleApp, "--version", "1.0.3", "--channel", "beta", consoleBundle(t, "1.0.3"))
+	runCLIAs(t, api, ciKey, "upload", "--app", consoleApp, "--version", "1.0.3", "--channel", "beta", "--new-channel", consoleBundle(t, "1.0.3"))
 	waitJS(t, ctx, 20*time.Second, "the promote button", cardSel+`.querySelector('[data-action=promote]')`)
 	click(t, ctx, "promote", `[data-channel="production"] [data-action=promote]`)
 	waitJS(t, ctx, 5*time.Second, "the promote dialog says what devices get", `document.querySelector('#confirm').open && document.querySelector('#confirm-what').textContent.includes('production will serve 1.0.3 (what beta serves now) to 100\u00a0% of its devices')`)
@@ -367,6 +367,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	if ch := cliChannel(t, api); ch.Paused {
 		t.Fatal("the reader's request paused the rollout")
 	}
+
+	// The reader's key is revoked while the page is open: the next poll
+	// returns to the sign-in form and says why.
+	readerID := js[string](t, ctx, `document.querySelector('#who').textContent.split(' ')[1]`)
+	runCLIAs(t, api, e2eAdminKey, "keys", "revoke", readerID)
+	waitJS(t, ctx, 20*time.Second, "a revoked key is signed out, in words", `!document.querySelector('#signin').hidden && document.querySelector('#signin-error').textContent.includes('does not accept this key') && !document.querySelector('[data-channel]')`)
 }
 
 type consoleChannel struct {

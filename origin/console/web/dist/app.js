@@ -494,6 +494,13 @@ async function settle(where, p) {
         return v;
     }
     catch (e) {
+        if (e instanceof ApiError && e.status === 401 && st.me) {
+            // The key was revoked or expired while the page was open: back to
+            // the sign-in form, with the origin's reason.
+            signOut();
+            byId("signin-error").textContent = e.message;
+            return null;
+        }
         setError(where, e);
         return null;
     }
