@@ -186,6 +186,7 @@ func TestAuthzMatrix(t *testing.T) {
 		}},
 		{"POST /v1/keys", admin, jsonReq("POST", "/v1/keys", CreateKeyBody{Role: RoleReader})},
 		{"GET /v1/keys", admin, get("/v1/keys")},
+		{"GET /v1/audit", admin, get("/v1/audit")},
 		{"DELETE /v1/keys/{id}", admin, func(t *testing.T) *http.Request {
 			k, _ := mustKey(t, s, RoleReader)
 			return httptest.NewRequest("DELETE", "/v1/keys/"+k.ID, nil)

@@ -3,8 +3,12 @@ package origin
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -125,4 +129,40 @@ func counter(c prometheus.Counter) float64 {
 	var m dto.Metric
 	c.Write(&m)
 	return m.GetCounter().GetValue()
+}
+
+// TestSharedAuditTrail makes writes through two origins of one store and
+// reads one trail from either: who, what, where, in order.
+func TestSharedAuditTrail(t *testing.T) {
+	a, b := sharedPair(t)
+	ta, tb := httptest.NewServer(a.Handler()), httptest.NewServer(b.Handler())
+	defer ta.Close()
+	defer tb.Close()
+	zipBody := makeZip(t, zipEntry{name: "index.html", body: []byte("<html>")})
+	if code, msg := upload(t, ta, "admin-key", "com.example.audit", "1.0.0", zipBody); code != 201 {
+		t.Fatalf("upload through a: %d %s", code, msg)
+	}
+	if code, msg := upload(t, tb, "admin-key", "com.example.audit", "1.0.1", zipBody); code != 201 {
+		t.Fatalf("upload through b: %d %s", code, msg)
+	}
+	req, _ := http.NewRequest("GET", ta.URL+"/v1/audit?limit=10", nil)
+	req.Header.Set("Authorization", "Bearer admin-key")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Entries []AuditEntry `json:"entries"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Entries) != 2 || out.Entries[0].Origin != a.node || out.Entries[1].Origin != b.node ||
+		out.Entries[0].Key != "admin" || !strings.HasSuffix(out.Entries[1].Path, "/releases") || out.Entries[1].Method != "POST" {
+		t.Fatalf("audit trail = %+v; want the two uploads, through a then b, by key admin", out.Entries)
+	}
+	if got, _ := a.Audit(1); len(got) != 1 || got[0].Origin != b.node {
+		t.Fatalf("Audit(1) = %+v, want the newest entry only", got)
+	}
 }
