@@ -7,7 +7,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 JS      := clients/capacitor
 
-.PHONY: build dev test test-js test-short bench bench-delta bench-edge bench-regions profile-edge lint fuzz tidy-check clean
+.PHONY: build dev test test-js test-short bench bench-origins bench-delta bench-edge bench-regions profile-edge lint fuzz tidy-check clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/capstan
@@ -50,6 +50,11 @@ bench: build
 # adds pairs (see the script's header).
 bench-delta:
 	bash scripts/bench-delta.sh --docs
+
+# Uploads and patch builds per minute with 1 and 3 origins on PostgreSQL + S3
+# (and one embedded origin for reference); starts its own servers.
+bench-origins: build
+	bash scripts/bench-origins.sh
 
 bench-regions: build
 	./$(BIN) bench --regions default --devices 30 --base ../shared/fixtures/swagger-ui/www-5.34.0.zip --target ../shared/fixtures/swagger-ui/www-5.34.1.zip

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -195,8 +197,8 @@ type LinkRun struct {
 	// bundle.
 	Seconds float64 `json:"seconds"`
 	// Bytes is what the client counted: the device's own "bytes" (every
-	// response body), or for the file level the update answer plus the
-	// file payloads.
+	// response body as it crossed the network), or for the file level the
+	// update answer plus the file payloads, counted the same way.
 	Bytes int64 `json:"bytes"`
 	// WireDown and WireUp are the bytes through the link each way, HTTP
 	// headers and requests included.
@@ -434,7 +436,8 @@ func (s *SlowLink) capgoDevice(dir string) *capgotest.Device {
 func (s *SlowLink) capgoUpdate(ctx context.Context, d *capgotest.Device, edge, want string, wait time.Duration) (LinkRun, error) {
 	d.UpdateURL, d.StatsURL, d.ChannelURL = edge+"/updates", edge+"/stats", edge+"/channel_self"
 	// A fresh client per run: new connections, as on a phone that wakes.
-	d.HTTP = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: s.cfg.Wait}
+	ct := &gzipCounting{base: &http.Transport{MaxIdleConnsPerHost: 64}}
+	d.HTTP = &http.Client{Transport: ct, Timeout: s.cfg.Wait}
 	deadline := time.Now().Add(wait)
 	for {
 		a, raw, err := d.Check(ctx)
@@ -464,8 +467,64 @@ func (s *SlowLink) capgoUpdate(ctx context.Context, d *capgotest.Device, edge, w
 		if err != nil {
 			return LinkRun{}, fmt.Errorf("capgo install: %w", err)
 		}
-		return LinkRun{Bytes: int64(len(raw)) + r.Bytes, Mode: r.Mode, Files: r.Downloaded}, nil
+		return LinkRun{Bytes: ct.n.Load(), Mode: r.Mode, Files: r.Downloaded}, nil
 	}
+}
+
+// gzipCounting is the plugin's HTTP stack as far as bytes go: it asks for
+// gzip, as OkHttp and URLSession do, and hands the client decoded bodies,
+// while counting the body bytes as they came over the network (Go's own
+// transparent gzip would hide them). Only the last check's answer and the
+// install that follows count: n is reset by each update check.
+type gzipCounting struct {
+	base http.RoundTripper
+	n    atomic.Int64
+}
+
+func (g *gzipCounting) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(req.URL.Path, "/updates") {
+		g.n.Store(0)
+	}
+	req = req.Clone(req.Context())
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := g.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	body := io.Reader(countingReader{resp.Body, &g.n})
+	switch enc := strings.ToLower(resp.Header.Get("Content-Encoding")); enc {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			resp.Body.Close()
+			return nil, fmt.Errorf("bench: gzip answer from %s: %w", req.URL, err)
+		}
+		body = zr
+		resp.Header.Del("Content-Encoding")
+		resp.Header.Del("Content-Length")
+		resp.ContentLength = -1
+	default:
+		resp.Body.Close()
+		return nil, fmt.Errorf("bench: %s answered in %q, which a Capgo plugin did not ask for", req.URL, enc)
+	}
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{body, resp.Body}
+	return resp, nil
+}
+
+// countingReader adds the bytes read to n.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(int64(k))
+	return k, err
 }
 
 func deref(p *string) string {

@@ -202,7 +202,7 @@ func (c *cluster) upload(version string, files map[string]string, o uploadOpts) 
 	env := signZip(c.t, z, o.app, version, o.minNative, o.key)
 	rec, err := c.origin.Upload(context.Background(), &origin.UploadRequest{
 		App: o.app, Version: version, MinNative: o.minNative, Channel: o.channel,
-		RolloutBPS: release.FullRollout, Envelope: env,
+		RolloutBPS: release.FullRollout, Envelope: env, NewChannel: true,
 	}, bytes.NewReader(z))
 	if err != nil {
 		c.t.Fatalf("upload %s: %v", version, err)

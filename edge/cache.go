@@ -152,15 +152,6 @@ func (c *blobCache) lookup(h release.Hash) (*blobEntry, bool) {
 	return e, true
 }
 
-// stat returns the size of a cached blob and marks it recently used.
-func (c *blobCache) stat(h release.Hash) (int64, bool) {
-	e, ok := c.lookup(h)
-	if !ok {
-		return 0, false
-	}
-	return e.size, true
-}
-
 // put stores a blob read from r that must hash to h and be size bytes. The
 // blob becomes visible only after it is complete, verified and synced.
 func (c *blobCache) put(h release.Hash, size int64, r io.Reader) error {

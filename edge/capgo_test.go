@@ -557,7 +557,7 @@ func TestCapgoChannelSelf(t *testing.T) {
 	f := newFleet(t)
 	f.upload(t, "1.0.0", map[string][]byte{"index.html": []byte("v1")})
 	for _, ch := range []struct{ version, channel string }{{"1.1.0-beta.1", "beta"}, {"1.2.0", "secret"}} {
-		if _, err := f.origin.Upload(context.Background(), &origin.UploadRequest{App: "com.x", Version: ch.version, Channel: ch.channel, RolloutBPS: release.FullRollout},
+		if _, err := f.origin.Upload(context.Background(), &origin.UploadRequest{App: "com.x", Version: ch.version, Channel: ch.channel, RolloutBPS: release.FullRollout, NewChannel: true},
 			zipOf(t, map[string][]byte{"index.html": []byte(ch.channel)})); err != nil {
 			t.Fatal(err)
 		}

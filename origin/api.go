@@ -176,7 +176,8 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	req := &UploadRequest{App: app, Version: q.Get("version"), MinNative: q.Get("min_native"), Channel: q.Get("channel"), RolloutBPS: release.FullRollout, UploadedBy: key.ID}
+	req := &UploadRequest{App: app, Version: q.Get("version"), MinNative: q.Get("min_native"), Channel: q.Get("channel"), RolloutBPS: release.FullRollout, UploadedBy: key.ID,
+		NewChannel: q.Get("new_channel") == "1"}
 	if v := q.Get("rollout"); v != "" {
 		bps, err := ParseRollout(v)
 		if err != nil {
@@ -335,6 +336,8 @@ type SetChannelBody struct {
 	BlockMajor   *bool `json:"block_major,omitempty"`
 	DeviceSelect *bool `json:"device_select,omitempty"`
 	Default      *bool `json:"default,omitempty"`
+	// NewChannel allows a channel the app does not have yet.
+	NewChannel bool `json:"new_channel,omitempty"`
 }
 
 const maxJSONBody = 64 << 10
@@ -360,7 +363,7 @@ func (s *Server) handleSetChannel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := ChannelRequest{App: app, Channel: ch, Version: body.Version, RolloutBPS: -1, Paused: body.Paused,
-		BlockMajor: body.BlockMajor, DeviceSelect: body.DeviceSelect, Default: body.Default}
+		BlockMajor: body.BlockMajor, DeviceSelect: body.DeviceSelect, Default: body.Default, NewChannel: body.NewChannel}
 	if body.Rollout != nil {
 		if *body.Rollout < 0 || *body.Rollout > 100 {
 			s.fail(w, badRequest("rollout must be between 0 and 100 percent"))

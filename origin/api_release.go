@@ -17,6 +17,8 @@ func (s *Server) releaseRoutes(mux *http.ServeMux) {
 type PromoteBody struct {
 	From    string   `json:"from"`
 	Rollout *float64 `json:"rollout,omitempty"` // percent; absent: 100
+	// NewChannel allows the target to be a channel the app does not have.
+	NewChannel bool `json:"new_channel,omitempty"`
 }
 
 func (s *Server) handlePromote(w http.ResponseWriter, r *http.Request) {
@@ -38,7 +40,7 @@ func (s *Server) handlePromote(w http.ResponseWriter, r *http.Request) {
 		}
 		bps = int(*body.Rollout*100 + 0.5)
 	}
-	env, err := s.Promote(app, body.From, to, bps)
+	env, err := s.Promote(app, body.From, to, bps, body.NewChannel)
 	if err != nil {
 		s.fail(w, err)
 		return

@@ -225,4 +225,5 @@ func (s *Server) trustRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/keys/rotations", s.handleRotations)
 	mux.HandleFunc("POST /v1/keys/rotations", s.handleAddRotation)
 	mux.HandleFunc("POST /v1/keys/origin/rotate", s.handleRotateOriginKey)
+	mux.HandleFunc("GET /v1/audit", s.handleAudit)
 }

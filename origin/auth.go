@@ -109,8 +109,14 @@ func (s *Server) authorize(r *http.Request, need Role, app string) (*APIKey, err
 		return nil, fmt.Errorf("%w: key %s is not allowed for app %s", errForbidden, k.ID, app)
 	}
 	if need.rank() >= RolePublisher.rank() {
-		// Audit trail: every change names the key that made it.
+		// Audit trail: every change names the key that made it, in the
+		// log and in the records all origins share.
 		s.log.Info("api write", "key", k.ID, "role", k.Role, "method", r.Method, "path", r.URL.Path)
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if err := s.audit(&k, r); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return &k, nil
 }

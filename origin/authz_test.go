@@ -103,7 +103,7 @@ func TestAuthzMatrix(t *testing.T) {
 	mustUpload(t, s, "appA", "1.1.0")
 	mustUpload(t, s, "appB", "1.0.0")
 	zb := testZip(t, map[string]string{"index.html": "beta"})
-	if _, err := s.Upload(context.Background(), &UploadRequest{App: "appA", Version: "1.2.0", Channel: "beta", RolloutBPS: release.FullRollout}, bytes.NewReader(zb)); err != nil {
+	if _, err := s.Upload(context.Background(), &UploadRequest{App: "appA", Version: "1.2.0", Channel: "beta", RolloutBPS: release.FullRollout, NewChannel: true}, bytes.NewReader(zb)); err != nil {
 		t.Fatal(err)
 	}
 	relKey, _ := release.GenerateKey()
@@ -186,6 +186,7 @@ func TestAuthzMatrix(t *testing.T) {
 		}},
 		{"POST /v1/keys", admin, jsonReq("POST", "/v1/keys", CreateKeyBody{Role: RoleReader})},
 		{"GET /v1/keys", admin, get("/v1/keys")},
+		{"GET /v1/audit", admin, get("/v1/audit")},
 		{"DELETE /v1/keys/{id}", admin, func(t *testing.T) *http.Request {
 			k, _ := mustKey(t, s, RoleReader)
 			return httptest.NewRequest("DELETE", "/v1/keys/"+k.ID, nil)
@@ -214,6 +215,7 @@ func TestAuthzMatrix(t *testing.T) {
 			return httptest.NewRequest("POST", "/v1/edges/report", strings.NewReader(`{"name":"http://127.0.0.1:7080","url":"http://127.0.0.1:7080","status":"ok"}`))
 		}},
 		{"GET /v1/apps/{app}/release-details", readA, get("/v1/apps/appA/release-details")},
+		{"GET /v1/apps/{app}/channel-details", readA, get("/v1/apps/appA/channel-details")},
 		{"GET /v1/apps/{app}/channels/{channel}/policy", readA, get("/v1/apps/appA/channels/production/policy")},
 		{"GET /v1/apps/{app}/channels/{channel}/timeline", readA, get("/v1/apps/appA/channels/production/timeline")},
 		{"POST /v1/keys/origin/rotate", admin, func(*testing.T) *http.Request { return httptest.NewRequest("POST", "/v1/keys/origin/rotate", nil) }},

@@ -164,6 +164,9 @@ type ChannelRequest struct {
 	// flags of the same names (see release.Channel). Making a channel the
 	// default takes the flag from the app's previous default channel.
 	BlockMajor, DeviceSelect, Default *bool
+	// NewChannel allows Channel to be a channel the app does not have yet
+	// (see UploadRequest.NewChannel).
+	NewChannel bool
 }
 
 // SetChannel points a channel at a release and signs the new record.
@@ -176,6 +179,9 @@ func (s *Server) SetChannel(req ChannelRequest) (*release.Envelope, error) {
 	}
 	if req.RolloutBPS > release.FullRollout {
 		return nil, badRequest("rollout must be between 0 and 100 percent")
+	}
+	if err := s.mayCreateChannel(req.App, req.Channel, req.NewChannel); err != nil {
+		return nil, err
 	}
 	var target *release.Record
 	if req.Version != "" {

@@ -22,6 +22,7 @@ func (s *Server) consoleRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/fleet", s.handleFleet)
 	mux.HandleFunc("POST /v1/edges/report", s.handleEdgeReport)
 	mux.HandleFunc("GET /v1/apps/{app}/release-details", s.handleReleaseDetails)
+	mux.HandleFunc("GET /v1/apps/{app}/channel-details", s.handleChannelDetails)
 	mux.HandleFunc("GET /v1/apps/{app}/channels/{channel}/policy", s.handleGetPolicy)
 	mux.HandleFunc("GET /v1/apps/{app}/channels/{channel}/timeline", s.handleTimeline)
 }
@@ -203,6 +204,50 @@ func (s *Server) handleReleaseDetails(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"releases": out})
+}
+
+// ChannelDetail is what the console needs about a channel beyond its
+// signed record.
+type ChannelDetail struct {
+	Channel string `json:"channel"`
+	// Fallback is what devices outside a partial or paused rollout of the
+	// current release get: the record's Stable, or else the release the
+	// channel served to everyone before (decision 102), which a narrowed
+	// rollout or a pause would make its Stable. Absent: they keep what
+	// they run.
+	Fallback *release.Ref `json:"fallback,omitempty"`
+}
+
+func (s *Server) handleChannelDetails(w http.ResponseWriter, r *http.Request) {
+	app, ok := s.readableApp(w, r)
+	if !ok {
+		return
+	}
+	envs, err := s.st.channels(app)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	out := []ChannelDetail{}
+	for _, env := range envs {
+		c, err := env.Channel()
+		if err != nil {
+			continue
+		}
+		d := ChannelDetail{Channel: c.Channel, Fallback: c.Stable}
+		if d.Fallback == nil && !c.Release.ID.IsZero() {
+			hist, err := s.st.history(app, c.Channel)
+			if err != nil {
+				s.fail(w, err)
+				return
+			}
+			if ref, ok := servedBefore(hist, c.Release.ID); ok {
+				d.Fallback = &ref
+			}
+		}
+		out = append(out, d)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"channels": out})
 }
 
 // PolicyView is a channel's effective auto-pause policy, and its overrides.

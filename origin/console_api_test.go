@@ -246,6 +246,12 @@ func TestReleaseDetailsNameUploaderAndPatches(t *testing.T) {
 	if p := r.Patches[0]; p.From != "1.0.0" || p.Bytes <= 0 || p.Bytes >= r.FullBytes {
 		t.Fatalf("patch %+v, full %d", p, r.FullBytes)
 	}
+	// Narrowing 1.0.1 would give the rest 1.0.0 (decision 102): the
+	// console says so before anyone confirms.
+	var cd struct{ Channels []ChannelDetail }
+	if c := getJSONAs(t, h, secret, "/v1/apps/app/channel-details", &cd); c != 200 || len(cd.Channels) != 1 || cd.Channels[0].Fallback == nil || cd.Channels[0].Fallback.Version != "1.0.0" {
+		t.Fatalf("channel details: %d %+v", c, cd)
+	}
 	var who APIKey
 	if c := getJSONAs(t, h, secret, "/v1/whoami", &who); c != 200 || who.ID != k.ID || who.Role != RolePublisher || who.Hash != "" {
 		t.Fatalf("whoami: %d %+v", c, who)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/capstan-ota/capstan/delta"
@@ -127,7 +128,8 @@ type Server struct {
 	m      metrics
 
 	adminStart AdminKeyStart
-	node       string // names this process in build leases
+	node       string       // names this process in build leases and the audit trail
+	auditSeq   atomic.Int64 // orders audit entries within one clock tick
 
 	started  time.Time // for the console's fleet view
 	fleet    fleet     // the latest report of each edge

@@ -222,8 +222,9 @@ func TestChannelBadInput(t *testing.T) {
 		{"unknown field", "PUT", "/v1/apps/com.x/channels/production", `{"versoin":"1.0.0"}`, 400, "malformed JSON"},
 		{"rollout out of range", "PUT", "/v1/apps/com.x/channels/production", `{"version":"1.0.0","rollout":150}`, 400, "between 0 and 100"},
 		{"bad channel name", "PUT", "/v1/apps/com.x/channels/bad%20name", `{"version":"1.0.0"}`, 400, "channel name"},
-		{"new channel without version", "PUT", "/v1/apps/com.x/channels/beta", `{"rollout":10}`, 404, "give --version"},
-		{"rollback unknown channel", "POST", "/v1/apps/com.x/channels/nightly/rollback", ``, 404, "not found"},
+		{"new channel without version", "PUT", "/v1/apps/com.x/channels/beta", `{"rollout":10,"new_channel":true}`, 404, "give --version"},
+		{"mistyped channel", "PUT", "/v1/apps/com.x/channels/prodution", `{"version":"1.0.0"}`, 404, `did you mean "production"? (its channels: production); to make a new channel, add --new-channel`},
+		{"rollback unknown channel", "POST", "/v1/apps/com.x/channels/nightly/rollback", ``, 404, `has no channel "nightly" (its channels: production)`},
 		{"rollback with no history", "POST", "/v1/apps/com.x/channels/production/rollback", ``, 404, "has served only"},
 		{"releases of unknown app", "GET", "/v1/apps/com.nope/releases", ``, 404, "not found"},
 	}

@@ -70,7 +70,8 @@ func (s *Server) clearOtherDefaults(app, keep string) error {
 
 // Promote points channel to at the release channel from serves, as a new
 // record of to, at rollout bps (-1: everyone). The flags of to are kept.
-func (s *Server) Promote(app, from, to string, bps int) (*release.Envelope, error) {
+// newChannel allows to to be a channel the app does not have yet.
+func (s *Server) Promote(app, from, to string, bps int, newChannel bool) (*release.Envelope, error) {
 	if from == to {
 		return nil, badRequest("promote: --from and --to are the same channel %q", from)
 	}
@@ -87,5 +88,5 @@ func (s *Server) Promote(app, from, to string, bps int) (*release.Envelope, erro
 	if bps < 0 {
 		bps = release.FullRollout
 	}
-	return s.SetChannel(ChannelRequest{App: app, Channel: to, Version: src.Release.Version, RolloutBPS: bps})
+	return s.SetChannel(ChannelRequest{App: app, Channel: to, Version: src.Release.Version, RolloutBPS: bps, NewChannel: newChannel})
 }

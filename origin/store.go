@@ -192,6 +192,11 @@ func (s *recordStore) releases(app string) ([]release.Record, error) {
 func (s *recordStore) channel(app, ch string) (*release.Envelope, *release.Channel, error) {
 	var env release.Envelope
 	err := s.db.View(func(txn store.Txn) error { return getJSON(txn, channelKey(app, ch), &env) })
+	if errors.Is(err, ErrNotFound) {
+		if have, lerr := s.channelNames(app); lerr == nil {
+			return nil, nil, &noChannelError{app: app, channel: ch, have: have}
+		}
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("channel %s/%s: %w", app, ch, err)
 	}

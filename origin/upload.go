@@ -22,6 +22,10 @@ type UploadRequest struct {
 	// transaction that makes the release visible.
 	Channel    string
 	RolloutBPS int
+	// NewChannel allows Channel to be a channel the app does not have yet
+	// (an app's first channel needs no flag): a mistyped name is refused
+	// instead of becoming a channel that ships (decision 104).
+	NewChannel bool
 	// Envelope is the CI-signed manifest, if the uploader signed one. Its
 	// signed bytes must equal the manifest the origin computes from the zip.
 	Envelope *release.Envelope
@@ -60,6 +64,9 @@ func (s *Server) CheckUpload(req *UploadRequest) error {
 	if req.Channel != "" {
 		if err := release.ValidateChannel(req.Channel); err != nil {
 			return badRequest("%v", err)
+		}
+		if err := s.mayCreateChannel(req.App, req.Channel, req.NewChannel); err != nil {
+			return err
 		}
 	}
 	if req.RolloutBPS < 0 || req.RolloutBPS > release.FullRollout {

@@ -15,9 +15,9 @@ import (
 
 // channelFlags are the `channel set` flags of release management.
 type channelFlags struct {
-	blockMajor, deviceSelect, isDefault, finish bool
-	autoPauseRate                               string
-	autoPauseMin                                int
+	blockMajor, deviceSelect, isDefault, finish, newChannel bool
+	autoPauseRate                                           string
+	autoPauseMin                                            int
 }
 
 func (f *channelFlags) register(cmd *cobra.Command) {
@@ -25,6 +25,7 @@ func (f *channelFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.deviceSelect, "device-select", false, "let devices choose this channel themselves (--device-select=false stops it)")
 	cmd.Flags().BoolVar(&f.isDefault, "default", false, "make this the app's default channel: the one devices follow when they name none")
 	cmd.Flags().BoolVar(&f.finish, "finish", false, "finish the rollout: 100 % of devices, and resume it if paused")
+	cmd.Flags().BoolVar(&f.newChannel, "new-channel", false, "--channel may be a channel the app does not have yet (a mistyped name is refused otherwise)")
 	cmd.Flags().StringVar(&f.autoPauseRate, "auto-pause-failure-rate", "", "pause the rollout by itself when more than this share of devices (percent, e.g. 20) report a fail or revert; \"off\" disables it for this channel")
 	cmd.Flags().IntVar(&f.autoPauseMin, "auto-pause-min-devices", 0, "only judge the failure rate once this many devices reported")
 }
@@ -41,7 +42,7 @@ func (f *channelFlags) apply(ctx context.Context, cmd *cobra.Command, app, chann
 		hundred, resume := 100.0, false
 		pct, paused = &hundred, &resume
 	}
-	ch := client.ChannelChange{Version: version, Rollout: pct, Paused: paused}
+	ch := client.ChannelChange{Version: version, Rollout: pct, Paused: paused, NewChannel: f.newChannel}
 	flag := func(name string, v bool) *bool {
 		if !cmd.Flags().Changed(name) {
 			return nil
@@ -107,7 +108,7 @@ func describeFlags(c *release.Channel) string {
 
 func newChannelPromoteCmd() *cobra.Command {
 	var app, from, to, rollout string
-	var asJSON bool
+	var asJSON, newChannel bool
 	cmd := &cobra.Command{
 		Use:     "promote",
 		Short:   "Serve on one channel the release another channel serves (a new record of the target channel)",
@@ -128,7 +129,7 @@ func newChannelPromoteCmd() *cobra.Command {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
-				cv, err := apiClient().Promote(ctx, app, from, to, pct)
+				cv, err := apiClient().Promote(ctx, app, from, to, pct, newChannel)
 				if err != nil {
 					return err
 				}
@@ -144,6 +145,7 @@ func newChannelPromoteCmd() *cobra.Command {
 	cmd.Flags().StringVar(&from, "from", "", "channel whose release is promoted (required)")
 	cmd.Flags().StringVar(&to, "to", "", "channel that will serve it (required)")
 	cmd.Flags().StringVar(&rollout, "rollout", "", "percentage of devices offered it on --to (default 100)")
+	cmd.Flags().BoolVar(&newChannel, "new-channel", false, "--to may be a channel the app does not have yet (a mistyped name is refused otherwise)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
 }

@@ -44,7 +44,7 @@ func apiKeySource() string {
 
 func newUploadCmd() *cobra.Command {
 	var app, version, channel, rollout, signKey, minNative, packageJSON, capgoKey string
-	var asJSON, versionExistsOK bool
+	var asJSON, versionExistsOK, newChannel bool
 	cmd := &cobra.Command{
 		Use:   "upload PATH",
 		Short: "Upload a web bundle (a zip or a folder) as a new release",
@@ -87,7 +87,7 @@ func newUploadCmd() *cobra.Command {
 				if capgoKey == "" {
 					capgoKey = os.Getenv("CAPSTAN_CAPGO_KEY")
 				}
-				up := client.Upload{App: app, Version: version, MinNative: minNative, Channel: channel, Rollout: rollout, Envelope: env}
+				up := client.Upload{App: app, Version: version, MinNative: minNative, Channel: channel, Rollout: rollout, Envelope: env, NewChannel: newChannel}
 				if capgoKey != "" {
 					enc, encZip, err := capgoEncrypt(zipPath, capgoKey)
 					if err != nil {
@@ -151,6 +151,7 @@ func newUploadCmd() *cobra.Command {
 	cmd.Flags().StringVar(&packageJSON, "package-json", "package.json", "package.json to take the version from when --version is not given")
 	cmd.Flags().BoolVar(&versionExistsOK, "version-exists-ok", false, "exit 0 (shipping nothing, and saying so) when the version already exists")
 	cmd.Flags().StringVar(&channel, "channel", "", "point this channel at the new release")
+	cmd.Flags().BoolVar(&newChannel, "new-channel", false, "--channel may be a channel the app does not have yet (an app's first upload needs no flag; a mistyped name is refused otherwise)")
 	cmd.Flags().StringVar(&rollout, "rollout", "", "percentage of devices offered the release on --channel (default 100)")
 	cmd.Flags().StringVar(&signKey, "sign-key", "", "ed25519 release key file (or CAPSTAN_SIGNING_KEY: a path or the PEM itself)")
 	cmd.Flags().StringVar(&minNative, "min-native", "", "lowest native app version that can run this bundle")

@@ -247,12 +247,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	js[bool](t, ctx, `(document.querySelector('#confirm input[name=rollout]').value = '', true)`)
 	page(t, ctx, "type 30 %", chromedp.SendKeys(chromedp.CSS(`#confirm input[name=rollout]`), "30"))
 	what := js[string](t, ctx, `document.querySelector('#confirm-what').textContent`)
-	if !strings.Contains(what, "30 % of the devices on production") || !strings.Contains(what, "1.0.1") || !strings.Contains(what, "The other 70 % keep what they run") {
+	if !strings.Contains(what, "30\u00a0% of the devices on production") || !strings.Contains(what, "1.0.1") || !strings.Contains(what, "The other 70\u00a0% are offered 1.0.0") {
 		t.Fatalf("the confirmation does not say what devices get: %q", what)
 	}
 	shoot(t, ctx, "console-confirm.png", false)
 	click(t, ctx, "confirm", `#confirm [data-action=confirm]`)
-	waitJS(t, ctx, 10*time.Second, "the card shows 30 %", `!document.querySelector('#confirm').open && `+cardSel+`.querySelector('.rollout').textContent === '30 %'`)
+	waitJS(t, ctx, 10*time.Second, "the card shows 30 %", `!document.querySelector('#confirm').open && `+cardSel+`.querySelector('.rollout').textContent === '30\u00a0%'`)
 	if ch := cliChannel(t, api); ch.RolloutBPS != 3000 || ch.Release.Version != "1.0.1" {
 		t.Fatalf("capstan channel list after the console set 30 %%: %+v", ch)
 	}
@@ -332,14 +332,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	if r := runConsoleDevice(t, edge, phones[1], "--confirm-timeout", "1ns"); r.Status != "reverted" {
 		t.Fatalf("device revert of 1.0.2: %+v", r)
 	}
-	waitJS(t, ctx, 30*time.Second, "the card says auto-paused, and why", cardSel+`.querySelector('.status').dataset.status === 'Auto-paused' && `+cardSel+`.querySelector('.why').textContent.includes('over the 10 % threshold')`)
+	waitJS(t, ctx, 30*time.Second, "the card says auto-paused, and why", cardSel+`.querySelector('.status').dataset.status === 'Auto-paused' && `+cardSel+`.querySelector('.why').textContent.includes('over the 10\u00a0% threshold')`)
 	shoot(t, ctx, "console-autopaused.png", false)
 
 	// Promote what beta serves into production from the console.
-	runCLIAs(t, api, ciKey, "upload", "--app", consoleApp, "--version", "1.0.3", "--channel", "beta", consoleBundle(t, "1.0.3"))
+	runCLIAs(t, api, ciKey, "upload", "--app", consoleApp, "--version", "1.0.3", "--channel", "beta", "--new-channel", consoleBundle(t, "1.0.3"))
 	waitJS(t, ctx, 20*time.Second, "the promote button", cardSel+`.querySelector('[data-action=promote]')`)
 	click(t, ctx, "promote", `[data-channel="production"] [data-action=promote]`)
-	waitJS(t, ctx, 5*time.Second, "the promote dialog says what devices get", `document.querySelector('#confirm').open && document.querySelector('#confirm-what').textContent.includes('production will serve 1.0.3 (what beta serves now) to 100 % of its devices')`)
+	waitJS(t, ctx, 5*time.Second, "the promote dialog says what devices get", `document.querySelector('#confirm').open && document.querySelector('#confirm-what').textContent.includes('production will serve 1.0.3 (what beta serves now) to 100\u00a0% of its devices')`)
 	click(t, ctx, "confirm promote", `#confirm [data-action=confirm]`)
 	waitJS(t, ctx, 10*time.Second, "production serves 1.0.3", cardSel+`.querySelector('.serving').textContent === '1.0.3'`)
 	if ch := cliChannel(t, api); ch.Release.Version != "1.0.3" || ch.Paused {
@@ -367,6 +367,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	if ch := cliChannel(t, api); ch.Paused {
 		t.Fatal("the reader's request paused the rollout")
 	}
+
+	// The reader's key is revoked while the page is open: the next poll
+	// returns to the sign-in form and says why.
+	readerID := js[string](t, ctx, `document.querySelector('#who').textContent.split(' ')[1]`)
+	runCLIAs(t, api, e2eAdminKey, "keys", "revoke", readerID)
+	waitJS(t, ctx, 20*time.Second, "a revoked key is signed out, in words", `!document.querySelector('#signin').hidden && document.querySelector('#signin-error').textContent.includes('does not accept this key') && !document.querySelector('[data-channel]')`)
 }
 
 type consoleChannel struct {

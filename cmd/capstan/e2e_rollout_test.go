@@ -224,7 +224,7 @@ func TestRolloutE2E(t *testing.T) {
 
 	// Channels: beta refuses devices until it allows selection; promote;
 	// list.
-	rolloutRun(t, bin, api, true, nil, "channel", "set", "--app", app, "--channel", "beta", "--version", "1.1.0")
+	rolloutRun(t, bin, api, true, nil, "channel", "set", "--app", app, "--channel", "beta", "--version", "1.1.0", "--new-channel")
 	if r := dev("phone-e", false, "--channel", "beta"); !strings.Contains(r.Error, "does not let devices choose it") {
 		t.Fatalf("phone-e on beta: %+v", r)
 	}

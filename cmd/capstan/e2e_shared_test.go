@@ -322,9 +322,11 @@ func TestSharedStoreDatabaseRestart(t *testing.T) {
 			refused = append(refused, r)
 		}
 	}
-	var ae *client.Error
-	if !errors.As(refused[0].err, &ae) || ae.Status != http.StatusServiceUnavailable || !strings.Contains(ae.Message, "database") {
-		t.Fatalf("upload while the database is down: %v; want a 503 that says the database is unavailable", refused[0].err)
+	for _, r := range refused {
+		var ae *client.Error
+		if !errors.As(r.err, &ae) || ae.Status != http.StatusServiceUnavailable || !strings.Contains(ae.Message, "database") {
+			t.Fatalf("upload %d while the database is down: %v; want a 503 that says the database is unavailable", r.i, r.err)
+		}
 	}
 	// An upload started while the database is down: the CLI retries and
 	// succeeds once it is back.

@@ -167,7 +167,7 @@ func (f *fleet) upload(app, version, channel string, rollout float64, minNative 
 		"assets/lib.css": "body{}",
 	})
 	rec, err := f.origin().Upload(context.Background(), &origin.UploadRequest{
-		App: app, Version: version, MinNative: minNative, Channel: channel, RolloutBPS: int(rollout*100 + 0.5),
+		App: app, Version: version, MinNative: minNative, Channel: channel, RolloutBPS: int(rollout*100 + 0.5), NewChannel: true,
 	}, bytes.NewReader(z))
 	if err != nil {
 		f.t.Fatalf("upload %s: %v", version, err)

@@ -248,7 +248,7 @@ func TestChannelsSelectPromoteList(t *testing.T) {
 	}
 
 	// Promote beta to production through the API.
-	cv, err := f.api().Promote(ctx, app, "beta", "production", nil)
+	cv, err := f.api().Promote(ctx, app, "beta", "production", nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +258,7 @@ func TestChannelsSelectPromoteList(t *testing.T) {
 	if a := f.check(checkQuery(app, "production", "d", v1, "")); a.Release == nil || a.Release.ID() != v2.ID {
 		t.Fatalf("after promote: %q", a.Status)
 	}
-	if _, err := f.api().Promote(ctx, app, "nope", "production", nil); err == nil {
+	if _, err := f.api().Promote(ctx, app, "nope", "production", nil, false); err == nil {
 		t.Fatal("promote from an unknown channel succeeded")
 	}
 
@@ -309,7 +309,7 @@ func TestNarrowedRolloutKeepsStable(t *testing.T) {
 	f := newFleet(t, nil)
 	v1 := f.upload(app, "1.0.0", "production", 100, "")
 	v2 := f.upload(app, "1.1.0", "beta", 10, "")
-	if _, err := f.origin().Promote(app, "beta", "production", -1); err != nil {
+	if _, err := f.origin().Promote(app, "beta", "production", -1, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.origin().SetChannel(origin.ChannelRequest{App: app, Channel: "production", RolloutBPS: 5000}); err != nil {

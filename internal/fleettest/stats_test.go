@@ -279,7 +279,7 @@ func TestStatsNeedReaderRole(t *testing.T) {
 	if _, err := reader.Stats(ctx, app, ""); err != nil {
 		t.Fatalf("reader cannot read stats: %v", err)
 	}
-	if _, err := reader.Promote(ctx, app, "production", "beta", nil); err == nil {
+	if _, err := reader.Promote(ctx, app, "production", "beta", nil, false); err == nil {
 		t.Fatal("a reader promoted a release")
 	}
 	anon := *f.api()

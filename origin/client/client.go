@@ -199,6 +199,8 @@ type Upload struct {
 	App, Version, MinNative, Channel string
 	// Rollout is a percentage; empty means 100.
 	Rollout string
+	// NewChannel allows Channel to be a channel the app does not have yet.
+	NewChannel bool
 	// Envelope is the signed manifest, if the release is signed.
 	Envelope *release.Envelope
 	// Bundle is the zip to send.
@@ -222,6 +224,9 @@ func (c *Client) UploadRelease(ctx context.Context, u Upload) (*release.Record, 
 	}
 	if u.Rollout != "" {
 		q.Set("rollout", u.Rollout)
+	}
+	if u.NewChannel {
+		q.Set("new_channel", "1")
 	}
 	if u.MinNative != "" {
 		q.Set("min_native", u.MinNative)

@@ -18,6 +18,8 @@ type ChannelChange struct {
 	BlockMajor   *bool `json:"block_major,omitempty"`
 	DeviceSelect *bool `json:"device_select,omitempty"`
 	Default      *bool `json:"default,omitempty"`
+	// NewChannel allows a channel the app does not have yet.
+	NewChannel bool `json:"new_channel,omitempty"`
 }
 
 // UpdateChannel applies a change to a channel and returns its new record.
@@ -35,11 +37,11 @@ func (c *Client) SetChannelPolicy(ctx context.Context, app, channel string, p or
 }
 
 // Promote points channel to at the release channel from serves; rollout
-// is a percentage (nil: 100).
-func (c *Client) Promote(ctx context.Context, app, from, to string, rollout *float64) (*ChannelView, error) {
+// is a percentage (nil: 100). newChannel allows to to be a new channel.
+func (c *Client) Promote(ctx context.Context, app, from, to string, rollout *float64, newChannel bool) (*ChannelView, error) {
 	var out ChannelView
 	err := c.Do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/channels/"+url.PathEscape(to)+"/promote",
-		origin.PromoteBody{From: from, Rollout: rollout}, &out)
+		origin.PromoteBody{From: from, Rollout: rollout, NewChannel: newChannel}, &out)
 	return &out, err
 }
 

@@ -3,7 +3,7 @@
 // (a temp folder stands in for the app's data folder).
 import { execFile, spawn } from 'node:child_process'
 import { createServer } from 'node:net'
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync } from 'node:fs'
 import * as fs from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import * as path from 'node:path'
@@ -192,5 +192,74 @@ export class NodeFolder {
     const f = await this.resolve(p)
     const b = await fs.readFile(f)
     return new Uint8Array(b.buffer, b.byteOffset, b.length)
+  }
+}
+
+/**
+ * nodePlatform binds the client to a temp folder: Files under root/files,
+ * Storage as one JSON file, and a WebView that records what it serves and
+ * what it persisted. restart() is the app starting again: the WebView
+ * serves what was persisted.
+ */
+export function nodePlatform(root, extra = {}) {
+  mkdirSync(root, { recursive: true })
+  const files = new NodeFolder(path.join(root, 'files'))
+  const statePath = path.join(root, 'storage.json')
+  const web = { served: '', persisted: '', reloads: 0 }
+  return {
+    web,
+    restart() {
+      web.served = web.persisted
+    },
+    brotli: nodeBrotli,
+    // What a WebView sends over HTTPS (Node's fetch alone asks for gzip and
+    // deflate only); Node decodes brotli answers like a WebView does.
+    fetch: (url, init = {}) => fetch(url, { ...init, headers: { ...init.headers, 'accept-encoding': 'gzip, deflate, br' } }),
+    ...extra,
+    files: {
+      write: async (p, data, mode) => {
+        await fs.mkdir(files.root, { recursive: true })
+        return files.write(p, data, mode)
+      },
+      read: (p) => files.read(p),
+      async remove(p) {
+        await fs.rm(path.join(files.root, p), { recursive: true, force: true })
+      },
+      async list(p) {
+        try {
+          return await fs.readdir(path.join(files.root, p))
+        } catch {
+          return []
+        }
+      },
+      serverPath: async (folder) => path.join(files.root, folder),
+    },
+    storage: {
+      async get(k) {
+        try {
+          return JSON.parse(await fs.readFile(statePath, 'utf8'))[k] ?? null
+        } catch {
+          return null
+        }
+      },
+      async set(k, v) {
+        let all = {}
+        try {
+          all = JSON.parse(await fs.readFile(statePath, 'utf8'))
+        } catch {}
+        all[k] = v
+        await fs.writeFile(statePath, JSON.stringify(all))
+      },
+    },
+    webView: {
+      getServerBasePath: async () => web.served,
+      setServerBasePath: async (p) => {
+        web.served = p
+        web.reloads++
+      },
+      persistServerBasePath: async () => {
+        web.persisted = web.served
+      },
+    },
   }
 }

@@ -131,20 +131,21 @@ const enc = encodeURIComponent;
 // Numbers and times as people read them.
 function fmtBytes(n) {
     if (!isFinite(n) || n <= 0)
-        return n === 0 ? "0 B" : "—";
+        return n === 0 ? "0\u00a0B" : "—";
     const units = ["B", "KB", "MB", "GB", "TB"];
     let i = 0;
     while (n >= 1000 && i < units.length - 1) {
         n /= 1000;
         i++;
     }
-    return (i === 0 || n >= 100 ? Math.round(n).toString() : n.toFixed(1)) + " " + units[i];
+    // A no-break space keeps a number and its unit on one line.
+    return (i === 0 || n >= 100 ? Math.round(n).toString() : n.toFixed(1)) + "\u00a0" + units[i];
 }
 function fmtPct(f, digits = 1) {
     if (!isFinite(f))
         return "—";
     const p = f * 100;
-    return (Number.isInteger(p) ? p.toString() : p.toFixed(digits)) + " %";
+    return (Number.isInteger(p) ? p.toString() : p.toFixed(digits)) + "\u00a0%";
 }
 function fmtBPS(bps) {
     return fmtPct(bps / 10000, 2);
@@ -493,6 +494,13 @@ async function settle(where, p) {
         return v;
     }
     catch (e) {
+        if (e instanceof ApiError && e.status === 401 && st.me) {
+            // The key was revoked or expired while the page was open: back to
+            // the sign-in form, with the origin's reason.
+            signOut();
+            byId("signin-error").textContent = e.message;
+            return null;
+        }
         setError(where, e);
         return null;
     }
@@ -506,12 +514,17 @@ async function renderReleases() {
         return;
     }
     const app = enc(st.app);
-    const [channels, stats, releases] = await Promise.all([
+    const [channels, details, stats, releases] = await Promise.all([
         settle("Channels", api.get(`/v1/apps/${app}/channels`)),
+        settle("Channels", api.get(`/v1/apps/${app}/channel-details`)),
         settle("Stats", api.get(`/v1/apps/${app}/stats`)),
         settle("Releases", api.get(`/v1/apps/${app}/release-details`)),
     ]);
-    const d = { channels: channels?.channels ?? [], stats, releases: releases?.releases ?? [], timeline: null };
+    const fallback = new Map();
+    for (const x of details?.channels ?? [])
+        if (x.fallback)
+            fallback.set(x.channel, x.fallback);
+    const d = { channels: channels?.channels ?? [], fallback, stats, releases: releases?.releases ?? [], timeline: null };
     d.channels.sort((a, b) => Number(!!b.default) - Number(!!a.default) || a.channel.localeCompare(b.channel));
     if (!d.channels.some((c) => c.channel === st.channel))
         st.channel = d.channels.length ? d.channels[0].channel : "";
@@ -540,8 +553,12 @@ function channelStatus(c, cs) {
         return { word: "Rolling out", cls: "info", why: fmtBPS(c.rollout_bps) + " of devices are offered " + versionName(c.release) + "." };
     return { word: "Complete", cls: "ok", why: "Every device is offered " + versionName(c.release) + "." };
 }
-function othersGet(c) {
-    return c.stable ? "are offered " + versionName(c.stable) : "keep what they run";
+/** othersGet says what devices outside the rollout get: the record's
+ * Stable, or, once a change narrows or pauses the rollout, the release the
+ * channel served to everyone before (the server adds it, decision 102). */
+function othersGet(c, fallback) {
+    const r = c.stable ?? fallback;
+    return r && versionName(r) !== "builtin" ? "are offered " + versionName(r) : "keep what they run";
 }
 function channelsSection(d) {
     const sec = h("section", { "aria-labelledby": "channels-h" }, h("h2", { id: "channels-h" }, "Channels of ", st.app));
@@ -566,22 +583,23 @@ function channelActions(c, d, key) {
     const v = versionName(c.release);
     const builtin = v === "builtin";
     const path = `/v1/apps/${enc(st.app)}/channels/${enc(c.channel)}`;
+    const fb = d.fallback.get(c.channel);
     if (!builtin) {
-        out.push(h("button", { type: "button", "data-key": key + "-rollout", "data-action": "rollout", onclick: (ev) => rolloutDialog(c, ev) }, "Change rollout…"));
+        out.push(h("button", { type: "button", "data-key": key + "-rollout", "data-action": "rollout", onclick: (ev) => rolloutDialog(c, fb, ev) }, "Change rollout…"));
         if (c.paused) {
             out.push(h("button", { type: "button", "data-key": key + "-resume", "data-action": "resume", onclick: (ev) => confirmAction(ev, "Resume " + c.channel, [`${v} is offered again to ${fmtBPS(c.rollout_bps)} of devices on ${c.channel} (the same devices as before the pause).`], "Resume", () => api.call("PUT", path, { paused: false })) }, "Resume"));
         }
         else {
-            out.push(h("button", { type: "button", "data-key": key + "-pause", "data-action": "pause", onclick: (ev) => confirmAction(ev, "Pause " + c.channel, [`No new device on ${c.channel} will be offered ${v}. Devices that already run it keep it; the others ${othersGet(c)}.`], "Pause", () => api.call("PUT", path, { paused: true })) }, "Pause"));
+            out.push(h("button", { type: "button", "data-key": key + "-pause", "data-action": "pause", onclick: (ev) => confirmAction(ev, "Pause " + c.channel, [`No new device on ${c.channel} will be offered ${v}. Devices that already run it keep it; the others ${othersGet(c, fb)}.`], "Pause", () => api.call("PUT", path, { paused: true })) }, "Pause"));
         }
         if (c.rollout_bps < 10000 || c.paused) {
-            out.push(h("button", { type: "button", "data-key": key + "-finish", "data-action": "finish", onclick: (ev) => confirmAction(ev, "Finish the rollout of " + v, [`Every device on ${c.channel} will be offered ${v} (rollout 100 %${c.paused ? ", resumed" : ""}).` + (c.stable ? ` ${versionName(c.stable)} is no longer offered.` : "")], "Finish rollout", () => api.call("PUT", path, { rollout: 100, paused: false })) }, "Finish"));
+            out.push(h("button", { type: "button", "data-key": key + "-finish", "data-action": "finish", onclick: (ev) => confirmAction(ev, "Finish the rollout of " + v, [`Every device on ${c.channel} will be offered ${v} (rollout 100\u00a0%${c.paused ? ", resumed" : ""}).` + (c.stable ? ` ${versionName(c.stable)} is no longer offered.` : "")], "Finish rollout", () => api.call("PUT", path, { rollout: 100, paused: false })) }, "Finish"));
         }
     }
     out.push(h("button", { type: "button", "data-key": key + "-rollback", "data-action": "rollback", onclick: (ev) => rollbackDialog(c, d, ev) }, "Roll back…"));
     const sources = d.channels.filter((o) => o.channel !== c.channel && versionName(o.release) !== "builtin");
     if (sources.length)
-        out.push(h("button", { type: "button", "data-key": key + "-promote", "data-action": "promote", onclick: (ev) => promoteDialog(c, sources, ev) }, "Promote into…"));
+        out.push(h("button", { type: "button", "data-key": key + "-promote", "data-action": "promote", onclick: (ev) => promoteDialog(c, sources, fb, ev) }, "Promote into…"));
     return out;
 }
 // ---- confirmation dialogs ------------------------------------------------
@@ -625,7 +643,7 @@ function confirmAction(ev, title, lines, label, run) {
 function field(label, input, hint) {
     return h("label", { class: "field" }, h("span", null, label), input, hint ? h("small", null, hint) : null);
 }
-function rolloutDialog(c, ev) {
+function rolloutDialog(c, fallback, ev) {
     const v = versionName(c.release);
     const input = h("input", { type: "number", name: "rollout", min: 0, max: 100, step: "0.01", required: true, value: c.rollout_bps / 100, inputmode: "decimal" });
     const describe = () => {
@@ -634,7 +652,7 @@ function rolloutDialog(c, ev) {
             return "Give a percentage between 0 and 100.";
         let t = `${fmtPct(p / 100, 2)} of the devices on ${c.channel} (picked by a stable hash of their device id: the same devices at every edge, and raising the percentage only adds devices) will be offered ${v}.`;
         if (p < 100)
-            t += ` The other ${fmtPct(1 - p / 100, 2)} ${othersGet(c)}.`;
+            t += ` The other ${fmtPct(1 - p / 100, 2)} ${othersGet(c, fallback)}.`;
         else if (c.stable)
             t += ` ${versionName(c.stable)} is no longer offered.`;
         if (p * 100 < c.rollout_bps)
@@ -650,11 +668,11 @@ function rollbackDialog(c, d, ev) {
     const sel = h("select", { name: "to" }, h("option", { value: "" }, "the release served before" + (c.stable ? " (" + versionName(c.stable) + ")" : "")), d.releases.filter((r) => r.version !== cur).map((r) => h("option", { value: r.version }, r.version)), cur !== "builtin" ? h("option", { value: "builtin" }, "builtin (the bundle inside the app)") : null);
     const describe = () => {
         const to = sel.value === "" ? (c.stable ? versionName(c.stable) : "the release the channel served before " + cur) : sel.value === "builtin" ? "the bundle shipped inside the app (builtin)" : sel.value;
-        return `Every device on ${c.channel} will be moved to ${to}, including devices that already installed ${cur}: the new record is marked as a rollback, which lets devices install an older version. Rollout becomes 100 %, not paused.`;
+        return `Every device on ${c.channel} will be moved to ${to}, including devices that already installed ${cur}: the new record is marked as a rollback, which lets devices install an older version. Rollout becomes 100\u00a0%, not paused.`;
     };
     openDialog(ev, `Roll back ${c.channel}`, [field("Roll back to", sel)], "Roll back", () => api.call("POST", `/v1/apps/${enc(st.app)}/channels/${enc(c.channel)}/rollback`, sel.value ? { to: sel.value } : {}), describe);
 }
-function promoteDialog(c, sources, ev) {
+function promoteDialog(c, sources, fallback, ev) {
     const sel = h("select", { name: "from" }, sources.map((o) => h("option", { value: o.channel }, `${o.channel} (serves ${versionName(o.release)})`)));
     const input = h("input", { type: "number", name: "rollout", min: 0, max: 100, step: "0.01", value: 100, required: true, inputmode: "decimal" });
     const describe = () => {
@@ -667,7 +685,8 @@ function promoteDialog(c, sources, ev) {
         const v = versionName(src.release);
         let t = `${c.channel} will serve ${v} (what ${src.channel} serves now) to ${fmtPct(p / 100, 2)} of its devices.`;
         if (p < 100) {
-            const stable = c.rollout_bps >= 10000 && !c.paused ? versionName(c.release) : c.stable ? versionName(c.stable) : "";
+            const before = c.rollout_bps >= 10000 && !c.paused ? c.release : c.stable ?? fallback;
+            const stable = before && versionName(before) !== "builtin" && versionName(before) !== v ? versionName(before) : "";
             t += stable ? ` The others are offered ${stable}.` : " The others keep what they run.";
         }
         return t;

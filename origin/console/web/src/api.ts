@@ -26,6 +26,7 @@ interface ReleaseDetail {
   version: string; id: string; uploaded: string; uploaded_by?: string; uploaded_by_name?: string; size: number; files: number;
   min_native?: string; signers: string[]; encrypted: boolean; full_bytes: number; patches: PatchSize[];
 }
+interface ChannelDetail { channel: string; fallback?: Ref }
 interface Policy { failure_rate: number; min_devices: number }
 interface TimelineRelease {
   release: string; version: string; devices: number; checks: number; downloads: number; installs: number; confirms: number;

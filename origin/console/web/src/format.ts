@@ -1,20 +1,21 @@
 // Numbers and times as people read them.
 
 function fmtBytes(n: number): string {
-  if (!isFinite(n) || n <= 0) return n === 0 ? "0 B" : "—";
+  if (!isFinite(n) || n <= 0) return n === 0 ? "0\u00a0B" : "—";
   const units = ["B", "KB", "MB", "GB", "TB"];
   let i = 0;
   while (n >= 1000 && i < units.length - 1) {
     n /= 1000;
     i++;
   }
-  return (i === 0 || n >= 100 ? Math.round(n).toString() : n.toFixed(1)) + " " + units[i];
+  // A no-break space keeps a number and its unit on one line.
+  return (i === 0 || n >= 100 ? Math.round(n).toString() : n.toFixed(1)) + "\u00a0" + units[i];
 }
 
 function fmtPct(f: number, digits = 1): string {
   if (!isFinite(f)) return "—";
   const p = f * 100;
-  return (Number.isInteger(p) ? p.toString() : p.toFixed(digits)) + " %";
+  return (Number.isInteger(p) ? p.toString() : p.toFixed(digits)) + "\u00a0%";
 }
 
 function fmtBPS(bps: number): string {

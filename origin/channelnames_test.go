@@ -1,0 +1,61 @@
+package origin
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// TestMistypedChannelIsNotCreated: `--channel prodution` made a new channel
+// and shipped to it (issue 17, item 6). A channel the app does not have is
+// refused with the closest name, unless the app has none yet (its first
+// upload) or the caller says --new-channel.
+func TestMistypedChannelIsNotCreated(t *testing.T) {
+	s, _ := newTestServer(t, nil)
+	upload := func(version, channel string, create bool) error {
+		req, z := signedUpload(t, "app", version, nil)
+		req.Channel, req.NewChannel = channel, create
+		_, err := s.Upload(context.Background(), req, bytes.NewReader(z))
+		return err
+	}
+	if err := upload("1.0.0", "production", false); err != nil {
+		t.Fatalf("an app's first channel needs no flag: %v", err)
+	}
+	err := upload("1.0.1", "prodution", false)
+	if !errors.Is(err, ErrNoChannel) || !strings.Contains(err.Error(), `did you mean "production"?`) || !strings.Contains(err.Error(), "--new-channel") {
+		t.Fatalf("mistyped channel: %v", err)
+	}
+	if names, _ := s.st.channelNames("app"); len(names) != 1 {
+		t.Fatalf("channels after a refused typo: %v", names)
+	}
+	if _, err := s.st.release("app", "1.0.1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the refused upload stored a release: %v", err)
+	}
+	if err := upload("1.0.1", "beta", true); err != nil {
+		t.Fatalf("--new-channel: %v", err)
+	}
+	// The same rule for channel set and promote.
+	if _, err := s.SetChannel(ChannelRequest{App: "app", Channel: "bta", Version: "1.0.0", RolloutBPS: -1}); !errors.Is(err, ErrNoChannel) || !strings.Contains(err.Error(), `"beta"`) {
+		t.Fatalf("channel set on a mistyped channel: %v", err)
+	}
+	if _, err := s.Promote("app", "beta", "prodction", -1, false); !errors.Is(err, ErrNoChannel) {
+		t.Fatalf("promote to a mistyped channel: %v", err)
+	}
+	if _, err := s.Promote("app", "beta", "staging", -1, true); err != nil {
+		t.Fatalf("promote --new-channel: %v", err)
+	}
+}
+
+func TestClosestChannel(t *testing.T) {
+	have := []string{"beta", "production", "staging"}
+	for name, want := range map[string]string{
+		"prodution": "production", "Production": "production", "beat": "beta", "stagin": "staging",
+		"nightly": "", "qa": "",
+	} {
+		if got := closest(name, have); got != want {
+			t.Errorf("closest(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
