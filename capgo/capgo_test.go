@@ -120,8 +120,9 @@ func TestCheck(t *testing.T) {
 		{"key matches", func(in *Info) { in.KeyID = "AAA" }, Target{Ref: ref("2.3.5"), KeyID: "AAA"}, Rules{}, "", ""},
 		{"encrypted, device has no key", nil, Target{Ref: ref("2.3.5"), KeyID: "AAA"}, Rules{}, KindBlocked, CodeKeyIDMismatch},
 		{"failed before", nil, Target{Ref: ref("2.3.5"), Failed: true}, Rules{}, KindBlocked, CodeFailedOnDevice},
-		{"builtin target", nil, Target{}, Rules{}, KindUpToDate, CodeAlreadyOnBuiltin},
-		{"builtin on builtin", func(in *Info) { in.VersionName = Builtin }, Target{}, Rules{}, KindUpToDate, CodeNoNewVersion},
+		{"builtin target", nil, Target{}, Rules{}, "", ""},
+		{"builtin target, plugin too old", func(in *Info) { in.PluginVersion = "6.1.9" }, Target{}, Rules{}, KindFailed, CodeBuiltinTooOld},
+		{"builtin on builtin", func(in *Info) { in.VersionName = Builtin }, Target{}, Rules{}, KindUpToDate, CodeAlreadyOnBuiltin},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := base()
@@ -138,8 +139,8 @@ func TestCheck(t *testing.T) {
 			if tc.code == CodeDisableMajor && (!r.Major || r.Version != "3.0.0" || r.Old != "2.3.0") {
 				t.Fatalf("major answer %+v", r)
 			}
-			if tc.code == CodeAlreadyOnBuiltin && r.Version != Builtin {
-				t.Fatalf("builtin answer %+v", r)
+			if tc.code == CodeAlreadyOnBuiltin && r.Version != "" {
+				t.Fatalf("a device on builtin is told %+v", r)
 			}
 		})
 	}

@@ -125,8 +125,10 @@ type Rules struct {
 
 // Check applies Capgo's update rules, in Capgo's order, to an offer of t
 // to the device described by in. It returns nil when the update may be
-// sent. The order matters for what the device hears: a device already on
-// the release hears "up to date" even on a channel closed to it.
+// sent — for the bundle inside the app (a zero t.Ref.ID), when the device
+// may be sent back to it with a BuiltinAnswer. The order matters for what
+// the device hears: a device already on the release hears "up to date"
+// even on a channel closed to it.
 func Check(in *Info, t Target, r Rules) *Refusal {
 	name := string(in.VersionName)
 	builtin := t.Ref.ID.IsZero()
@@ -142,7 +144,10 @@ func Check(in *Info, t Target, r Rules) *Refusal {
 			return refuse(KindBlocked, CodeKeyIDMismatch, "release %s is encrypted with key %s, the app holds key %s", t.Ref.Version, t.KeyID, in.KeyID)
 		}
 	}
-	if builtin && (name == Builtin || name == "") || !builtin && name == t.Ref.Version {
+	if builtin && (name == Builtin || name == "") {
+		return refuse(KindUpToDate, CodeAlreadyOnBuiltin, "Already on builtin")
+	}
+	if !builtin && name == t.Ref.Version {
 		return refuse(KindUpToDate, CodeNoNewVersion, "No new version available")
 	}
 	switch p := lower(in.Platform); {
@@ -165,9 +170,10 @@ func Check(in *Info, t Target, r Rules) *Refusal {
 		return refuse(KindBlocked, CodeDisableDevice, "channel %s is closed to physical devices", r.Channel)
 	}
 	if builtin {
-		ref := refuse(KindUpToDate, CodeAlreadyOnBuiltin, "channel %s serves the bundle inside the app", r.Channel)
-		ref.Version = Builtin
-		return ref
+		if !SupportsBuiltin(string(in.PluginVersion)) {
+			return refuse(KindFailed, CodeBuiltinTooOld, "channel %s serves the bundle inside the app, which plugin %s cannot go back to (6.2.0 or later can)", r.Channel, in.PluginVersion)
+		}
+		return nil
 	}
 	if t.Failed {
 		return refuse(KindBlocked, CodeFailedOnDevice, "release %s failed on this device (update_fail); it is not offered to it again: publish a new version", t.Ref.Version)

@@ -38,14 +38,15 @@ func (c *LRU[K, V]) Get(k K) (V, bool) {
 	return zero, false
 }
 
-// Add sets k to v, evicting the least recently used entry when full.
-func (c *LRU[K, V]) Add(k K, v V) {
+// Add sets k to v, evicting the least recently used entry when full. It
+// reports whether k was new, so "first time seen" is one atomic step.
+func (c *LRU[K, V]) Add(k K, v V) (added bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[k]; ok {
 		el.Value.(*lruEntry[K, V]).val = v
 		c.ll.MoveToFront(el)
-		return
+		return false
 	}
 	c.items[k] = c.ll.PushFront(&lruEntry[K, V]{k, v})
 	for c.ll.Len() > c.max {
@@ -53,6 +54,7 @@ func (c *LRU[K, V]) Add(k K, v V) {
 		c.ll.Remove(el)
 		delete(c.items, el.Value.(*lruEntry[K, V]).key)
 	}
+	return true
 }
 
 // Remove deletes k.

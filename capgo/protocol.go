@@ -42,6 +42,7 @@ const (
 const (
 	CodeNoNewVersion        = "no_new_version_available"
 	CodeAlreadyOnBuiltin    = "already_on_builtin"
+	CodeBuiltinTooOld       = "revert_to_builtin_plugin_version_too_old"
 	CodeDisablePlatform     = "disabled_platform_" // + platform
 	CodeDisableMajor        = "disable_auto_update_to_major"
 	CodeDisableMinor        = "disable_auto_update_to_minor"
@@ -319,6 +320,22 @@ func pluginAtLeast(v string, mins map[uint64]string) bool {
 	}
 	mv, _ := ParseLooseVersion(min)
 	return !pv.LessThan(mv)
+}
+
+// SupportsBuiltin reports whether a plugin version goes back to the
+// bundle inside the app on a {"version":"builtin"} answer: 6.2.0 and
+// later, as Capgo's backend decides.
+func SupportsBuiltin(pluginVersion string) bool {
+	return pluginAtLeast(pluginVersion, map[uint64]string{6: "6.2.0"})
+}
+
+// BuiltinAnswer is the answer that sends a device back to the bundle
+// inside the app: success-shaped, with no error or kind key. Both plugins
+// reset to builtin only on it — Android CapacitorUpdaterPlugin.java and iOS
+// CapacitorUpdaterPlugin.swift return from the update check on any error
+// or kind key before they look at version == "builtin" (docs/capgo.md).
+type BuiltinAnswer struct {
+	Version string `json:"version"` // always Builtin
 }
 
 // SupportsManifest reports whether a plugin version understands manifest

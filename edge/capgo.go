@@ -77,6 +77,11 @@ type capgoState struct {
 	limiter   *windowLimiter
 	failed    *shardedLRU[failedKey, struct{}]
 	overrides *shardedLRU[deviceKey, string]
+	// downloads holds the (device, version) downloads already counted:
+	// the plugin reports one download with two stats (download_complete
+	// and, since late 2025, download_zip_complete or
+	// download_manifest_complete), and retries batches.
+	downloads *shardedLRU[downloadKey, struct{}]
 	absent    *capgo.LRU[release.Hash, struct{}] // releases with no Capgo download
 	sink      capgo.EventSink
 	ownSink   bool // sink is the edge's own event queue: push without copies
@@ -113,7 +118,8 @@ type (
 		app, device string
 		id          release.Hash
 	}
-	deviceKey struct{ app, device string }
+	deviceKey   struct{ app, device string }
+	downloadKey struct{ app, device, version string }
 )
 
 func newCapgoState(cfg CapgoConfig, reg *prometheus.Registry, events capgo.EventSink) *capgoState {
@@ -138,6 +144,9 @@ func newCapgoState(cfg CapgoConfig, reg *prometheus.Registry, events capgo.Event
 		}),
 		overrides: newShardedLRU[deviceKey, string](cfg.MaxDevices, func(seed maphash.Seed, k deviceKey) uint64 {
 			return maphash.String(seed, k.device) ^ maphash.String(seed, k.app)<<1
+		}),
+		downloads: newShardedLRU[downloadKey, struct{}](cfg.MaxDevices, func(seed maphash.Seed, k downloadKey) uint64 {
+			return maphash.String(seed, k.device) ^ maphash.String(seed, k.version)<<1
 		}),
 		absent:    capgo.NewLRU[release.Hash, struct{}](1024),
 		decisions: newSlotCache[decisionKey, *capgoDecision](4096, hashDecisionKey),
@@ -502,6 +511,8 @@ func currentRelease(ch *release.Channel, versionName string) release.Hash {
 // capgoDecision is what the rules answer one kind of device for one
 // target: a refusal, encoded once, or an update from rel.
 type capgoDecision struct {
+	// refusal is the whole answer when it is not an update with a release:
+	// a classified refusal, or the builtin answer.
 	refusal      []byte
 	result       prometheus.Counter
 	rel          *capgoRelease
@@ -552,6 +563,9 @@ func b2i(b bool) byte {
 	}
 	return 0
 }
+
+// builtinAnswer sends a device back to the bundle inside the app.
+var builtinAnswer = mustJSON(&capgo.BuiltinAnswer{Version: capgo.Builtin})
 
 // noNewVersion is the most common answer, encoded once.
 var noNewVersion = mustJSON(&capgo.Refusal{Error: capgo.CodeNoNewVersion, Message: "No new version available", Kind: capgo.KindUpToDate})
@@ -685,17 +699,16 @@ func (s *Server) capgoDecide(in *capgo.Info, cs *channelState, cfg *capgo.AppCon
 	}
 	rules := capgo.Rules{Channel: ch.Channel, Flags: cfg.Flags(ch.Channel), BlockMajor: blockMajor(ch)}
 	r := capgo.Check(in, t, rules)
-	if r == nil || r.Error == capgo.CodeAlreadyOnBuiltin {
-		if cr := capstanOfferCheck(ch, in, target); cr != nil {
-			r = cr
-		}
-	}
-	if r == nil && rel == nil {
-		// capgo.Check never offers the built-in bundle as an update.
-		r = &capgo.Refusal{Error: capgo.CodeAlreadyOnBuiltin, Message: "channel " + ch.Channel + " serves the bundle inside the app", Kind: capgo.KindUpToDate, Version: capgo.Builtin}
+	if r == nil {
+		r = capstanOfferCheck(ch, in, target)
 	}
 	if r != nil {
 		return s.capgoRefusal(r), nil
+	}
+	if rel == nil {
+		// Back to the bundle inside the app (a rollback to builtin): the
+		// success-shaped answer both plugins act on.
+		return &capgoDecision{refusal: builtinAnswer, result: s.capgo.updates.WithLabelValues(capgo.Builtin)}, nil
 	}
 	return &capgoDecision{result: s.capgo.updates.WithLabelValues("update"), rel: rel,
 		withManifest: rel.meta.Encrypted == nil && capgo.SupportsManifest(string(in.PluginVersion))}, nil
@@ -891,6 +904,11 @@ func (s *Server) handleCapgoStats(ctx *fasthttp.RequestCtx) {
 			s.capgo.failed.add(failedKey{app, device, id}, struct{}{})
 		}
 		if release.ValidateChannel(channel) != nil {
+			continue
+		}
+		// One download counts once per device and version, whichever mix
+		// of the three completion stats the plugin version sends.
+		if ev == capgo.EventDownload && !s.capgo.downloads.add(downloadKey{app, device, version}, struct{}{}) {
 			continue
 		}
 		e := capgo.Event{Action: ev, App: app, Channel: channel, Device: device, Release: id, Version: version, Time: st.Timestamp, Error: errorOf(ev, action)}

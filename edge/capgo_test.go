@@ -777,3 +777,102 @@ func TestCapgoUpdateAnswerCompressed(t *testing.T) {
 		t.Fatalf("answer: %v %s", err, raw)
 	}
 }
+
+// TestCapgoRollbackToBuiltin: `capstan rollback --to builtin` sends Capgo
+// devices back to the bundle inside the app. Both plugins go back only on
+// a success-shaped {"version":"builtin"} (an answer with error or kind is
+// a classified non-update to them, issue 17 item 7); plugins before 6.2.0
+// cannot, and are told so as a failure.
+func TestCapgoRollbackToBuiltin(t *testing.T) {
+	f := newFleet(t)
+	f.upload(t, "1.0.0", map[string][]byte{"index.html": []byte("v1")})
+	e := startEdge(t, f, t.TempDir(), nil)
+	syncEdge(t, e)
+	ctx := context.Background()
+	android := newDevice(t, e, "com.x", "1.0.0")
+	ios := newDevice(t, e, "com.x", "1.0.0")
+	ios.Info.Platform, ios.Info.DeviceID, ios.Info.VersionOS = "ios", "5B8E3F2A-1C4D-4E6F-8A9B-0C1D2E3F4A5B", "17.4"
+	old := newDevice(t, e, "com.x", "1.0.0")
+	old.Info.DeviceID, old.Info.PluginVersion = "6c2a9e0b-8d1f-4c5e-9a7b-2f4e6d8c1a3b", "6.1.0"
+	for _, d := range []*capgotest.Device{android, ios, old} {
+		if _, err := d.Install(ctx, checkUntilUpdate(t, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.origin.Rollback("com.x", "production", origin.Builtin); err != nil {
+		t.Fatal(err)
+	}
+	syncEdge(t, e)
+	for name, d := range map[string]*capgotest.Device{"android": android, "ios": ios} {
+		a, raw, err := d.Check(ctx)
+		if err != nil || !a.IsBuiltin() || string(raw) != `{"version":"builtin"}` {
+			t.Fatalf("%s on 1.0.0 after rollback --to builtin: %v %s, want {\"version\":\"builtin\"}", name, err, raw)
+		}
+		if err := d.ResetToBuiltin(a); err != nil {
+			t.Fatal(err)
+		}
+		// Back on builtin, it is up to date.
+		a, raw, err = d.Check(ctx)
+		if err != nil || a.IsUpdate() || a.IsBuiltin() || *a.Error != capgo.CodeAlreadyOnBuiltin || *a.Kind != capgo.KindUpToDate {
+			t.Fatalf("%s on builtin: %v %s", name, err, raw)
+		}
+	}
+	a, raw, err := old.Check(ctx)
+	if err != nil || a.IsBuiltin() || *a.Error != capgo.CodeBuiltinTooOld || *a.Kind != capgo.KindFailed {
+		t.Fatalf("plugin 6.1.0 after rollback --to builtin: %v %s", err, raw)
+	}
+}
+
+// TestCapgoDownloadCountsOnce: the plugin reports one download twice —
+// download_zip_complete or download_manifest_complete from the download
+// worker, then download_complete (issue 17, item 8) — and retries
+// batches. One download counts once per device and release, whatever
+// mix a plugin version sends; older plugins send download_complete only.
+func TestCapgoDownloadCountsOnce(t *testing.T) {
+	f := newFleet(t)
+	rec := f.upload(t, "1.0.0", map[string][]byte{"index.html": []byte("v1")})
+	e := startEdge(t, f, t.TempDir(), nil)
+	syncEdge(t, e)
+	ctx := context.Background()
+	v8 := newDevice(t, e, "com.x", "1.0.0")
+	v7 := newDevice(t, e, "com.x", "1.0.0")
+	v7.Info.DeviceID, v7.Info.PluginVersion = "7c2a9e0b-8d1f-4c5e-9a7b-2f4e6d8c1a3b", "7.0.35"
+	stat := func(d *capgotest.Device, action string) {
+		t.Helper()
+		if code, err := d.Stat(ctx, action, "1.0.0", "builtin"); err != nil || code != 200 {
+			t.Fatalf("%s: %d %v", action, code, err)
+		}
+	}
+	// v8, zip then manifest download of the same release, each reported
+	// both ways, and a retried batch.
+	info, _ := json.Marshal(v8.Info)
+	if resp, raw := postJSON(t, e.url+"/stats", "POST", withFields(t, string(info), "action", "download_zip_complete", "version_name", "1.0.0")); resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, raw)
+	}
+	for range 2 {
+		stat(v8, "download_complete")
+		stat(v8, "download_manifest_complete")
+	}
+	stat(v8, "set")
+	stat(v7, "download_complete")
+	stat(v7, "set")
+	if err := e.FlushEvents(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.origin.Stats("com.x", "production")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range rep.Channels[0].Releases {
+		if r.Release == rec.ID {
+			found = true
+			if r.Downloads != 2 || r.Installs != 2 {
+				t.Fatalf("1.0.0: %d downloads and %d installs by 2 devices, want 2 and 2", r.Downloads, r.Installs)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no counters for 1.0.0: %+v", rep)
+	}
+}

@@ -43,9 +43,10 @@ func (l *shardedLRU[K, V]) get(k K) (V, bool) {
 	return l.shard(k).Get(k)
 }
 
-func (l *shardedLRU[K, V]) add(k K, v V) {
+// add sets k to v and reports whether k was new.
+func (l *shardedLRU[K, V]) add(k K, v V) bool {
 	l.used.Store(true)
-	l.shard(k).Add(k, v)
+	return l.shard(k).Add(k, v)
 }
 
 func (l *shardedLRU[K, V]) remove(k K) {

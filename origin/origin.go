@@ -53,6 +53,10 @@ type Config struct {
 	// SigningKey, if set, signs channel records instead of the key in
 	// DataDir/origin.key. Origins that share Records must share this key.
 	SigningKey ed25519.PrivateKey
+	// PreviousSigningKey, with SigningKey, is the key SigningKey replaces:
+	// at start the origin stores the rotation statement it signs (once for
+	// all origins of a store) and re-signs the records it signed.
+	PreviousSigningKey ed25519.PrivateKey
 	// AdminKey (CAPSTAN_ADMIN_KEY) is an admin API key: the first key of an
 	// empty data folder, or added as one more admin key to a folder that
 	// does not know it yet. If empty, an empty folder gets a generated key,
@@ -222,6 +226,16 @@ func New(cfg Config) (*Server, error) {
 	if err := s.finishRotation(); err != nil {
 		s.closeStores()
 		return nil, err
+	}
+	if cfg.PreviousSigningKey != nil {
+		if cfg.SigningKey == nil {
+			s.closeStores()
+			return nil, errors.New("origin: PreviousSigningKey needs SigningKey")
+		}
+		if err := s.adoptRotation(ctx, cfg.PreviousSigningKey); err != nil {
+			s.closeStores()
+			return nil, err
+		}
 	}
 	s.wg.Add(1)
 	go s.resignLoop()

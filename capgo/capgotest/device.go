@@ -58,8 +58,20 @@ type ManifestEntry struct {
 	DownloadURL *string `json:"download_url"`
 }
 
-// IsUpdate reports whether the answer is an update (no error or kind).
-func (a *AppVersion) IsUpdate() bool { return a.Error == nil && a.Kind == nil }
+// IsUpdate reports whether the answer is an update to download: no error
+// or kind, and a version other than "builtin".
+func (a *AppVersion) IsUpdate() bool {
+	return a.Error == nil && a.Kind == nil && str(a.Version) != capgo.Builtin
+}
+
+// IsBuiltin reports whether the answer sends the device back to the bundle
+// inside the app, as both plugins read it: no error or kind key (Android
+// CapacitorUpdaterPlugin.java and iOS CapacitorUpdaterPlugin.swift return
+// from the check on either, as a classified non-update) and version
+// "builtin", which they test before they look at url.
+func (a *AppVersion) IsBuiltin() bool {
+	return a.Error == nil && a.Kind == nil && str(a.Version) == capgo.Builtin
+}
 
 // str returns *p or "".
 func str(p *string) string {
@@ -93,6 +105,9 @@ func DecodeAnswer(raw []byte) (*AppVersion, error) {
 	}
 	if str(a.Version) == "" {
 		return nil, errors.New("update answer without version (the plugin counts it as failed)")
+	}
+	if a.IsBuiltin() {
+		return &a, nil // reset to builtin: url and checksum are not read
 	}
 	if err := absURL(str(a.URL)); err != nil {
 		return nil, fmt.Errorf("url: %w", err)
@@ -280,6 +295,16 @@ func (d *Device) get(ctx context.Context, u string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: %d bytes, Content-Length %d", u, len(b), resp.ContentLength)
 	}
 	return b, nil
+}
+
+// ResetToBuiltin does what the plugin does on a builtin answer (_reset):
+// the bundle inside the app becomes current.
+func (d *Device) ResetToBuiltin(a *AppVersion) error {
+	if !a.IsBuiltin() {
+		return errors.New("not a builtin answer")
+	}
+	d.Info.VersionName = capgo.Builtin
+	return nil
 }
 
 // Install downloads and installs an update answer, then makes it the
