@@ -24,8 +24,13 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
 			start := time.Now()
+			defer corsHeaders(ctx)
 			if s.limited(ctx) {
 				s.m.observe("limited", ctx.Response.StatusCode(), time.Since(start), 0)
+				return
+			}
+			if preflight(ctx) {
+				s.m.observe("preflight", ctx.Response.StatusCode(), time.Since(start), 0)
 				return
 			}
 			route := s.route(ctx, metricsHandler)
