@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -158,7 +159,11 @@ func (s *Server) fullManifest(ctx context.Context, me *manifestEntry) (*release.
 // A 404 from every origin that answered is ErrNotFound; no answer at all
 // is ErrOriginUnavailable.
 func (s *Server) get(ctx context.Context, path string) (*http.Response, error) {
-	origins := s.cfg.Origins()
+	return s.getFrom(ctx, s.origins(), path)
+}
+
+// getFrom is get over the given origins.
+func (s *Server) getFrom(ctx context.Context, origins []string, path string) (*http.Response, error) {
 	if len(origins) == 0 {
 		return nil, fmt.Errorf("%w: none known yet", ErrOriginUnavailable)
 	}
@@ -195,7 +200,12 @@ func (s *Server) get(ctx context.Context, path string) (*http.Response, error) {
 }
 
 func (s *Server) fetchSmall(ctx context.Context, path string, limit int64) ([]byte, error) {
-	resp, err := s.get(ctx, path)
+	return s.fetchFrom(ctx, s.origins(), path, limit)
+}
+
+// fetchFrom is fetchSmall over the given origins.
+func (s *Server) fetchFrom(ctx context.Context, origins []string, path string, limit int64) ([]byte, error) {
+	resp, err := s.getFrom(ctx, origins, path)
 	if err != nil {
 		return nil, err
 	}
@@ -293,20 +303,61 @@ func (s *Server) pullInto(ctx context.Context, path string, h *release.Hash) (in
 		return 0, err
 	}
 	defer resp.Body.Close()
-	if h.IsZero() {
-		etag, err := release.ParseHash(strings.Trim(resp.Header.Get("ETag"), `"`))
-		if err != nil {
-			return 0, fmt.Errorf("%w: %s: origin sent no content hash", ErrOriginUnavailable, path)
-		}
-		*h = etag
-	}
 	size := resp.ContentLength
 	if size < 0 {
 		return 0, fmt.Errorf("%w: %s: origin sent no Content-Length", ErrOriginUnavailable, path)
+	}
+	if h.IsZero() {
+		want, err := s.derivedHash(resp, path, size)
+		if err != nil {
+			s.m.refusedPulls.Inc()
+			s.log.Warn("refusing an object from an origin", "path", path, "err", err)
+			return 0, fmt.Errorf("%w: %s: %v", ErrOriginUnavailable, path, err)
+		}
+		*h = want
 	}
 	if err := s.cache.put(*h, size, resp.Body); err != nil {
 		return 0, err
 	}
 	s.m.originBytes.Add(float64(size))
 	return size, nil
+}
+
+// derivedHash returns the content hash an object named by path (a patch,
+// a Capgo payload) must have. With origin keys it is the hash in the
+// origin-signed statement the answer carries, which must name path and
+// size; the cache then checks the bytes against it, so an origin URL
+// serving garbage cannot fill the cache under the real path. Without
+// origin keys (a development edge) it is the origin's ETag.
+func (s *Server) derivedHash(resp *http.Response, path string, size int64) (release.Hash, error) {
+	if len(s.cfg.OriginKeys) == 0 {
+		etag, err := release.ParseHash(strings.Trim(resp.Header.Get("ETag"), `"`))
+		if err != nil {
+			return release.Hash{}, errors.New("origin sent no content hash")
+		}
+		return etag, nil
+	}
+	raw := resp.Header.Get(release.DerivedHeader)
+	if raw == "" {
+		return release.Hash{}, errors.New("origin sent no signed statement of the content")
+	}
+	b, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil || len(b) > release.MaxStatementBytes {
+		return release.Hash{}, errors.New("origin's content statement is not base64 of at most 4 KiB")
+	}
+	env, err := release.DecodeEnvelope(b)
+	if err != nil {
+		return release.Hash{}, err
+	}
+	if err := s.verifyOriginSigned(env); err != nil {
+		return release.Hash{}, fmt.Errorf("content statement: %w", err)
+	}
+	st, err := env.Derived()
+	if err != nil {
+		return release.Hash{}, err
+	}
+	if st.Path != path || st.Size != size {
+		return release.Hash{}, fmt.Errorf("content statement is for %s (%d bytes), not this answer (%d bytes)", st.Path, st.Size, size)
+	}
+	return st.SHA256, nil
 }

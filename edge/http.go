@@ -137,6 +137,10 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 	}
 	stale := s.expiredChannels()
 	body["expired_channels"] = stale
+	if s.cfg.InsecureGossip {
+		body["insecure_gossip"] = true
+		body["warnings"] = []string{"gossip is not authenticated (--insecure-gossip): anyone who reaches the gossip port can join the cluster"}
+	}
 	switch {
 	case !s.isSynced():
 		body["status"] = "waiting for state"

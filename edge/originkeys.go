@@ -82,6 +82,10 @@ func (s *Server) refreshOriginKeys() {
 		if !s.followOriginRotations() {
 			return
 		}
+		// Statements refused for an unknown key may verify now.
+		s.originChecks.mu.Lock()
+		s.originChecks.m = nil
+		s.originChecks.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := s.SyncFromOrigin(ctx); err != nil {
@@ -97,7 +101,10 @@ func (s *Server) followOriginRotations() bool {
 	t := &s.trust.origin
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, err := s.fetchSmall(ctx, "/v1/keys/rotations", maxRotationsBody)
+	// Statements are self-authenticating, so any origin the edge has
+	// heard of may deliver them: the edge may need them before it can
+	// check any origin's statement.
+	b, err := s.fetchFrom(ctx, s.candidateOrigins(), "/v1/keys/rotations", maxRotationsBody)
 	if err != nil {
 		s.log.Warn("fetch key rotations", "err", err)
 		return false
