@@ -26,7 +26,8 @@ import (
 
 // Config configures an edge. Zero values mean the documented defaults.
 type Config struct {
-	// DataDir holds the Badger blob cache.
+	// DataDir holds the cached blobs (one file each, under blobs/) and the
+	// edge's Badger store (channel records, manifests, patch names).
 	DataDir string
 	// CacheSize caps the bytes of blobs kept on disk (default 1 GiB).
 	// The least recently used blobs are evicted beyond it.
@@ -222,7 +223,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	cache, err := newBlobCache(db, cfg.CacheSize, log)
+	cache, err := newBlobCache(filepath.Join(cfg.DataDir, "blobs"), db, cfg.CacheSize, log)
 	if err != nil {
 		db.Close()
 		return nil, err

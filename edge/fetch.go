@@ -141,10 +141,11 @@ func (s *Server) fullManifest(ctx context.Context, me *manifestEntry) (*release.
 		return m, nil
 	}
 	h := me.doc.Files.SHA256
-	size, err := s.ensureBlob(h)
+	e, err := s.ensureBlob(h)
 	if err != nil {
 		return nil, fmt.Errorf("edge: file list of %s: %w", me.id, err)
 	}
+	size := e.size
 	if size > me.doc.Files.MaxListBytes() {
 		return nil, fmt.Errorf("edge: file list of %s is %d bytes", me.id, size)
 	}
@@ -230,67 +231,74 @@ func (s *Server) fetchFrom(ctx context.Context, origins []string, path string, l
 }
 
 // ensureBlob makes sure the cache holds blob h, pulling it from an origin
-// once however many callers ask at the same moment. It returns the size.
-func (s *Server) ensureBlob(h release.Hash) (int64, error) {
-	if size, ok := s.cache.stat(h); ok {
+// once however many callers ask at the same moment.
+func (s *Server) ensureBlob(h release.Hash) (*blobEntry, error) {
+	if e, ok := s.cache.lookup(h); ok {
 		s.m.cacheHits.Inc()
-		return size, nil
+		return e, nil
 	}
 	s.m.cacheMisses.Inc()
 	v, err, _ := s.flight.Do("blob/"+h.String(), func() (any, error) {
 		// Check again inside the flight: an earlier flight may have just
 		// filled it (groupcache's load() interleaving).
-		if size, ok := s.cache.stat(h); ok {
-			return size, nil
+		if e, ok := s.cache.lookup(h); ok {
+			return e, nil
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FetchTimeout)
 		defer cancel()
-		return s.pull(ctx, "/v1/blobs/"+h.String(), h)
+		if _, err := s.pull(ctx, "/v1/blobs/"+h.String(), h); err != nil {
+			return nil, err
+		}
+		e, ok := s.cache.lookup(h)
+		if !ok {
+			return nil, fmt.Errorf("%w: blob %s was evicted as soon as it was fetched", ErrOriginUnavailable, h)
+		}
+		return e, nil
 	})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return v.(int64), nil
+	return v.(*blobEntry), nil
 }
 
 // ensureAlias makes sure the cache holds the object an origin serves at
 // path (a patch, named by base and target rather than its own hash). The
-// origin's strong ETag names the content hash, which the edge verifies.
-func (s *Server) ensureAlias(path string) (release.Hash, int64, error) {
-	if h, ok := s.cache.alias(path); ok {
-		if size, ok := s.cache.stat(h); ok {
+// origin's strong ETag names the content hash, which the edge verifies. A
+// hit reads only memory and allocates nothing.
+func (s *Server) ensureAlias(path []byte) (*blobEntry, error) {
+	if h, ok := s.cache.aliasBytes(path); ok {
+		if e, ok := s.cache.lookup(h); ok {
 			s.m.cacheHits.Inc()
-			return h, size, nil
+			return e, nil
 		}
 	}
 	s.m.cacheMisses.Inc()
-	type res struct {
-		h    release.Hash
-		size int64
-	}
-	v, err, _ := s.flight.Do("alias"+path, func() (any, error) {
-		if h, ok := s.cache.alias(path); ok {
-			if size, ok := s.cache.stat(h); ok {
-				return res{h, size}, nil
+	name := string(path)
+	v, err, _ := s.flight.Do("alias"+name, func() (any, error) {
+		if h, ok := s.cache.alias(name); ok {
+			if e, ok := s.cache.lookup(h); ok {
+				return e, nil
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FetchTimeout)
 		defer cancel()
 		var h release.Hash
-		size, err := s.pullInto(ctx, path, &h)
-		if err != nil {
+		if _, err := s.pullInto(ctx, name, &h); err != nil {
 			return nil, err
 		}
-		if err := s.cache.setAlias(path, h); err != nil {
-			return nil, fmt.Errorf("edge: cache %s: %w", path, err)
+		if err := s.cache.setAlias(name, h); err != nil {
+			return nil, fmt.Errorf("edge: cache %s: %w", name, err)
 		}
-		return res{h, size}, nil
+		e, ok := s.cache.lookup(h)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s was evicted as soon as it was fetched", ErrOriginUnavailable, name)
+		}
+		return e, nil
 	})
 	if err != nil {
-		return release.Hash{}, 0, err
+		return nil, err
 	}
-	r := v.(res)
-	return r.h, r.size, nil
+	return v.(*blobEntry), nil
 }
 
 func (s *Server) pull(ctx context.Context, path string, h release.Hash) (int64, error) {
