@@ -73,7 +73,7 @@ func (s *Server) RotateKey(ctx context.Context, coSigners ...ed25519.PrivateKey)
 	if s.cfg.SigningKey != nil {
 		// The key lives with the operator, shared by every origin of the
 		// store: one origin cannot swap it for the others.
-		return nil, badRequest("this origin signs with the key it was given (--origin-key, CAPSTAN_ORIGIN_KEY), which every origin sharing its store holds; rotating it is not supported on a shared store yet")
+		return nil, badRequest("this origin signs with the key it was given (--origin-key), which every origin sharing its store holds: rotate it by restarting every origin with --origin-key NEW --previous-origin-key OLD (capstan keys gen --origin --out NEW)")
 	}
 	s.chanMu.Lock()
 	old := s.signingKey()
@@ -285,4 +285,69 @@ func (s *Server) handleRotateOriginKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, env)
+}
+
+// adoptRotation, on an origin given its key (Config.SigningKey) and the
+// key it replaces (Config.PreviousSigningKey), makes sure the store holds
+// the statement from the previous key to this one, then re-signs every
+// channel record the previous key signed. Every origin of a shared store
+// restarted with the two keys does the same; the statement is written once
+// (checked in its transaction) and a record already re-signed is skipped.
+func (s *Server) adoptRotation(ctx context.Context, prev ed25519.PrivateKey) error {
+	cur := s.signingKey()
+	curPub := cur.Public().(ed25519.PublicKey)
+	if prev.Equal(cur) {
+		return errors.New("origin: the previous origin key is the current one")
+	}
+	env, err := release.NewRotation(release.RoleOrigin, "", prev, curPub, s.cfg.Now())
+	if err != nil {
+		return err
+	}
+	stored := false
+	err = s.db.Update(func(txn store.Txn) error {
+		stored = false
+		done := false
+		err := iterate(txn, pfxRotation, func(_ string, b []byte) error {
+			var e release.Envelope
+			if json.Unmarshal(b, &e) == nil {
+				if r, err := e.Rotation(); err == nil && r.Role == release.RoleOrigin && r.New.Equal(curPub) {
+					done = true
+				}
+			}
+			return nil
+		})
+		if err != nil || done {
+			return err
+		}
+		stored = true
+		return s.storeRotation(txn, env)
+	})
+	if err != nil {
+		return fmt.Errorf("origin: adopt key rotation: %w", err)
+	}
+	if stored {
+		s.log.Warn("origin key rotated", "old", release.KeyID(prev.Public().(ed25519.PublicKey)), "new", release.KeyID(curPub))
+	}
+	envs, err := s.st.channels("")
+	if err != nil {
+		return err
+	}
+	oldID := release.KeyID(prev.Public().(ed25519.PublicKey))
+	var errs []error
+	for _, e := range envs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if len(e.Signatures) == 0 || e.Signatures[0].KeyID != oldID {
+			continue
+		}
+		c, err := e.Channel()
+		if err != nil {
+			continue
+		}
+		if _, err := s.updateChannel(c.App, c.Channel, func(*release.Channel, *release.Channel) error { return nil }); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

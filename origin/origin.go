@@ -53,11 +53,20 @@ type Config struct {
 	// SigningKey, if set, signs channel records instead of the key in
 	// DataDir/origin.key. Origins that share Records must share this key.
 	SigningKey ed25519.PrivateKey
+	// PreviousSigningKey, with SigningKey, is the key SigningKey replaces:
+	// at start the origin stores the rotation statement it signs (once for
+	// all origins of a store) and re-signs the records it signed.
+	PreviousSigningKey ed25519.PrivateKey
 	// AdminKey (CAPSTAN_ADMIN_KEY) is an admin API key: the first key of an
 	// empty data folder, or added as one more admin key to a folder that
 	// does not know it yet. If empty, an empty folder gets a generated key,
 	// reported once through Server.AdminKeyStart. See decision 100.
 	AdminKey string
+	// PublicURL is the base URL edges reach this origin's API at (the one
+	// it announces in gossip). It is signed into the origin statement
+	// (GET /v1/origin/statement), without which edges do not believe a
+	// gossip member that says it is an origin. Empty: no statement.
+	PublicURL string
 	// ChannelTTL is how long a signed channel record stays valid (default
 	// 24 h). The origin re-signs records when half of it has passed, so a
 	// device that sees an expired record knows it is being frozen.
@@ -138,6 +147,8 @@ type Server struct {
 
 	chanMu  sync.Mutex // serialises channel record changes so Seq only grows
 	statsMu sync.Mutex // serialises read-modify-write of stats records
+
+	statement statementCache // the signed origin statement
 
 	flight   singleflight.Group // one build per patch pair
 	buildSem chan struct{}      // bounds concurrent patch builds
@@ -222,6 +233,16 @@ func New(cfg Config) (*Server, error) {
 	if err := s.finishRotation(); err != nil {
 		s.closeStores()
 		return nil, err
+	}
+	if cfg.PreviousSigningKey != nil {
+		if cfg.SigningKey == nil {
+			s.closeStores()
+			return nil, errors.New("origin: PreviousSigningKey needs SigningKey")
+		}
+		if err := s.adoptRotation(ctx, cfg.PreviousSigningKey); err != nil {
+			s.closeStores()
+			return nil, err
+		}
 	}
 	s.wg.Add(1)
 	go s.resignLoop()

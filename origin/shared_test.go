@@ -3,6 +3,7 @@ package origin
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -164,5 +165,59 @@ func TestSharedAuditTrail(t *testing.T) {
 	}
 	if got, _ := a.Audit(1); len(got) != 1 || got[0].Origin != b.node {
 		t.Fatalf("Audit(1) = %+v, want the newest entry only", got)
+	}
+}
+
+// TestSharedKeyRotation restarts the origins of a shared store with a new
+// key and the key it replaces: the statement the old key signs is stored
+// once, whichever origin comes first, and every channel record is signed
+// by the new key afterwards.
+func TestSharedKeyRotation(t *testing.T) {
+	dir := t.TempDir()
+	recs, err := badgerstore.Open(filepath.Join(dir, "db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recs.Close()
+	blobs, _ := fileblobs.New(filepath.Join(dir, "blobs"), filepath.Join(dir, "tmp"))
+	oldKey, _ := release.GenerateKey()
+	newKey, _ := release.GenerateKey()
+	start := func(name string, key, prev ed25519.PrivateKey) *Server {
+		cfg := DefaultConfig(filepath.Join(dir, name))
+		cfg.Records, cfg.Blobs, cfg.SigningKey, cfg.PreviousSigningKey = recs, blobs, key, prev
+		s, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a := start("a", oldKey, nil)
+	if _, err := a.Upload(context.Background(), &UploadRequest{App: "com.example.rot", Version: "1.0.0", Channel: "production", RolloutBPS: release.FullRollout},
+		bytes.NewReader(makeZip(t, zipEntry{name: "index.html", body: []byte("<html>")}))); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	b := start("b", newKey, oldKey)
+	defer b.Close()
+	c := start("c", newKey, oldKey)
+	defer c.Close()
+	rots, err := c.Rotations()
+	if err != nil || len(rots) != 1 {
+		t.Fatalf("rotation statements after two origins adopted the key: %d, %v; want 1", len(rots), err)
+	}
+	oldPub := oldKey.Public().(ed25519.PublicKey)
+	trusted, _, applied, err := release.ApplyRotation([]release.PublicKey{{Key: oldPub, Role: release.RoleOrigin}}, rots[0])
+	if err != nil || !applied {
+		t.Fatalf("a device trusting the old key cannot follow the statement: %v", err)
+	}
+	envs, err := c.Records()
+	if err != nil || len(envs) != 1 {
+		t.Fatalf("records: %d, %v", len(envs), err)
+	}
+	if err := envs[0].Verify(release.KeysFor(trusted, release.RoleOrigin)); err != nil || envs[0].Signatures[0].KeyID != release.KeyID(newKey.Public().(ed25519.PublicKey)) {
+		t.Fatalf("the channel record is not signed by the new key: %v", err)
+	}
+	if _, err := c.RotateKey(context.Background()); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("RotateKey on an origin given its key: %v, want a refusal that explains the shared rotation", err)
 	}
 }

@@ -22,12 +22,13 @@ import (
 // sharedFlags are the settings of an origin on a shared store: several
 // origins run with the same three.
 type sharedFlags struct {
-	store, blobs, originKey string
+	store, blobs, originKey, prevKey string
 }
 
 func (f *sharedFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.store, "store", "", "records database shared by several origins, postgres://USER@HOST/DB (default $CAPSTAN_STORE, then the config file's \"store\"; none: Badger under --data)")
 	cmd.Flags().StringVar(&f.blobs, "blobs", "", "blob bucket shared by several origins, s3://BUCKET[/PREFIX]?endpoint=HOST:PORT[&secure=false] (default $CAPSTAN_BLOBS, then \"blobs\"; credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+	cmd.Flags().StringVar(&f.prevKey, "previous-origin-key", "", "with --origin-key: the key it replaces; the origin publishes the rotation statement the old key signs and re-signs the channel records (restart every origin with both; default $CAPSTAN_PREVIOUS_ORIGIN_KEY)")
 	cmd.Flags().StringVar(&f.originKey, "origin-key", "", "the channel-signing key every origin of a shared store holds, a PEM file from capstan keys gen --origin (default $CAPSTAN_ORIGIN_KEY: a file name or the PEM itself, then \"origin_key\")")
 }
 
@@ -37,6 +38,7 @@ func (f sharedFlags) resolve() sharedFlags {
 		store:     pick(f.store, "CAPSTAN_STORE", cli.file.Store, ""),
 		blobs:     pick(f.blobs, "CAPSTAN_BLOBS", cli.file.Blobs, ""),
 		originKey: pick(f.originKey, "CAPSTAN_ORIGIN_KEY", cli.file.OriginKey, ""),
+		prevKey:   pick(f.prevKey, "CAPSTAN_PREVIOUS_ORIGIN_KEY", "", ""),
 	}
 }
 
@@ -44,6 +46,16 @@ func (f sharedFlags) resolve() sharedFlags {
 // configured, and returns what closes them.
 func (f sharedFlags) open(ctx context.Context, cfg *origin.Config) (func(), error) {
 	f = f.resolve()
+	if f.prevKey != "" {
+		if f.originKey == "" {
+			return nil, errors.New("--previous-origin-key needs --origin-key (the new key)")
+		}
+		k, err := loadOriginKey(f.prevKey)
+		if err != nil {
+			return nil, fmt.Errorf("previous %w", err)
+		}
+		cfg.PreviousSigningKey = k
+	}
 	if f.store == "" && f.blobs == "" {
 		if f.originKey != "" {
 			k, err := loadOriginKey(f.originKey)
