@@ -48,7 +48,7 @@ func (f sharedFlags) open(ctx context.Context, cfg *origin.Config) (func(), erro
 	f = f.resolve()
 	if f.prevKey != "" {
 		if f.originKey == "" {
-			return nil, errors.New("--previous-origin-key needs --origin-key (the new key)")
+			return nil, usageError("--previous-origin-key needs --origin-key (the new key)")
 		}
 		k, err := loadOriginKey(f.prevKey)
 		if err != nil {
