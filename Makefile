@@ -24,9 +24,10 @@ test: build
 	# The delta fixture cases (patch sizes on the real bundles) skip under
 	# -race, where the suffix-array scan is ~15x slower: run them plainly.
 	$(GO) test -count=1 -timeout 10m ./delta/
-	# Allocation bounds (testing.AllocsPerRun) are measured without the race
-	# detector, which changes what allocates.
-	$(GO) test -count=1 -timeout 10m -run 'Allocs' ./edge/ ./capgo/
+	# Allocation bounds (testing.AllocsPerRun) and the edge's hot paths on the
+	# real bundles run without the race detector, which changes what
+	# allocates and makes patch builds ~15x slower.
+	$(GO) test -count=1 -timeout 10m -run 'Allocs|HotPath' ./edge/ ./capgo/
 	bash scripts/fuzz.sh 5s
 	$(MAKE) test-js
 

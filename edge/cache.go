@@ -1,136 +1,176 @@
 package edge
 
 import (
-	"container/list"
-	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/capstan-ota/capstan/release"
 	"github.com/dgraph-io/badger/v4"
 )
 
-// Cache key layout. Blobs are split into chunks so that a download reads
-// one short transaction per chunk instead of holding a read transaction
-// (which blocks compaction) for the whole of a slow mobile download.
+// Badger keys of the cache. Blobs themselves are files (decision 082);
+// Badger keeps the patch names.
 const (
-	pfxData   = "d/" // d/<hash><chunk uint32> → chunk bytes
-	pfxMeta   = "m/" // m/<hash> → size uint64, written last: the blob is complete
-	pfxAlias  = "x/" // x/<name> → hash (patches are named by their base and target)
-	chunkSize = 256 << 10
+	pfxAlias = "x/" // x/<name> → hash (patches are named by their base and target)
+	// Keys of the chunked blob store that files replaced; dropped at start.
+	pfxOldData = "d/"
+	pfxOldMeta = "m/"
 )
 
 // errMiss means the cache does not hold the blob.
 var errMiss = errors.New("edge: not in cache")
 
-// blobCache is a size-capped LRU of immutable blobs in Badger.
+// blobCache is a size-capped cache of immutable blobs, each a file named by
+// its hash (dir/ab/abcd…), so that a download goes from the page cache to
+// the socket with sendfile, and the kernel, not the edge's heap, holds hot
+// bytes. A file is written under a temporary name, checked against its
+// hash, synced and renamed: a blob's name exists only for its complete,
+// verified content, across crashes too.
+//
+// Which blobs exist, and their sizes, is an in-memory index read without a
+// lock; the least recently used are evicted beyond the cap.
 type blobCache struct {
+	dir string
 	db  *badger.DB
 	log *slog.Logger
 	cap int64
 
-	mu    sync.Mutex // guards lru, index and size
-	lru   *list.List // of *cacheEntry, front = most recently used
-	index map[release.Hash]*list.Element
-	size  int64
+	index   *cowMap[release.Hash, *blobEntry]
+	aliases *cowMap[string, release.Hash] // patch names seen, in front of Badger
+	seq     atomic.Int64                  // insertion order, to break ties in recency
+	mu      sync.Mutex                    // serialises puts' accounting and eviction
+	size    atomic.Int64
+	count   atomic.Int64
 }
 
-type cacheEntry struct {
+// blobEntry is one cached blob, with what its responses need precomputed.
+type blobEntry struct {
 	hash release.Hash
 	size int64
+	path string
+	// etag is the quoted hex hash, the ETag header's value; hexHash is
+	// the hex alone, looked for in If-None-Match.
+	etag    []byte
+	hexHash []byte
+	seq     int64
+	used    atomic.Int64 // recency tick of the last use
 }
 
-func newBlobCache(db *badger.DB, capBytes int64, log *slog.Logger) (*blobCache, error) {
-	c := &blobCache{db: db, log: log, cap: capBytes, lru: list.New(), index: map[release.Hash]*list.Element{}}
-	// Rebuild the index from what survived the restart. Recency is lost;
-	// the order of the keys is as good a guess as any.
-	err := db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte(pfxMeta)
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().Key()
-			var h release.Hash
-			if len(k) != len(pfxMeta)+32 {
-				continue
-			}
-			copy(h[:], k[len(pfxMeta):])
-			var size int64
-			if err := it.Item().Value(func(b []byte) error {
-				if len(b) != 8 {
-					return fmt.Errorf("bad meta for %s", h)
-				}
-				size = int64(binary.BigEndian.Uint64(b))
-				return nil
-			}); err != nil {
-				return err
-			}
-			c.index[h] = c.lru.PushBack(&cacheEntry{hash: h, size: size})
-			c.size += size
+func newBlobEntry(dir string, h release.Hash, size, seq int64) *blobEntry {
+	hx := hex.EncodeToString(h[:])
+	etag := []byte(`"` + hx + `"`)
+	return &blobEntry{hash: h, size: size, path: filepath.Join(dir, hx[:2], hx), etag: etag, hexHash: etag[1 : len(etag)-1], seq: seq}
+}
+
+// recencyTick is the clock of the LRU: about a millisecond a tick, so a
+// hot blob's recency is written at most once a tick, not on every request.
+func recencyTick() int64 { return time.Now().UnixNano() >> 20 }
+
+func newBlobCache(dir string, db *badger.DB, capBytes int64, log *slog.Logger) (*blobCache, error) {
+	c := &blobCache{dir: dir, db: db, log: log, cap: capBytes,
+		index: newCowMap[release.Hash, *blobEntry](hashKey), aliases: newCowMap[string, release.Hash](hashString)}
+	if err := os.RemoveAll(filepath.Join(dir, "tmp")); err != nil {
+		return nil, fmt.Errorf("edge: clear cache temp files: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
+		return nil, fmt.Errorf("edge: create cache folder: %w", err)
+	}
+	// Rebuild the index from what survived the restart, recency from the
+	// files' times (when they were fetched).
+	type found struct {
+		h    release.Hash
+		size int64
+		t    time.Time
+	}
+	var all []found
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
 		}
+		if d.IsDir() {
+			if p != dir && (filepath.Dir(p) != dir || len(d.Name()) != 2) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		h, err := release.ParseHash(d.Name())
+		if err != nil || filepath.Base(filepath.Dir(p)) != d.Name()[:2] {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		all = append(all, found{h, info.Size(), info.ModTime()})
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("edge: load cache index: %w", err)
 	}
+	slices.SortFunc(all, func(a, b found) int { return a.t.Compare(b.t) })
+	for _, f := range all {
+		e := newBlobEntry(dir, f.h, f.size, c.seq.Add(1))
+		e.used.Store(f.t.UnixNano() >> 20)
+		c.index.set(f.h, e)
+		c.size.Add(f.size)
+		c.count.Add(1)
+	}
+	// Edges before decision 082 kept blobs in Badger chunks: a cache, so
+	// dropped rather than converted; blobs are fetched again on demand.
+	for _, pfx := range []string{pfxOldMeta, pfxOldData} {
+		if err := db.DropPrefix([]byte(pfx)); err != nil {
+			return nil, fmt.Errorf("edge: drop the old chunked cache: %w", err)
+		}
+	}
+	c.mu.Lock()
+	victims := c.evictLocked(nil)
+	c.mu.Unlock()
+	c.drop(victims)
 	return c, nil
 }
 
-func metaKey(h release.Hash) []byte { return append([]byte(pfxMeta), h[:]...) }
-
-func chunkKey(h release.Hash, i uint32) []byte {
-	k := make([]byte, 0, len(pfxData)+32+4)
-	k = append(k, pfxData...)
-	k = append(k, h[:]...)
-	return binary.BigEndian.AppendUint32(k, i)
-}
-
-// stat returns the size of a cached blob and marks it recently used.
-func (c *blobCache) stat(h release.Hash) (int64, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	el, ok := c.index[h]
+// lookup returns a cached blob and marks it recently used.
+func (c *blobCache) lookup(h release.Hash) (*blobEntry, bool) {
+	e, ok := c.index.get(h)
 	if !ok {
-		return 0, false
+		return nil, false
 	}
-	c.lru.MoveToFront(el)
-	return el.Value.(*cacheEntry).size, true
+	if t := recencyTick(); e.used.Load() < t {
+		e.used.Store(t)
+	}
+	return e, true
 }
 
 // put stores a blob read from r that must hash to h and be size bytes. The
-// blob becomes visible only after every chunk is written and verified.
+// blob becomes visible only after it is complete, verified and synced.
 func (c *blobCache) put(h release.Hash, size int64, r io.Reader) error {
 	if size < 0 || size > c.cap {
 		return fmt.Errorf("edge: blob %s of %d bytes does not fit a cache of %d", h, size, c.cap)
 	}
+	if _, ok := c.index.get(h); ok {
+		return nil
+	}
+	tmp, err := os.CreateTemp(filepath.Join(c.dir, "tmp"), "blob-")
+	if err != nil {
+		return fmt.Errorf("edge: cache blob: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
 	hasher := newHasher()
-	wb := c.db.NewWriteBatch()
-	defer wb.Cancel()
-	buf := make([]byte, chunkSize)
-	var n int64
-	for i := uint32(0); ; i++ {
-		m, err := io.ReadFull(r, buf)
-		if m > 0 {
-			n += int64(m)
-			if n > size {
-				return fmt.Errorf("edge: blob %s is longer than %d bytes", h, size)
-			}
-			hasher.Write(buf[:m])
-			if err := wb.Set(chunkKey(h, i), append([]byte(nil), buf[:m]...)); err != nil {
-				return fmt.Errorf("edge: cache blob: %w", err)
-			}
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("edge: fetch blob %s: %w", h, err)
-		}
+	n, err := io.Copy(io.MultiWriter(tmp, hasher), io.LimitReader(r, size+1))
+	if err != nil {
+		return fmt.Errorf("edge: fetch blob %s: %w", h, err)
 	}
 	if n != size {
 		return fmt.Errorf("edge: blob %s: got %d bytes, want %d", h, n, size)
@@ -138,135 +178,126 @@ func (c *blobCache) put(h release.Hash, size int64, r io.Reader) error {
 	if got := hasher.sum(); got != h {
 		return fmt.Errorf("edge: blob %s: content hashes to %s", h, got)
 	}
-	var meta [8]byte
-	binary.BigEndian.PutUint64(meta[:], uint64(size))
-	if err := wb.Set(metaKey(h), meta[:]); err != nil {
+	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("edge: cache blob: %w", err)
 	}
-	if err := wb.Flush(); err != nil {
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("edge: cache blob: %w", err)
+	}
+	e := newBlobEntry(c.dir, h, size, c.seq.Add(1))
+	e.used.Store(recencyTick())
+	if err := os.MkdirAll(filepath.Dir(e.path), 0o700); err != nil {
+		return fmt.Errorf("edge: cache blob: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), e.path); err != nil {
 		return fmt.Errorf("edge: cache blob: %w", err)
 	}
 	c.mu.Lock()
-	if _, ok := c.index[h]; !ok {
-		c.index[h] = c.lru.PushFront(&cacheEntry{hash: h, size: size})
-		c.size += size
+	if _, ok := c.index.get(h); !ok {
+		c.index.set(h, e)
+		c.size.Add(size)
+		c.count.Add(1)
 	}
-	victims := c.evictLocked()
+	victims := c.evictLocked(e)
 	c.mu.Unlock()
 	c.drop(victims)
 	return nil
 }
 
-// evictLocked removes least recently used entries until the cache fits.
-func (c *blobCache) evictLocked() []release.Hash {
-	var out []release.Hash
-	for c.size > c.cap && c.lru.Len() > 1 {
-		el := c.lru.Back()
-		e := el.Value.(*cacheEntry)
-		c.lru.Remove(el)
-		delete(c.index, e.hash)
-		c.size -= e.size
-		out = append(out, e.hash)
+// evictLocked removes least recently used entries (never keep) from the
+// index until the cache fits, and returns them for their files to go.
+func (c *blobCache) evictLocked(keep *blobEntry) []*blobEntry {
+	if c.size.Load() <= c.cap {
+		return nil
+	}
+	var all []*blobEntry
+	c.index.each(func(_ release.Hash, e *blobEntry) {
+		if e != keep {
+			all = append(all, e)
+		}
+	})
+	slices.SortFunc(all, func(a, b *blobEntry) int {
+		if ua, ub := a.used.Load(), b.used.Load(); ua != ub {
+			return int(ua - ub)
+		}
+		return int(a.seq - b.seq)
+	})
+	var out []*blobEntry
+	for _, e := range all {
+		if c.size.Load() <= c.cap {
+			break
+		}
+		c.index.delete(e.hash)
+		c.size.Add(-e.size)
+		c.count.Add(-1)
+		out = append(out, e)
 	}
 	return out
 }
 
-func (c *blobCache) drop(hashes []release.Hash) {
-	for _, h := range hashes {
-		wb := c.db.NewWriteBatch()
-		wb.Delete(metaKey(h))
-		// Delete chunk keys by prefix scan: the size is gone from the index.
-		prefix := append([]byte(pfxData), h[:]...)
-		_ = c.db.View(func(txn *badger.Txn) error {
-			opts := badger.DefaultIteratorOptions
-			opts.Prefix = prefix
-			opts.PrefetchValues = false
-			it := txn.NewIterator(opts)
-			defer it.Close()
-			for it.Rewind(); it.Valid(); it.Next() {
-				wb.Delete(it.Item().KeyCopy(nil))
-			}
-			return nil
-		})
-		if err := wb.Flush(); err != nil {
-			c.log.Warn("evict blob", "hash", h, "err", err)
+// drop deletes evicted blobs' files. A download already under way keeps
+// reading its open file; the next request for the blob fetches it again.
+func (c *blobCache) drop(victims []*blobEntry) {
+	for _, e := range victims {
+		if err := os.Remove(e.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			c.log.Warn("evict blob", "hash", e.hash, "err", err)
 		}
 	}
 }
 
-// readAt copies the blob's bytes starting at off into p, reading whole
-// chunks in one short transaction.
+// forget drops a blob whose file went away under the index (evicted
+// between a lookup and the open).
+func (c *blobCache) forget(e *blobEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur, ok := c.index.get(e.hash); ok && cur == e {
+		c.index.delete(e.hash)
+		c.size.Add(-e.size)
+		c.count.Add(-1)
+	}
+}
+
+// open opens a cached blob's file.
+func (c *blobCache) open(e *blobEntry) (*os.File, error) {
+	f, err := os.Open(e.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		c.forget(e)
+		return nil, errMiss
+	}
+	return f, err
+}
+
+// readAt reads len(p) bytes of a cached blob from off.
 func (c *blobCache) readAt(h release.Hash, p []byte, off int64) (int, error) {
-	n := 0
-	err := c.db.View(func(txn *badger.Txn) error {
-		for n < len(p) {
-			idx := uint32((off + int64(n)) / chunkSize)
-			in := (off + int64(n)) % chunkSize
-			item, err := txn.Get(chunkKey(h, idx))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				if n == 0 {
-					return errMiss
-				}
-				return io.EOF
-			}
-			if err != nil {
-				return err
-			}
-			err = item.Value(func(b []byte) error {
-				if in >= int64(len(b)) {
-					return io.EOF
-				}
-				n += copy(p[n:], b[in:])
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	return n, err
-}
-
-// reader returns a reader of [off, off+length) of a cached blob.
-func (c *blobCache) reader(h release.Hash, off, length int64) io.Reader {
-	return &chunkReader{c: c, h: h, off: off, left: length}
-}
-
-type chunkReader struct {
-	c    *blobCache
-	h    release.Hash
-	off  int64
-	left int64
-}
-
-func (r *chunkReader) Read(p []byte) (int, error) {
-	if r.left <= 0 {
-		return 0, io.EOF
+	e, ok := c.lookup(h)
+	if !ok {
+		return 0, errMiss
 	}
-	if int64(len(p)) > r.left {
-		p = p[:r.left]
+	f, err := c.open(e)
+	if err != nil {
+		return 0, err
 	}
-	if len(p) > chunkSize {
-		p = p[:chunkSize]
-	}
-	n, err := r.c.readAt(r.h, p, r.off)
-	r.off += int64(n)
-	r.left -= int64(n)
-	if err == io.EOF && r.left > 0 {
-		return n, io.ErrUnexpectedEOF
-	}
-	if err == io.EOF {
-		err = nil
-	}
-	return n, err
+	defer f.Close()
+	return f.ReadAt(p, off)
 }
 
 func (c *blobCache) setAlias(name string, h release.Hash) error {
-	return c.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(pfxAlias+name), h[:]) })
+	if err := c.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(pfxAlias+name), h[:]) }); err != nil {
+		return err
+	}
+	c.aliases.set(name, h)
+	return nil
 }
 
+// maxAliases bounds the patch names held in memory (they stay in Badger).
+const maxAliases = 100_000
+
+// alias returns the hash a name (a patch's path) stands for, from memory
+// or Badger.
 func (c *blobCache) alias(name string) (release.Hash, bool) {
+	if h, ok := c.aliases.get(name); ok {
+		return h, true
+	}
 	var h release.Hash
 	err := c.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get([]byte(pfxAlias + name))
@@ -281,17 +312,39 @@ func (c *blobCache) alias(name string) (release.Hash, bool) {
 			return nil
 		})
 	})
-	return h, err == nil
+	if err != nil {
+		return release.Hash{}, false
+	}
+	if c.aliasCount() >= maxAliases {
+		c.aliases.reset()
+	}
+	c.aliases.set(name, h)
+	return h, true
+}
+
+// aliasBytes is alias for a name held as bytes, from memory only; it does
+// not allocate.
+func (c *blobCache) aliasBytes(name []byte) (release.Hash, bool) {
+	sh := &c.aliases.shards[maphash.Bytes(c.aliases.seed, name)%cowShards]
+	h, ok := (*sh.m.Load())[string(name)]
+	return h, ok
+}
+
+func (c *blobCache) aliasCount() int {
+	n := 0
+	for i := range c.aliases.shards {
+		n += len(*c.aliases.shards[i].m.Load())
+	}
+	return n
 }
 
 func (c *blobCache) used() (bytes int64, blobs int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.size, c.lru.Len()
+	return c.size.Load(), int(c.count.Load())
 }
 
 // gcLoop runs Badger's value-log GC, which is the application's job: it
-// reclaims the space of evicted blobs.
+// reclaims the space of deleted keys (and of the chunked blobs of edges
+// before decision 082).
 func (c *blobCache) gcLoop(stop <-chan struct{}, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()

@@ -171,19 +171,19 @@ func newCapgoState(cfg CapgoConfig, reg *prometheus.Registry, events capgo.Event
 
 // routeCapgo serves the Capgo device endpoints. It reports false when path
 // is not one of them.
-func (s *Server) routeCapgo(ctx *fasthttp.RequestCtx, path string) (string, bool) {
+func (s *Server) routeCapgo(ctx *fasthttp.RequestCtx, path []byte) (string, bool) {
 	if s.capgo == nil || s.capgo.cfg.Disabled {
 		return "", false
 	}
 	var route string
 	switch {
-	case path == "/updates" && ctx.IsPost():
+	case string(path) == "/updates" && ctx.IsPost():
 		route = "capgo_updates"
-	case path == "/stats" && ctx.IsPost():
+	case string(path) == "/stats" && ctx.IsPost():
 		route = "capgo_stats"
-	case path == "/channel_self":
+	case string(path) == "/channel_self":
 		route = "capgo_channel"
-	case strings.HasPrefix(path, "/capgo/br/") && (ctx.IsGet() || ctx.IsHead()):
+	case bytes.HasPrefix(path, []byte("/capgo/br/")) && (ctx.IsGet() || ctx.IsHead()):
 		s.handleCapgoBrotli(ctx, path[len("/capgo/br/"):])
 		return "capgo_br", true
 	default:
@@ -839,17 +839,19 @@ func capgoAnswer(base string, m *release.Manifest, meta *capgo.ReleaseMeta, with
 
 // handleCapgoBrotli serves GET /capgo/br/{file sha256}: the file's Brotli
 // payload, built once by the origin and cached like any blob.
-func (s *Server) handleCapgoBrotli(ctx *fasthttp.RequestCtx, hashStr string) {
-	if _, err := release.ParseHash(hashStr); err != nil {
-		fail(ctx, fasthttp.StatusBadRequest, "file hash: "+err.Error())
+func (s *Server) handleCapgoBrotli(ctx *fasthttp.RequestCtx, hash []byte) {
+	if _, ok := parseHashBytes(hash); !ok {
+		fail(ctx, fasthttp.StatusBadRequest, "file hash: "+release.ErrBadHash.Error())
 		return
 	}
-	h, size, err := s.ensureAlias("/v1/capgo/br/" + hashStr)
+	// The origin's name for it, built on the stack.
+	var nb [80]byte
+	e, err := s.ensureAlias(append(append(nb[:0], "/v1/capgo/br/"...), hash...))
 	if err != nil {
 		s.failFetch(ctx, err)
 		return
 	}
-	s.serveBlob(ctx, h, size)
+	s.serveBlob(ctx, e)
 }
 
 // releaseByVersion finds the release of an app by version name among the

@@ -26,7 +26,8 @@ import (
 
 // Config configures an edge. Zero values mean the documented defaults.
 type Config struct {
-	// DataDir holds the Badger blob cache.
+	// DataDir holds the cached blobs (one file each, under blobs/) and the
+	// edge's Badger store (channel records, manifests, patch names).
 	DataDir string
 	// CacheSize caps the bytes of blobs kept on disk (default 1 GiB).
 	// The least recently used blobs are evicted beyond it.
@@ -36,10 +37,14 @@ type Config struct {
 	// (default 1 MiB).
 	MemCacheSize   int64
 	MemCacheObject int64
-	// Origins returns the base URLs of the origins to pull from, in the
-	// order to try them. It is called on every miss, so it can follow
-	// gossip membership.
+	// Origins returns the base URLs of the origins the operator named,
+	// trusted as given, in the order to try them. It is called on every
+	// miss.
 	Origins func() []string
+	// ClusterOrigins returns the URLs gossip members announce as origins.
+	// The edge uses one only after it showed an origin statement signed
+	// by OriginKeys naming that URL (see origins.go); nil means none.
+	ClusterOrigins func() []string
 	// FetchTimeout bounds one pull from an origin (default 2 minutes);
 	// ConnectTimeout bounds reaching it (default 3 s), so that a dead
 	// origin costs a device a fast 503, never a hang.
@@ -57,6 +62,10 @@ type Config struct {
 	// edge follows the origin's key rotations from there). Empty means
 	// the edge takes any well-formed record and leaves checking to devices.
 	OriginKeys []release.PublicKey
+	// InsecureGossip says the edge's gossip runs without the cluster key
+	// (--insecure-gossip): /healthz then says so, so that the operator
+	// sees it wherever health is watched.
+	InsecureGossip bool
 	// RateLimit bounds requests per client address on device endpoints;
 	// the zero value means DefaultRateLimit().
 	RateLimit RateLimitConfig
@@ -121,6 +130,8 @@ type Server struct {
 	fleet  fleetCache
 	trust  trustState
 	capgo  *capgoState
+
+	originChecks originChecks // statement checks of announced origins
 
 	manMu     sync.RWMutex // guards manifests
 	manifests map[release.Hash]*manifestEntry
@@ -212,7 +223,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
-	cache, err := newBlobCache(db, cfg.CacheSize, log)
+	cache, err := newBlobCache(filepath.Join(cfg.DataDir, "blobs"), db, cfg.CacheSize, log)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -278,11 +289,12 @@ func (s *Server) Apply(env *release.Envelope) bool {
 		s.log.Warn("ignoring invalid channel record", "err", err)
 		return false
 	}
-	if err := s.VerifyRecord(env, ch); err != nil {
+	verified, err := s.verifyRecord(env, ch)
+	if err != nil {
 		s.log.Warn("ignoring channel record", "channel", ch.Key(), "seq", ch.Seq, "err", err)
 		return false
 	}
-	if !s.state.apply(env, ch) {
+	if !s.state.apply(env, ch, verified) {
 		return false
 	}
 	s.forgetRotations()

@@ -269,7 +269,7 @@ func (s *Server) postEvents(ctx context.Context, batch []stats.Event) error {
 		return fmt.Errorf("edge: encode events: %w", err)
 	}
 	var errs []string
-	for _, o := range s.cfg.Origins() {
+	for _, o := range s.origins() {
 		err := s.postEventsTo(ctx, o, body)
 		if err == nil {
 			return nil

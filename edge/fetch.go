@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,9 +51,19 @@ func (s *Server) loadState() error {
 				if err != nil {
 					return nil
 				}
-				if ch, err := env.Channel(); err == nil {
-					s.state.apply(env, ch)
+				ch, err := env.Channel()
+				if err != nil {
+					return nil
 				}
+				// Checked again: keys may have changed since it was
+				// stored, and a record refused now must not be served
+				// (or raise the staleness alarm).
+				verified, err := s.verifyRecord(env, ch)
+				if err != nil {
+					s.log.Warn("dropping a stored channel record that no longer verifies", "channel", ch.Key(), "err", err)
+					return nil
+				}
+				s.state.apply(env, ch, verified)
 				return nil
 			})
 			if err != nil {
@@ -130,10 +141,11 @@ func (s *Server) fullManifest(ctx context.Context, me *manifestEntry) (*release.
 		return m, nil
 	}
 	h := me.doc.Files.SHA256
-	size, err := s.ensureBlob(h)
+	e, err := s.ensureBlob(h)
 	if err != nil {
 		return nil, fmt.Errorf("edge: file list of %s: %w", me.id, err)
 	}
+	size := e.size
 	if size > me.doc.Files.MaxListBytes() {
 		return nil, fmt.Errorf("edge: file list of %s is %d bytes", me.id, size)
 	}
@@ -157,7 +169,11 @@ func (s *Server) fullManifest(ctx context.Context, me *manifestEntry) (*release.
 // A 404 from every origin that answered is ErrNotFound; no answer at all
 // is ErrOriginUnavailable.
 func (s *Server) get(ctx context.Context, path string) (*http.Response, error) {
-	origins := s.cfg.Origins()
+	return s.getFrom(ctx, s.origins(), path)
+}
+
+// getFrom is get over the given origins.
+func (s *Server) getFrom(ctx context.Context, origins []string, path string) (*http.Response, error) {
 	if len(origins) == 0 {
 		return nil, fmt.Errorf("%w: none known yet", ErrOriginUnavailable)
 	}
@@ -194,7 +210,12 @@ func (s *Server) get(ctx context.Context, path string) (*http.Response, error) {
 }
 
 func (s *Server) fetchSmall(ctx context.Context, path string, limit int64) ([]byte, error) {
-	resp, err := s.get(ctx, path)
+	return s.fetchFrom(ctx, s.origins(), path, limit)
+}
+
+// fetchFrom is fetchSmall over the given origins.
+func (s *Server) fetchFrom(ctx context.Context, origins []string, path string, limit int64) ([]byte, error) {
+	resp, err := s.getFrom(ctx, origins, path)
 	if err != nil {
 		return nil, err
 	}
@@ -210,67 +231,74 @@ func (s *Server) fetchSmall(ctx context.Context, path string, limit int64) ([]by
 }
 
 // ensureBlob makes sure the cache holds blob h, pulling it from an origin
-// once however many callers ask at the same moment. It returns the size.
-func (s *Server) ensureBlob(h release.Hash) (int64, error) {
-	if size, ok := s.cache.stat(h); ok {
+// once however many callers ask at the same moment.
+func (s *Server) ensureBlob(h release.Hash) (*blobEntry, error) {
+	if e, ok := s.cache.lookup(h); ok {
 		s.m.cacheHits.Inc()
-		return size, nil
+		return e, nil
 	}
 	s.m.cacheMisses.Inc()
 	v, err, _ := s.flight.Do("blob/"+h.String(), func() (any, error) {
 		// Check again inside the flight: an earlier flight may have just
 		// filled it (groupcache's load() interleaving).
-		if size, ok := s.cache.stat(h); ok {
-			return size, nil
+		if e, ok := s.cache.lookup(h); ok {
+			return e, nil
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FetchTimeout)
 		defer cancel()
-		return s.pull(ctx, "/v1/blobs/"+h.String(), h)
+		if _, err := s.pull(ctx, "/v1/blobs/"+h.String(), h); err != nil {
+			return nil, err
+		}
+		e, ok := s.cache.lookup(h)
+		if !ok {
+			return nil, fmt.Errorf("%w: blob %s was evicted as soon as it was fetched", ErrOriginUnavailable, h)
+		}
+		return e, nil
 	})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return v.(int64), nil
+	return v.(*blobEntry), nil
 }
 
 // ensureAlias makes sure the cache holds the object an origin serves at
 // path (a patch, named by base and target rather than its own hash). The
-// origin's strong ETag names the content hash, which the edge verifies.
-func (s *Server) ensureAlias(path string) (release.Hash, int64, error) {
-	if h, ok := s.cache.alias(path); ok {
-		if size, ok := s.cache.stat(h); ok {
+// origin's strong ETag names the content hash, which the edge verifies. A
+// hit reads only memory and allocates nothing.
+func (s *Server) ensureAlias(path []byte) (*blobEntry, error) {
+	if h, ok := s.cache.aliasBytes(path); ok {
+		if e, ok := s.cache.lookup(h); ok {
 			s.m.cacheHits.Inc()
-			return h, size, nil
+			return e, nil
 		}
 	}
 	s.m.cacheMisses.Inc()
-	type res struct {
-		h    release.Hash
-		size int64
-	}
-	v, err, _ := s.flight.Do("alias"+path, func() (any, error) {
-		if h, ok := s.cache.alias(path); ok {
-			if size, ok := s.cache.stat(h); ok {
-				return res{h, size}, nil
+	name := string(path)
+	v, err, _ := s.flight.Do("alias"+name, func() (any, error) {
+		if h, ok := s.cache.alias(name); ok {
+			if e, ok := s.cache.lookup(h); ok {
+				return e, nil
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FetchTimeout)
 		defer cancel()
 		var h release.Hash
-		size, err := s.pullInto(ctx, path, &h)
-		if err != nil {
+		if _, err := s.pullInto(ctx, name, &h); err != nil {
 			return nil, err
 		}
-		if err := s.cache.setAlias(path, h); err != nil {
-			return nil, fmt.Errorf("edge: cache %s: %w", path, err)
+		if err := s.cache.setAlias(name, h); err != nil {
+			return nil, fmt.Errorf("edge: cache %s: %w", name, err)
 		}
-		return res{h, size}, nil
+		e, ok := s.cache.lookup(h)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s was evicted as soon as it was fetched", ErrOriginUnavailable, name)
+		}
+		return e, nil
 	})
 	if err != nil {
-		return release.Hash{}, 0, err
+		return nil, err
 	}
-	r := v.(res)
-	return r.h, r.size, nil
+	return v.(*blobEntry), nil
 }
 
 func (s *Server) pull(ctx context.Context, path string, h release.Hash) (int64, error) {
@@ -285,20 +313,61 @@ func (s *Server) pullInto(ctx context.Context, path string, h *release.Hash) (in
 		return 0, err
 	}
 	defer resp.Body.Close()
-	if h.IsZero() {
-		etag, err := release.ParseHash(strings.Trim(resp.Header.Get("ETag"), `"`))
-		if err != nil {
-			return 0, fmt.Errorf("%w: %s: origin sent no content hash", ErrOriginUnavailable, path)
-		}
-		*h = etag
-	}
 	size := resp.ContentLength
 	if size < 0 {
 		return 0, fmt.Errorf("%w: %s: origin sent no Content-Length", ErrOriginUnavailable, path)
+	}
+	if h.IsZero() {
+		want, err := s.derivedHash(resp, path, size)
+		if err != nil {
+			s.m.refusedPulls.Inc()
+			s.log.Warn("refusing an object from an origin", "path", path, "err", err)
+			return 0, fmt.Errorf("%w: %s: %v", ErrOriginUnavailable, path, err)
+		}
+		*h = want
 	}
 	if err := s.cache.put(*h, size, resp.Body); err != nil {
 		return 0, err
 	}
 	s.m.originBytes.Add(float64(size))
 	return size, nil
+}
+
+// derivedHash returns the content hash an object named by path (a patch,
+// a Capgo payload) must have. With origin keys it is the hash in the
+// origin-signed statement the answer carries, which must name path and
+// size; the cache then checks the bytes against it, so an origin URL
+// serving garbage cannot fill the cache under the real path. Without
+// origin keys (a development edge) it is the origin's ETag.
+func (s *Server) derivedHash(resp *http.Response, path string, size int64) (release.Hash, error) {
+	if len(s.cfg.OriginKeys) == 0 {
+		etag, err := release.ParseHash(strings.Trim(resp.Header.Get("ETag"), `"`))
+		if err != nil {
+			return release.Hash{}, errors.New("origin sent no content hash")
+		}
+		return etag, nil
+	}
+	raw := resp.Header.Get(release.DerivedHeader)
+	if raw == "" {
+		return release.Hash{}, errors.New("origin sent no signed statement of the content")
+	}
+	b, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil || len(b) > release.MaxStatementBytes {
+		return release.Hash{}, errors.New("origin's content statement is not base64 of at most 4 KiB")
+	}
+	env, err := release.DecodeEnvelope(b)
+	if err != nil {
+		return release.Hash{}, err
+	}
+	if err := s.verifyOriginSigned(env); err != nil {
+		return release.Hash{}, fmt.Errorf("content statement: %w", err)
+	}
+	st, err := env.Derived()
+	if err != nil {
+		return release.Hash{}, err
+	}
+	if st.Path != path || st.Size != size {
+		return release.Hash{}, fmt.Errorf("content statement is for %s (%d bytes), not this answer (%d bytes)", st.Path, st.Size, size)
+	}
+	return st.SHA256, nil
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -64,41 +66,43 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 
 // route dispatches a request and returns its route label for metrics.
 func (s *Server) route(ctx *fasthttp.RequestCtx, metricsHandler fasthttp.RequestHandler) string {
-	path := string(ctx.Path())
+	// The path stays fasthttp's bytes: comparing them with string(…)
+	// allocates nothing.
+	path := ctx.Path()
 	get := ctx.IsGet() || ctx.IsHead()
 	switch {
-	case path == "/v1/check" && get:
+	case string(path) == "/v1/check" && get:
 		s.handleCheck(ctx)
 		return "check"
-	case strings.HasPrefix(path, "/v1/blobs/") && get:
-		s.handleBlob(ctx, path[len("/v1/blobs/"):])
+	case bytes.HasPrefix(path, pathBlobs) && get:
+		s.handleBlob(ctx, path[len(pathBlobs):])
 		return "blob"
-	case strings.HasPrefix(path, "/v1/patches/") && get:
+	case bytes.HasPrefix(path, pathPatches) && get:
 		s.handlePatch(ctx, path)
 		return "patch"
-	case strings.HasPrefix(path, "/v1/releases/") && get:
-		s.handleRelease(ctx, path[len("/v1/releases/"):])
+	case bytes.HasPrefix(path, []byte("/v1/releases/")) && get:
+		s.handleRelease(ctx, string(path[len("/v1/releases/"):]))
 		return "release"
-	case path == "/v1/edges" && get:
+	case string(path) == "/v1/edges" && get:
 		s.handleEdges(ctx)
 		return "edges"
-	case path == "/v1/keys/rotations" && get:
+	case string(path) == "/v1/keys/rotations" && get:
 		s.handleRotations(ctx)
 		return "rotations"
-	case path == "/v1/events" && ctx.IsPost():
+	case string(path) == "/v1/events" && ctx.IsPost():
 		s.handleEvents(ctx)
 		return "events"
-	case path == "/healthz" && get:
+	case string(path) == "/healthz" && get:
 		s.handleHealth(ctx)
 		return "healthz"
-	case path == "/metrics" && get:
+	case string(path) == "/metrics" && get:
 		metricsHandler(ctx)
 		return "metrics"
 	}
 	if route, ok := s.routeCapgo(ctx, path); ok {
 		return route
 	}
-	fail(ctx, fasthttp.StatusNotFound, "no such endpoint: "+path)
+	fail(ctx, fasthttp.StatusNotFound, "no such endpoint: "+string(path))
 	return "unknown"
 }
 
@@ -133,6 +137,10 @@ func (s *Server) handleHealth(ctx *fasthttp.RequestCtx) {
 	}
 	stale := s.expiredChannels()
 	body["expired_channels"] = stale
+	if s.cfg.InsecureGossip {
+		body["insecure_gossip"] = true
+		body["warnings"] = []string{"gossip is not authenticated (--insecure-gossip): anyone who reaches the gossip port can join the cluster"}
+	}
 	switch {
 	case !s.isSynced():
 		body["status"] = "waiting for state"
@@ -314,63 +322,89 @@ func immutableHeaders(ctx *fasthttp.RequestCtx, etag release.Hash) {
 	ctx.Response.Header.Set("ETag", `"`+etag.String()+`"`)
 }
 
-func (s *Server) handleBlob(ctx *fasthttp.RequestCtx, hashStr string) {
-	h, err := release.ParseHash(hashStr)
-	if err != nil {
-		fail(ctx, fasthttp.StatusBadRequest, "blob hash: "+err.Error())
+var (
+	pathBlobs   = []byte("/v1/blobs/")
+	pathPatches = []byte("/v1/patches/")
+	zeroHex     = release.ZeroHash.String()
+)
+
+func (s *Server) handleBlob(ctx *fasthttp.RequestCtx, hash []byte) {
+	h, ok := parseHashBytes(hash)
+	if !ok {
+		fail(ctx, fasthttp.StatusBadRequest, "blob hash: "+release.ErrBadHash.Error())
 		return
 	}
-	size, err := s.ensureBlob(h)
+	e, err := s.ensureBlob(h)
 	if err != nil {
 		s.failFetch(ctx, err)
 		return
 	}
-	s.serveBlob(ctx, h, size)
+	s.serveBlob(ctx, e)
 }
 
 // handlePatch serves GET /v1/patches/{base}/{target}: the delta between two
 // releases (base all zeros for a full bundle), built by the origin.
-func (s *Server) handlePatch(ctx *fasthttp.RequestCtx, path string) {
-	parts := strings.Split(strings.TrimPrefix(path, "/v1/patches/"), "/")
-	if len(parts) != 2 {
+func (s *Server) handlePatch(ctx *fasthttp.RequestCtx, path []byte) {
+	rest := path[len(pathPatches):]
+	if len(rest) != 129 || rest[64] != '/' {
 		fail(ctx, fasthttp.StatusBadRequest, "want /v1/patches/{base}/{target}")
 		return
 	}
-	for _, p := range parts {
-		if _, err := release.ParseHash(p); err != nil {
-			fail(ctx, fasthttp.StatusBadRequest, "patch: "+err.Error())
-			return
-		}
+	if _, ok := parseHashBytes(rest[:64]); !ok {
+		fail(ctx, fasthttp.StatusBadRequest, "patch: "+release.ErrBadHash.Error())
+		return
+	}
+	if _, ok := parseHashBytes(rest[65:]); !ok {
+		fail(ctx, fasthttp.StatusBadRequest, "patch: "+release.ErrBadHash.Error())
+		return
 	}
 	// ?codecs=zstd asks for the variant without brotli frames (clients with
 	// no brotli decoder, decision 131); it is another object at the origin,
 	// cached under its own alias. A full bundle has no brotli frame either
 	// way, so that variant shares the plain one.
-	switch codecs := string(ctx.QueryArgs().Peek("codecs")); {
-	case codecs == "zstd" && parts[0] != release.ZeroHash.String():
-		path += "?codecs=zstd"
-	case codecs != "" && codecs != "zstd":
+	alias := path
+	switch codecs := ctx.QueryArgs().Peek("codecs"); {
+	case string(codecs) == "zstd" && string(rest[:64]) != zeroHex:
+		var kb [160]byte
+		alias = append(append(kb[:0], path...), "?codecs=zstd"...)
+	case len(codecs) != 0 && string(codecs) != "zstd":
 		fail(ctx, fasthttp.StatusBadRequest, "patch codecs: want zstd or nothing")
 		return
 	}
-	h, size, err := s.ensureAlias(path)
+	e, err := s.ensureAlias(alias)
 	if err != nil {
 		s.failFetch(ctx, err)
 		return
 	}
-	s.serveBlob(ctx, h, size)
+	s.serveBlob(ctx, e)
 }
 
+// Response header names and values of blobs, as bytes: fasthttp takes
+// them without normalising or allocating.
+var (
+	headerETag         = []byte("ETag")
+	headerAcceptRanges = []byte("Accept-Ranges")
+	valueBytes         = []byte("bytes")
+	valueImmutable     = []byte("public, max-age=31536000, immutable")
+	contentTypeOctets  = []byte("application/octet-stream")
+)
+
 // serveBlob writes a cached blob with strong ETag, Content-Length and
-// single-range support.
-func (s *Server) serveBlob(ctx *fasthttp.RequestCtx, h release.Hash, size int64) {
-	immutableHeaders(ctx, h)
-	ctx.Response.Header.Set("Accept-Ranges", "bytes")
-	ctx.SetContentType("application/octet-stream")
-	if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 && strings.Contains(string(inm), h.String()) {
+// single-range support. Small blobs are written from memory; the others
+// go from the blob's file to the socket with sendfile (fasthttp takes
+// that path for an *os.File body). Both keep the route's long write
+// deadline for slow readers.
+func (s *Server) serveBlob(ctx *fasthttp.RequestCtx, e *blobEntry) {
+	h := &ctx.Response.Header
+	h.SetCanonical(headerCacheControl, valueImmutable)
+	h.SetCanonical(headerETag, e.etag)
+	h.SetCanonical(headerAcceptRanges, valueBytes)
+	h.SetContentTypeBytes(contentTypeOctets)
+	if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 && bytes.Contains(inm, e.hexHash) {
 		ctx.SetStatusCode(fasthttp.StatusNotModified)
 		return
 	}
+	size := e.size
 	start, end := int64(0), size-1
 	if rng := ctx.Request.Header.Peek("Range"); len(rng) > 0 && size > 0 {
 		st, en, err := fasthttp.ParseByteRange(rng, int(size))
@@ -394,17 +428,33 @@ func (s *Server) serveBlob(ctx *fasthttp.RequestCtx, h release.Hash, size int64)
 	}
 	s.m.bytesServed.Add(float64(length))
 	if size <= s.cfg.MemCacheObject {
-		data, ok := s.mem.get(h)
+		data, ok := s.mem.get(e.hash)
 		if !ok {
 			data = make([]byte, size)
-			if _, err := s.cache.readAt(h, data, 0); err != nil && size > 0 {
+			if _, err := s.cache.readAt(e.hash, data, 0); err != nil && size > 0 {
 				s.failFetch(ctx, err)
 				return
 			}
-			s.mem.add(h, data)
+			s.mem.add(e.hash, data)
 		}
 		ctx.Response.SetBodyRaw(data[start : end+1])
 		return
 	}
-	ctx.SetBodyStream(s.cache.reader(h, start, length), int(length))
+	f, err := s.cache.open(e)
+	if err == nil && start > 0 {
+		_, err = f.Seek(start, io.SeekStart)
+	}
+	if err != nil {
+		if f != nil {
+			f.Close()
+		}
+		if errors.Is(err, errMiss) {
+			// Evicted under our feet: the device retries at once.
+			err = fmt.Errorf("%w: blob %s was just evicted", ErrOriginUnavailable, e.hash)
+		}
+		s.failFetch(ctx, err)
+		return
+	}
+	// fasthttp closes the file once the body is written.
+	ctx.SetBodyStream(f, int(length))
 }

@@ -1,61 +1,88 @@
 package edge
 
 import (
-	"container/list"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/capstan-ota/capstan/release"
 )
 
-// memCache keeps the hottest small blobs in memory, so that the most asked
-// for files are served without touching Badger. Entries are immutable and
-// handed to fasthttp with SetBodyRaw, never modified.
+// memCache keeps the hottest small blobs in memory, handed to fasthttp
+// with SetBodyRaw (written straight from this memory, never copied or
+// modified). Reads take no lock; adding and evicting the least recently
+// used serialise on one mutex, off the hot path.
 type memCache struct {
 	budget int64
 	maxObj int64
 
-	mu    sync.Mutex // guards lru, index and size
-	lru   *list.List
-	index map[release.Hash]*list.Element
-	size  int64
+	entries *cowMap[release.Hash, *memEntry]
+	mu      sync.Mutex // guards size, seq
+	size    int64
+	seq     int64
 }
 
 type memEntry struct {
-	hash release.Hash
 	data []byte
+	seq  int64
+	used atomic.Int64 // recency tick of the last use
 }
 
 func newMemCache(budget, maxObj int64) *memCache {
-	return &memCache{budget: budget, maxObj: maxObj, lru: list.New(), index: map[release.Hash]*list.Element{}}
+	return &memCache{budget: budget, maxObj: maxObj, entries: newCowMap[release.Hash, *memEntry](hashKey)}
 }
 
 func (m *memCache) get(h release.Hash) ([]byte, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	el, ok := m.index[h]
+	e, ok := m.entries.get(h)
 	if !ok {
 		return nil, false
 	}
-	m.lru.MoveToFront(el)
-	return el.Value.(*memEntry).data, true
+	if t := recencyTick(); e.used.Load() < t {
+		e.used.Store(t)
+	}
+	return e.data, true
 }
 
 func (m *memCache) add(h release.Hash, data []byte) {
-	if int64(len(data)) > m.maxObj || m.budget <= 0 {
+	if int64(len(data)) > m.maxObj || int64(len(data)) > m.budget || m.budget <= 0 {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.index[h]; ok {
+	if _, ok := m.entries.get(h); ok {
 		return
 	}
-	m.index[h] = m.lru.PushFront(&memEntry{hash: h, data: data})
+	m.seq++
+	e := &memEntry{data: data, seq: m.seq}
+	e.used.Store(recencyTick())
+	m.entries.set(h, e)
 	m.size += int64(len(data))
-	for m.size > m.budget && m.lru.Len() > 0 {
-		el := m.lru.Back()
-		e := el.Value.(*memEntry)
-		m.lru.Remove(el)
-		delete(m.index, e.hash)
-		m.size -= int64(len(e.data))
+	if m.size <= m.budget {
+		return
+	}
+	// Evict down to 7/8 of the budget at once, so a full cache does not
+	// sort its entries on every add.
+	type victim struct {
+		h release.Hash
+		e *memEntry
+	}
+	var all []victim
+	m.entries.each(func(k release.Hash, v *memEntry) {
+		if v != e {
+			all = append(all, victim{k, v})
+		}
+	})
+	slices.SortFunc(all, func(a, b victim) int {
+		if ua, ub := a.e.used.Load(), b.e.used.Load(); ua != ub {
+			return int(ua - ub)
+		}
+		return int(a.e.seq - b.e.seq)
+	})
+	for _, v := range all {
+		if m.size <= m.budget/8*7 {
+			break
+		}
+		m.entries.delete(v.h)
+		m.size -= int64(len(v.e.data))
 	}
 }

@@ -44,6 +44,9 @@ func (s *Server) initTrust() {
 	}, func() float64 { return float64(s.expiredChannels()) }))
 	s.trust.limiter = newIPLimiter(s.cfg.RateLimit, s.cfg.Now)
 	s.trust.origin.keys = append([]release.PublicKey(nil), s.cfg.OriginKeys...)
+	if kept := s.loadOriginKeys(); kept != nil {
+		s.trust.origin.keys = kept
+	}
 }
 
 // handleRotations serves GET /v1/keys/rotations: the origin's key rotation
@@ -58,7 +61,8 @@ func (s *Server) handleRotations(ctx *fasthttp.RequestCtx) {
 		v, err, _ := s.flight.Do("rotations", func() (any, error) {
 			rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			b, err := s.fetchSmall(rctx, "/v1/keys/rotations", maxRotationsBody)
+			// Self-authenticating: any origin the edge knows of will do.
+			b, err := s.fetchFrom(rctx, s.candidateOrigins(), "/v1/keys/rotations", maxRotationsBody)
 			if err != nil {
 				return nil, err
 			}
@@ -103,7 +107,9 @@ func (s *Server) expiredChannels() int {
 	now := s.cfg.Now()
 	n := 0
 	for _, cs := range s.state.all() {
-		if now.After(cs.ch.Expires) {
+		// Only records the edge verified: a forged, expired record
+		// must not make the edge report itself stale.
+		if cs.verified && now.After(cs.ch.Expires) {
 			n++
 		}
 	}

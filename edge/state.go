@@ -15,6 +15,9 @@ type channelState struct {
 	env     *release.Envelope
 	ch      *release.Channel
 	envJSON []byte
+	// verified says the record's origin signature was checked (the edge
+	// has origin keys); only such records raise the staleness alarm.
+	verified bool
 	// bodies caches finished check answers (*answer) by status and
 	// target; the record is immutable, so they never go stale (a new
 	// record is a new channelState).
@@ -43,7 +46,7 @@ func (s *state) get(key string) (*channelState, bool) {
 
 // apply stores env if it is newer than what the edge holds for its channel.
 // It reports whether it was stored.
-func (s *state) apply(env *release.Envelope, ch *release.Channel) bool {
+func (s *state) apply(env *release.Envelope, ch *release.Channel, verified bool) bool {
 	b, err := json.Marshal(env)
 	if err != nil {
 		return false
@@ -58,7 +61,7 @@ func (s *state) apply(env *release.Envelope, ch *release.Channel) bool {
 	for k, v := range old {
 		next[k] = v
 	}
-	next[ch.Key()] = &channelState{env: env, ch: ch, envJSON: b}
+	next[ch.Key()] = &channelState{env: env, ch: ch, envJSON: b, verified: verified}
 	s.cur.Store(&next)
 	s.updated.Store(time.Now().UnixNano())
 	return true

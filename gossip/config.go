@@ -1,8 +1,10 @@
 package gossip
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -47,8 +49,17 @@ type Config struct {
 	Meta Meta
 
 	// SecretKey, if set, enables memberlist's AES-GCM encryption of all
-	// gossip; it must be 16, 24 or 32 bytes and the same on every node.
+	// gossip, and so authenticates membership: a node without the key
+	// cannot join, and its packets are dropped. It must be 16, 24 or 32
+	// bytes. It is the key this node encrypts with; see ExtraKeys.
 	SecretKey []byte
+
+	// ExtraKeys are further keys this node accepts (decrypts with) but
+	// does not send with: the keyring that lets a cluster change its key
+	// without downtime (add the new key everywhere, then make it the
+	// SecretKey everywhere, then drop the old one; Node.SetKeys changes
+	// them on a running node). They need SecretKey.
+	ExtraKeys [][]byte
 
 	// Label, if set, separates clusters that share a network (staging and
 	// production): nodes only talk to nodes with the same label. It is
@@ -61,6 +72,17 @@ type Config struct {
 	// record (it is logged at Debug). Typical use: check the origin's
 	// signature and the record's expiry.
 	Verify func(env *release.Envelope, ch *release.Channel) error
+
+	// MaxSeqAhead bounds how far a record's Seq may be ahead of this
+	// node's clock. Origins set Seq to at least the clock in milliseconds
+	// (release.Channel), so a Seq far in the future is a forgery or a
+	// broken clock: held, it would make every real record of its channel
+	// "not newer" until the clock catches up. Default 24 h; negative
+	// disables the check.
+	MaxSeqAhead time.Duration
+
+	// Now is the clock for MaxSeqAhead; nil means time.Now.
+	Now func() time.Time
 
 	// OnRecord, if set, is called once for every record this node accepts
 	// (newer than the one held and passing Verify), including records given
@@ -156,6 +178,7 @@ func DefaultConfig() Config {
 		ProbeTimeout:         lan.ProbeTimeout,  // 500 ms
 		SuspicionMult:        lan.SuspicionMult, // 4
 		TCPTimeout:           lan.TCPTimeout,    // 10 s
+		MaxSeqAhead:          release.MaxSeqAhead,
 	}
 }
 
@@ -229,6 +252,12 @@ func (c Config) withDefaults() Config {
 	if c.TCPTimeout <= 0 {
 		c.TCPTimeout = d.TCPTimeout
 	}
+	if c.MaxSeqAhead == 0 {
+		c.MaxSeqAhead = d.MaxSeqAhead
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -237,7 +266,44 @@ func (c Config) withDefaults() Config {
 	}
 	c.Join = append([]string(nil), c.Join...)
 	c.SecretKey = append([]byte(nil), c.SecretKey...)
+	extra := make([][]byte, 0, len(c.ExtraKeys))
+	for _, k := range c.ExtraKeys {
+		extra = append(extra, append([]byte(nil), k...))
+	}
+	c.ExtraKeys = extra
 	return c
+}
+
+// checkKey reports whether k is a valid AES key for memberlist.
+func checkKey(k []byte) error {
+	switch len(k) {
+	case 16, 24, 32:
+		return nil
+	}
+	return fmt.Errorf("gossip: secret key must be 16, 24 or 32 bytes, got %d", len(k))
+}
+
+// keyring builds memberlist's keyring from SecretKey and ExtraKeys; nil
+// (no encryption) when SecretKey is empty.
+func (c *Config) keyring() (*memberlist.Keyring, error) {
+	if len(c.SecretKey) == 0 {
+		if len(c.ExtraKeys) > 0 {
+			return nil, errors.New("gossip: ExtraKeys need a SecretKey")
+		}
+		return nil, nil
+	}
+	var extra [][]byte
+	for _, k := range append([][]byte{c.SecretKey}, c.ExtraKeys...) {
+		if err := checkKey(k); err != nil {
+			return nil, err
+		}
+		extra = append(extra, bytes.Clone(k))
+	}
+	kr, err := memberlist.NewKeyring(extra[1:], extra[0])
+	if err != nil {
+		return nil, fmt.Errorf("gossip: keyring: %w", err)
+	}
+	return kr, nil
 }
 
 // defaultName is the host name plus 8 random hex digits.
@@ -286,14 +352,11 @@ func (c *Config) memberlistConfig(d *delegate, logger *log.Logger) (*memberlist.
 		}
 		mc.AdvertiseAddr, mc.AdvertisePort = host, port
 	}
-	if len(c.SecretKey) > 0 {
-		switch len(c.SecretKey) {
-		case 16, 24, 32:
-		default:
-			return nil, fmt.Errorf("gossip: secret key must be 16, 24 or 32 bytes, got %d", len(c.SecretKey))
-		}
-		mc.SecretKey = append([]byte(nil), c.SecretKey...)
+	kr, err := c.keyring()
+	if err != nil {
+		return nil, err
 	}
+	mc.Keyring = kr
 	if len(c.Label) > memberlist.LabelMaxSize {
 		return nil, fmt.Errorf("gossip: label of %d bytes is over %d", len(c.Label), memberlist.LabelMaxSize)
 	}

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -28,15 +30,20 @@ type Node struct {
 	addr  string                 // our gossip address, set by New
 	d     *delegate
 	queue *memberlist.TransmitLimitedQueue
+	// keyring is memberlist's keyring, nil without encryption.
+	keyring *memberlist.Keyring
 
 	// applyMu serializes acceptance of records: the Seq check, Verify,
 	// storing, queuing and OnRecord, so hooks never run concurrently and
 	// OnRecord sees each channel's records in increasing Seq.
 	applyMu sync.Mutex
 
-	mu         sync.Mutex         // guards records, lastUpdate
+	mu         sync.Mutex         // guards records, perApp, lastUpdate
 	records    map[string]*record // newest record per channel key
+	perApp     map[string]int     // channels held per app
 	lastUpdate time.Time          // when the newest accepted record arrived
+
+	refused atomic.Uint64 // records dropped by a check (not merely stale)
 
 	lifeMu   sync.Mutex // guards left, shutdown; held across Leave and Shutdown
 	left     bool
@@ -65,6 +72,7 @@ func New(cfg Config) (*Node, error) {
 		cfg:     cfg,
 		log:     cfg.Logger.With("node", cfg.Name),
 		records: make(map[string]*record),
+		perApp:  make(map[string]int),
 		stop:    make(chan struct{}),
 	}
 	n.d = &delegate{n: n, meta: meta, members: make(map[string]Member)}
@@ -76,6 +84,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.keyring = mc.Keyring
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: start memberlist on %s: %w", cfg.BindAddr, err)
@@ -155,6 +164,42 @@ func (n *Node) rejoinLoop() {
 	}
 }
 
+// SetKeys changes the cluster keys of a running node: primary is the key
+// it encrypts with from now on, and it accepts primary and every key of
+// extra. A key rotation without downtime is three SetKeys on every node
+// (see Config.ExtraKeys). The node must have been started with a
+// SecretKey: encryption cannot be turned on or off while running.
+func (n *Node) SetKeys(primary []byte, extra [][]byte) error {
+	if n.keyring == nil {
+		return errors.New("gossip: set keys: this node was started without encryption")
+	}
+	want := append([][]byte{primary}, extra...)
+	for _, k := range want {
+		if err := checkKey(k); err != nil {
+			return err
+		}
+	}
+	// Add first, then switch, then remove: at no moment does the node lack
+	// a key the others may still send with.
+	for _, k := range want {
+		if err := n.keyring.AddKey(bytes.Clone(k)); err != nil {
+			return fmt.Errorf("gossip: set keys: %w", err)
+		}
+	}
+	if err := n.keyring.UseKey(primary); err != nil {
+		return fmt.Errorf("gossip: set keys: %w", err)
+	}
+	for _, k := range n.keyring.GetKeys() {
+		if !slices.ContainsFunc(want, func(w []byte) bool { return bytes.Equal(w, k) }) {
+			if err := n.keyring.RemoveKey(k); err != nil {
+				return fmt.Errorf("gossip: set keys: %w", err)
+			}
+		}
+	}
+	n.log.Info("gossip: cluster keys changed", "keys", len(n.keyring.GetKeys()))
+	return nil
+}
+
 // Join contacts addrs ("host:port") and merges state with each. It returns
 // how many answered, and an error only if none did.
 func (n *Node) Join(addrs []string) (int, error) {
@@ -201,6 +246,7 @@ func (n *Node) accept(rec *record, relay bool) bool {
 	case errors.Is(err, ErrStale):
 		// The common case: every relay of a record arrives several times.
 	default:
+		n.refused.Add(1)
 		n.log.Debug("gossip: dropped record", "channel", rec.ch.Key(), "seq", rec.ch.Seq, "err", err)
 	}
 	return false
@@ -217,12 +263,21 @@ func (n *Node) acceptErr(rec *record, relay bool) error {
 	n.mu.Lock()
 	held, ok := n.records[key]
 	full := !ok && len(n.records) >= MaxChannels
+	appFull := !ok && n.perApp[rec.ch.App] >= release.MaxChannelsPerApp
 	n.mu.Unlock()
 	if ok && rec.ch.Seq <= held.ch.Seq {
 		return fmt.Errorf("%w: %s seq %d, holding %d", ErrStale, key, rec.ch.Seq, held.ch.Seq)
 	}
 	if full {
 		return fmt.Errorf("%w: %s would be channel %d, limit %d", ErrTooManyChannels, key, MaxChannels+1, MaxChannels)
+	}
+	if appFull {
+		return fmt.Errorf("%w: %s would be channel %d of app %s, limit %d", ErrTooManyChannels, key, release.MaxChannelsPerApp+1, rec.ch.App, release.MaxChannelsPerApp)
+	}
+	if ahead := n.cfg.MaxSeqAhead; ahead > 0 {
+		if limit := n.cfg.Now().Add(ahead).UnixMilli(); limit > 0 && rec.ch.Seq > uint64(limit) {
+			return fmt.Errorf("%w: %s seq %d is more than %v ahead of this node's clock", ErrSeqAhead, key, rec.ch.Seq, ahead)
+		}
 	}
 	if n.cfg.Verify != nil {
 		if err := n.cfg.Verify(rec.env, rec.ch); err != nil {
@@ -231,6 +286,9 @@ func (n *Node) acceptErr(rec *record, relay bool) error {
 	}
 
 	n.mu.Lock()
+	if _, had := n.records[key]; !had {
+		n.perApp[rec.ch.App]++
+	}
 	n.records[key] = rec
 	n.lastUpdate = time.Now()
 	n.mu.Unlock()
@@ -280,6 +338,12 @@ func (n *Node) Record(key string) (*release.Envelope, bool) {
 	}
 	return r.env, true
 }
+
+// Refused returns how many records from the cluster this node dropped
+// because a check refused them (Verify, the seq and channel bounds), not
+// counting the many copies of records it already held. A rising count
+// means someone sends records nobody should take.
+func (n *Node) Refused() uint64 { return n.refused.Load() }
 
 // LastUpdate returns when this node accepted its newest record (zero if it
 // holds none), for a "state age" metric.

@@ -40,8 +40,12 @@ var (
 	// ErrStale means a record with the same or a larger Seq is already held
 	// for the channel.
 	ErrStale = errors.New("gossip: record is not newer than the one held")
-	// ErrTooManyChannels means the node already holds MaxChannels channels.
+	// ErrTooManyChannels means the node already holds MaxChannels
+	// channels, or release.MaxChannelsPerApp of the record's app.
 	ErrTooManyChannels = errors.New("gossip: too many channels")
+	// ErrSeqAhead means the record's Seq is further ahead of the node's
+	// clock than Config.MaxSeqAhead.
+	ErrSeqAhead = errors.New("gossip: record seq is too far ahead")
 )
 
 // Message headers: the first byte of every user message and of the

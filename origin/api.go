@@ -32,6 +32,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/blobs/{hash}", s.handleBlob)
 	mux.HandleFunc("GET /v1/keys/origin", s.handleOriginKey)
 	mux.HandleFunc("GET /v1/patches/{base}/{target}", s.handlePatch)
+	mux.HandleFunc("GET /v1/origin/statement", s.handleOriginStatement)
 
 	// CI and operator API, authenticated by API key.
 	mux.HandleFunc("GET /v1/apps", s.handleApps)

@@ -47,6 +47,7 @@ func newTestServer(t *testing.T, now func() time.Time) (*Server, *syncBuffer) {
 	logs := &syncBuffer{}
 	cfg := DefaultConfig(t.TempDir())
 	cfg.AdminKey = trustAdminKey
+	cfg.PublicURL = "http://origin.test:7070"
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	cfg.Now = now
 	s, err := New(cfg)
@@ -155,6 +156,8 @@ func TestAuthzMatrix(t *testing.T) {
 		{"GET /v1/keys/origin", all, get("/v1/keys/origin")},
 		{"GET /v1/patches/{base}/{target}", all, get("/v1/patches/" + release.ZeroHash.String() + "/" + a1.ID.String())},
 		{"GET /v1/keys/rotations", all, get("/v1/keys/rotations")},
+		// What an edge asks a member announcing itself as an origin.
+		{"GET /v1/origin/statement", all, get("/v1/origin/statement")},
 		// What edges fetch for Capgo devices: public like blobs and state.
 		{"GET /v1/capgo/apps/{app}", all, get("/v1/capgo/apps/appA")},
 		{"GET /v1/capgo/releases/{id}", all, get("/v1/capgo/releases/" + a1.ID.String())},

@@ -235,7 +235,8 @@ func (s *Server) capgoBrotli(ctx context.Context, file release.Hash) (release.Ha
 }
 
 // serveDerived answers with a derived blob under a strong ETag naming its
-// content hash, which is what edges verify when they pull it by path.
+// content hash and the origin-signed statement of that hash, which edges
+// verify when they pull it by path.
 func (s *Server) serveDerived(w http.ResponseWriter, r *http.Request, h release.Hash, contentType string) {
 	f, err := s.blobs.open(h)
 	if err != nil {
@@ -243,6 +244,12 @@ func (s *Server) serveDerived(w http.ResponseWriter, r *http.Request, h release.
 		return
 	}
 	defer f.Close()
+	// Signed, so an edge can check the bytes before caching them under
+	// this path (decision 091).
+	if err := s.setDerivedStatement(w, r.URL.Path, h, f.Size()); err != nil {
+		s.fail(w, err)
+		return
+	}
 	immutable(w, h.String())
 	w.Header().Set("Content-Type", contentType)
 	http.ServeContent(w, r, "", time.Time{}, f)

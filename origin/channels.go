@@ -33,6 +33,15 @@ func (s *Server) nextChannelRecord(txn store.Txn, app, ch string, mutate func(c,
 		cp := *prev
 		c = &cp
 	} else {
+		// Every gossip node refuses more channels per app than this, so
+		// the origin must not sign them.
+		n := 0
+		if err := iterate(txn, pfxChannel+app+"/", func(string, []byte) error { n++; return nil }); err != nil {
+			return nil, err
+		}
+		if n >= release.MaxChannelsPerApp {
+			return nil, badRequest("app %s already has %d channels, the most an app may have", app, n)
+		}
 		// The first channel of an app becomes its default channel.
 		has, err := appHasDefault(txn, app)
 		if err != nil {

@@ -62,6 +62,11 @@ type Config struct {
 	// does not know it yet. If empty, an empty folder gets a generated key,
 	// reported once through Server.AdminKeyStart. See decision 100.
 	AdminKey string
+	// PublicURL is the base URL edges reach this origin's API at (the one
+	// it announces in gossip). It is signed into the origin statement
+	// (GET /v1/origin/statement), without which edges do not believe a
+	// gossip member that says it is an origin. Empty: no statement.
+	PublicURL string
 	// ChannelTTL is how long a signed channel record stays valid (default
 	// 24 h). The origin re-signs records when half of it has passed, so a
 	// device that sees an expired record knows it is being frozen.
@@ -142,6 +147,8 @@ type Server struct {
 
 	chanMu  sync.Mutex // serialises channel record changes so Seq only grows
 	statsMu sync.Mutex // serialises read-modify-write of stats records
+
+	statement statementCache // the signed origin statement
 
 	flight   singleflight.Group // one build per patch pair
 	buildSem chan struct{}      // bounds concurrent patch builds

@@ -92,7 +92,7 @@ export CAPSTAN_SERVER=$API
 EDGES=()
 EDGE_PIDS=()
 for i in 1 2 3; do
-	"$BIN" edge --data "$TMP/edge$i" --http 127.0.0.1:0 --gossip 127.0.0.1:0 --join "$OG" --origin "$API" >"$TMP/edge$i.log" 2>&1 &
+	"$BIN" edge --data "$TMP/edge$i" --http 127.0.0.1:0 --gossip 127.0.0.1:0 --join "$OG" --cluster-key "$TMP/origin/cluster.key" --origin "$API" >"$TMP/edge$i.log" 2>&1 &
 	PIDS+=($!)
 	EDGE_PIDS+=($!)
 	EDGES+=("$(wait_log "$TMP/edge$i.log" edge)")

@@ -179,6 +179,7 @@ func (f *Fleet) Mode() string { return f.mode }
 
 func (f *Fleet) startEdge(ctx context.Context, e *Edge) error {
 	args := []string{"edge", "--data", e.dataDir, "--join", f.gossip, "--region", e.Region,
+		"--cluster-key", filepath.Join(f.cfg.Dir, "origin", "cluster.key"),
 		"--public-url", e.URL, "--cache-size", "256MiB"}
 	var cmd *exec.Cmd
 	if e.host != nil {

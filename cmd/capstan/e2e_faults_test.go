@@ -236,11 +236,9 @@ func TestEdgeKilledUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process faults")
 	}
-	op := testutil.Start(t, []string{"CAPSTAN_ADMIN_KEY=" + e2eAdminKey}, testutil.Binary(t),
-		"origin", "--data", t.TempDir(), "--api", "127.0.0.1:0", "--gossip", "127.0.0.1:0")
-	m := op.WaitFor(t, 30*time.Second, originAddrs)
-	api, seed := m[1], m[2]
-	e1, e2 := startFleetEdge(t, seed), startFleetEdge(t, seed)
+	o := startFleetOrigin(t)
+	api := o.api
+	e1, e2 := startFleetEdge(t, o), startFleetEdge(t, o)
 	body := smallBundle(7)
 	p := filepath.Join(t.TempDir(), "b.zip")
 	os.WriteFile(p, body, 0o644)

@@ -26,10 +26,31 @@ type fleetEdge struct {
 	url  string
 }
 
-func startFleetEdge(t *testing.T, join string) fleetEdge {
+// fleetOrigin is an origin process started as docs/operations.md shows.
+type fleetOrigin struct {
+	proc *testutil.Proc
+	api  string // API URL
+	seed string // gossip address edges join
+	data string // data folder
+	key  string // the cluster key file it made on first start
+}
+
+func startFleetOrigin(t *testing.T, extra ...string) fleetOrigin {
 	t.Helper()
-	p := testutil.Start(t, nil, testutil.Binary(t), "edge", "--data", t.TempDir(), "--http", "127.0.0.1:0",
-		"--gossip", "127.0.0.1:0", "--join", join, "--cache-size", "64MiB")
+	data := t.TempDir()
+	args := append([]string{"origin", "--data", data, "--api", "127.0.0.1:0", "--gossip", "127.0.0.1:0"}, extra...)
+	p := testutil.Start(t, []string{"CAPSTAN_ADMIN_KEY=" + e2eAdminKey}, testutil.Binary(t), args...)
+	m := p.WaitFor(t, 30*time.Second, originAddrs)
+	return fleetOrigin{proc: p, api: m[1], seed: m[2], data: data, key: filepath.Join(data, "cluster.key")}
+}
+
+// startFleetEdge starts an edge that joins through seed with the origin's
+// cluster key file, and waits until it has joined.
+func startFleetEdge(t *testing.T, o fleetOrigin, extra ...string) fleetEdge {
+	t.Helper()
+	args := append([]string{"edge", "--data", t.TempDir(), "--http", "127.0.0.1:0", "--gossip", "127.0.0.1:0",
+		"--join", o.seed, "--cluster-key", o.key, "--cache-size", "64MiB"}, extra...)
+	p := testutil.Start(t, nil, testutil.Binary(t), args...)
 	m := p.WaitFor(t, 30*time.Second, edgeAddrs)
 	p.WaitFor(t, 30*time.Second, edgeJoined)
 	return fleetEdge{proc: p, url: m[1]}
@@ -65,14 +86,12 @@ func TestFleet(t *testing.T) {
 	}
 	z1 := testutil.Fixture(t, "swagger-ui/www-5.34.0.zip")
 	z2 := testutil.Fixture(t, "swagger-ui/www-5.34.1.zip")
-	op := testutil.Start(t, []string{"CAPSTAN_ADMIN_KEY=" + e2eAdminKey}, testutil.Binary(t),
-		"origin", "--data", t.TempDir(), "--api", "127.0.0.1:0", "--gossip", "127.0.0.1:0")
-	m := op.WaitFor(t, 30*time.Second, originAddrs)
-	api, seed := m[1], m[2]
+	o := startFleetOrigin(t)
+	op, api := o.proc, o.api
 
 	var edges []fleetEdge
 	for i := 0; i < 5; i++ {
-		edges = append(edges, startFleetEdge(t, seed))
+		edges = append(edges, startFleetEdge(t, o))
 	}
 	runCLI(t, api, true, "upload", "--app", "com.example.swagger", "--version", "5.34.0", "--channel", "production", z1)
 	for i, e := range edges {
@@ -116,16 +135,14 @@ func TestEdgeJoinsRunningFleet(t *testing.T) {
 		t.Skip("fleet of processes")
 	}
 	z1 := testutil.Fixture(t, "swagger-ui/www-5.34.0.zip")
-	op := testutil.Start(t, []string{"CAPSTAN_ADMIN_KEY=" + e2eAdminKey}, testutil.Binary(t),
-		"origin", "--data", t.TempDir(), "--api", "127.0.0.1:0", "--gossip", "127.0.0.1:0")
-	m := op.WaitFor(t, 30*time.Second, originAddrs)
-	api, seed := m[1], m[2]
-	first := startFleetEdge(t, seed)
+	o := startFleetOrigin(t)
+	api := o.api
+	first := startFleetEdge(t, o)
 	runCLI(t, api, true, "upload", "--app", "com.example.swagger", "--version", "5.34.0", "--channel", "production", z1)
 	testutil.Eventually(t, 10*time.Second, "first edge", func() bool { return checkVersion(first.url) == "5.34.0" })
 
 	start := time.Now()
-	late := startFleetEdge(t, seed)
+	late := startFleetEdge(t, o)
 	testutil.Eventually(t, 5*time.Second, "late edge to serve", func() bool { return checkVersion(late.url) == "5.34.0" })
 	t.Logf("late edge serving %s after start", time.Since(start).Round(time.Millisecond))
 	phone := filepath.Join(t.TempDir(), "phone")

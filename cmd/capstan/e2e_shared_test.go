@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capstan-ota/capstan/gossip"
 	"github.com/capstan-ota/capstan/internal/servicetest"
 	"github.com/capstan-ota/capstan/internal/testutil"
 	"github.com/capstan-ota/capstan/origin/client"
@@ -27,7 +29,10 @@ import (
 // that several origin processes share.
 type sharedStore struct {
 	db, blobs, keyFile string
-	env                []string
+	// clusterKey is the one cluster key file every origin and edge of
+	// the cluster is given (origins on their own would each make one).
+	clusterKey string
+	env        []string
 }
 
 func newSharedStore(t *testing.T) *sharedStore {
@@ -48,7 +53,11 @@ func newSharedStoreOn(t *testing.T, db string, s3 servicetest.S3Server, bucket s
 	if err := os.WriteFile(keyFile, pemKey, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &sharedStore{db: db, blobs: s3.URL(bucket), keyFile: keyFile,
+	clusterKey := filepath.Join(t.TempDir(), "cluster.key")
+	if _, err := gossip.CreateKeyFile(clusterKey, nil, k.Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	return &sharedStore{db: db, blobs: s3.URL(bucket), keyFile: keyFile, clusterKey: clusterKey,
 		env: append([]string{"CAPSTAN_ADMIN_KEY=" + e2eAdminKey, "CAPSTAN_STORE=" + db}, s3.Env()...)}
 }
 
@@ -62,7 +71,7 @@ type sharedOrigin struct {
 func (s *sharedStore) start(t *testing.T, join string) sharedOrigin {
 	t.Helper()
 	args := []string{"origin", "--data", t.TempDir(), "--api", "127.0.0.1:0", "--gossip", "127.0.0.1:0",
-		"--blobs", s.blobs, "--origin-key", s.keyFile}
+		"--blobs", s.blobs, "--origin-key", s.keyFile, "--cluster-key", s.clusterKey}
 	if join != "" {
 		args = append(args, "--join", join)
 	}
@@ -128,7 +137,7 @@ func TestSharedOriginKilledDuringUploads(t *testing.T) {
 	st := newSharedStore(t)
 	a := st.start(t, "")
 	b := st.start(t, a.gossip)
-	edge := startFleetEdge(t, a.gossip)
+	edge := startFleetEdge(t, fleetOrigin{seed: a.gossip, key: st.clusterKey})
 	const app, uploads = "com.example.shared", 50
 	var mu sync.Mutex // guards acked, failed
 	acked := map[string]bool{}

@@ -8,8 +8,10 @@ import (
 )
 
 // fleetPeers lists the alive edges of the cluster node (once it has
-// joined) for the edge's GET /v1/edges.
-func fleetPeers(node *atomic.Pointer[gossip.Node]) func() []edge.Peer {
+// joined) for the edge's GET /v1/edges. Members of a keyed cluster were
+// admitted by the cluster key; in an unauthenticated cluster (insecure)
+// anyone can join and announce an edge, so the list holds only this edge.
+func fleetPeers(node *atomic.Pointer[gossip.Node], insecure bool) func() []edge.Peer {
 	return func() []edge.Peer {
 		n := node.Load()
 		if n == nil {
@@ -17,6 +19,9 @@ func fleetPeers(node *atomic.Pointer[gossip.Node]) func() []edge.Peer {
 		}
 		var out []edge.Peer
 		for _, m := range n.Edges() {
+			if insecure && m.Name != n.Name() {
+				continue
+			}
 			if m.Meta.HTTP != "" {
 				out = append(out, edge.Peer{URL: m.Meta.HTTP, Region: m.Meta.Region})
 			}

@@ -90,8 +90,10 @@ func listenCause(err error) error {
 // startOrigin opens an origin (on shared stores when sf names them) and
 // makes its API server; the caller serves it on ln (go srv.Serve(ln)) once
 // whatever the API needs is ready. Close the origin, then call closeStores.
-func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir string, ln net.Listener, pub origin.Publisher, sf sharedFlags) (o *origin.Server, srv *http.Server, closeStores func(), err error) {
+// public is the --public-url flag ("" for one made from the listen address).
+func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir string, ln net.Listener, public string, pub origin.Publisher, sf sharedFlags) (o *origin.Server, srv *http.Server, closeStores func(), err error) {
 	cfg := origin.DefaultConfig(dataDir)
+	cfg.PublicURL = publicURL(public, ln.Addr())
 	cfg.AdminKey = os.Getenv("CAPSTAN_ADMIN_KEY")
 	cfg.Logger = log.With("component", "origin")
 	cfg.Publisher = pub
@@ -278,12 +280,23 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 			if err != nil {
 				return err
 			}
-			o, api, closeStores, err := startOrigin(cmd, log, filepath.Join(dataDir, "origin"), apiLn, multiPublisher{toEdge, lazy}, sharedFlags{})
+			o, api, closeStores, err := startOrigin(cmd, log, filepath.Join(dataDir, "origin"), apiLn, "", multiPublisher{toEdge, lazy}, sharedFlags{})
 			if err != nil {
 				return err
 			}
 			defer closeStores()
-			es, err := startEdge(log, filepath.Join(dataDir, "edge"), edgeLn, 0, func() []string { return []string{apiURL} }, cf.apply)
+			kf, keyPath, err := originClusterKeys(cmd, g, filepath.Join(dataDir, "origin"), o.PublicKey(), log)
+			if err != nil {
+				o.Close()
+				return err
+			}
+			setKeys(&gcfg, kf)
+			gcfg.Verify = o.VerifyRecord
+			// The edge trusts what the origin key signed, like any edge.
+			trustOrigin := func(c *edge.Config) {
+				c.OriginKeys = []release.PublicKey{{Key: o.PublicKey(), Role: release.RoleOrigin}}
+			}
+			es, err := startEdge(log, filepath.Join(dataDir, "edge"), edgeLn, 0, func() []string { return []string{apiURL} }, cf.apply, trustOrigin)
 			if err != nil {
 				api.Close()
 				o.Close()
@@ -300,6 +313,8 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 				o.Close()
 				return fmt.Errorf("--gossip %s: %w", g.bind, err)
 			}
+			watchClusterKeys(ctx, keyPath, node, log)
+			o.Registry().MustRegister(gossipMembers(node))
 			lazy.node.Store(node)
 			publishAll(o, node, log)
 			syncCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -324,6 +339,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 	cmd.Flags().StringVar(&apiAddr, "api", "127.0.0.1:7070", "origin API listen address")
 	cmd.Flags().StringVar(&edgeAddr, "edge", "127.0.0.1:7080", "edge HTTP listen address")
 	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7946", "gossip bind address, for more edges to join")
+	g.keyFlags(cmd, "cluster key file (default DATA/origin/cluster.key, made on first start; more edges join with a copy)")
 	cf.register(cmd)
 	pp.register(cmd)
 	return cmd
@@ -368,12 +384,20 @@ admin calls, the database decides what they race for, and edges learn every orig
 			if err != nil {
 				return err
 			}
-			o, api, closeStores, err := startOrigin(cmd, log, dataDir, apiLn, lazy, sf)
+			o, api, closeStores, err := startOrigin(cmd, log, dataDir, apiLn, pub, lazy, sf)
 			if err != nil {
 				return err
 			}
 			defer closeStores()
 			defer o.Close()
+			kf, keyPath, err := originClusterKeys(cmd, g, dataDir, o.PublicKey(), log)
+			if err != nil {
+				return err
+			}
+			setKeys(&gcfg, kf)
+			// The origin's own node checks records like any other: a
+			// forged one must not be stored, relayed or handed to new edges.
+			gcfg.Verify = o.VerifyRecord
 			go api.Serve(apiLn)
 			if rotate {
 				if err := rotateOriginKey(ctx, cmd, o, cosign); err != nil {
@@ -386,6 +410,7 @@ admin calls, the database decides what they race for, and edges learn every orig
 				api.Close()
 				return fmt.Errorf("--gossip %s: %w", g.bind, err)
 			}
+			watchClusterKeys(ctx, keyPath, node, log)
 			lazy.node.Store(node)
 			publishAll(o, node, log)
 			o.Registry().MustRegister(gossipMembers(node))
@@ -407,6 +432,7 @@ admin calls, the database decides what they race for, and edges learn every orig
 	cmd.Flags().StringVar(&pub, "public-url", "", "URL edges use to reach this origin's API (default from --api)")
 	cmd.Flags().StringVar(&g.bind, "gossip", "127.0.0.1:7946", "gossip bind address")
 	cmd.Flags().StringVar(&g.join, "join", "", "comma-separated gossip addresses of cluster members to join")
+	g.keyFlags(cmd, "cluster key file (default DATA/cluster.key, made on first start: give every edge a copy)")
 	pp.register(cmd)
 	return cmd
 }
@@ -441,14 +467,12 @@ records from gossip, answers device checks from memory and serves blobs from its
 				}
 				size = int64(n)
 			}
-			okeys, err := originKeys(originKey)
-			if err != nil {
-				return err
-			}
 			static := splitList(originURLs)
 			var node atomic.Pointer[gossip.Node]
-			origins := func() []string {
-				out := append([]string(nil), static...)
+			// Members announcing role origin are only candidates: the edge
+			// uses one after its signed origin statement verifies.
+			announced := func() []string {
+				var out []string
 				if n := node.Load(); n != nil {
 					for _, m := range n.Origins() {
 						if m.Meta.HTTP != "" && !slices.Contains(out, m.Meta.HTTP) {
@@ -466,23 +490,38 @@ records from gossip, answers device checks from memory and serves blobs from its
 			if err := checkGossipFree(g.bind); err != nil {
 				return err
 			}
+			kf, err := edgeClusterKeys(g, log)
+			if err != nil {
+				return err
+			}
+			okeys, err := originKeys(originKey)
+			if err != nil {
+				return err
+			}
+			if kf != nil {
+				okeys = append(okeys, kf.OriginKeys...)
+			}
+			if len(okeys) == 0 {
+				return &exitError{code: 2, err: errors.New("no origin public key: the edge trusts only records and origins the origin key signed; give a --cluster-key file made by the origin (it holds the key) or --origin-key DATA/origin.key.pub")}
+			}
 			gcfg, err := newGossipConfig(g, gossip.RoleEdge, publicURL(pub, ln.Addr()), log)
 			if err != nil {
 				return err
 			}
-			e, err := startEdge(log, dataDir, ln, size, origins, rl.apply, cf.apply, func(c *edge.Config) {
+			e, err := startEdge(log, dataDir, ln, size, func() []string { return static }, rl.apply, cf.apply, func(c *edge.Config) {
 				c.OriginKeys = okeys
+				c.ClusterOrigins = announced
+				c.InsecureGossip = kf == nil
 				if pub != "" {
 					c.URL = strings.TrimRight(pub, "/")
 				}
-			}, withFleet(fleetPeers(&node), g.region))
+			}, withFleet(fleetPeers(&node, kf == nil), g.region))
 			if err != nil {
 				return err
 			}
 			go e.Serve(ln)
-			if len(okeys) > 0 {
-				gcfg.Verify = recordVerifier(e)
-			}
+			setKeys(&gcfg, kf)
+			gcfg.Verify = recordVerifier(e)
 			gcfg.OnRecord = func(env *release.Envelope, _ *release.Channel) { e.Apply(env) }
 			// Serve what the edge holds while it looks for the cluster: an
 			// edge restarted while every origin is away still answers.
@@ -491,6 +530,9 @@ records from gossip, answers device checks from memory and serves blobs from its
 					n, err := gossip.New(gcfg)
 					if err == nil {
 						node.Store(n)
+						if g.clusterKey != "" {
+							watchClusterKeys(ctx, g.clusterKey, n, log)
+						}
 						e.MarkSynced()
 						e.Registry().MustRegister(gossipMembers(n))
 						log.Info("joined the cluster", "gossip", n.Addr(), "members", len(n.Members()), "origins", len(n.Origins()))
@@ -526,17 +568,40 @@ records from gossip, answers device checks from memory and serves blobs from its
 	cmd.Flags().StringVar(&g.region, "region", "", "region label announced to the fleet, e.g. eu-west")
 	cmd.Flags().StringVar(&cacheSize, "cache-size", "1GiB", "disk cache cap, e.g. 500MB or 2GiB")
 	cmd.Flags().StringVar(&originURLs, "origin", "", "comma-separated origin API URLs to pull from, besides those learnt from gossip")
-	cmd.Flags().StringVar(&originKey, "origin-key", "", "origin public key (PEM): drop gossip records it did not sign")
+	cmd.Flags().StringVar(&originKey, "origin-key", "", "origin public key (PEM), if the cluster key file holds none: the edge trusts only records and origins it signed")
+	g.keyFlags(cmd, "cluster key file the origin made (DATA/cluster.key): admits this edge to the cluster and names the origin key (required unless --insecure-gossip)")
 	rl.flags(cmd)
 	cf.register(cmd)
 	pp.register(cmd)
 	return cmd
 }
 
-// gossipMembers exports the cluster size.
+// gossipMembers exports the cluster size and what the node holds and
+// refused.
 func gossipMembers(n *gossip.Node) prometheus.Collector {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "capstan_gossip_members", Help: "Alive or suspected members of the gossip cluster, this node included."},
-		func() float64 { return float64(len(n.Members())) })
+	return collectors{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "capstan_gossip_members", Help: "Alive or suspected members of the gossip cluster, this node included."},
+			func() float64 { return float64(len(n.Members())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "capstan_gossip_records", Help: "Channel records this gossip node holds (each verified before it was stored)."},
+			func() float64 { return float64(len(n.Records())) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "capstan_gossip_records_refused_total", Help: "Records from the cluster this node dropped: bad signature, expired, seq too far ahead, too many channels."},
+			func() float64 { return float64(n.Refused()) }),
+	}
+}
+
+// collectors registers several collectors as one.
+type collectors []prometheus.Collector
+
+func (c collectors) Describe(ch chan<- *prometheus.Desc) {
+	for _, x := range c {
+		x.Describe(ch)
+	}
+}
+
+func (c collectors) Collect(ch chan<- prometheus.Metric) {
+	for _, x := range c {
+		x.Collect(ch)
+	}
 }
 
 func splitList(s string) []string {
