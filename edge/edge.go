@@ -296,11 +296,12 @@ func (s *Server) Apply(env *release.Envelope) bool {
 		s.log.Warn("ignoring invalid channel record", "err", err)
 		return false
 	}
-	if err := s.VerifyRecord(env, ch); err != nil {
+	verified, err := s.verifyRecord(env, ch)
+	if err != nil {
 		s.log.Warn("ignoring channel record", "channel", ch.Key(), "seq", ch.Seq, "err", err)
 		return false
 	}
-	if !s.state.apply(env, ch) {
+	if !s.state.apply(env, ch, verified) {
 		return false
 	}
 	s.forgetRotations()

@@ -51,9 +51,19 @@ func (s *Server) loadState() error {
 				if err != nil {
 					return nil
 				}
-				if ch, err := env.Channel(); err == nil {
-					s.state.apply(env, ch)
+				ch, err := env.Channel()
+				if err != nil {
+					return nil
 				}
+				// Checked again: keys may have changed since it was
+				// stored, and a record refused now must not be served
+				// (or raise the staleness alarm).
+				verified, err := s.verifyRecord(env, ch)
+				if err != nil {
+					s.log.Warn("dropping a stored channel record that no longer verifies", "channel", ch.Key(), "err", err)
+					return nil
+				}
+				s.state.apply(env, ch, verified)
 				return nil
 			})
 			if err != nil {

@@ -2,6 +2,8 @@ package edge
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/release"
+	"github.com/dgraph-io/badger/v4"
 )
 
 // originTrust checks channel records against the origin keys the operator
@@ -28,9 +31,11 @@ type originTrust struct {
 const rotationFetchEvery = 10 * time.Second
 
 // VerifyRecord checks that a channel record is signed by an origin key the
-// edge trusts (Config.OriginKeys, moved on by rotation statements). With
-// no OriginKeys configured every record passes: devices verify anyway,
-// and the edge then only trusts its gossip cluster's secret key.
+// edge trusts (Config.OriginKeys, moved on by rotation statements), and
+// that its Seq is at most release.MaxSeqAhead ahead of the edge's clock.
+// With no OriginKeys configured the signature is not checked (devices
+// verify anyway) and the record counts as unverified: it never raises the
+// staleness alarm.
 //
 // It never blocks, so it can be a gossip node's Verify hook (which runs on
 // memberlist's receive path). A record signed by a key the edge does not
@@ -38,22 +43,32 @@ const rotationFetchEvery = 10 * time.Second
 // rotation statements; when they introduce the key, the edge pulls the
 // origin's state again, so the refused records arrive within a round trip.
 // It is safe for concurrent use.
-func (s *Server) VerifyRecord(env *release.Envelope, _ *release.Channel) error {
+func (s *Server) VerifyRecord(env *release.Envelope, ch *release.Channel) error {
+	_, err := s.verifyRecord(env, ch)
+	return err
+}
+
+// verifyRecord is VerifyRecord, also reporting whether the signature was
+// checked.
+func (s *Server) verifyRecord(env *release.Envelope, ch *release.Channel) (verified bool, err error) {
+	if release.SeqTooFarAhead(ch.Seq, s.cfg.Now()) {
+		return false, fmt.Errorf("edge: channel record %s: seq %d is more than %v ahead of this edge's clock", ch.Key(), ch.Seq, release.MaxSeqAhead)
+	}
 	t := &s.trust.origin
 	t.mu.Lock()
 	keys := release.KeysFor(t.keys, release.RoleOrigin)
 	t.mu.Unlock()
 	if len(keys) == 0 && len(s.cfg.OriginKeys) == 0 {
-		return nil
+		return false, nil
 	}
-	err := env.Verify(keys)
+	err = env.Verify(keys)
 	if errors.Is(err, release.ErrUnsigned) {
 		s.refreshOriginKeys()
 	}
 	if err != nil {
-		return fmt.Errorf("edge: channel record: %w", err)
+		return false, fmt.Errorf("edge: channel record: %w", err)
 	}
-	return nil
+	return true, nil
 }
 
 // refreshOriginKeys follows the origin's rotation statements in the
@@ -129,6 +144,56 @@ func (s *Server) followOriginRotations() bool {
 		return false
 	}
 	t.keys = next
+	s.persistOriginKeys(next)
 	s.log.Warn("origin key rotation followed", "statements", len(applied))
 	return true
+}
+
+// The trusted origin keys the edge moved on to are kept in its cache, so
+// that after a restart it still verifies the records it holds (signed by
+// the new key) with every origin away. They are tied to the configured
+// OriginKeys: an edge given other keys starts from those.
+const keyTrustedOrigin = "t/origin-keys"
+
+type persistedKeys struct {
+	Pin  string              `json:"pin"`
+	Keys []release.PublicKey `json:"keys"`
+}
+
+// originKeysPin identifies the configured OriginKeys.
+func (s *Server) originKeysPin() string {
+	h := sha256.New()
+	for _, k := range s.cfg.OriginKeys {
+		h.Write([]byte(k.Role))
+		h.Write([]byte{0})
+		h.Write(k.Key)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (s *Server) persistOriginKeys(keys []release.PublicKey) {
+	b, err := json.Marshal(persistedKeys{Pin: s.originKeysPin(), Keys: keys})
+	if err == nil {
+		err = s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(keyTrustedOrigin), b) })
+	}
+	if err != nil {
+		s.log.Warn("persist trusted origin keys", "err", err)
+	}
+}
+
+// loadOriginKeys returns the keys persistOriginKeys kept for the
+// configured OriginKeys, or nil.
+func (s *Server) loadOriginKeys() []release.PublicKey {
+	var p persistedKeys
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(keyTrustedOrigin))
+		if err != nil {
+			return err
+		}
+		return item.Value(func(b []byte) error { return json.Unmarshal(b, &p) })
+	})
+	if err != nil || p.Pin != s.originKeysPin() || len(s.cfg.OriginKeys) == 0 {
+		return nil
+	}
+	return p.Keys
 }

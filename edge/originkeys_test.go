@@ -64,7 +64,12 @@ func TestEdgeChecksOriginSignatures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Shutdown(t.Context())
+	running := true
+	defer func() {
+		if running {
+			e.Shutdown(t.Context())
+		}
+	}()
 	if !e.Apply(signedRecord(t, old, 10)) {
 		t.Fatal("record signed by the origin key refused")
 	}
@@ -99,20 +104,49 @@ func TestEdgeChecksOriginSignatures(t *testing.T) {
 	if e.Apply(signedRecord(t, old, 13)) {
 		t.Fatal("the retired key still signs records the edge takes")
 	}
+
+	// Restarted with every origin away, the edge still trusts the key it
+	// moved on to: the records it holds verify and are served.
+	running = false
+	if err := e.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	origin.Close()
+	e2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Shutdown(t.Context())
+	if recs := e2.Records(); len(recs) != 1 || seqOf(t, recs[0]) != 12 {
+		t.Fatalf("after a restart the edge holds %d records, want the rotated key's seq 12", len(recs))
+	}
+	if e2.Apply(signedRecord(t, old, 14)) {
+		t.Fatal("after a restart the retired key signs records the edge takes")
+	}
+}
+
+func seqOf(t *testing.T, env *release.Envelope) uint64 {
+	t.Helper()
+	ch, err := env.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch.Seq
 }
 
 // #6 Freeze via gossip: an edge cut off from fresh records marks itself
 // unhealthy once a record it holds has expired.
 func TestEdgeReportsStaleRecords(t *testing.T) {
 	clk := &testClock{now: time.Now()}
+	key, _ := release.GenerateKey()
 	cfg := DefaultConfig(filepath.Join(t.TempDir(), "edge"))
 	cfg.Now = clk.Now
+	cfg.OriginKeys = []release.PublicKey{{Key: key.Public().(ed25519.PublicKey), Role: release.RoleOrigin}}
 	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Shutdown(t.Context())
-	key, _ := release.GenerateKey()
 	e.Apply(signedRecordAt(t, key, 1, clk.Now()))
 	e.MarkSynced()
 	health := func() (int, string) {
@@ -126,6 +160,18 @@ func TestEdgeReportsStaleRecords(t *testing.T) {
 	}
 	if code, st := health(); code != 200 || st != "ok" {
 		t.Fatalf("fresh: %d %s", code, st)
+	}
+	// Issue 16, finding 2: one forged, already expired record for a
+	// made-up app with seq = max made every edge report stale for good.
+	forger, _ := release.GenerateKey()
+	past := clk.Now().Add(-48 * time.Hour)
+	c := &release.Channel{Type: release.TypeChannel, App: "made.up", Channel: "x", Seq: math.MaxUint64, RolloutBPS: release.FullRollout, Issued: past, Expires: past.Add(time.Hour)}
+	b, _ := c.Encode()
+	if e.Apply(release.Seal(b, forger)) {
+		t.Fatal("the edge stored a forged record")
+	}
+	if code, st := health(); code != 200 || st != "ok" {
+		t.Fatalf("after a forged expired record: %d %s", code, st)
 	}
 	clk.Advance(2 * time.Hour) // signedRecord expires after 1 h
 	if code, st := health(); code != 503 || st != "stale" {

@@ -44,6 +44,9 @@ func (s *Server) initTrust() {
 	}, func() float64 { return float64(s.expiredChannels()) }))
 	s.trust.limiter = newIPLimiter(s.cfg.RateLimit, s.cfg.Now)
 	s.trust.origin.keys = append([]release.PublicKey(nil), s.cfg.OriginKeys...)
+	if kept := s.loadOriginKeys(); kept != nil {
+		s.trust.origin.keys = kept
+	}
 }
 
 // handleRotations serves GET /v1/keys/rotations: the origin's key rotation
@@ -104,7 +107,9 @@ func (s *Server) expiredChannels() int {
 	now := s.cfg.Now()
 	n := 0
 	for _, cs := range s.state.all() {
-		if now.After(cs.ch.Expires) {
+		// Only records the edge verified: a forged, expired record
+		// must not make the edge report itself stale.
+		if cs.verified && now.After(cs.ch.Expires) {
 			n++
 		}
 	}

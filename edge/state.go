@@ -15,6 +15,9 @@ type channelState struct {
 	env     *release.Envelope
 	ch      *release.Channel
 	envJSON []byte
+	// verified says the record's origin signature was checked (the edge
+	// has origin keys); only such records raise the staleness alarm.
+	verified bool
 	// answers holds finished check answers by status and target (a
 	// handful: the record's release and stable one); the record is
 	// immutable, so they never go stale (a new record is a new
@@ -23,8 +26,8 @@ type channelState struct {
 	answersMu sync.Mutex // serialises writers of answers
 }
 
-func newChannelState(env *release.Envelope, ch *release.Channel, envJSON []byte) *channelState {
-	cs := &channelState{env: env, ch: ch, envJSON: envJSON}
+func newChannelState(env *release.Envelope, ch *release.Channel, envJSON []byte, verified bool) *channelState {
+	cs := &channelState{env: env, ch: ch, envJSON: envJSON, verified: verified}
 	cs.answers.Store(&map[answerKey]*answer{})
 	return cs
 }
@@ -51,7 +54,7 @@ func (s *state) get(key string) (*channelState, bool) {
 
 // apply stores env if it is newer than what the edge holds for its channel.
 // It reports whether it was stored.
-func (s *state) apply(env *release.Envelope, ch *release.Channel) bool {
+func (s *state) apply(env *release.Envelope, ch *release.Channel, verified bool) bool {
 	b, err := json.Marshal(env)
 	if err != nil {
 		return false
@@ -66,7 +69,7 @@ func (s *state) apply(env *release.Envelope, ch *release.Channel) bool {
 	for k, v := range old {
 		next[k] = v
 	}
-	next[ch.Key()] = newChannelState(env, ch, b)
+	next[ch.Key()] = newChannelState(env, ch, b, verified)
 	s.cur.Store(&next)
 	s.updated.Store(time.Now().UnixNano())
 	return true

@@ -178,7 +178,7 @@ func DefaultConfig() Config {
 		ProbeTimeout:         lan.ProbeTimeout,  // 500 ms
 		SuspicionMult:        lan.SuspicionMult, // 4
 		TCPTimeout:           lan.TCPTimeout,    // 10 s
-		MaxSeqAhead:          24 * time.Hour,
+		MaxSeqAhead:          release.MaxSeqAhead,
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -41,6 +42,8 @@ type Node struct {
 	records    map[string]*record // newest record per channel key
 	perApp     map[string]int     // channels held per app
 	lastUpdate time.Time          // when the newest accepted record arrived
+
+	refused atomic.Uint64 // records dropped by a check (not merely stale)
 
 	lifeMu   sync.Mutex // guards left, shutdown; held across Leave and Shutdown
 	left     bool
@@ -243,6 +246,7 @@ func (n *Node) accept(rec *record, relay bool) bool {
 	case errors.Is(err, ErrStale):
 		// The common case: every relay of a record arrives several times.
 	default:
+		n.refused.Add(1)
 		n.log.Debug("gossip: dropped record", "channel", rec.ch.Key(), "seq", rec.ch.Seq, "err", err)
 	}
 	return false
@@ -334,6 +338,12 @@ func (n *Node) Record(key string) (*release.Envelope, bool) {
 	}
 	return r.env, true
 }
+
+// Refused returns how many records from the cluster this node dropped
+// because a check refused them (Verify, the seq and channel bounds), not
+// counting the many copies of records it already held. A rising count
+// means someone sends records nobody should take.
+func (n *Node) Refused() uint64 { return n.refused.Load() }
 
 // LastUpdate returns when this node accepted its newest record (zero if it
 // holds none), for a "state age" metric.

@@ -20,6 +20,7 @@ import (
 	"github.com/capstan-ota/capstan/gossip"
 	"github.com/capstan-ota/capstan/gossip/gossiptest"
 	"github.com/capstan-ota/capstan/internal/testutil"
+	"github.com/capstan-ota/capstan/release"
 )
 
 // uploadSmall uploads a small generated bundle as version to the
@@ -321,5 +322,82 @@ func TestMemberCannotPoseAsOrigin(t *testing.T) {
 	}
 	if !strings.Contains(e.proc.Output(), "cannot prove it") {
 		t.Errorf("the edge did not log the unproven origin:\n%s", e.proc.Output())
+	}
+}
+
+// gauge reads one unlabelled value from a node's /metrics.
+func gauge(t *testing.T, base, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindSubmatch(b)
+	if m == nil {
+		return -1
+	}
+	var v float64
+	fmt.Sscan(string(m[1]), &v)
+	return v
+}
+
+// TestForgedRecordsRefusedEverywhere is finding 2 of issue 16: a member
+// (here with the cluster key) gossips a forged record with seq 2^62 for a
+// real channel, a forged expired record for a made-up app with seq = max,
+// and hundreds of channels of one app. Neither the origin's own node nor
+// an edge stores any of them: the origin's next real change reaches the
+// edge by gossip at once, and a brand-new edge is healthy.
+func TestForgedRecordsRefusedEverywhere(t *testing.T) {
+	o := startFleetOrigin(t)
+	e := startFleetEdge(t, o)
+	uploadSmall(t, o.api, "1.0.0", 1)
+	testutil.Eventually(t, 10*time.Second, "edge serves 1.0.0", func() bool { return checkVersion(e.url) == "1.0.0" })
+
+	kf, err := gossip.ReadKeyFile(o.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := gossiptest.Config(gossip.RoleEdge, o.seed)
+	cfg.SecretKey = kf.Keys[0]
+	cfg.MaxSeqAhead = -1 // the forger's own node takes anything
+	rogue := gossiptest.Start(t, cfg)
+	forger, _ := release.GenerateKey()
+	now := time.Now().UTC()
+	forge := func(app, channel string, seq uint64, issued time.Time) {
+		c := release.Channel{App: app, Channel: channel, Seq: seq, RolloutBPS: release.FullRollout,
+			Release: release.Ref{Version: "9.9.9", ID: release.Sum([]byte(app + channel))}, Issued: issued, Expires: issued.Add(time.Hour)}
+		b, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rogue.Publish(release.Seal(b, forger)); err != nil {
+			t.Fatalf("forger: %v", err)
+		}
+	}
+	forge("com.example.swagger", "production", 1<<62, now)
+	forge("com.made.up", "x", 1<<64-1, now.Add(-48*time.Hour))
+	for i := range release.MaxChannelsPerApp {
+		forge("com.flood", fmt.Sprintf("c%d", i), 1, now)
+	}
+	const forged = 2 + release.MaxChannelsPerApp
+	for name, base := range map[string]string{"origin": o.api, "edge": e.url} {
+		testutil.Eventually(t, 30*time.Second, name+" to refuse every forged record", func() bool {
+			return gauge(t, base, "capstan_gossip_records_refused_total") >= forged
+		})
+		if n := gauge(t, base, "capstan_gossip_records"); n != 1 {
+			t.Errorf("%s's gossip node holds %v records, want the 1 real one", name, n)
+		}
+	}
+	uploadSmall(t, o.api, "1.0.1", 2)
+	testutil.Eventually(t, 10*time.Second, "the origin's next change to reach the edge by gossip", func() bool { return checkVersion(e.url) == "1.0.1" })
+	if strings.Contains(o.proc.Output(), "publish channel record") {
+		t.Errorf("the origin could not publish its own record:\n%s", o.proc.Output())
+	}
+	fresh := startFleetEdge(t, o)
+	testutil.Eventually(t, 10*time.Second, "a new edge serves 1.0.1", func() bool { return checkVersion(fresh.url) == "1.0.1" })
+	if code, body := edgeHealth(t, fresh.url); code != 200 || body["status"] != "ok" {
+		t.Fatalf("a new edge's health: %d %v", code, body)
 	}
 }

@@ -314,6 +314,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 				return fmt.Errorf("--gossip %s: %w", g.bind, err)
 			}
 			watchClusterKeys(ctx, keyPath, node, log)
+			o.Registry().MustRegister(gossipMembers(node))
 			lazy.node.Store(node)
 			publishAll(o, node, log)
 			syncCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -462,7 +463,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 			if cacheSize != "" {
 				n, err := humanize.ParseBytes(cacheSize)
 				if err != nil {
-					return fmt.Errorf("--cache-size %q: %w", cacheSize, err)
+					return usageError("--cache-size %q: %v", cacheSize, err)
 				}
 				size = int64(n)
 			}
@@ -575,10 +576,32 @@ records from gossip, answers device checks from memory and serves blobs from its
 	return cmd
 }
 
-// gossipMembers exports the cluster size.
+// gossipMembers exports the cluster size and what the node holds and
+// refused.
 func gossipMembers(n *gossip.Node) prometheus.Collector {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "capstan_gossip_members", Help: "Alive or suspected members of the gossip cluster, this node included."},
-		func() float64 { return float64(len(n.Members())) })
+	return collectors{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "capstan_gossip_members", Help: "Alive or suspected members of the gossip cluster, this node included."},
+			func() float64 { return float64(len(n.Members())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "capstan_gossip_records", Help: "Channel records this gossip node holds (each verified before it was stored)."},
+			func() float64 { return float64(len(n.Records())) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "capstan_gossip_records_refused_total", Help: "Records from the cluster this node dropped: bad signature, expired, seq too far ahead, too many channels."},
+			func() float64 { return float64(n.Refused()) }),
+	}
+}
+
+// collectors registers several collectors as one.
+type collectors []prometheus.Collector
+
+func (c collectors) Describe(ch chan<- *prometheus.Desc) {
+	for _, x := range c {
+		x.Describe(ch)
+	}
+}
+
+func (c collectors) Collect(ch chan<- prometheus.Metric) {
+	for _, x := range c {
+		x.Collect(ch)
+	}
 }
 
 func splitList(s string) []string {
