@@ -388,7 +388,7 @@ in files mode it would be each of the {new_objects - 1} new files instead; the c
 
 Edge 3 is killed (SIGKILL) {k.get('at_s', 0):.1f} s into a {kill['elapsed_s']:.1f} s steady run of {kill['devices']:,} devices; each device lists all
 three edges in its own rotation and moves a failing edge to the back. Failed checks or updates after the kill: **{k.get('failed_after', 'n/a')}**
-(goal 0); failovers {kill['failovers']:,}; errors by kind: {', '.join(f'{a} {b}' for a, b in sorted(kill['errors'].items())) or 'none'}.
+(goal 0); failovers {kill['failovers']:,}; errors by kind: {', '.join(f'{a} {b}' for a, b in sorted(kill['errors'].items())) or 'none'}; throttled by the edges' per-address event limit (all simulated devices share one address; not errors): {', '.join(f'{a} {b}' for a, b in sorted(kill.get('throttled', {}).items())) or 'none'}.
 
 Reports with latency histograms and latency over time: [steady](bench/fleet-steady.html), [storm](bench/fleet-storm.html),
 [edge kill](bench/fleet-edge-kill.html).
