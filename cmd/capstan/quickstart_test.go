@@ -34,7 +34,8 @@ func TestQuickstart(t *testing.T) {
 	w.makeDev()
 	// The README's "Try it", on the data folder `make dev` made.
 	w.runDoc("README.md", "## Try it", "## Layout")
-	w.expect("README.md", "<h1>Hello</h1>", `"status":"updated"`, "CAPSTAN_ADMIN_KEY was new to capstan-data/origin")
+	w.expect("README.md", "<h1>Hello</h1>", `"status":"updated"`, "CAPSTAN_ADMIN_KEY was new to capstan-data/origin",
+		"15 B unpacked (", " zip sent)")
 	w.stopServers()
 
 	w.runDoc("docs/quickstart.md", "", "")
