@@ -7,7 +7,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 JS      := clients/capacitor
 
-.PHONY: build dev test test-js test-short bench bench-origins bench-delta bench-edge bench-regions profile-edge lint fuzz tidy-check clean
+.PHONY: build dev test test-js bench-capacitor test-short bench bench-origins bench-delta bench-edge bench-regions profile-edge lint fuzz tidy-check clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/capstan
@@ -33,10 +33,18 @@ test: build
 
 # The TypeScript Capacitor client (clients/capacitor): type check, build, then
 # node --test against a real capstan dev (differential test against the Go
-# applier on every fixture pair, the client end to end, headless Chromium).
+# applier on every fixture pair, the client end to end, headless Chromium),
+# then builds the example app.
 # Dependencies come from the lockfile (npm ci) when node_modules is missing.
 test-js: build
 	cd $(JS) && { test -d node_modules || npm ci --no-audit --no-fund; } && npx tsc --noEmit -p . && npm test
+	# The example app builds against the client as it is (vite build).
+	cd examples/capacitor-app && { test -d node_modules || npm ci --no-audit --no-fund; } && npm run build
+
+# The client's budgets (docs/benchmarks.md): its size, the vite-vue patch
+# applied in headless Chromium, and its bytes against the Go device's.
+bench-capacitor: build
+	cd $(JS) && { test -d node_modules || npm ci --no-audit --no-fund; } && node bench/budgets.mjs
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
@@ -59,9 +67,10 @@ bench-origins: build
 bench-regions: build
 	./$(BIN) bench --regions default --devices 30 --base ../shared/fixtures/swagger-ui/www-5.34.0.zip --target ../shared/fixtures/swagger-ui/www-5.34.1.zip
 
-# Edge throughput against nginx serving the same bytes (part of `make bench`).
+# The edge against nginx serving the same bytes, as the acceptance harness
+# (../shared/tools/perfkit) prints it: one row per request a device makes.
 bench-edge: build
-	bash scripts/bench.sh --edge-only
+	bash scripts/bench-edge.sh
 
 # CPU and allocation profiles of the edge for each request a device makes
 # (capstan dev --pprof under wrk); writes bench-out/profiles.

@@ -167,8 +167,12 @@ type Result struct {
 	Ops     map[string]OpSummary            `json:"ops"`
 	PerEdge map[string]map[string]OpSummary `json:"per_edge"`
 	// Errors counts failures as "op:kind", e.g. "check:refused".
-	Errors   map[string]int64 `json:"errors"`
-	Timeline []Point          `json:"timeline"`
+	Errors map[string]int64 `json:"errors"`
+	// Throttled counts 429 answers by op (events beyond the edge's
+	// per-address limit: the whole simulated fleet shares one address).
+	// They are not errors.
+	Throttled map[string]int64 `json:"throttled,omitempty"`
+	Timeline  []Point          `json:"timeline"`
 	// OriginFetches is capstan_edge_origin_fetches_total per edge at the
 	// start and the end of the run (-1 when /metrics did not answer).
 	OriginFetches map[string][2]float64 `json:"origin_fetches"`
@@ -321,7 +325,7 @@ func (b *Bench) Run(ctx context.Context) (*Result, error) {
 	res.BytesPerSec = float64(res.Bytes) / elapsed.Seconds()
 	res.EventsSupported = b.cfg.Events && !b.eventsOff.Load()
 	snap := b.rec.Snapshot(elapsed)
-	res.Ops, res.PerEdge, res.Errors, res.Timeline = snap.Ops, snap.PerEdge, snap.Errors, snap.Timeline
+	res.Ops, res.PerEdge, res.Errors, res.Throttled, res.Timeline = snap.Ops, snap.PerEdge, snap.Errors, snap.Throttled, snap.Timeline
 	return res, nil
 }
 

@@ -491,8 +491,8 @@ type event struct {
 // after a failure. It is best effort: an error is counted under "event"
 // and never fails the update, and an edge without the endpoint (404 or
 // 405) turns events off for the run. All simulated devices share one
-// source address, so an edge's per-address event limit shows up as
-// event:http_429.
+// source address, so an edge's per-address event limit answers 429: that
+// is counted as throttled, apart from errors (the run did not fail).
 func (b *Bench) report(ctx context.Context, d *simDevice, to *relInfo, n int64, cause error) {
 	if !b.cfg.Events || b.eventsOff.Load() {
 		return
@@ -526,6 +526,10 @@ func (b *Bench) report(ctx context.Context, d *simDevice, to *relInfo, n int64, 
 		if !b.eventsOff.Swap(true) {
 			b.cfg.Logger.Info("the edge has no /v1/events endpoint; device events are off for this run", "edge", edge)
 		}
+		return
+	}
+	if errors.As(err, &se) && se.code == 429 {
+		b.rec.Throttle("event", end)
 		return
 	}
 	if err != nil {

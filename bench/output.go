@@ -103,6 +103,13 @@ func (r *Result) WriteText(w io.Writer) error {
 		}
 		fmt.Fprintf(&sb, "errors: %s\n", strings.Join(es, ", "))
 	}
+	if len(r.Throttled) > 0 {
+		var ts []string
+		for _, k := range sortedKeys(r.Throttled) {
+			ts = append(ts, fmt.Sprintf("%s %d", k, r.Throttled[k]))
+		}
+		fmt.Fprintf(&sb, "throttled, not errors (429 from the edge's per-address limit; every simulated device shares this machine's address): %s\n", strings.Join(ts, ", "))
+	}
 	fmt.Fprintf(&sb, "origin fetches by the edges during the run: %.0f\n", r.OriginFetchesDelta)
 	if s := r.Storm; s != nil {
 		if s.Error != "" {

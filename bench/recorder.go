@@ -53,6 +53,9 @@ type Recorder struct {
 	edges   map[string]map[string]*opStats
 	windows []*window
 	errs    map[string]int64
+	// throttled counts 429 answers by op: the edge limiting this machine's
+	// one address, not a failure of the system under test.
+	throttled map[string]int64
 }
 
 type opStats struct {
@@ -63,9 +66,10 @@ type opStats struct {
 
 // window is one slice of the timeline.
 type window struct {
-	ops   map[string]*hdrhistogram.Histogram
-	errs  int64
-	bytes int64
+	ops       map[string]*hdrhistogram.Histogram
+	errs      int64
+	throttled int64
+	bytes     int64
 	// updated is the share of devices on the newest release at the end of
 	// the window (storm scenario), -1 when unknown.
 	updated float64
@@ -78,11 +82,12 @@ func NewRecorder(start time.Time, win time.Duration) *Recorder {
 		win = time.Second
 	}
 	return &Recorder{
-		start:  start,
-		window: win,
-		ops:    map[string]*opStats{},
-		edges:  map[string]map[string]*opStats{},
-		errs:   map[string]int64{},
+		start:     start,
+		window:    win,
+		ops:       map[string]*opStats{},
+		edges:     map[string]map[string]*opStats{},
+		errs:      map[string]int64{},
+		throttled: map[string]int64{},
 	}
 }
 
@@ -153,6 +158,17 @@ func (r *Recorder) Error(op, edge, kind string, at time.Time) {
 	}
 	r.errs[op+":"+kind]++
 	r.windowLocked(at).errs++
+}
+
+// Throttle counts one operation op the edge refused with 429 at time at.
+// It is kept apart from errors: every simulated device shares this
+// machine's address, so an edge's per-address limit (events: 200/s) is a
+// property of the benchmark, not a failure to report.
+func (r *Recorder) Throttle(op string, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.throttled[op]++
+	r.windowLocked(at).throttled++
 }
 
 // Mark sets the share of updated devices for the window holding at.
@@ -249,7 +265,9 @@ type Point struct {
 	T      float64               `json:"t_s"`
 	Ops    map[string]PointStats `json:"ops"`
 	Errors int64                 `json:"errors"`
-	Bytes  int64                 `json:"bytes"`
+	// Throttled counts 429 answers (see Recorder.Throttle).
+	Throttled int64 `json:"throttled"`
+	Bytes     int64 `json:"bytes"`
 	// Updated is the share (0–1) of devices on the newest release, or -1
 	// when the scenario does not track it.
 	Updated float64 `json:"updated"`
@@ -265,10 +283,12 @@ type PointStats struct {
 
 // Snapshot is everything a Recorder holds, summarized.
 type Snapshot struct {
-	Ops      map[string]OpSummary            `json:"ops"`
-	PerEdge  map[string]map[string]OpSummary `json:"per_edge"`
-	Errors   map[string]int64                `json:"errors"`
-	Timeline []Point                         `json:"timeline"`
+	Ops     map[string]OpSummary            `json:"ops"`
+	PerEdge map[string]map[string]OpSummary `json:"per_edge"`
+	Errors  map[string]int64                `json:"errors"`
+	// Throttled counts 429 answers by op, apart from Errors.
+	Throttled map[string]int64 `json:"throttled"`
+	Timeline  []Point          `json:"timeline"`
 }
 
 // Snapshot summarizes what was recorded, with rates over elapsed.
@@ -276,9 +296,13 @@ func (r *Recorder) Snapshot(elapsed time.Duration) Snapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := Snapshot{
-		Ops:     map[string]OpSummary{},
-		PerEdge: map[string]map[string]OpSummary{},
-		Errors:  map[string]int64{},
+		Ops:       map[string]OpSummary{},
+		PerEdge:   map[string]map[string]OpSummary{},
+		Errors:    map[string]int64{},
+		Throttled: map[string]int64{},
+	}
+	for k, v := range r.throttled {
+		out.Throttled[k] = v
 	}
 	for op, s := range r.ops {
 		out.Ops[op] = summarize(s, elapsed, true)
@@ -294,7 +318,7 @@ func (r *Recorder) Snapshot(elapsed time.Duration) Snapshot {
 		out.Errors[k] = v
 	}
 	for i, w := range r.windows {
-		p := Point{T: (time.Duration(i+1) * r.window).Seconds(), Ops: map[string]PointStats{}, Errors: w.errs, Bytes: w.bytes, Updated: w.updated}
+		p := Point{T: (time.Duration(i+1) * r.window).Seconds(), Ops: map[string]PointStats{}, Errors: w.errs, Throttled: w.throttled, Bytes: w.bytes, Updated: w.updated}
 		for op, h := range w.ops {
 			p.Ops[op] = PointStats{Count: h.TotalCount(), P50: ms(h.ValueAtQuantile(50)), P99: ms(h.ValueAtQuantile(99)), Max: ms(h.Max())}
 		}

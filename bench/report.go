@@ -72,16 +72,20 @@ svg text{font:11px system-ui,sans-serif;fill:#333}
 		}, true, r.Elapsed, markers))
 	}
 	sb.WriteString("</div>\n<h2>Throughput over time</h2><div class=grid>\n")
-	var checks, updates, errs, mbps []xy
+	var checks, updates, errs, throttled, mbps []xy
 	for _, p := range r.Timeline {
 		checks = append(checks, xy{p.T, float64(p.Ops["check"].Count)})
 		updates = append(updates, xy{p.T, float64(p.Ops["update"].Count)})
 		errs = append(errs, xy{p.T, float64(p.Errors)})
+		throttled = append(throttled, xy{p.T, float64(p.Throttled)})
 		mbps = append(mbps, xy{p.T, float64(p.Bytes) / 1e6})
 	}
-	sb.WriteString(lineSVG("operations per second", []series{
-		{"checks", "#1f77b4", checks}, {"updates", "#2ca02c", updates}, {"errors", "#d62728", errs},
-	}, false, r.Elapsed, markers))
+	ops := []series{{"checks", "#1f77b4", checks}, {"updates", "#2ca02c", updates}, {"errors", "#d62728", errs}}
+	if len(r.Throttled) > 0 {
+		// Apart from errors, in grey: the edge limiting one address.
+		ops = append(ops, series{"throttled (429, not errors)", "#7f7f7f", throttled})
+	}
+	sb.WriteString(lineSVG("operations per second", ops, false, r.Elapsed, markers))
 	sb.WriteString(lineSVG("MB downloaded per second", []series{{"MB/s", "#9467bd", mbps}}, false, r.Elapsed, markers))
 	if r.Storm != nil && r.Storm.Error == "" {
 		var upd []xy

@@ -113,10 +113,13 @@ type Result struct {
 
 // Errors a run can fail with; callers branch with errors.Is.
 var (
-	ErrVerify      = errors.New("device: verification failed")
-	ErrReplay      = errors.New("device: channel record is older than one already seen (replay)")
-	ErrExpired     = errors.New("device: channel record has expired (the edge may be freezing this device)")
-	ErrNoEdge      = errors.New("device: no edge answered")
+	ErrVerify  = errors.New("device: verification failed")
+	ErrReplay  = errors.New("device: channel record is older than one already seen (replay)")
+	ErrExpired = errors.New("device: channel record has expired (the edge may be freezing this device)")
+	ErrNoEdge  = errors.New("device: no edge answered")
+	// ErrRefused: an edge answered with an HTTP error (it did answer:
+	// not ErrNoEdge).
+	ErrRefused     = errors.New("device: the edge refused")
 	ErrWrongRecord = errors.New("device: record is for another app or channel")
 	// ErrOtherApp: the folder belongs to another app (State.App).
 	ErrOtherApp = errors.New("device: the folder belongs to another app")
@@ -347,10 +350,13 @@ func (d *Device) check(ctx context.Context) (*plan, error) {
 		q.Set("native", d.cfg.NativeVersion)
 	}
 	var errs []error
+	answered := false // some edge answered: its error is the reason, not "no edge"
 	edges := d.edgeOrder(ctx)
 	for i, edge := range edges {
 		var ans wire.CheckAnswer
 		if err := d.getJSON(ctx, edge, "/v1/check?"+q.Encode(), wire.MaxCheckAnswerBytes+release.MaxManifestBytes, &ans); err != nil {
+			var unreachable *url.Error // the request got no answer at all
+			answered = answered || !errors.As(err, &unreachable)
 			errs = append(errs, err)
 			continue
 		}
@@ -362,6 +368,7 @@ func (d *Device) check(ctx context.Context) (*plan, error) {
 		}
 		if err != nil {
 			// A bad answer from one edge is that edge's fault: try the next.
+			answered = true
 			errs = append(errs, fmt.Errorf("%s: %w", edge, err))
 			continue
 		}
@@ -369,6 +376,9 @@ func (d *Device) check(ctx context.Context) (*plan, error) {
 		d.record(stats.ActionCheck, d.st.Current, 0, "")
 		d.served(edges, i)
 		return p, nil
+	}
+	if answered {
+		return nil, errors.Join(errs...)
 	}
 	return nil, errors.Join(append([]error{ErrNoEdge}, errs...)...)
 }
@@ -663,7 +673,14 @@ func (d *Device) fetch(ctx context.Context, edge, path string, limit int64, acce
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 		d.bytes.Add(int64(len(b)))
-		return fmt.Errorf("%s%s: %s: %s", edge, path, resp.Status, strings.TrimSpace(string(b)))
+		msg := strings.TrimSpace(string(b))
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		return fmt.Errorf("%w: %s%s: %s: %s", ErrRefused, edge, path, resp.Status, msg)
 	}
 	if resp.ContentLength > limit {
 		return fmt.Errorf("%s%s: %d bytes is more than the %d expected", edge, path, resp.ContentLength, limit)

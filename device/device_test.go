@@ -2,7 +2,10 @@ package device
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
@@ -146,5 +149,35 @@ func TestFolderBelongsToOneApp(t *testing.T) {
 	}
 	if st := d.State(); st.App != cfg.App {
 		t.Fatalf("state app %q", st.App)
+	}
+}
+
+// TestRefusalIsNotNoEdge: an edge that answers the check with an error
+// (the app has no such channel) did answer; the device says what it said
+// instead of "no edge answered", which is kept for edges that did not.
+func TestRefusalIsNotNoEdge(t *testing.T) {
+	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte(`{"error":"app com.example.app has no channel prodution"}`))
+	}))
+	defer refusing.Close()
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close() // nothing listens there any more
+	for _, tc := range []struct {
+		edge, want string
+		noEdge     bool
+	}{
+		{refusing.URL, "has no channel prodution", false},
+		{down.URL, "no edge answered", true},
+	} {
+		d, err := New(Config{Dir: t.TempDir(), Edges: []string{tc.edge}, App: "com.example.app", Channel: "prodution", Ranking: RankConfig{Off: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := d.Update(context.Background())
+		if res.Status != StatusFailed || !strings.Contains(res.Error, tc.want) || strings.Contains(res.Error, "no edge answered") != tc.noEdge {
+			t.Errorf("edge %s: %s %q, want a failure saying %q", tc.edge, res.Status, res.Error, tc.want)
+		}
 	}
 }

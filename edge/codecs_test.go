@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/capstan-ota/capstan/delta"
+	"github.com/capstan-ota/capstan/edge"
 	"github.com/capstan-ota/capstan/release"
 )
 
@@ -47,7 +48,11 @@ func TestPatchWithoutBrotli(t *testing.T) {
 	lib := []byte(strings.Repeat("function add(a, b) { return a + b }\n", 2000))
 	r1 := f.upload(t, "1.0.0", map[string][]byte{"app.js": lib, "index.html": []byte("<h1>1</h1>")})
 	r2 := f.upload(t, "1.0.1", map[string][]byte{"app.js": append(bytes.Clone(lib), "export const v = 2\n"...), "index.html": []byte("<h1>2</h1>")})
-	e := startEdge(t, f, t.TempDir(), nil)
+	// With the origin's key, as in production: the edge checks the origin's
+	// signed statement of each variant before caching it under its path.
+	e := startEdge(t, f, t.TempDir(), func(c *edge.Config) {
+		c.OriginKeys = []release.PublicKey{{Key: f.origin.PublicKey(), Role: release.RoleOrigin}}
+	})
 	url := e.url + "/v1/patches/" + r1.ID.String() + "/" + r2.ID.String()
 
 	resp, plain := get(t, url)

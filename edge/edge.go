@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"net"
@@ -141,8 +142,13 @@ type Server struct {
 
 	originChecks originChecks // statement checks of announced origins
 
-	manMu     sync.RWMutex // guards manifests
-	manifests map[release.Hash]*manifestEntry
+	// manifests holds the release documents fetched, read by every check
+	// that offers an update.
+	manifests *cowMap[release.Hash, *manifestEntry]
+	// apps is the per-app index of the records (appIndex).
+	apps atomic.Pointer[appIndex]
+	// offers memoises the record's rules per kind of device (checkOffer).
+	offers offerMemo
 
 	synced   chan struct{}
 	syncOnce sync.Once
@@ -248,7 +254,7 @@ func New(cfg Config) (*Server, error) {
 		cfg: cfg, log: log, db: db, cache: cache,
 		mem:       newMemCache(cfg.MemCacheSize, cfg.MemCacheObject),
 		state:     newState(),
-		manifests: map[release.Hash]*manifestEntry{},
+		manifests: newCowMap[release.Hash, *manifestEntry](hashKey),
 		synced:    make(chan struct{}),
 		started:   cfg.Now(),
 		stop:      make(chan struct{}),
@@ -260,6 +266,7 @@ func New(cfg Config) (*Server, error) {
 			MaxIdleConnsPerHost:   16,
 		}},
 	}
+	s.offers.seed = maphash.MakeSeed()
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
 	s.initTrust()

@@ -136,3 +136,19 @@ func TestUnauthenticatedSaysWhich(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyWithoutExpiryShowsNone: a key that never expires was shown with
+// "expires":"0001-01-01T00:00:00Z".
+func TestKeyWithoutExpiryShowsNone(t *testing.T) {
+	o, _ := newTestOrigin(t)
+	r := httptest.NewRequest("POST", "/v1/keys", strings.NewReader(`{"role":"reader"}`))
+	r.Header.Set("Authorization", "Bearer "+testAdminKey)
+	w := httptest.NewRecorder()
+	o.Handler().ServeHTTP(w, r)
+	if w.Code != http.StatusCreated || strings.Contains(w.Body.String(), "0001-01-01") || strings.Contains(w.Body.String(), `"expires"`) {
+		t.Fatalf("%d %s", w.Code, w.Body.String())
+	}
+	if code, body := whoAmI(o, testAdminKey); code != http.StatusOK || strings.Contains(body, "0001-01-01") {
+		t.Fatalf("keys list: %d %s", code, body)
+	}
+}

@@ -305,6 +305,8 @@ func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) {
 type ChannelView struct {
 	*release.Channel
 	Envelope *release.Envelope `json:"envelope"`
+	// Unchanged says a change asked for nothing new: no record was signed.
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 func (s *Server) handleChannels(w http.ResponseWriter, r *http.Request) {
@@ -372,13 +374,13 @@ func (s *Server) handleSetChannel(w http.ResponseWriter, r *http.Request) {
 		}
 		req.RolloutBPS = int(*body.Rollout*100 + 0.5)
 	}
-	env, err := s.SetChannel(req)
+	env, changed, err := s.SetChannelChanged(req)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
 	c, _ := env.Channel()
-	writeJSON(w, http.StatusOK, ChannelView{Channel: c, Envelope: env})
+	writeJSON(w, http.StatusOK, ChannelView{Channel: c, Envelope: env, Unchanged: !changed})
 }
 
 // RollbackBody is the JSON body of POST …/rollback.
@@ -435,5 +437,9 @@ func (s *Server) handleCreateKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"key": secret, "id": k.ID, "role": k.Role, "apps": k.Apps, "expires": k.Expires})
+	out := map[string]any{"key": secret, "id": k.ID, "role": k.Role, "apps": k.Apps}
+	if !k.Expires.IsZero() {
+		out["expires"] = k.Expires // no "0001-01-01T00:00:00Z" for a key that never expires
+	}
+	writeJSON(w, http.StatusCreated, out)
 }

@@ -122,7 +122,7 @@ func (s *Server) RevokeKey(id, caller string) error {
 		return fmt.Errorf("origin: revoke api key: %w", err)
 	}
 	if !found {
-		return fmt.Errorf("api key %q: %w", id, ErrNotFound)
+		return fmt.Errorf("api key %q: %w (revoke by ID: capstan keys list shows them)", redactKeyID(id), ErrNotFound)
 	}
 	s.log.Info("api key revoked", "key", id, "by", caller)
 	return nil
@@ -157,6 +157,15 @@ func (s *Server) handleRevokeKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"revoked": id})
+}
+
+// redactKeyID keeps what a key ID looks like (12 hex digits) and cuts
+// anything longer, which may be a secret sent by mistake.
+func redactKeyID(id string) string {
+	if len(id) > 16 {
+		return id[:4] + "…"
+	}
+	return id
 }
 
 // scopeAllows reports whether key k may act on app (used where a handler

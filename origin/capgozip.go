@@ -238,6 +238,12 @@ func (s *Server) capgoBrotli(ctx context.Context, file release.Hash) (release.Ha
 // content hash and the origin-signed statement of that hash, which edges
 // verify when they pull it by path.
 func (s *Server) serveDerived(w http.ResponseWriter, r *http.Request, h release.Hash, contentType string) {
+	s.serveDerivedAt(w, r, r.URL.Path, h, contentType)
+}
+
+// serveDerivedAt is serveDerived for an object an edge caches under path,
+// which names a variant its URL path alone does not (a patch's ?codecs=).
+func (s *Server) serveDerivedAt(w http.ResponseWriter, r *http.Request, path string, h release.Hash, contentType string) {
 	f, err := s.blobs.open(h)
 	if err != nil {
 		s.fail(w, fmt.Errorf("blob %s: %w", h, ErrNotFound))
@@ -246,7 +252,7 @@ func (s *Server) serveDerived(w http.ResponseWriter, r *http.Request, h release.
 	defer f.Close()
 	// Signed, so an edge can check the bytes before caching them under
 	// this path (decision 091).
-	if err := s.setDerivedStatement(w, r.URL.Path, h, f.Size()); err != nil {
+	if err := s.setDerivedStatement(w, path, h, f.Size()); err != nil {
 		s.fail(w, err)
 		return
 	}

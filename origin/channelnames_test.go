@@ -59,3 +59,35 @@ func TestClosestChannel(t *testing.T) {
 		}
 	}
 }
+
+// TestChannelSetNoChangeSignsNothing: `channel set` that asks for what the
+// channel already says re-signed the record (a new seq every edge and
+// device then moved to). Now it signs nothing and says so.
+func TestChannelSetNoChangeSignsNothing(t *testing.T) {
+	s, _ := newTestServer(t, nil)
+	req, z := signedUpload(t, "app", "1.0.0", nil)
+	req.Channel = "production"
+	if _, err := s.Upload(context.Background(), req, bytes.NewReader(z)); err != nil {
+		t.Fatal(err)
+	}
+	_, before, _ := s.st.channel("app", "production")
+	yes := true
+	for _, r := range []ChannelRequest{
+		{App: "app", Channel: "production", Version: "1.0.0", RolloutBPS: -1},
+		{App: "app", Channel: "production", RolloutBPS: 10000},
+		{App: "app", Channel: "production", RolloutBPS: -1, Default: &yes},
+		{App: "app", Channel: "production", RolloutBPS: -1},
+	} {
+		env, changed, err := s.SetChannelChanged(r)
+		if err != nil || changed {
+			t.Fatalf("%+v: changed %v, %v", r, changed, err)
+		}
+		if c, _ := env.Channel(); c.Seq != before.Seq {
+			t.Fatalf("%+v: seq %d → %d", r, before.Seq, c.Seq)
+		}
+	}
+	env, changed, err := s.SetChannelChanged(ChannelRequest{App: "app", Channel: "production", RolloutBPS: 5000})
+	if c, _ := env.Channel(); err != nil || !changed || c.Seq <= before.Seq || c.RolloutBPS != 5000 {
+		t.Fatalf("a real change: changed %v, %+v, %v", changed, c, err)
+	}
+}

@@ -3,6 +3,7 @@ package origin
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/capstan-ota/capstan/origin/store"
@@ -178,8 +179,40 @@ type ChannelRequest struct {
 	NewChannel bool
 }
 
-// SetChannel points a channel at a release and signs the new record.
+// SetChannel points a channel at a release and signs the new record. A
+// request that changes nothing signs nothing and returns the current
+// record (see SetChannelChanged).
 func (s *Server) SetChannel(req ChannelRequest) (*release.Envelope, error) {
+	env, _, err := s.SetChannelChanged(req)
+	return env, err
+}
+
+// errUnchanged aborts a channel change that would sign a record equal to
+// the current one.
+var errUnchanged = errors.New("nothing to change")
+
+// sameChannel reports whether two records say the same thing: every
+// field but the sequence number and the validity window.
+func sameChannel(a, b *release.Channel) bool {
+	x, y := *a, *b
+	x.Seq, x.Issued, x.Expires = 0, time.Time{}, time.Time{}
+	y.Seq, y.Issued, y.Expires = 0, time.Time{}, time.Time{}
+	return reflect.DeepEqual(x, y)
+}
+
+// SetChannelChanged is SetChannel that also reports whether a new record
+// was signed: `channel set` with nothing to change re-signed the record,
+// which moves every edge and device for nothing.
+func (s *Server) SetChannelChanged(req ChannelRequest) (*release.Envelope, bool, error) {
+	env, err := s.setChannel(req)
+	if errors.Is(err, errUnchanged) {
+		env, _, err = s.st.channel(req.App, req.Channel)
+		return env, false, err
+	}
+	return env, err == nil, err
+}
+
+func (s *Server) setChannel(req ChannelRequest) (*release.Envelope, error) {
 	if err := release.ValidateChannel(req.Channel); err != nil {
 		return nil, badRequest("%v", err)
 	}
@@ -231,6 +264,9 @@ func (s *Server) SetChannel(req ChannelRequest) (*release.Envelope, error) {
 			c.Paused = *req.Paused
 		}
 		applyFlags(c, req)
+		if prev != nil && sameChannel(c, prev) {
+			return errUnchanged
+		}
 		return nil
 	})
 	if err != nil || req.Default == nil || !*req.Default {

@@ -146,7 +146,13 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	s.serveDerived(w, r, h, "application/vnd.capstan.patch")
+	// The edge caches the variant under its path with the query: the signed
+	// statement must name that, so one variant cannot fill the other's place.
+	path := r.URL.Path
+	if patchVariantKey(base, target, codecs) != patchKey(base, target) {
+		path += "?codecs=" + codecs
+	}
+	s.serveDerivedAt(w, r, path, h, "application/vnd.capstan.patch")
 }
 
 // precompute builds, in the background, the patches devices of a channel

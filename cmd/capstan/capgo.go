@@ -48,9 +48,6 @@ func withCapgoKeyGen(gen *cobra.Command) {
 			return next(cmd, args)
 		}
 		out, _ := cmd.Flags().GetString("out")
-		if out == "" {
-			return fmt.Errorf("--out FILE is required")
-		}
 		if _, err := os.Stat(out); err == nil {
 			return fmt.Errorf("%s exists: refusing to overwrite a key", out)
 		}
@@ -143,8 +140,10 @@ Edges pick changes up within 30 seconds.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := func() error {
-				if app == "" {
-					return fmt.Errorf("--app is required")
+				if disable != "" {
+					if err := (&capgo.ChannelFlags{DisableAutoUpdate: disable}).Validate(); err != nil {
+						return usageError("--disable-auto-update %q: want major, minor, patch, metadata or none", disable)
+					}
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
@@ -199,6 +198,7 @@ Edges pick changes up within 30 seconds.`,
 		},
 	}
 	cmd.Flags().StringVar(&app, "app", "", "app ID (required)")
+	cmd.MarkFlagRequired("app")
 	cmd.Flags().StringVar(&channel, "channel", "", "channel name")
 	cmd.Flags().BoolVar(&makeDefault, "default", false, "make this the channel Capgo devices follow by default")
 	cmd.Flags().StringVar(&disable, "disable-auto-update", "", "refuse version jumps against the native version: major (default), minor, patch, metadata (min native version) or none")

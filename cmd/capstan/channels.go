@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -34,10 +33,10 @@ func (f *channelFlags) register(cmd *cobra.Command) {
 func (f *channelFlags) apply(ctx context.Context, cmd *cobra.Command, app, channel, version string, pct *float64, paused *bool) (*client.ChannelView, error) {
 	if f.finish {
 		if pct != nil && *pct != 100 {
-			return nil, fmt.Errorf("--finish means --rollout 100; do not give both")
+			return nil, usageError("--finish means --rollout 100; do not give both")
 		}
 		if paused != nil && *paused {
-			return nil, fmt.Errorf("--finish resumes the rollout; it cannot be combined with --pause")
+			return nil, usageError("--finish resumes the rollout; it cannot be combined with --pause")
 		}
 		hundred, resume := 100.0, false
 		pct, paused = &hundred, &resume
@@ -53,7 +52,7 @@ func (f *channelFlags) apply(ctx context.Context, cmd *cobra.Command, app, chann
 	ch.DeviceSelect = flag("device-select", f.deviceSelect)
 	ch.Default = flag("default", f.isDefault)
 	if ch.Default != nil && !*ch.Default {
-		return nil, fmt.Errorf("--default=false is not a thing: make another channel the default instead")
+		return nil, usageError("--default=false is not a thing: make another channel the default instead")
 	}
 	var pol origin.ChannelPolicy
 	if f.autoPauseRate != "" {
@@ -61,7 +60,7 @@ func (f *channelFlags) apply(ctx context.Context, cmd *cobra.Command, app, chann
 		if f.autoPauseRate != "off" {
 			v, err := strconv.ParseFloat(strings.TrimSuffix(f.autoPauseRate, "%"), 64)
 			if err != nil || v <= 0 || v > 100 {
-				return nil, fmt.Errorf("--auto-pause-failure-rate %q must be a percentage above 0 and at most 100, or \"off\"", f.autoPauseRate)
+				return nil, usageError("--auto-pause-failure-rate %q must be a percentage above 0 and at most 100, or \"off\"", f.autoPauseRate)
 			}
 			r = v / 100
 		}
@@ -69,7 +68,7 @@ func (f *channelFlags) apply(ctx context.Context, cmd *cobra.Command, app, chann
 	}
 	if cmd.Flags().Changed("auto-pause-min-devices") {
 		if f.autoPauseMin < 1 {
-			return nil, fmt.Errorf("--auto-pause-min-devices must be at least 1")
+			return nil, usageError("--auto-pause-min-devices must be at least 1")
 		}
 		pol.AutoPauseMinDevices = &f.autoPauseMin
 	}
@@ -116,14 +115,11 @@ func newChannelPromoteCmd() *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := func() error {
-				if app == "" || from == "" || to == "" {
-					return fmt.Errorf("--app, --from and --to are required")
-				}
 				var pct *float64
 				if rollout != "" {
 					v, err := strconv.ParseFloat(strings.TrimSuffix(rollout, "%"), 64)
 					if err != nil || v < 0 || v > 100 {
-						return fmt.Errorf("--rollout %q must be a percentage between 0 and 100", rollout)
+						return usageError("--rollout %q must be a percentage between 0 and 100", rollout)
 					}
 					pct = &v
 				}
@@ -144,6 +140,9 @@ func newChannelPromoteCmd() *cobra.Command {
 	cmd.Flags().StringVar(&app, "app", "", "app ID (required)")
 	cmd.Flags().StringVar(&from, "from", "", "channel whose release is promoted (required)")
 	cmd.Flags().StringVar(&to, "to", "", "channel that will serve it (required)")
+	for _, f := range []string{"app", "from", "to"} {
+		cmd.MarkFlagRequired(f)
+	}
 	cmd.Flags().StringVar(&rollout, "rollout", "", "percentage of devices offered it on --to (default 100)")
 	cmd.Flags().BoolVar(&newChannel, "new-channel", false, "--to may be a channel the app does not have yet (a mistyped name is refused otherwise)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
@@ -160,9 +159,6 @@ func newChannelListCmd() *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := func() error {
-				if app == "" {
-					return fmt.Errorf("--app is required")
-				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
 				chs, err := apiClient().Channels(ctx, app)
@@ -185,6 +181,7 @@ func newChannelListCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&app, "app", "", "app ID (required)")
+	cmd.MarkFlagRequired("app")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
 }

@@ -8,11 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/capstan-ota/capstan/internal/bundle"
+	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/origin/client"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/dustin/go-humanize"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -56,18 +59,28 @@ func newUploadCmd() *cobra.Command {
 				if version == "" {
 					v, err := versionFromPackageJSON(packageJSON)
 					if err != nil {
-						return fmt.Errorf("no --version given, and %w", err)
+						return usageError("no --version given, and %w", err)
 					}
 					version = v
 				}
-				if app == "" {
-					return fmt.Errorf("--app is required")
-				}
 				if err := release.ValidateApp(app); err != nil {
-					return err
+					return usageError("--app: %v", err)
 				}
 				if _, err := release.ParseVersion(version); err != nil {
-					return err
+					return usageError("--version: %v", err)
+				}
+				if minNative != "" {
+					if _, err := release.ParseVersion(minNative); err != nil {
+						return usageError("--min-native: %v", err)
+					}
+				}
+				if rollout != "" {
+					if v, err := strconv.ParseFloat(strings.TrimSuffix(rollout, "%"), 64); err != nil || v < 0 || v > 100 {
+						return usageError("--rollout %q must be a percentage between 0 and 100", rollout)
+					}
+				}
+				if _, err := os.Stat(args[0]); err != nil {
+					return usageError("%v", err)
 				}
 				zipPath, cleanup, err := bundleZip(args[0])
 				if err != nil {
@@ -120,7 +133,10 @@ func newUploadCmd() *cobra.Command {
 				for _, w := range warnings {
 					fmt.Fprintln(cmd.ErrOrStderr(), "capstan: warning: "+w)
 				}
-				human := fmt.Sprintf("uploaded %s %s: %d files, %d bytes, release %s", rec.App, rec.Version, rec.Files, rec.Size, rec.ID)
+				// The progress bar counts the zip sent; say both sizes so the
+				// summary does not seem to contradict it.
+				human := fmt.Sprintf("uploaded %s %s: %d files, %s unpacked (%s zip sent), release %s",
+					rec.App, rec.Version, rec.Files, humanize.IBytes(uint64(rec.Size)), humanize.IBytes(uint64(fi.Size())), rec.ID)
 				if channel != "" {
 					human += fmt.Sprintf("\nchannel %s now serves %s", channel, rec.Version)
 				}
@@ -131,7 +147,7 @@ func newUploadCmd() *cobra.Command {
 					human += "\nencrypted for Capgo devices with key_id " + up.Capgo.KeyID
 				}
 				return output(cmd, asJSON, map[string]any{
-					"app": rec.App, "version": rec.Version, "id": rec.ID, "files": rec.Files, "size": rec.Size,
+					"app": rec.App, "version": rec.Version, "id": rec.ID, "files": rec.Files, "size": rec.Size, "sent": fi.Size(),
 					"channel": channel, "signed": env != nil, "shipped": true, "warnings": warnings, "capgo_encrypted": up.Capgo != nil,
 				}, human)
 			}()
@@ -147,6 +163,7 @@ func newUploadCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&app, "app", "", "app ID, e.g. com.example.app (required)")
+	cmd.MarkFlagRequired("app")
 	cmd.Flags().StringVar(&version, "version", "", "semver version of this release, unique per app (default: \"version\" of --package-json)")
 	cmd.Flags().StringVar(&packageJSON, "package-json", "package.json", "package.json to take the version from when --version is not given")
 	cmd.Flags().BoolVar(&versionExistsOK, "version-exists-ok", false, "exit 0 (shipping nothing, and saying so) when the version already exists")
@@ -254,20 +271,22 @@ func newChannelCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := func() error {
-				if app == "" || channel == "" {
-					return fmt.Errorf("--app and --channel are required")
+				if version != "" {
+					if _, err := release.ParseVersion(version); err != nil {
+						return usageError("--version: %v", err)
+					}
 				}
 				var pct *float64
 				if rollout != "" {
 					v, err := strconv.ParseFloat(rollout, 64)
 					if err != nil || v < 0 || v > 100 {
-						return fmt.Errorf("--rollout %q must be a percentage between 0 and 100", rollout)
+						return usageError("--rollout %q must be a percentage between 0 and 100", rollout)
 					}
 					pct = &v
 				}
 				var paused *bool
 				if pause && resume {
-					return fmt.Errorf("--pause and --resume contradict each other")
+					return usageError("--pause and --resume contradict each other")
 				}
 				if pause || resume {
 					p := pause
@@ -279,7 +298,11 @@ func newChannelCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return output(cmd, asJSON, cv, describeChannel(&cv.Channel))
+				human := describeChannel(&cv.Channel)
+				if cv.Unchanged {
+					human += "\nunchanged: the channel already says that; no new record was signed"
+				}
+				return output(cmd, asJSON, cv, human)
 			}()
 			if err != nil {
 				return fail(cmd, asJSON, err)
@@ -289,6 +312,8 @@ func newChannelCmd() *cobra.Command {
 	}
 	set.Flags().StringVar(&app, "app", "", "app ID (required)")
 	set.Flags().StringVar(&channel, "channel", "", "channel name (required)")
+	set.MarkFlagRequired("app")
+	set.MarkFlagRequired("channel")
 	set.Flags().StringVar(&version, "version", "", "release version to serve")
 	set.Flags().StringVar(&rollout, "rollout", "", "percentage of devices offered the release")
 	set.Flags().BoolVar(&pause, "pause", false, "pause the rollout: no new devices enter it")
@@ -331,8 +356,10 @@ func newRollbackCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := func() error {
-				if app == "" || channel == "" {
-					return fmt.Errorf("--app and --channel are required")
+				if to != "" && to != origin.Builtin {
+					if _, err := release.ParseVersion(to); err != nil {
+						return usageError("--to: %v (or \"builtin\")", err)
+					}
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
@@ -351,6 +378,8 @@ func newRollbackCmd() *cobra.Command {
 	cmd.Flags().StringVar(&app, "app", "", "app ID (required)")
 	cmd.Flags().StringVar(&channel, "channel", "", "channel name (required)")
 	cmd.Flags().StringVar(&to, "to", "", "version to put back, or \"builtin\" (default: the release served before)")
+	cmd.MarkFlagRequired("app")
+	cmd.MarkFlagRequired("channel")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
 }
@@ -366,9 +395,6 @@ func newKeysCmd() *cobra.Command {
   capstan keys gen --origin --out origin.key   # for capstan origin --store … --blobs … --origin-key origin.key`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if out == "" {
-				return fmt.Errorf("--out FILE is required")
-			}
 			if _, err := os.Stat(out); err == nil {
 				return fmt.Errorf("%s exists: refusing to overwrite a key", out)
 			}
@@ -405,6 +431,7 @@ func newKeysCmd() *cobra.Command {
 		},
 	}
 	gen.Flags().StringVar(&out, "out", "", "private key file to write (required)")
+	gen.MarkFlagRequired("out")
 	gen.Flags().BoolVar(&originRole, "origin", false, "make the channel-signing key of origins that share a store (capstan origin --origin-key)")
 	gen.Flags().BoolVar(&encryption, "encryption", false, "make an X25519 encryption key pair instead (the app ships FILE, the origin gets FILE.pub)")
 	withCapgoKeyGen(gen)

@@ -3,9 +3,10 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -38,10 +39,40 @@ const defaultConfigFile = ".capstan.json"
 
 func (g *globals) bind(root *cobra.Command) {
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.configPath, "config", "", "configuration file (JSON: server, api_key, signing_key); default $CAPSTAN_CONFIG or ./"+defaultConfigFile+" if present")
-	pf.StringVar(&g.server, "server", "", "origin API URL, or several separated by commas (origins sharing a store: tried in order) (default $CAPSTAN_SERVER, then the config file, then http://127.0.0.1:7070)")
-	pf.StringVar(&g.apiKey, "api-key", "", "API key (default $CAPSTAN_API_KEY, then the config file); prefer the variable in CI")
+	pf.StringVar(&g.configPath, "config", "", "configuration file (JSON: server, api_key, signing_key, store, blobs, origin_key); default $CAPSTAN_CONFIG or ./"+defaultConfigFile+" if present")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.load() }
+}
+
+// bindClient gives a command that calls the origin API its --server and
+// --api-key flags.
+func (g *globals) bindClient(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&g.server, "server", "", "origin API URL, or several separated by commas (origins sharing a store: tried in order) (default $CAPSTAN_SERVER, then the config file, then http://127.0.0.1:7070)")
+	f.StringVar(&g.apiKey, "api-key", "", "API key (default $CAPSTAN_API_KEY, then the config file); prefer the variable in CI")
+	cmd.PreRunE = func(*cobra.Command, []string) error { return g.checkServer() }
+}
+
+// checkServer refuses an origin URL that is not one (a usage mistake):
+// "127.0.0.1:7070" gave a raw parse error from deep in net/url.
+func (g *globals) checkServer() error {
+	src, v := "--server", g.server
+	switch {
+	case v != "":
+	case os.Getenv("CAPSTAN_SERVER") != "":
+		src, v = "CAPSTAN_SERVER", os.Getenv("CAPSTAN_SERVER")
+	case g.file.Server != "":
+		src, v = "the config file's \"server\"", g.file.Server
+	default:
+		return nil
+	}
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return usageError("%s %q is not an origin API URL: want http(s)://HOST:PORT, e.g. http://127.0.0.1:7070", src, s)
+		}
+	}
+	return nil
 }
 
 func (g *globals) load() error {
@@ -58,13 +89,13 @@ func (g *globals) load() error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("config file: %w", err)
+		return usageError("config file: %w", err)
 	}
 	defer f.Close()
 	dec := json.NewDecoder(io.LimitReader(f, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&g.file); err != nil {
-		return fmt.Errorf("config file %s: %w", path, err)
+		return usageError("config file %s: %w", path, err)
 	}
 	return nil
 }

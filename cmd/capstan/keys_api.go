@@ -31,13 +31,13 @@ func parseExpiry(v string, now time.Time) (time.Time, error) {
 	if d, ok := strings.CutSuffix(v, "d"); ok {
 		n, err := strconv.Atoi(d)
 		if err != nil || n <= 0 {
-			return time.Time{}, fmt.Errorf("--expires %q: want e.g. 30d, 12h or 2027-01-01T00:00:00Z", v)
+			return time.Time{}, usageError("--expires %q: want e.g. 30d, 12h or 2027-01-01T00:00:00Z", v)
 		}
 		return now.Add(time.Duration(n) * 24 * time.Hour), nil
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 {
-		return time.Time{}, fmt.Errorf("--expires %q: want e.g. 30d, 12h or 2027-01-01T00:00:00Z", v)
+		return time.Time{}, usageError("--expires %q: want e.g. 30d, 12h or 2027-01-01T00:00:00Z", v)
 	}
 	return now.Add(d), nil
 }
@@ -54,6 +54,11 @@ func newKeysCreateCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := func() error {
+				switch origin.Role(role) {
+				case origin.RoleAdmin, origin.RolePublisher, origin.RoleReader:
+				default:
+					return usageError("--role %q: want admin, publisher or reader", role)
+				}
 				exp, err := parseExpiry(expires, time.Now())
 				if err != nil {
 					return err
@@ -63,7 +68,7 @@ func newKeysCreateCmd() *cobra.Command {
 					ID      string    `json:"id"`
 					Role    string    `json:"role"`
 					Apps    []string  `json:"apps"`
-					Expires time.Time `json:"expires"`
+					Expires time.Time `json:"expires,omitzero"`
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
@@ -142,6 +147,11 @@ func newKeysRevokeCmd() *cobra.Command {
 		Example: `  capstan keys revoke 3f9c1a2b4d5e`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if looksLikeSecret(args[0]) {
+				// Neither sent (it would travel in a URL and land in
+				// logs) nor echoed.
+				return fail(cmd, asJSON, usageError("that is an API key's secret, not its ID: revoke by ID (capstan keys list shows them)"))
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			var out map[string]any
@@ -153,6 +163,13 @@ func newKeysRevokeCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
+}
+
+// looksLikeSecret tells an API key's secret (generated "cap_…", or a
+// CAPSTAN_ADMIN_KEY of 32 or more characters) from a key ID (12 hex
+// digits, or "admin").
+func looksLikeSecret(s string) bool {
+	return strings.HasPrefix(s, "cap_") || len(s) >= 32
 }
 
 func newAppCmd() *cobra.Command {
@@ -168,9 +185,6 @@ func newAppCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := func() error {
-				if app == "" {
-					return fmt.Errorf("--app is required")
-				}
 				var in origin.AppSettings
 				for _, f := range releaseKeys {
 					b, err := os.ReadFile(f)
@@ -181,7 +195,7 @@ func newAppCmd() *cobra.Command {
 				}
 				in.RemoveReleaseKeys = removeKeys
 				if require && noRequire {
-					return fmt.Errorf("--require-signing and --no-require-signing contradict each other")
+					return usageError("--require-signing and --no-require-signing contradict each other")
 				}
 				if require || noRequire {
 					v := require
@@ -214,6 +228,7 @@ func newAppCmd() *cobra.Command {
 		},
 	}
 	set.Flags().StringVar(&app, "app", "", "app ID (required)")
+	set.MarkFlagRequired("app")
 	set.Flags().StringArrayVar(&releaseKeys, "release-key", nil, "`FILE` holding a release public key (from capstan keys gen) to accept (repeatable)")
 	set.Flags().StringArrayVar(&removeKeys, "remove-release-key", nil, "key ID to stop accepting (repeatable)")
 	set.Flags().BoolVar(&require, "require-signing", false, "refuse uploads not signed by a registered release key (implied once a release key is registered)")

@@ -37,7 +37,7 @@ func releaseConfig(cmd *cobra.Command, cfg *origin.Config) error {
 	default:
 		v, err := strconv.ParseFloat(strings.TrimSuffix(rate, "%"), 64)
 		if err != nil || v <= 0 || v > 100 {
-			return fmt.Errorf("--auto-pause-failure-rate %q must be a percentage above 0 and at most 100, or \"off\"", rate)
+			return usageError("--auto-pause-failure-rate %q must be a percentage above 0 and at most 100, or \"off\"", rate)
 		}
 		cfg.AutoPause.FailureRate = v / 100
 	}
@@ -48,7 +48,7 @@ func releaseConfig(cmd *cobra.Command, cfg *origin.Config) error {
 	if min != "" {
 		n, err := strconv.Atoi(min)
 		if err != nil || n < 1 {
-			return fmt.Errorf("--auto-pause-min-devices %q must be a whole number of at least 1", min)
+			return usageError("--auto-pause-min-devices %q must be a whole number of at least 1", min)
 		}
 		cfg.AutoPause.MinDevices = n
 	}

@@ -91,7 +91,7 @@ devices holding only the old key learn the new one.`,
 					return output(cmd, asJSON, &env, fmt.Sprintf("origin key %s → %s; every channel record is re-signed, devices and edges follow /v1/keys/rotations", r.Old, release.KeyID(r.New)))
 				}
 				if oldFile == "" || newFile == "" {
-					return fmt.Errorf("--old (private key) and --new (public or private key) are required")
+					return usageError("--old (private key) and --new (public or private key) are required")
 				}
 				old, err := release.LoadSigningKey(oldFile)
 				if err != nil {
@@ -120,7 +120,7 @@ devices holding only the old key learn the new one.`,
 				}
 				if publish {
 					if app == "" {
-						return fmt.Errorf("--publish needs --app")
+						return usageError("--publish needs --app")
 					}
 					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 					defer cancel()

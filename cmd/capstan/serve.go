@@ -495,7 +495,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 			if cacheSize != "" {
 				n, err := humanize.ParseBytes(cacheSize)
 				if err != nil {
-					return fmt.Errorf("--cache-size %q: %w", cacheSize, err)
+					return usageError("--cache-size %q: %v", cacheSize, err)
 				}
 				size = int64(n)
 			}

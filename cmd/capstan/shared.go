@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -49,7 +48,7 @@ func (f sharedFlags) open(ctx context.Context, cfg *origin.Config) (func(), erro
 	f = f.resolve()
 	if f.prevKey != "" {
 		if f.originKey == "" {
-			return nil, errors.New("--previous-origin-key needs --origin-key (the new key)")
+			return nil, usageError("--previous-origin-key needs --origin-key (the new key)")
 		}
 		k, err := loadOriginKey(f.prevKey)
 		if err != nil {
@@ -68,14 +67,14 @@ func (f sharedFlags) open(ctx context.Context, cfg *origin.Config) (func(), erro
 		return func() {}, nil
 	}
 	if f.store == "" || f.blobs == "" || f.originKey == "" {
-		return nil, errors.New("a shared store needs all three of --store (PostgreSQL), --blobs (S3) and --origin-key (the same key file for every origin; make one with capstan keys gen --origin --out origin.key)")
+		return nil, usageError("%s", "a shared store needs all three of --store (PostgreSQL), --blobs (S3) and --origin-key (the same key file for every origin; make one with capstan keys gen --origin --out origin.key)")
 	}
 	key, err := loadOriginKey(f.originKey)
 	if err != nil {
 		return nil, err
 	}
 	if !strings.HasPrefix(f.store, "postgres://") && !strings.HasPrefix(f.store, "postgresql://") {
-		return nil, fmt.Errorf("--store %q: want postgres://USER@HOST/DB", redact(f.store))
+		return nil, usageError("--store %q: want postgres://USER@HOST/DB", redact(f.store))
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -146,7 +145,7 @@ that signed the channel records they have.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if from == "" {
-				return errors.New("--from DIR (the data folder of the origin to copy) is required")
+				return usageError("%s", "--from DIR (the data folder of the origin to copy) is required")
 			}
 			abs, err := filepath.Abs(from)
 			if err != nil {
@@ -167,7 +166,7 @@ that signed the channel records they have.`,
 			}
 			defer closeDst()
 			if dst.Records == nil {
-				return errors.New("migrate needs --store and --blobs (or CAPSTAN_STORE and CAPSTAN_BLOBS)")
+				return usageError("%s", "migrate needs --store and --blobs (or CAPSTAN_STORE and CAPSTAN_BLOBS)")
 			}
 			srcRecs, err := badgerstore.Open(filepath.Join(abs, "db"), nil)
 			if err != nil {

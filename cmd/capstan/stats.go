@@ -23,9 +23,6 @@ func newStatsCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := func() error {
-				if app == "" {
-					return fmt.Errorf("--app is required")
-				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
 				rep, err := apiClient().Stats(ctx, app, channel)
@@ -41,6 +38,7 @@ func newStatsCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&app, "app", "", "app ID (required)")
+	cmd.MarkFlagRequired("app")
 	cmd.Flags().StringVar(&channel, "channel", "", "only this channel")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd

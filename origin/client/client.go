@@ -181,6 +181,10 @@ func (c *Client) try(ctx context.Context, server string, r request, out any) (ne
 			msg = ae.Error
 		}
 		err := &Error{Status: resp.StatusCode, Message: fmt.Sprintf("origin refused (%d): %s", resp.StatusCode, msg)}
+		if resp.Header.Get("Server") == "capstan-edge" {
+			err.Message = fmt.Sprintf("%s is an edge, not the origin API (it answered %d to %s %s): CAPSTAN_SERVER (or --server) must be the origin's API URL, which capstan dev prints as \"origin API …\" (:7070 by default)",
+				server, resp.StatusCode, r.method, r.path)
+		}
 		if resp.StatusCode == http.StatusServiceUnavailable {
 			return true, true, err
 		}
@@ -309,6 +313,8 @@ func (c *Client) UploadRelease(ctx context.Context, u Upload) (*release.Record, 
 type ChannelView struct {
 	release.Channel
 	Envelope *release.Envelope `json:"envelope"`
+	// Unchanged says the change asked for nothing new: no record was signed.
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 // SetChannel points a channel at a version with a rollout percentage

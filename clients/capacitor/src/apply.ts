@@ -23,6 +23,7 @@ const REC_DROP = 6
 const SRC_BASE = 0
 const SRC_TARGET = 1
 const MAX_SOURCES = 4096
+const MAX_INFLIGHT = 8
 const MAX_BLOCK_OPS = 4096
 
 /** Bounds, as delta.ApplyConfig; zero or absent means the Go defaults. */
@@ -125,8 +126,15 @@ class Applier {
   private size = 0
   private paths = new Set<string>()
   private st: ApplyStats = { files: 0, kept: 0, copies: 0, dups: 0, deltas: 0, literals: 0, patchBytes: 0, written: 0 }
-  private cache = new Map<string, Uint8Array>() // delta sources in memory, least recently used first
+  // Delta sources in memory, least recently used first, as promises: the
+  // sources a delta names are loaded together before its ops need them.
+  private cache = new Map<string, { data: Promise<Uint8Array>; size: number }>()
   private cacheBytes = 0
+  // Writes in flight: the folder's storage (IndexedDB, the Capacitor bridge)
+  // answers each write after a round trip, so decoding goes on meanwhile.
+  // At most MAX_INFLIGHT at once; a read of a file waits for its write.
+  private writes = new Map<string, Promise<void>>()
+  private writeErr: unknown = null
 
   constructor(
     private base: Base,
@@ -272,11 +280,21 @@ class Applier {
   }
 
   private async write(p: string, data: Uint8Array, mode: number): Promise<void> {
-    try {
-      await this.dir.write(p, data, mode)
-    } catch (e) {
-      throw wrap(e, 'unsafe-path', `delta: create ${p}`)
-    }
+    if (this.writes.size >= MAX_INFLIGHT) await this.settle(MAX_INFLIGHT - 1)
+    const w = this.dir.write(p, data, mode).then(
+      () => void this.writes.delete(p),
+      (e) => {
+        this.writes.delete(p)
+        this.writeErr ??= wrap(e, 'unsafe-path', `delta: create ${p}`)
+      },
+    )
+    this.writes.set(p, w)
+  }
+
+  /** settle waits until at most n writes are in flight, and reports the first failed one. */
+  private async settle(n: number): Promise<void> {
+    while (this.writes.size > n) await Promise.race(this.writes.values())
+    if (this.writeErr) throw this.writeErr
   }
 
   private async path(): Promise<string> {
@@ -326,17 +344,28 @@ class Applier {
   }
 
   private async keepBase(): Promise<void> {
+    const keep: FileEntry[] = []
     for (let i = 0; i < this.base.files.length; i++) {
       if (this.dropped[i]) continue
-      this.opts.signal?.throwIfAborted()
       const bf = this.base.files[i]
       if (this.paths.has(bf.path)) throw corrupt(`${bf.path} is both kept and written`)
-      const data = await this.readBase(bf.path, bf.size)
-      if (!sameBytes(await sha256(data), bf.sha256)) throw new CapstanError('wrong-base', `delta: base file ${bf.path} has changed on this device`)
-      await this.write(bf.path, data, bf.mode)
-      this.kept.push(bf)
-      this.st.kept++
+      keep.push(bf)
     }
+    // Kept files are read, hashed and written MAX_INFLIGHT at a time.
+    let next = 0
+    const worker = async () => {
+      while (next < keep.length) {
+        this.opts.signal?.throwIfAborted()
+        const bf = keep[next++]
+        const data = await this.readBase(bf.path, bf.size)
+        if (!sameBytes(await sha256(data), bf.sha256)) throw new CapstanError('wrong-base', `delta: base file ${bf.path} has changed on this device`)
+        await this.write(bf.path, data, bf.mode)
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(MAX_INFLIGHT, keep.length) }, worker))
+    await this.settle(0)
+    this.kept.push(...keep)
+    this.st.kept += keep.length
   }
 
   private async readBase(p: string, size: number): Promise<Uint8Array> {
@@ -353,6 +382,8 @@ class Applier {
   }
 
   private async readTarget(f: FileEntry): Promise<Uint8Array> {
+    await this.writes.get(f.path)
+    if (this.writeErr) throw this.writeErr
     let data: Uint8Array
     try {
       data = await this.dir.read(f.path)
@@ -401,27 +432,40 @@ class Applier {
   }
 
   /** source returns a loaded source file, keeping recently used ones within the byte budget. */
-  private async source(key: string, load: () => Promise<Uint8Array>): Promise<Uint8Array> {
+  private source(key: string, size: number, load: () => Promise<Uint8Array>): Promise<Uint8Array> {
     const hit = this.cache.get(key)
     if (hit) {
       this.cache.delete(key)
       this.cache.set(key, hit)
-      return hit
+      return hit.data
     }
-    const data = await load()
-    this.cache.set(key, data)
-    this.cacheBytes += data.length
+    const data = load()
+    data.catch(() => {}) // awaited by whoever needs it; a prefetch nobody uses must not go unhandled
+    this.cache.set(key, { data, size })
+    this.cacheBytes += size
     for (const [k, v] of this.cache) {
       if (this.cacheBytes <= this.sourceBudget || k === key) break
       this.cache.delete(k)
-      this.cacheBytes -= v.length
+      this.cacheBytes -= v.size
     }
     return data
+  }
+
+  /** prefetch starts loading a delta's sources, in order, as far as the budget allows. */
+  private prefetch(parts: { size: number; key: string; load: () => Promise<Uint8Array> }[]): void {
+    let bytes = 0
+    for (const pt of parts) {
+      if (pt.size === 0) continue
+      bytes += pt.size
+      if (bytes > this.sourceBudget) break
+      void this.source(pt.key, pt.size, pt.load)
+    }
   }
 
   /** delta applies a recDelta record (bsdiff-style ops over the concatenated sources). */
   private async delta(p: string, size: number): Promise<Uint8Array> {
     const { parts, size: oldSize } = await this.sources()
+    this.prefetch(parts)
     let out = new Uint8Array(Math.min(size, 1 << 16))
     const grow = (need: number) => {
       if (need <= out.length) return
@@ -444,7 +488,7 @@ class Applier {
         // Skip empty parts that share the offset.
         while (lo < parts.length && parts[lo].off + parts[lo].size <= off) lo++
         const pt = parts[lo]
-        const data = await this.source(pt.key, pt.load)
+        const data = await this.source(pt.key, pt.size, pt.load)
         const from = off - pt.off
         const n = Math.min(k - i, pt.size - from)
         for (let j = 0; j < n; j++) dst[i + j] = (dst[i + j] + data[from + j]) & 255

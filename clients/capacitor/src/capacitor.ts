@@ -10,7 +10,7 @@ import { Capacitor, WebView as CapWebView } from '@capacitor/core'
 import { Directory, Filesystem } from '@capacitor/filesystem'
 import { Preferences } from '@capacitor/preferences'
 import { base64Decode, base64Encode } from './bytes.js'
-import { Capstan, Options } from './client.js'
+import { Capstan, Options, Result } from './client.js'
 import { CapstanError } from './errors.js'
 import type { Files, Platform } from './platform.js'
 
@@ -70,16 +70,35 @@ export function capacitorPlatform(): Platform {
   }
 }
 
+/** The operations an app calls; what liveUpdates returns. */
+export interface LiveUpdates {
+  readonly state: Capstan['state']
+  check(): Promise<Result>
+  update(opts?: { switchNow?: boolean }): Promise<Result>
+  confirm(): Promise<Result>
+}
+
 /**
  * liveUpdates opens the client on the device and runs start(): call it first
  * thing in main.ts; then confirm() once the app has started well, and
- * update() whenever the app likes (in the background: it switches at the next
- * start unless told to switch now).
+ * update() whenever the app likes (in the background: with switchNow false
+ * the new release is served at the next start). It never throws: an app
+ * whose update client cannot start (bad keys, no storage, a plain browser
+ * without the WebView plugin) still starts, and its calls answer "failed".
  */
-export async function liveUpdates(o: Omit<Options, 'platform'>): Promise<Capstan> {
-  const c = await Capstan.open({ ...o, platform: capacitorPlatform() })
-  await c.start()
-  return c
+export async function liveUpdates(o: Omit<Options, 'platform'>): Promise<LiveUpdates> {
+  try {
+    const c = await Capstan.open({ ...o, platform: capacitorPlatform() })
+    const r = await c.start()
+    if (r.status === 'failed') throw new CapstanError((r.code as CapstanError['code']) ?? 'state', r.error ?? 'start failed')
+    return c
+  } catch (e) {
+    const err = e instanceof Error ? e.message : String(e)
+    console.warn('capstan: live updates are off:', err)
+    const off = async (): Promise<Result> => ({ status: 'failed', from: '', to: '', bytes: 0, ms: 0, error: err, code: e instanceof CapstanError ? e.code : 'state' })
+    return { state: { current: null, pending: null, failed: [] }, check: off, update: off, confirm: off }
+  }
 }
 
 export { Capstan }
+export type { Options, Result }

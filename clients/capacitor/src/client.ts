@@ -338,27 +338,33 @@ export class Capstan {
 
   private armRevert(ms: number): void {
     if (this.timer) clearTimeout(this.timer)
+    // Back to the last confirmed release; with none (a first install) the
+    // app goes back to its built-in bundle at the next cold start anyway.
+    if (!this.st.current) return
     this.timer = setTimeout(() => {
-      void this.revert(`not confirmed within ${this.o.confirmTimeout ?? 600_000} ms`)
-        .then(async () => {
-          await this.flush(null)
-          if (this.st.current) await this.serve(this.st.current.folder)
-        })
-        .catch(() => {})
+      const back = this.st.current
+      void (async () => {
+        // Serving another folder reloads the WebView and ends this script:
+        // the state and the events go first, and the folder is removed by the
+        // next start's cleanup.
+        await this.revert(`not confirmed within ${this.o.confirmTimeout ?? 600_000} ms`, false)
+        await this.flush(null)
+        if (back) await this.serve(back.folder)
+      })().catch(() => {})
     }, ms)
     // In Node (tests, tools) a pending revert must not keep the process alive.
     ;(this.timer as { unref?: () => void }).unref?.()
   }
 
   /** revert drops the pending release for good: it failed on this device. */
-  private async revert(why: string): Promise<void> {
+  private async revert(why: string, remove = true): Promise<void> {
     const p = this.st.pending
     if (!p) return
     this.st.pending = null
     if (!this.st.failed.includes(p.id)) this.st.failed = [...this.st.failed, p.id].slice(-MAX_FAILED)
     this.event('revert', p, 0, why)
     await this.save()
-    await this.o.platform.files.remove(p.folder)
+    if (remove) await this.o.platform.files.remove(p.folder)
   }
 
   /** cleanup removes release folders and lists that the state no longer names. */

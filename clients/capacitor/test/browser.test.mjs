@@ -91,6 +91,7 @@ test('the client bundle updates a page in headless Chromium', { skip: !existsSyn
   // brotli one (Chromium asks for brotli on HTTPS only).
   const answerExtra = s.res.bytes - zstdPatch - (g2.bytes - plainPatch)
   assert.ok(answerExtra >= 0 && answerExtra < 200, `page ${s.res.bytes} B, Go device ${g2.bytes} B, patches ${zstdPatch}/${plainPatch} B`)
+  const s0bytes = s.res.bytes
   t.diagnostic(`update bytes: page ${s.res.bytes}, Go device ${g2.bytes} (patch ${zstdPatch} vs ${plainPatch}); first install: page ${firstInstall}, Go device ${g1.bytes}`)
 
   // The new bundle crashes before confirming: the next start reverts it.
@@ -103,7 +104,7 @@ test('the client bundle updates a page in headless Chromium', { skip: !existsSyn
   const doc = JSON.parse(await (await fetch(`${dev.edge}/v1/releases/${b}`)).text()).signed
   const { times, patchBytes } = await page.evaluate(([e, a, b, d]) => window.capstanTest.applyTimes(e, a, b, d, 7), [dev.edge, a, b, doc])
   const med = (x) => x.slice(2).sort((p, q) => p - q)[Math.floor((x.length - 2) / 2)]
-  const result = { patch_bytes: patchBytes, apply_ms_memory: +med(times.memory).toFixed(1), apply_ms_indexeddb: +med(times.indexeddb).toFixed(1) }
+  const result = { update_bytes_page: s0bytes, update_bytes_go: g2.bytes, patch_bytes: patchBytes, apply_ms_memory: +med(times.memory).toFixed(1), apply_ms_indexeddb: +med(times.indexeddb).toFixed(1) }
   t.diagnostic('vite-vue patch in Chromium: ' + JSON.stringify(result))
   if (process.env.CAPSTAN_BENCH_OUT) await fs.writeFile(process.env.CAPSTAN_BENCH_OUT, JSON.stringify(result) + '\n')
 })

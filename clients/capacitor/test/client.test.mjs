@@ -152,4 +152,47 @@ test('a Capacitor client updates, confirms, reverts and falls back against a rea
     assert.ok(requests.every((u) => !u.includes('/v1/patches/') && !u.includes('/v1/blobs/')), requests.join('\n'))
     assert.deepEqual(await p.files.list(''), [])
   })
+
+  await t.test('a release that runs and never confirms is reverted after the confirm timeout, without a restart', async () => {
+    ids.push(await upload(dev, app, '1.0.5', zips[1]))
+    const before = plat.web.served
+    const r = await (await open()).update()
+    assert.equal(r.status, 'updated', JSON.stringify(r))
+    assert.notEqual(plat.web.served, before)
+    // The new bundle starts; its app never calls confirm().
+    const n = await open(plat, { confirmTimeout: 200 })
+    assert.equal((await n.start()).status, 'pending')
+    const deadline = Date.now() + 10_000
+    while (plat.web.served !== before) {
+      if (Date.now() > deadline) assert.fail('not reverted: serving ' + plat.web.served)
+      await new Promise((res) => setTimeout(res, 50))
+    }
+    const after = await open()
+    assert.ok(after.state.failed.includes(ids[ids.length - 1]))
+    assert.equal(after.state.pending, null)
+    await after.start() // the next start removes the reverted folder
+    assert.ok(!(await plat.files.list('')).includes('capstan-' + ids[ids.length - 1].slice(0, 16)))
+  })
+
+  await t.test('a release key rotation is followed: a release signed by the new key installs on a device that ships the old one', async () => {
+    const p2 = nodePlatform(path.join(work, 'phone2'))
+    const newKey = path.join(dev.dir, 'release-2.key')
+    await dev.cli('keys', 'gen', '--out', newKey)
+    await dev.cli('app', 'set', '--app', app, '--release-key', dev.signKey + '.pub')
+    await dev.cli('keys', 'rotate', '--old', dev.signKey, '--new', newKey + '.pub', '--app', app, '--publish')
+    ids.push(await upload(dev, app, '1.0.6', zips[2], 'production', newKey))
+    const deadline = Date.now() + 20_000
+    let r
+    for (;;) {
+      r = await (await open(p2)).update()
+      if (r.status === 'updated' || Date.now() > deadline) break
+      await new Promise((res) => setTimeout(res, 200)) // the edge learns the statement from the origin
+    }
+    assert.equal(r.status, 'updated', JSON.stringify(r))
+    assert.equal(r.to, '1.0.6')
+    await (await open(p2)).confirm()
+    // The device keeps the rotated key set while the app ships the same keys.
+    const again = await (await open(p2)).check()
+    assert.equal(again.status, 'up-to-date', JSON.stringify(again))
+  })
 })

@@ -33,9 +33,8 @@ async function idbPlatform(name) {
   const keys = async () => req(store(db, 'files').getAllKeys())
   const files = {
     async write(p, data, mode) {
-      const s = store(db, 'files', 'readwrite')
-      if ((await req(s.count(p))) > 0) throw new Error(`${p} exists already`)
-      await req(s.add({ data: data.slice(), mode }, p))
+      // add() refuses a key that exists: never replaces a file.
+      await req(store(db, 'files', 'readwrite').add({ data: data.slice(), mode }, p))
     },
     async read(p) {
       const v = await req(store(db, 'files').get(p))
