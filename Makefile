@@ -67,9 +67,10 @@ bench-origins: build
 bench-regions: build
 	./$(BIN) bench --regions default --devices 30 --base ../shared/fixtures/swagger-ui/www-5.34.0.zip --target ../shared/fixtures/swagger-ui/www-5.34.1.zip
 
-# Edge throughput against nginx serving the same bytes (part of `make bench`).
+# The edge against nginx serving the same bytes, as the acceptance harness
+# (../shared/tools/perfkit) prints it: one row per request a device makes.
 bench-edge: build
-	bash scripts/bench.sh --edge-only
+	bash scripts/bench-edge.sh
 
 # CPU and allocation profiles of the edge for each request a device makes
 # (capstan dev --pprof under wrk); writes bench-out/profiles.

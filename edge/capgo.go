@@ -90,9 +90,6 @@ type capgoState struct {
 	// (channel record, settings, target, and the info fields the rules
 	// read), so a check repeats none of the version parsing or encoding.
 	decisions *slotCache[decisionKey, *capgoDecision]
-	// index is the per-app view of the channel records the Capgo endpoints
-	// read, rebuilt when the records change.
-	index atomic.Pointer[capgoIndex]
 
 	appsMu sync.Mutex                           // serialises writers of apps
 	apps   atomic.Pointer[map[string]*capgoApp] // copied on write
@@ -101,9 +98,9 @@ type capgoState struct {
 	metas    map[release.Hash]*capgo.ReleaseMeta
 	releases map[release.Hash]*capgoRelease
 
-	updates      *prometheus.CounterVec
+	updates      *labeledCounters
 	stats        *prometheus.CounterVec
-	noNewVersion prometheus.Counter
+	noNewVersion *shardedCounter
 }
 
 type capgoApp struct {
@@ -153,15 +150,13 @@ func newCapgoState(cfg CapgoConfig, reg *prometheus.Registry, events capgo.Event
 		sink:      cfg.Events,
 		metas:     map[release.Hash]*capgo.ReleaseMeta{},
 		releases:  map[release.Hash]*capgoRelease{},
-		updates: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "capstan_edge_capgo_updates_total", Help: "Answers to Capgo update checks, by result (update or the error code).",
-		}, []string{"result"}),
+		updates:   newLabeledCounters("capstan_edge_capgo_updates_total", "Answers to Capgo update checks, by result (update or the error code).", "result"),
 		stats: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "capstan_edge_capgo_stats_total", Help: "Stats reported by Capgo devices, by plugin action (unknown actions as other).",
 		}, []string{"action"}),
 	}
 	c.apps.Store(&map[string]*capgoApp{})
-	c.noNewVersion = c.updates.WithLabelValues(capgo.CodeNoNewVersion)
+	c.noNewVersion = c.updates.with(capgo.CodeNoNewVersion)
 	if c.sink == nil {
 		c.sink, c.ownSink = events, true
 	}
@@ -242,7 +237,7 @@ func writeCapgoJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 // Capgo's backend does: the plugin reads error and kind whatever the
 // status, and a 200 keeps older plugins from counting a network failure.
 func (s *Server) capgoRefuse(ctx *fasthttp.RequestCtx, r *capgo.Refusal) {
-	s.capgo.updates.WithLabelValues(r.Error).Inc()
+	s.capgo.updates.with(r.Error).Inc()
 	writeCapgoJSON(ctx, fasthttp.StatusOK, r)
 }
 
@@ -286,47 +281,9 @@ func validHost(h string) bool {
 	return err == nil && u.Host == h
 }
 
-// capgoIndex is the channel records seen per app: the channels by name and
-// the default channel the records name. It is immutable, built once per
-// change of the records.
-type capgoIndex struct {
-	src  *map[string]*channelState
-	apps map[string]*capgoAppIndex
-}
-
-type capgoAppIndex struct {
-	channels map[string]*channelState
-	// def is the newest record flagged Default, or "".
-	def string
-}
-
-// capgoApps returns the index of the records the edge holds now.
-func (s *Server) capgoApps() *capgoIndex {
-	cur := s.state.cur.Load()
-	if ix := s.capgo.index.Load(); ix != nil && ix.src == cur {
-		return ix
-	}
-	ix := &capgoIndex{src: cur, apps: map[string]*capgoAppIndex{}}
-	defSeq := map[string]uint64{}
-	for _, cs := range *cur {
-		a := ix.apps[cs.ch.App]
-		if a == nil {
-			a = &capgoAppIndex{channels: map[string]*channelState{}}
-			ix.apps[cs.ch.App] = a
-		}
-		a.channels[cs.ch.Channel] = cs
-		if cs.ch.Default && (a.def == "" || cs.ch.Seq > defSeq[cs.ch.App]) {
-			a.def, defSeq[cs.ch.App] = cs.ch.Channel, cs.ch.Seq
-		}
-	}
-	// Concurrent rebuilds store equal indexes; any of them will do.
-	s.capgo.index.Store(ix)
-	return ix
-}
-
 // appKnown reports whether the edge holds a channel of app. Only known apps
 // cost an origin fetch, so random app ids from the internet cost nothing.
-func (s *Server) appKnown(app string) bool { return s.capgoApps().apps[app] != nil }
+func (s *Server) appKnown(app string) bool { return s.appIndex().apps[app] != nil }
 
 // capgoAppConfig returns an app's Capgo settings: from memory while fresh,
 // refreshed in the background when stale, fetched (briefly) on first use.
@@ -458,7 +415,7 @@ func (s *Server) capgoMeta(ctx context.Context, id release.Hash) (*capgo.Release
 // channel is missing; falling back is what its users asked for, #819).
 func (s *Server) capgoChannel(in *capgo.Info, cfg *capgo.AppConfig) (*channelState, string) {
 	app := string(in.AppID)
-	a := s.capgoApps().apps[app]
+	a := s.appIndex().apps[app]
 	def := s.capgoDefaultChannel(app, cfg)
 	if a == nil {
 		return nil, def
@@ -480,7 +437,7 @@ func (s *Server) capgoDefaultChannel(app string, cfg *capgo.AppConfig) string {
 	if cfg != nil && cfg.DefaultChannel != "" {
 		return cfg.DefaultChannel
 	}
-	if a := s.capgoApps().apps[app]; a != nil && a.def != "" {
+	if a := s.appIndex().apps[app]; a != nil && a.def != "" {
 		return a.def
 	}
 	return s.capgo.cfg.DefaultChannel
@@ -514,7 +471,7 @@ type capgoDecision struct {
 	// refusal is the whole answer when it is not an update with a release:
 	// a classified refusal, or the builtin answer.
 	refusal      []byte
-	result       prometheus.Counter
+	result       *shardedCounter
 	rel          *capgoRelease
 	withManifest bool
 }
@@ -708,9 +665,9 @@ func (s *Server) capgoDecide(in *capgo.Info, cs *channelState, cfg *capgo.AppCon
 	if rel == nil {
 		// Back to the bundle inside the app (a rollback to builtin): the
 		// success-shaped answer both plugins act on.
-		return &capgoDecision{refusal: builtinAnswer, result: s.capgo.updates.WithLabelValues(capgo.Builtin)}, nil
+		return &capgoDecision{refusal: builtinAnswer, result: s.capgo.updates.with(capgo.Builtin)}, nil
 	}
-	return &capgoDecision{result: s.capgo.updates.WithLabelValues("update"), rel: rel,
+	return &capgoDecision{result: s.capgo.updates.with("update"), rel: rel,
 		withManifest: rel.meta.Encrypted == nil && capgo.SupportsManifest(string(in.PluginVersion))}, nil
 }
 
@@ -719,7 +676,7 @@ func (s *Server) capgoRefusal(r *capgo.Refusal) *capgoDecision {
 	if err != nil {
 		b = []byte(`{"error":"server_error","message":"encode answer","kind":"failed"}`)
 	}
-	return &capgoDecision{refusal: b, result: s.capgo.updates.WithLabelValues(r.Error)}
+	return &capgoDecision{refusal: b, result: s.capgo.updates.with(r.Error)}
 }
 
 // capgoRelease returns a release's manifest and Capgo metadata, from

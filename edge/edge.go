@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"net"
@@ -69,6 +70,14 @@ type Config struct {
 	// RateLimit bounds requests per client address on device endpoints;
 	// the zero value means DefaultRateLimit().
 	RateLimit RateLimitConfig
+	// ConnsPerAddress caps the open connections of one client address
+	// (IPv4, or IPv6 /64); more are closed at once with a 429 (default
+	// DefaultConnsPerAddress; negative: no cap). Loopback clients are
+	// exempt unless RateLimit.LimitLoopback. MaxConns caps all open
+	// connections (default DefaultMaxConns); beyond it fasthttp answers
+	// 503 and closes.
+	ConnsPerAddress int
+	MaxConns        int
 	// ReadTimeout bounds reading one request, headers and body, so slow
 	// clients (slowloris) cannot hold connections open (default 30 s).
 	// IdleTimeout closes keep-alive connections idle this long (default
@@ -133,8 +142,13 @@ type Server struct {
 
 	originChecks originChecks // statement checks of announced origins
 
-	manMu     sync.RWMutex // guards manifests
-	manifests map[release.Hash]*manifestEntry
+	// manifests holds the release documents fetched, read by every check
+	// that offers an update.
+	manifests *cowMap[release.Hash, *manifestEntry]
+	// apps is the per-app index of the records (appIndex).
+	apps atomic.Pointer[appIndex]
+	// offers memoises the record's rules per kind of device (checkOffer).
+	offers offerMemo
 
 	synced   chan struct{}
 	syncOnce sync.Once
@@ -143,6 +157,8 @@ type Server struct {
 	evLimit *windowLimiter
 	flushMu sync.Mutex    // one forward of events at a time; guards pending
 	pending []stats.Event // a batch no origin took yet
+
+	acceptLogged atomic.Int64 // unix nanos of the last failed-accept log line
 
 	srvMu sync.Mutex // guards srv, shut: Serve and Shutdown run in different goroutines
 	shut  bool
@@ -194,6 +210,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = d.IdleTimeout
 	}
+	if cfg.ConnsPerAddress == 0 {
+		cfg.ConnsPerAddress = DefaultConnsPerAddress
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
 	if cfg.Origins == nil {
 		cfg.Origins = func() []string { return nil }
 	}
@@ -232,7 +254,7 @@ func New(cfg Config) (*Server, error) {
 		cfg: cfg, log: log, db: db, cache: cache,
 		mem:       newMemCache(cfg.MemCacheSize, cfg.MemCacheObject),
 		state:     newState(),
-		manifests: map[release.Hash]*manifestEntry{},
+		manifests: newCowMap[release.Hash, *manifestEntry](hashKey),
 		synced:    make(chan struct{}),
 		started:   cfg.Now(),
 		stop:      make(chan struct{}),
@@ -244,6 +266,7 @@ func New(cfg Config) (*Server, error) {
 			MaxIdleConnsPerHost:   16,
 		}},
 	}
+	s.offers.seed = maphash.MakeSeed()
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
 	s.initTrust()
@@ -329,8 +352,11 @@ func (s *Server) Records() []*release.Envelope {
 	return out
 }
 
-// Serve serves HTTP on ln until Shutdown. It may run in its own goroutine
-// while Shutdown is called from another.
+// Serve serves HTTP on ln until Shutdown, then returns nil. Accept errors
+// that pass (out of descriptors) are retried with backoff; if serving
+// stops for any other reason Serve returns the error, and the caller
+// should stop the process (capstan edge exits non-zero). It may run in its
+// own goroutine while Shutdown is called from another.
 func (s *Server) Serve(ln net.Listener) error {
 	srv := s.newHTTPServer()
 	s.srvMu.Lock()
@@ -341,7 +367,21 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.srv = srv
 	s.srvMu.Unlock()
-	return srv.Serve(ln)
+	err := srv.Serve(s.guardListener(ln))
+	s.srvMu.Lock()
+	shut := s.shut
+	s.srvMu.Unlock()
+	if shut {
+		return nil
+	}
+	// The listener failed in a way retrying cannot mend (or was closed
+	// by someone else): the edge answers nothing any more. Say so, so
+	// that the process exits and a supervisor restarts it, rather than
+	// linger in gossip, listed in /v1/edges.
+	if err == nil {
+		err = errors.New("listener closed")
+	}
+	return fmt.Errorf("edge: serving stopped: %w", err)
 }
 
 // Shutdown stops serving (waiting for requests in flight up to ctx) and

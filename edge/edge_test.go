@@ -366,3 +366,36 @@ func TestRecordsNeverGoBackwards(t *testing.T) {
 		t.Fatalf("edge serves %s, want %s", body, nc.Release.Version)
 	}
 }
+
+// TestCheckRulesPerDevice: the rules' outcome is kept per kind of device,
+// never mixed between them: devices asking in turn with different
+// versions and failed lists each get their own answer, every time.
+func TestCheckRulesPerDevice(t *testing.T) {
+	f := newFleet(t)
+	r1 := f.upload(t, "1.0.0", map[string][]byte{"index.html": []byte("1")})
+	r2 := f.upload(t, "1.1.0", map[string][]byte{"index.html": []byte("2")})
+	e := startEdge(t, f, t.TempDir(), nil)
+	if err := e.SyncFromOrigin(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	base := e.url + "/v1/check?app=com.x&channel=production&device=d&current=" + r1.ID.String()
+	cases := []struct{ query, status, code string }{
+		{"&version=1.0.0", "update", ""},
+		{"&version=1.2.0", "blocked", "disable_downgrade"},
+		{"&version=1.0.0&failed=" + r2.ID.String(), "blocked", "failed_on_device"},
+		{"&version=1.0.0&failed=" + r1.ID.String(), "update", ""},
+		{"", "update", ""},
+	}
+	for round := range 3 {
+		for _, c := range cases {
+			resp, body := get(t, base+c.query)
+			var a struct{ Status, Code string }
+			if err := json.Unmarshal(body, &a); err != nil || resp.StatusCode != 200 || a.Status != c.status || a.Code != c.code {
+				t.Fatalf("round %d, %q: %d %s; want %s %s", round, c.query, resp.StatusCode, body, c.status, c.code)
+			}
+		}
+	}
+	if resp, _ := get(t, base+"&failed=nothex"); resp.StatusCode != 400 {
+		t.Fatalf("bad failed list: %d", resp.StatusCode)
+	}
+}

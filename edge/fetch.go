@@ -77,10 +77,7 @@ func (s *Server) loadState() error {
 // manifest returns a release's signed manifest from memory, the cache, or
 // an origin (verified against its ID, which is the hash of its signed bytes).
 func (s *Server) manifest(ctx context.Context, id release.Hash) (*manifestEntry, error) {
-	s.manMu.RLock()
-	me, ok := s.manifests[id]
-	s.manMu.RUnlock()
-	if ok {
+	if me, ok := s.manifests.get(id); ok {
 		return me, nil
 	}
 	v, err, _ := s.flight.Do("manifest/"+id.String(), func() (any, error) {
@@ -122,9 +119,7 @@ func (s *Server) manifest(ctx context.Context, id release.Hash) (*manifestEntry,
 		if m != nil {
 			me.full.Store(m)
 		}
-		s.manMu.Lock()
-		s.manifests[id] = me
-		s.manMu.Unlock()
+		s.manifests.set(id, me)
 		return me, nil
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package edge_test
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -111,25 +112,36 @@ func BenchmarkHotPaths(b *testing.B) {
 
 // TestHotPathAllocs bounds the heap allocations of each hot handler, as
 // `go test -bench HotPaths -benchmem` reports them: allocation is what
-// costs an edge most under load (garbage collection on every core).
+// costs an edge most under load (garbage collection on every core). Checks
+// and patches allocate nothing; a Capgo check copies its body once (the
+// info object's fields point into it); a large blob opens its file (the os.File and its name).
 func TestHotPathAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector changes allocations; make test runs this without it")
 	}
 	he := newHotEdge(t)
-	for row, limit := range map[string]float64{
-		// The copy of the body that the info object's fields point into;
-		// the route's path and the status code's label (decision 083).
-		"capgo_updates": 3,
-	} {
-		ctx := &fasthttp.RequestCtx{}
-		ctx.Init(he.reqs[row], &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
-		n := testing.AllocsPerRun(200, func() {
-			ctx.Response.Reset()
-			he.h(ctx)
-		})
-		if ctx.Response.StatusCode() != 200 || n > limit {
-			t.Errorf("%s: %d, %.1f allocations per request, want at most %.0f", row, ctx.Response.StatusCode(), n, limit)
+	limits := map[string]float64{"check_uptodate": 0, "check_update": 0, "patch": 0, "full": 4, "zip": 4, "capgo_updates": 1}
+	for _, accept := range []string{"", "gzip, deflate, br"} {
+		for _, row := range hotRows {
+			req := he.reqs[row]
+			if accept != "" {
+				req.Header.Set("Accept-Encoding", accept)
+			}
+			ctx := &fasthttp.RequestCtx{}
+			ctx.Init(req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
+			run := func() {
+				ctx.Response.Reset()
+				he.h(ctx)
+				if f, ok := ctx.Response.BodyStream().(io.Closer); ok {
+					f.Close()
+				}
+			}
+			run() // compressed forms are built on first use
+			n := testing.AllocsPerRun(200, run)
+			if ctx.Response.StatusCode() != 200 || n > limits[row] {
+				t.Errorf("%s (Accept-Encoding %q): %d, %.1f allocations per request, want at most %.0f", row, accept, ctx.Response.StatusCode(), n, limits[row])
+			}
+			req.Header.Del("Accept-Encoding")
 		}
 	}
 }

@@ -1,9 +1,9 @@
 package edge
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/wire"
@@ -20,22 +20,16 @@ const maxFailedIDs = 16
 // status and a message.
 func (s *Server) resolveChannel(app, channel []byte) (*channelState, int, string) {
 	if len(channel) == 0 {
-		// A scan of the channel map (no copy): checks that name no channel
-		// cost O(channels), which is fine for the hundreds an edge holds.
-		var best *channelState
-		for _, cs := range *s.state.cur.Load() {
-			if cs.ch.Default && cs.ch.App == string(app) && (best == nil || cs.ch.Seq > best.ch.Seq) {
-				best = cs
-			}
-		}
-		if best == nil {
+		a := s.appIndex().apps[string(app)]
+		if a == nil || a.def == "" {
 			return nil, fasthttp.StatusNotFound, "app " + string(app) + " is unknown or has no default channel: name a channel"
 		}
-		return best, 0, ""
+		return a.channels[a.def], 0, ""
 	}
-	key := make([]byte, 0, len(app)+len(channel)+1)
-	key = append(append(append(key, app...), '/'), channel...)
-	cs, ok := s.state.get(string(key))
+	// "app/channel" on the stack: the map index does not copy it.
+	var kb [2*release.MaxAppLen + 1]byte
+	key := append(append(append(kb[:0], app...), '/'), channel...)
+	cs, ok := (*s.state.cur.Load())[string(key)]
 	if !ok {
 		return nil, fasthttp.StatusNotFound, "unknown app or channel: " + string(key)
 	}
@@ -45,25 +39,64 @@ func (s *Server) resolveChannel(app, channel []byte) (*channelState, int, string
 	return cs, 0, ""
 }
 
-// parseFailed parses the comma-separated release ids a device reports as
-// failed on it.
-func parseFailed(b []byte) ([]release.Hash, error) {
-	if len(b) == 0 {
-		return nil, nil
+// appIndex is the channel records seen per app: the channels by name and
+// the default channel the records name. It is immutable, built once per
+// change of the records, and read by every check.
+type appIndex struct {
+	src  *map[string]*channelState
+	apps map[string]*appChannels
+}
+
+type appChannels struct {
+	channels map[string]*channelState
+	// def is the channel of the newest record flagged Default, or "".
+	def string
+}
+
+// appIndex returns the index of the records the edge holds now.
+func (s *Server) appIndex() *appIndex {
+	cur := s.state.cur.Load()
+	if ix := s.apps.Load(); ix != nil && ix.src == cur {
+		return ix
 	}
-	parts := strings.Split(string(b), ",")
-	if len(parts) > maxFailedIDs {
-		return nil, fmt.Errorf("failed: at most %d release ids", maxFailedIDs)
-	}
-	out := make([]release.Hash, 0, len(parts))
-	for _, p := range parts {
-		h, err := release.ParseHash(p)
-		if err != nil {
-			return nil, fmt.Errorf("failed: %w", err)
+	ix := &appIndex{src: cur, apps: map[string]*appChannels{}}
+	defSeq := map[string]uint64{}
+	for _, cs := range *cur {
+		a := ix.apps[cs.ch.App]
+		if a == nil {
+			a = &appChannels{channels: map[string]*channelState{}}
+			ix.apps[cs.ch.App] = a
 		}
-		out = append(out, h)
+		a.channels[cs.ch.Channel] = cs
+		if cs.ch.Default && (a.def == "" || cs.ch.Seq > defSeq[cs.ch.App]) {
+			a.def, defSeq[cs.ch.App] = cs.ch.Channel, cs.ch.Seq
+		}
 	}
-	return out, nil
+	// Concurrent rebuilds store equal indexes; any of them will do.
+	s.apps.Store(ix)
+	return ix
+}
+
+// checkFailed validates the comma-separated release ids a device reports
+// as failed on it, and reports whether target is among them, without
+// allocating.
+func checkFailed(b []byte, target release.Hash) (bool, error) {
+	if len(b) == 0 {
+		return false, nil
+	}
+	if n := bytes.Count(b, []byte{','}) + 1; n > maxFailedIDs {
+		return false, fmt.Errorf("failed: at most %d release ids", maxFailedIDs)
+	}
+	hit := false
+	for part := range bytes.SplitSeq(b, []byte{','}) {
+		h, ok := parseHashBytes(part)
+		if !ok {
+			_, err := release.ParseHash(string(part))
+			return false, fmt.Errorf("failed: %w", err)
+		}
+		hit = hit || h == target
+	}
+	return hit, nil
 }
 
 // writeRefusal answers a check with status "blocked", the rule's code and

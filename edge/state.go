@@ -18,10 +18,18 @@ type channelState struct {
 	// verified says the record's origin signature was checked (the edge
 	// has origin keys); only such records raise the staleness alarm.
 	verified bool
-	// bodies caches finished check answers (*answer) by status and
-	// target; the record is immutable, so they never go stale (a new
-	// record is a new channelState).
-	bodies sync.Map
+	// answers holds finished check answers by status and target (a
+	// handful: the record's release and stable one); the record is
+	// immutable, so they never go stale (a new record is a new
+	// channelState). Read without a lock, copied on write.
+	answers   atomic.Pointer[map[answerKey]*answer]
+	answersMu sync.Mutex // serialises writers of answers
+}
+
+func newChannelState(env *release.Envelope, ch *release.Channel, envJSON []byte, verified bool) *channelState {
+	cs := &channelState{env: env, ch: ch, envJSON: envJSON, verified: verified}
+	cs.answers.Store(&map[answerKey]*answer{})
+	return cs
 }
 
 // state maps "app/channel" to the newest record. Readers load the map
@@ -61,7 +69,7 @@ func (s *state) apply(env *release.Envelope, ch *release.Channel, verified bool)
 	for k, v := range old {
 		next[k] = v
 	}
-	next[ch.Key()] = &channelState{env: env, ch: ch, envJSON: b, verified: verified}
+	next[ch.Key()] = newChannelState(env, ch, b, verified)
 	s.cur.Store(&next)
 	s.updated.Store(time.Now().UnixNano())
 	return true

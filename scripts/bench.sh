@@ -17,8 +17,9 @@
 # repository root), KEEP_TMP=1 to keep the temp dir.
 set -euo pipefail
 
-# --edge-only (make bench-edge): only the wrk comparison of one edge with
-# nginx; prints the table and leaves docs/benchmarks.md alone.
+# --edge-only: only the wrk comparison of one edge with nginx; prints the
+# table and leaves docs/benchmarks.md alone. (make bench-edge runs the
+# acceptance harness, scripts/bench-edge.sh, instead.)
 EDGE_ONLY=0
 for arg in "$@"; do
 	case $arg in
@@ -399,7 +400,7 @@ method = """## Fleet benchmark
 How to run: \`make bench\` (2 to 3 minutes; needs nginx, wrk, jq and python3, and the swagger-ui fixtures in
 \`../shared/fixtures\` next to the repository or in \`CAPSTAN_FIXTURES\`). It starts an origin and three edges as separate
 processes on loopback, uploads swagger-ui 5.34.0, 5.34.1 and 5.35.0, waits for the origin's patch builds, and
-measures (\`make bench-edge\` runs only the first item and prints its table without touching this file):
+measures (\`scripts/bench.sh --edge-only\` runs only the first item and prints its table without touching this file):
 
 - **wrk, edge vs nginx**: the same URLs, bytes and wrk settings against one edge and against nginx serving the same
   bytes as static files. This is the like-for-like figure behind the SPEC's targets (check throughput ≥ nginx, check

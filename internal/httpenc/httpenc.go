@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/andybalholm/brotli"
@@ -166,6 +167,16 @@ type Variants struct {
 	mu sync.Mutex // guards forms
 	// forms[i] is the body encoded with preference[i].
 	forms [3][]byte
+	// smallest[set] is Smallest's answer for an accepted set, once known:
+	// every device asks for the same answer, so after the first the lookup
+	// takes no lock.
+	smallest [8]atomic.Pointer[variant]
+}
+
+// variant is one encoded form of a body.
+type variant struct {
+	enc  string
+	body []byte
 }
 
 // Get returns body encoded with enc, computing it once. It returns body
@@ -196,8 +207,12 @@ func (v *Variants) form(i int, body []byte) []byte {
 // size: an update answer is under 1 KB, and brotli's built-in dictionary
 // still takes a third off it.
 func (v *Variants) Smallest(set Set, body []byte) (string, []byte) {
+	set &= 7
 	if set == 0 {
 		return "", body
+	}
+	if c := v.smallest[set].Load(); c != nil {
+		return c.enc, c.body
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -210,6 +225,7 @@ func (v *Variants) Smallest(set Set, body []byte) (string, []byte) {
 			enc, out = preference[i], f
 		}
 	}
+	v.smallest[set].Store(&variant{enc, out})
 	return enc, out
 }
 

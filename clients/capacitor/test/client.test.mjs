@@ -173,4 +173,26 @@ test('a Capacitor client updates, confirms, reverts and falls back against a rea
     await after.start() // the next start removes the reverted folder
     assert.ok(!(await plat.files.list('')).includes('capstan-' + ids[ids.length - 1].slice(0, 16)))
   })
+
+  await t.test('a release key rotation is followed: a release signed by the new key installs on a device that ships the old one', async () => {
+    const p2 = nodePlatform(path.join(work, 'phone2'))
+    const newKey = path.join(dev.dir, 'release-2.key')
+    await dev.cli('keys', 'gen', '--out', newKey)
+    await dev.cli('app', 'set', '--app', app, '--release-key', dev.signKey + '.pub')
+    await dev.cli('keys', 'rotate', '--old', dev.signKey, '--new', newKey + '.pub', '--app', app, '--publish')
+    ids.push(await upload(dev, app, '1.0.6', zips[2], 'production', newKey))
+    const deadline = Date.now() + 20_000
+    let r
+    for (;;) {
+      r = await (await open(p2)).update()
+      if (r.status === 'updated' || Date.now() > deadline) break
+      await new Promise((res) => setTimeout(res, 200)) // the edge learns the statement from the origin
+    }
+    assert.equal(r.status, 'updated', JSON.stringify(r))
+    assert.equal(r.to, '1.0.6')
+    await (await open(p2)).confirm()
+    // The device keeps the rotated key set while the app ships the same keys.
+    const again = await (await open(p2)).check()
+    assert.equal(again.status, 'up-to-date', JSON.stringify(again))
+  })
 })

@@ -93,8 +93,8 @@ export async function startDev() {
 }
 
 /** upload ships a zip as a signed release and points channel at it; it returns the release id. */
-export async function upload(dev, app, version, zip, channel = 'production') {
-  const out = await dev.cli('upload', '--app', app, '--version', version, '--channel', channel, '--sign-key', dev.signKey, '--json', zip)
+export async function upload(dev, app, version, zip, channel = 'production', signKey = dev.signKey) {
+  const out = await dev.cli('upload', '--app', app, '--version', version, '--channel', channel, '--sign-key', signKey, '--json', zip)
   const j = JSON.parse(out)
   return j.id ?? j.release?.id ?? j.release
 }
