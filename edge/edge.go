@@ -70,6 +70,14 @@ type Config struct {
 	// RateLimit bounds requests per client address on device endpoints;
 	// the zero value means DefaultRateLimit().
 	RateLimit RateLimitConfig
+	// ConnsPerAddress caps the open connections of one client address
+	// (IPv4, or IPv6 /64); more are closed at once with a 429 (default
+	// DefaultConnsPerAddress; negative: no cap). Loopback clients are
+	// exempt unless RateLimit.LimitLoopback. MaxConns caps all open
+	// connections (default DefaultMaxConns); beyond it fasthttp answers
+	// 503 and closes.
+	ConnsPerAddress int
+	MaxConns        int
 	// ReadTimeout bounds reading one request, headers and body, so slow
 	// clients (slowloris) cannot hold connections open (default 30 s).
 	// IdleTimeout closes keep-alive connections idle this long (default
@@ -150,6 +158,8 @@ type Server struct {
 	flushMu sync.Mutex    // one forward of events at a time; guards pending
 	pending []stats.Event // a batch no origin took yet
 
+	acceptLogged atomic.Int64 // unix nanos of the last failed-accept log line
+
 	srvMu sync.Mutex // guards srv, shut: Serve and Shutdown run in different goroutines
 	shut  bool
 
@@ -199,6 +209,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = d.IdleTimeout
+	}
+	if cfg.ConnsPerAddress == 0 {
+		cfg.ConnsPerAddress = DefaultConnsPerAddress
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
 	}
 	if cfg.Origins == nil {
 		cfg.Origins = func() []string { return nil }
@@ -336,8 +352,11 @@ func (s *Server) Records() []*release.Envelope {
 	return out
 }
 
-// Serve serves HTTP on ln until Shutdown. It may run in its own goroutine
-// while Shutdown is called from another.
+// Serve serves HTTP on ln until Shutdown, then returns nil. Accept errors
+// that pass (out of descriptors) are retried with backoff; if serving
+// stops for any other reason Serve returns the error, and the caller
+// should stop the process (capstan edge exits non-zero). It may run in its
+// own goroutine while Shutdown is called from another.
 func (s *Server) Serve(ln net.Listener) error {
 	srv := s.newHTTPServer()
 	s.srvMu.Lock()
@@ -348,7 +367,21 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.srv = srv
 	s.srvMu.Unlock()
-	return srv.Serve(ln)
+	err := srv.Serve(s.guardListener(ln))
+	s.srvMu.Lock()
+	shut := s.shut
+	s.srvMu.Unlock()
+	if shut {
+		return nil
+	}
+	// The listener failed in a way retrying cannot mend (or was closed
+	// by someone else): the edge answers nothing any more. Say so, so
+	// that the process exits and a supervisor restarts it, rather than
+	// linger in gossip, listed in /v1/edges.
+	if err == nil {
+		err = errors.New("listener closed")
+	}
+	return fmt.Errorf("edge: serving stopped: %w", err)
 }
 
 // Shutdown stops serving (waiting for requests in flight up to ctx) and

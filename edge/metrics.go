@@ -256,6 +256,8 @@ type metrics struct {
 	originFetches prometheus.Counter
 	originBytes   prometheus.Counter
 	refusedPulls  prometheus.Counter
+	acceptErrors  prometheus.Counter
+	connsRefused  prometheus.Counter
 	bytesServed   *shardedCounter
 	eventsIn      *shardedCounter
 	eventsOut     prometheus.Counter
@@ -268,6 +270,8 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 		cacheMisses:   newShardedCounter("capstan_edge_cache_misses_total", "Blob requests that needed an origin pull."),
 		originFetches: prometheus.NewCounter(prometheus.CounterOpts{Name: "capstan_edge_origin_fetches_total", Help: "HTTP requests sent to origins."}),
 		originBytes:   prometheus.NewCounter(prometheus.CounterOpts{Name: "capstan_edge_origin_bytes_total", Help: "Bytes pulled from origins."}),
+		acceptErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "capstan_edge_accept_errors_total", Help: "Failed accepts (out of file descriptors, buffers), each retried after a backoff."}),
+		connsRefused:  prometheus.NewCounter(prometheus.CounterOpts{Name: "capstan_edge_conns_refused_total", Help: "Connections closed at once because their client address held its cap of open connections."}),
 		refusedPulls:  prometheus.NewCounter(prometheus.CounterOpts{Name: "capstan_edge_refused_pulls_total", Help: "Objects from origins refused because no valid origin-signed statement named their content."}),
 		bytesServed:   newShardedCounter("capstan_edge_bytes_served_total", "Blob and patch bytes served to devices."),
 		eventsIn:      newShardedCounter("capstan_edge_events_received_total", "Device events accepted from devices."),
@@ -278,7 +282,7 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 			func() float64 { return float64(s.events.len()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "capstan_edge_events_dropped_total", Help: "Device events dropped because the queue was full."},
 			func() float64 { return float64(s.events.droppedTotal()) }))
-	reg.MustRegister(m.requests, m.cacheHits, m.cacheMisses, m.originFetches, m.originBytes, m.refusedPulls, m.bytesServed,
+	reg.MustRegister(m.requests, m.cacheHits, m.cacheMisses, m.originFetches, m.originBytes, m.refusedPulls, m.acceptErrors, m.connsRefused, m.bytesServed,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "capstan_edge_cache_bytes", Help: "Bytes of blobs in the disk cache."},
 			func() float64 { b, _ := s.cache.used(); return float64(b) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "capstan_edge_channels", Help: "Channels the edge holds a record for."},

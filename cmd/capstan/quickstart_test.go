@@ -19,8 +19,11 @@ import (
 
 // TestQuickstart is a new user's first hour, in one folder, in order, as a
 // reader does it: `make dev` (stopped with Ctrl-C), the README's "Try it",
-// then every command of docs/quickstart.md. Each documented command must
-// exit 0, and the outputs the docs promise must appear.
+// every command of docs/quickstart.md, then the walk-throughs of
+// docs/operations.md (a fleet: an origin and two edges) and docs/ci.md (the
+// pipeline, against that fleet). Each documented command must exit 0, and
+// the outputs the docs promise must appear. Addresses and paths of other
+// machines are mapped onto this one (see walkthrough).
 func TestQuickstart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the documented walk-throughs")
@@ -31,11 +34,30 @@ func TestQuickstart(t *testing.T) {
 	w.makeDev()
 	// The README's "Try it", on the data folder `make dev` made.
 	w.runDoc("README.md", "## Try it", "## Layout")
-	w.expect("README.md", "<h1>Hello</h1>", `"status":"updated"`)
+	w.expect("README.md", "<h1>Hello</h1>", `"status":"updated"`, "CAPSTAN_ADMIN_KEY was new to capstan-data/origin",
+		"15 B unpacked (", " zip sent)")
 	w.stopServers()
 
 	w.runDoc("docs/quickstart.md", "", "")
 	w.expect("docs/quickstart.md", "Hello, version 1", "Hello, version 2", `"mode":"delta"`, `"status":"updated"`)
+	w.stopServers() // Ctrl-C: the fleet of docs/operations.md takes over
+
+	w.runDoc("docs/operations.md", "", "")
+	w.expect("docs/operations.md",
+		"com.example.app/beta serves 1.4.0 {device-select}",
+		"com.example.app/production serves 1.6.0 to 10.00% of devices (others stay on 1.5.0)",
+		"rolled back: com.example.app/production serves 1.5.0",
+		"rolled back: com.example.app/production serves the bundle built into the app",
+		`"status":"updated"`, "confirmed: ", "channel production")
+
+	// docs/ci.md by hand, against the fleet still running; the reader's
+	// app is a package.json and a built dist/.
+	w.write("package.json", `{"name":"example","version":"1.7.0"}`)
+	w.write("dist/index.html", "<h1>Hello, 1.7.0</h1>")
+	w.runDoc("docs/ci.md", "", "")
+	w.expect("docs/ci.md", "uploaded com.example.app 1.7.0", "signed with key",
+		"com.example.app/production serves 1.7.0 to 10.00% of devices", "com.example.app/production serves 1.7.0 to 50.00% of devices",
+		"rolled back:")
 	w.stopServers()
 	t.Logf("ran %d documented commands", w.ran)
 }
@@ -45,16 +67,27 @@ func TestQuickstart(t *testing.T) {
 // in the background until the doc stops them (kill %1) or ends; `export`
 // lines change the environment of the lines after them; every other line
 // must exit 0. The docs' default addresses are mapped to free ports.
+//
+// A doc written for several machines (docs/operations.md) is run on this
+// one as a reader trying it would: every server's listen address gets a
+// free port, its --public-url (and every later mention of it) points
+// there, each gossip address of the doc gets a port of its own, absolute
+// paths (/var/lib/…, /etc/capstan/…) live under the reader's folder, and
+// the cluster key file the doc says to copy to each edge is copied. A
+// block marked `<!-- walkthrough: not run … -->` (it needs PostgreSQL and
+// S3, or runs a step on every node by PID) says which test runs it.
 type walkthrough struct {
 	t       *testing.T
 	dir     string
 	env     []string
-	subst   []string // old, new pairs applied to every line
-	api     string   // host:port of the API of `capstan dev`
-	edge    string   // host:port of its edge
-	gossip  string   // host:port of its gossip
-	servers []*testutil.Proc
-	output  map[string]*strings.Builder // per doc
+	subst   []string          // old, new pairs applied to every line
+	api     string            // host:port of the API of `capstan dev`
+	edge    string            // host:port of its edge
+	gossip  string            // host:port of its gossip
+	urls    map[string]string // public URL in a doc → URL on this machine
+	gossips map[string]string // gossip address in a doc → address on this machine
+	servers []server
+	output  map[string]*strings.Builder // per doc: what its commands and servers printed
 	ran     int
 }
 
@@ -70,7 +103,7 @@ func newWalkthrough(t *testing.T) *walkthrough {
 	if err := os.Symlink(bin, filepath.Join(dir, "bin", "capstan")); err != nil {
 		t.Fatal(err)
 	}
-	w := &walkthrough{t: t, dir: dir, output: map[string]*strings.Builder{}}
+	w := &walkthrough{t: t, dir: dir, output: map[string]*strings.Builder{}, urls: map[string]string{}, gossips: map[string]string{}}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "CAPSTAN_") && !strings.HasPrefix(kv, "PATH=") {
 			w.env = append(w.env, kv)
@@ -86,6 +119,12 @@ func newWalkthrough(t *testing.T) *walkthrough {
 	// The CLI's and the device's defaults are the same addresses.
 	w.env = append(w.env, "CAPSTAN_SERVER=http://"+w.api)
 	return w
+}
+
+// server is a background server a doc started.
+type server struct {
+	doc string
+	p   *testutil.Proc
 }
 
 // freeAddr returns a loopback address with a port nothing listens on.
@@ -130,6 +169,13 @@ func (w *walkthrough) makeDev() {
 	w.servers = w.servers[:len(w.servers)-1]
 }
 
+// stop stops a server as its reader would (Ctrl-C, kill %1) and keeps
+// what it printed with its doc's output.
+func (w *walkthrough) stop(s server) {
+	s.p.Stop(w.t)
+	w.keep(s.doc, s.p.Output())
+}
+
 // shellBlocks returns the ```sh blocks of doc between the headings from
 // and to ("" for the start and the end of the file).
 func (w *walkthrough) shellBlocks(doc, from, to string) []string {
@@ -151,8 +197,10 @@ func (w *walkthrough) shellBlocks(doc, from, to string) []string {
 		}
 	}
 	var out []string
-	for _, m := range regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(text, -1) {
-		out = append(out, m[1])
+	for _, m := range regexp.MustCompile("(?s)(<!-- walkthrough: not run[^\n]*-->\n)?```sh\n(.*?)```").FindAllStringSubmatch(text, -1) {
+		if m[1] == "" {
+			out = append(out, m[2])
+		}
 	}
 	if len(out) == 0 {
 		w.t.Fatalf("%s has no shell block between %q and %q", doc, from, to)
@@ -181,22 +229,100 @@ func (w *walkthrough) runDoc(doc, from, to string) {
 			for i := 0; i < len(w.subst); i += 2 {
 				line = strings.ReplaceAll(line, w.subst[i], w.subst[i+1])
 			}
+			line = w.onThisMachine(line)
 			w.ran++
 			switch {
 			case line == "kill %1":
 				if len(w.servers) == 0 {
 					t.Fatalf("%s: kill %%1 with no server running", doc)
 				}
-				w.servers[0].Stop(t)
+				w.stop(w.servers[0])
 				w.servers = w.servers[1:]
 			case strings.HasPrefix(line, "export "):
 				w.export(doc, line)
 			case serverLine.MatchString(line):
-				w.start(doc, w.withDevAddrs(strings.TrimSuffix(line, "&")))
+				line = strings.TrimSpace(strings.TrimSuffix(line, "&"))
+				if !strings.Contains(line, "capstan dev") {
+					line = w.serverOnThisMachine(line)
+				}
+				w.start(doc, w.withDevAddrs(line))
 			default:
 				w.runLine(doc, w.withEdge(line))
 			}
 		}
+	}
+}
+
+var (
+	listenFlag  = regexp.MustCompile(`--(api|http) (\S+)`)
+	publicFlag  = regexp.MustCompile(`--public-url (\S+)`)
+	gossipFlag  = regexp.MustCompile(`--(gossip|join) (\S+)`)
+	machinePath = regexp.MustCompile(`(^|[\s=])(/var/lib/|/etc/capstan/)`)
+)
+
+// serverOnThisMachine gives a server line of a multi-machine doc a free
+// port to listen on, and remembers where its public URL now is; gossip
+// addresses map to ports of their own.
+func (w *walkthrough) serverOnThisMachine(line string) string {
+	addr := ""
+	line = listenFlag.ReplaceAllStringFunc(line, func(m string) string {
+		f := listenFlag.FindStringSubmatch(m)
+		addr = freeAddr(w.t)
+		return "--" + f[1] + " " + addr
+	})
+	if m := publicFlag.FindStringSubmatch(line); m != nil && addr != "" {
+		w.urls[m[1]] = "http://" + addr
+		line = strings.Replace(line, m[0], "--public-url http://"+addr, 1)
+	}
+	line = gossipFlag.ReplaceAllStringFunc(line, func(m string) string {
+		f := gossipFlag.FindStringSubmatch(m)
+		var mapped []string
+		for _, a := range strings.Split(f[2], ",") {
+			if _, ok := w.gossips[a]; !ok {
+				if f[1] == "join" {
+					w.t.Fatalf("--join %s: no server of the doc listens there", a)
+				}
+				w.gossips[a] = freeAddr(w.t)
+			}
+			mapped = append(mapped, w.gossips[a])
+		}
+		return "--" + f[1] + " " + strings.Join(mapped, ",")
+	})
+	// The doc says to copy the origin's cluster key file to every edge.
+	if i := strings.Index(line, "--cluster-key "); i >= 0 {
+		dst := strings.Fields(line[i+len("--cluster-key "):])[0]
+		if _, err := os.Stat(dst); os.IsNotExist(err) {
+			keys, _ := filepath.Glob(filepath.Join(w.dir, "var", "lib", "*", "cluster.key"))
+			if len(keys) == 0 {
+				w.t.Fatalf("%s: no origin made a cluster key file to copy", line)
+			}
+			b, err := os.ReadFile(keys[0])
+			if err != nil {
+				w.t.Fatal(err)
+			}
+			w.write(strings.TrimPrefix(dst, w.dir+"/"), string(b))
+		}
+	}
+	return line
+}
+
+// onThisMachine maps what a line says about other machines onto this one:
+// public URLs of the servers started so far, and absolute paths.
+func (w *walkthrough) onThisMachine(line string) string {
+	for from, to := range w.urls {
+		line = strings.ReplaceAll(line, from, to)
+	}
+	return machinePath.ReplaceAllString(line, "${1}"+w.dir+"${2}")
+}
+
+// write makes a file in the reader's folder.
+func (w *walkthrough) write(name, content string) {
+	p := filepath.Join(w.dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		w.t.Fatal(err)
 	}
 }
 
@@ -229,7 +355,9 @@ func (w *walkthrough) start(doc, line string) *testutil.Proc {
 	// env -C and bash -c exec in turn, so the process is the server itself
 	// and a signal reaches it as Ctrl-C would.
 	p := testutil.Start(t, w.env, "env", "-C", w.dir, "bash", "-c", line)
-	ready := regexp.MustCompile(`capstan dev: origin API|msg="gossip listening"|msg="joined the cluster"|msg="edge listening"`)
+	// Ready: capstan dev serves; an origin has its gossip node; an edge has
+	// joined the cluster (it answers devices only with what it holds).
+	ready := regexp.MustCompile(`capstan dev: origin API|msg="gossip listening"|msg="joined the cluster"`)
 	deadline := time.Now().Add(60 * time.Second)
 	for !ready.MatchString(p.Output()) {
 		select {
@@ -242,7 +370,7 @@ func (w *walkthrough) start(doc, line string) *testutil.Proc {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	w.servers = append(w.servers, p)
+	w.servers = append(w.servers, server{doc, p})
 	return p
 }
 
@@ -250,7 +378,7 @@ func (w *walkthrough) start(doc, line string) *testutil.Proc {
 // the next doc.
 func (w *walkthrough) stopServers() {
 	for i := len(w.servers) - 1; i >= 0; i-- {
-		w.servers[i].Stop(w.t)
+		w.stop(w.servers[i])
 	}
 	w.servers = nil
 }
@@ -267,8 +395,10 @@ func (w *walkthrough) export(doc, line string) {
 }
 
 // runLine runs one command line and keeps its output.
-func (w *walkthrough) runLine(doc, line string) {
-	out := w.shell(doc, line)
+func (w *walkthrough) runLine(doc, line string) { w.keep(doc, w.shell(doc, line)) }
+
+// keep adds output to what a doc's commands printed.
+func (w *walkthrough) keep(doc, out string) {
 	sb := w.output[doc]
 	if sb == nil {
 		sb = &strings.Builder{}

@@ -156,6 +156,8 @@ type rateLimitFlags struct {
 	burst     int
 	clients   int
 	loopback  bool
+	perAddr   int
+	maxConns  int
 }
 
 func (f *rateLimitFlags) flags(cmd *cobra.Command) {
@@ -163,11 +165,15 @@ func (f *rateLimitFlags) flags(cmd *cobra.Command) {
 	cmd.Flags().Float64Var(&f.perSecond, "rate-limit", d.PerSecond, "device requests per second per client address (IPv4 address or IPv6 /64); negative turns limiting off")
 	cmd.Flags().IntVar(&f.burst, "rate-burst", d.Burst, "requests a quiet address may make at once")
 	cmd.Flags().IntVar(&f.clients, "rate-clients", d.Clients, "client addresses tracked at once (least recently seen forgotten first)")
-	cmd.Flags().BoolVar(&f.loopback, "rate-limit-loopback", false, "also limit loopback clients (exempt by default for local load generators)")
+	cmd.Flags().BoolVar(&f.loopback, "rate-limit-loopback", false, "also limit loopback clients (exempt by default for local load generators), rate and connections")
+	cmd.Flags().IntVar(&f.perAddr, "conns-per-address", edge.DefaultConnsPerAddress, "open connections one client address may hold (IPv4, or IPv6 /64); more are answered 429 and closed; negative: no cap")
+	cmd.Flags().IntVar(&f.maxConns, "max-conns", edge.DefaultMaxConns, "open connections in all (~6 KB each when idle); more are answered 503 and closed")
 }
 
 func (f *rateLimitFlags) apply(cfg *edge.Config) {
 	cfg.RateLimit = edge.RateLimitConfig{PerSecond: f.perSecond, Burst: f.burst, Clients: f.clients, LimitLoopback: f.loopback}
+	cfg.ConnsPerAddress = f.perAddr
+	cfg.MaxConns = f.maxConns
 }
 
 // rotateOriginKey rotates a running origin's key, co-signed by a release

@@ -37,6 +37,32 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
+// serving runs a server's Serve in the background. If it returns an error
+// while the process is not stopping (a listener that failed for good),
+// the error is logged and cancels ctx with it as the cause: the command
+// then shuts down — leaving the gossip cluster, so edges and devices stop
+// counting on a node that answers nothing — and exits non-zero, for a
+// supervisor to restart it (issue 16, finding 3).
+func serving(ctx context.Context, fail context.CancelCauseFunc, log *slog.Logger, what string, serve func() error) {
+	go func() {
+		err := serve()
+		if err == nil || errors.Is(err, http.ErrServerClosed) || ctx.Err() != nil {
+			return
+		}
+		log.Error(what+" stopped serving; shutting down", "err", err)
+		fail(fmt.Errorf("%s stopped serving: %w", what, err))
+	}()
+}
+
+// exitCause is what a server command returns once ctx is done: nil after
+// a signal, the failure that stopped it otherwise.
+func exitCause(ctx context.Context) error {
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
 // listen binds a server's listen address before anything else happens, so
 // that a busy port fails the start before a data folder is created or an
 // admin key printed. flag names the flag that sets addr.
@@ -246,8 +272,10 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(cmd)
-			ctx, stop := signalContext()
+			sigCtx, stop := signalContext()
 			defer stop()
+			ctx, fail := context.WithCancelCause(sigCtx)
+			defer fail(nil)
 			closeProf, err := pp.start(log)
 			if err != nil {
 				return err
@@ -305,7 +333,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 			e.Store(es)
 			// The API serves once the edge takes records, so that an upload
 			// made the moment `capstan dev &` returns reaches the edge.
-			go api.Serve(apiLn)
+			serving(ctx, fail, log, "origin API", func() error { return api.Serve(apiLn) })
 			node, err := gossip.New(gcfg)
 			if err != nil {
 				api.Close()
@@ -323,7 +351,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 			}
 			cancel()
 			// Devices are answered once the edge holds what the origin has.
-			go es.Serve(edgeLn)
+			serving(ctx, fail, log, "edge", func() error { return es.Serve(edgeLn) })
 			go es.PollOrigins(ctx, 30*time.Second)
 			fmt.Fprintf(cmd.ErrOrStderr(), "capstan dev: origin API %s, edge %s, gossip %s (Ctrl-C to stop)\n", apiURL, "http://"+edgeLn.Addr().String(), node.Addr())
 			<-ctx.Done()
@@ -332,7 +360,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 			defer scancel()
 			node.Shutdown()
 			api.Shutdown(sctx)
-			return errors.Join(es.Shutdown(sctx), o.Close())
+			return errors.Join(es.Shutdown(sctx), o.Close(), exitCause(ctx))
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "./capstan-data", "data folder (origin and edge stores live under it)")
@@ -364,8 +392,10 @@ admin calls, the database decides what they race for, and edges learn every orig
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(cmd)
-			ctx, stop := signalContext()
+			sigCtx, stop := signalContext()
 			defer stop()
+			ctx, fail := context.WithCancelCause(sigCtx)
+			defer fail(nil)
 			closeProf, err := pp.start(log)
 			if err != nil {
 				return err
@@ -398,7 +428,7 @@ admin calls, the database decides what they race for, and edges learn every orig
 			// The origin's own node checks records like any other: a
 			// forged one must not be stored, relayed or handed to new edges.
 			gcfg.Verify = o.VerifyRecord
-			go api.Serve(apiLn)
+			serving(ctx, fail, log, "origin API", func() error { return api.Serve(apiLn) })
 			if rotate {
 				if err := rotateOriginKey(ctx, cmd, o, cosign); err != nil {
 					api.Close()
@@ -420,7 +450,7 @@ admin calls, the database decides what they race for, and edges learn every orig
 			defer cancel()
 			node.Leave(sctx)
 			node.Shutdown()
-			return api.Shutdown(sctx)
+			return errors.Join(api.Shutdown(sctx), exitCause(ctx))
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "./capstan-data/origin", "data folder (with --store and --blobs: temp files only)")
@@ -452,8 +482,10 @@ records from gossip, answers device checks from memory and serves blobs from its
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(cmd)
-			ctx, stop := signalContext()
+			sigCtx, stop := signalContext()
 			defer stop()
+			ctx, fail := context.WithCancelCause(sigCtx)
+			defer fail(nil)
 			closeProf, err := pp.start(log)
 			if err != nil {
 				return err
@@ -519,7 +551,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 			if err != nil {
 				return err
 			}
-			go e.Serve(ln)
+			serving(ctx, fail, log, "edge", func() error { return e.Serve(ln) })
 			setKeys(&gcfg, kf)
 			gcfg.Verify = recordVerifier(e)
 			gcfg.OnRecord = func(env *release.Envelope, _ *release.Channel) { e.Apply(env) }
@@ -557,7 +589,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 				n.Leave(sctx)
 				n.Shutdown()
 			}
-			return e.Shutdown(sctx)
+			return errors.Join(e.Shutdown(sctx), exitCause(ctx))
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "./capstan-data/edge", "data folder for the blob cache")
