@@ -148,6 +148,12 @@ type ApplyConfig struct {
 	// Sync makes Apply fsync each file it writes. Leave it off when the
 	// installer syncs the staging folder once before switching to it.
 	Sync bool
+	// StartWriteback makes Apply start the disk write of each file as soon
+	// as it is complete (sync_file_range on Linux; nothing elsewhere),
+	// without waiting for it: the installer's one sync after Apply then
+	// finds most bytes on disk already, the writes having overlapped the
+	// decoding of the next files. It makes nothing durable by itself.
+	StartWriteback bool
 }
 
 // DefaultApplyConfig returns the configuration used by devices.
