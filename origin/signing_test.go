@@ -26,8 +26,10 @@ func signedUpload(t *testing.T, app, version string, key ed25519.PrivateKey) (*U
 		if err != nil {
 			t.Fatal(err)
 		}
-		files, _ := bundle.Describe(entries)
-		m := &release.Manifest{Type: release.TypeRelease, App: app, Version: version, Files: files}
+		m, err := bundle.Manifest(context.Background(), entries, app, version, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		b, err := m.EncodeDoc()
 		if err != nil {
 			t.Fatal(err)
@@ -231,8 +233,10 @@ func TestUploadAcceptsFormat1SignedManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, _ := bundle.Describe(entries)
-	m := &release.Manifest{Type: release.TypeRelease, App: "app", Version: "1.1.0", Files: files}
+	m, err := bundle.Manifest(context.Background(), entries, "app", "1.1.0", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b, err := m.Encode()
 	if err != nil {
 		t.Fatal(err)
