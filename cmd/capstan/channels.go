@@ -6,9 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/capstan-ota/capstan/origin"
-	"github.com/capstan-ota/capstan/origin/client"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 	"github.com/spf13/cobra"
 )
 
@@ -30,7 +29,7 @@ func (f *channelFlags) register(cmd *cobra.Command) {
 }
 
 // apply sends the channel change and the auto-pause overrides.
-func (f *channelFlags) apply(ctx context.Context, cmd *cobra.Command, app, channel, version string, pct *float64, paused *bool) (*client.ChannelView, error) {
+func (f *channelFlags) apply(ctx context.Context, cmd *cobra.Command, app, channel, version string, pct *float64, paused *bool) (*wire.ChannelView, error) {
 	if f.finish {
 		if pct != nil && *pct != 100 {
 			return nil, usageError("--finish means --rollout 100; do not give both")
@@ -41,7 +40,7 @@ func (f *channelFlags) apply(ctx context.Context, cmd *cobra.Command, app, chann
 		hundred, resume := 100.0, false
 		pct, paused = &hundred, &resume
 	}
-	ch := client.ChannelChange{Version: version, Rollout: pct, Paused: paused, NewChannel: f.newChannel}
+	ch := wire.SetChannelBody{Version: version, Rollout: pct, Paused: paused, NewChannel: f.newChannel}
 	flag := func(name string, v bool) *bool {
 		if !cmd.Flags().Changed(name) {
 			return nil
@@ -54,7 +53,7 @@ func (f *channelFlags) apply(ctx context.Context, cmd *cobra.Command, app, chann
 	if ch.Default != nil && !*ch.Default {
 		return nil, usageError("--default=false is not a thing: make another channel the default instead")
 	}
-	var pol origin.ChannelPolicy
+	var pol wire.ChannelPolicy
 	if f.autoPauseRate != "" {
 		r := -1.0
 		if f.autoPauseRate != "off" {

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/internal/bundle"
-	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/origin/client"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 	"github.com/dustin/go-humanize"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -356,7 +356,7 @@ func newRollbackCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := func() error {
-				if to != "" && to != origin.Builtin {
+				if to != "" && to != wire.Builtin {
 					if _, err := release.ParseVersion(to); err != nil {
 						return usageError("--to: %v (or \"builtin\")", err)
 					}

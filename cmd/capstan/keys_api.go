@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/capstan-ota/capstan/origin"
+	"github.com/capstan-ota/capstan/wire"
 	"github.com/spf13/cobra"
 )
 
@@ -54,8 +54,8 @@ func newKeysCreateCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := func() error {
-				switch origin.Role(role) {
-				case origin.RoleAdmin, origin.RolePublisher, origin.RoleReader:
+				switch wire.Role(role) {
+				case wire.RoleAdmin, wire.RolePublisher, wire.RoleReader:
 				default:
 					return usageError("--role %q: want admin, publisher or reader", role)
 				}
@@ -72,7 +72,7 @@ func newKeysCreateCmd() *cobra.Command {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
-				body := origin.CreateKeyBody{Name: name, Role: origin.Role(role), Apps: apps, Expires: exp}
+				body := wire.CreateKeyBody{Name: name, Role: wire.Role(role), Apps: apps, Expires: exp}
 				if err := apiClient().Do(ctx, "POST", "/v1/keys", body, &out); err != nil {
 					return err
 				}
@@ -110,7 +110,7 @@ func newKeysListCmd() *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var out struct {
-				Keys []origin.APIKey `json:"keys"`
+				Keys []wire.APIKey `json:"keys"`
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -185,7 +185,7 @@ func newAppCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			err := func() error {
-				var in origin.AppSettings
+				var in wire.AppSettings
 				for _, f := range releaseKeys {
 					b, err := os.ReadFile(f)
 					if err != nil {
@@ -213,7 +213,7 @@ func newAppCmd() *cobra.Command {
 					s := ""
 					in.EncryptKey = &s
 				}
-				var out origin.AppView
+				var out wire.AppView
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
 				if err := apiClient().Do(ctx, "PUT", "/v1/apps/"+url.PathEscape(app), in, &out); err != nil {
@@ -245,7 +245,7 @@ func newAppCmd() *cobra.Command {
 		Example: "  capstan app show --app com.example.app",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var out origin.AppView
+			var out wire.AppView
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			if err := apiClient().Do(ctx, "GET", "/v1/apps/"+url.PathEscape(showApp), nil, &out); err != nil {
@@ -261,7 +261,7 @@ func newAppCmd() *cobra.Command {
 	return cmd
 }
 
-func describeApp(a *origin.AppView) string {
+func describeApp(a *wire.AppView) string {
 	s := fmt.Sprintf("app %s: release keys [%s], signing required: %v, encrypted: %v", a.ID, strings.Join(a.ReleaseKeyIDs, ", "), a.SigningRequired, a.Encrypted)
 	return s
 }

@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/capstan-ota/capstan/origin"
+	"github.com/capstan-ota/capstan/wire"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 )
@@ -44,7 +44,7 @@ func newStatsCmd() *cobra.Command {
 	return cmd
 }
 
-func describeStats(rep *origin.StatsReport) string {
+func describeStats(rep *wire.StatsReport) string {
 	var b strings.Builder
 	t := rep.Totals
 	fmt.Fprintf(&b, "app %s: ~%d devices, %d installs, %d confirms, %d failures, %d reverts, %s downloaded\n",
