@@ -56,7 +56,7 @@ func TestLinkedFilesVerifiedInParallel(t *testing.T) {
 	from := makeBundle(t, src, "1.0.0", files)
 	to := makeBundle(t, src, "1.0.1", next)
 	var patch bytes.Buffer
-	if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, src, &patch); err != nil {
+	if _, err := Build(context.Background(), DefaultBuildConfig(), from.m, from.id, to.m, to.id, src, &patch); err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultApplyConfig()
