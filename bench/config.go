@@ -14,6 +14,7 @@ import (
 
 	"github.com/capstan-ota/capstan/origin/client"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 	"github.com/valyala/fasthttp"
 )
 
@@ -53,7 +54,7 @@ const (
 // *client.Client implements it.
 type Origin interface {
 	Releases(ctx context.Context, app string) ([]release.Record, error)
-	SetChannel(ctx context.Context, app, channel, version string, rollout *float64, paused *bool) (*client.ChannelView, error)
+	SetChannel(ctx context.Context, app, channel, version string, rollout *float64, paused *bool) (*wire.ChannelView, error)
 }
 
 var _ Origin = (*client.Client)(nil)

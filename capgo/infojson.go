@@ -186,11 +186,20 @@ func scanInfo(s string, in *Info) bool {
 }
 
 func skipSpace(s string, i int) int {
-	for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
+	for i < len(s) && s[i] <= ' ' && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') {
 		i++
 	}
 	return i
 }
+
+// plainByte marks the bytes a plain string holds: printable ASCII and
+// DEL, not a quote or a backslash.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 // plainString reads the JSON string starting at s[i] (a quote) when it
 // holds only printable ASCII and no escapes; it returns its content and the
@@ -199,13 +208,12 @@ func plainString(s string, i int) (string, int, bool) {
 	if i >= len(s) || s[i] != '"' {
 		return "", 0, false
 	}
-	for j := i + 1; j < len(s); j++ {
-		switch c := s[j]; {
-		case c == '"':
-			return s[i+1 : j], j + 1, true
-		case c == '\\' || c < 0x20 || c >= 0x80:
-			return "", 0, false
-		}
+	j := i + 1
+	for j < len(s) && plainByte[s[j]] {
+		j++
+	}
+	if j < len(s) && s[j] == '"' {
+		return s[i+1 : j], j + 1, true
 	}
 	return "", 0, false
 }

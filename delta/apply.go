@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
@@ -13,7 +14,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/zstd"
@@ -148,6 +151,9 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base Base, tar
 		ob:  make([]byte, 256<<10),
 		st:  &st,
 	}
+	// Hashers still running when Apply fails hold files of the staging
+	// folder: they finish before Apply returns.
+	defer a.hashing.Wait()
 	raw := bufio.NewReaderSize(cr, 32<<10)
 	var zr *zstd.Decoder
 	defer func() {
@@ -218,6 +224,9 @@ func Apply(ctx context.Context, cfg ApplyConfig, patch io.Reader, base Base, tar
 	if err := a.keepBase(); err != nil {
 		return nil, st, err
 	}
+	if err := a.settleSums(); err != nil {
+		return nil, st, err
+	}
 	files := append(a.written, a.kept...)
 	release.SortFiles(files)
 	if got := release.FileSetOf(files); got != target.Files {
@@ -252,6 +261,11 @@ type applier struct {
 	buf, ob    []byte          // scratch: decoded bytes and old bytes
 	ctls       []ctl
 	st         *ApplyStats
+	// Written files hashed off the decoding goroutine (hashLater).
+	hashing   sync.WaitGroup
+	hashSlots chan struct{}
+	lateMu    sync.Mutex // guards late
+	late      []lateSum
 }
 
 // ctl is one decoded delta op.
@@ -335,7 +349,12 @@ func (a *applier) record(kind byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: create %s: %v", ErrUnsafePath, p, err)
 	}
-	defer fh.Close()
+	handedOff := false // a delta's file goes on to its hasher
+	defer func() {
+		if !handedOff {
+			fh.Close()
+		}
+	}()
 	hs := sha256.New()
 	hw := io.MultiWriter(fh, hs)
 	switch kind {
@@ -365,6 +384,25 @@ func (a *applier) record(kind byte) error {
 	if err != nil {
 		return err
 	}
+	if kind == recDelta {
+		// A delta writes its file out of order, so it is hashed by reading
+		// it back: on another goroutine, while the next records decode.
+		// Its sum is checked with every other one at the end of Apply.
+		if err := fh.Chmod(fs.FileMode(f.Mode)); err != nil {
+			return fmt.Errorf("delta: chmod %s: %w", p, err)
+		}
+		if a.cfg.Sync {
+			if err := fh.Sync(); err != nil {
+				return fmt.Errorf("delta: sync %s: %w", p, err)
+			}
+		} else if a.cfg.StartWriteback {
+			startWriteback(fh)
+		}
+		handedOff = true
+		a.hashLater(len(a.written), fh, f)
+		a.wrote(f, release.Hash{}, true)
+		return nil
+	}
 	sum, err := hashWritten(fh, f, hs, a.buf)
 	if err != nil {
 		return err
@@ -379,11 +417,52 @@ func (a *applier) record(kind byte) error {
 		if err := fh.Sync(); err != nil {
 			return fmt.Errorf("delta: sync %s: %w", p, err)
 		}
+	} else if a.cfg.StartWriteback {
+		startWriteback(fh)
 	}
 	if err := fh.Close(); err != nil {
 		return fmt.Errorf("delta: close %s: %w", p, err)
 	}
 	a.wrote(f, sum, true)
+	return nil
+}
+
+// lateSum is the hash of a written file, computed by hashLater.
+type lateSum struct {
+	ordinal int
+	sum     release.Hash
+	err     error
+}
+
+// hashLater hashes written file ordinal i (fh, which it closes) on its
+// own goroutine, at most GOMAXPROCS at once.
+func (a *applier) hashLater(i int, fh *os.File, f release.File) {
+	if a.hashSlots == nil {
+		a.hashSlots = make(chan struct{}, runtime.GOMAXPROCS(0))
+	}
+	a.hashSlots <- struct{}{}
+	a.hashing.Add(1)
+	go func() {
+		defer a.hashing.Done()
+		defer func() { <-a.hashSlots }()
+		defer fh.Close()
+		sum, err := hashWritten(fh, f, nil, make([]byte, 64<<10))
+		a.lateMu.Lock()
+		a.late = append(a.late, lateSum{i, sum, err})
+		a.lateMu.Unlock()
+	}()
+}
+
+// settleSums waits for hashLater and fills in the written files' sums.
+func (a *applier) settleSums() error {
+	a.hashing.Wait()
+	for _, l := range a.late {
+		if l.err != nil {
+			return l.err
+		}
+		a.written[l.ordinal].SHA256 = l.sum
+	}
+	a.late = nil
 	return nil
 }
 
@@ -456,6 +535,10 @@ func (a *applier) drop() error {
 // checks it against the base's file list: a file altered on the device
 // fails here with ErrWrongBase (the device then takes the full bundle).
 func (a *applier) keepBase() error {
+	// Linked files are checked against their hashes after the loop, several
+	// at once: reading them back is most of the cost of an update that
+	// changes a few files of a large bundle.
+	var linked []release.File
 	for i, bf := range a.base.Files {
 		if a.dropped[i] {
 			continue
@@ -471,10 +554,9 @@ func (a *applier) keepBase() error {
 				return err
 			}
 		}
-		if ok, err := a.link(bf, bf); err != nil {
-			return err
-		} else if ok {
+		if ok := a.linkOnly(bf, bf); ok {
 			a.st.Linked++
+			linked = append(linked, bf)
 		} else {
 			fh, err := a.root.OpenFile(bf.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 			if err != nil {
@@ -499,7 +581,49 @@ func (a *applier) keepBase() error {
 		a.kept = append(a.kept, bf)
 		a.st.Kept++
 	}
-	return nil
+	return a.verifyLinked(linked)
+}
+
+// verifyLinked checks files hard-linked from the base against their
+// hashes, on up to GOMAXPROCS goroutines, and reports the first mismatch.
+func (a *applier) verifyLinked(files []release.File) error {
+	workers := min(len(files), runtime.GOMAXPROCS(0))
+	if workers <= 1 {
+		for _, f := range files {
+			if err := a.verifyLink(f, f, a.buf); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	next := make(chan release.File)
+	errs := make(chan error, workers)
+	for range workers {
+		go func() {
+			buf := make([]byte, 64<<10)
+			var first error
+			for f := range next {
+				if first == nil && a.ctx.Err() == nil {
+					first = a.verifyLink(f, f, buf)
+				}
+			}
+			errs <- first
+		}()
+	}
+	for _, f := range files {
+		next <- f
+	}
+	close(next)
+	var err error
+	for range workers {
+		if e := <-errs; err == nil {
+			err = e
+		}
+	}
+	if err == nil && a.ctx.Err() != nil {
+		err = fmt.Errorf("delta: apply: %w", a.ctx.Err())
+	}
+	return err
 }
 
 // mkdir creates folder dir (and its parents) and refuses any of them that
@@ -549,26 +673,43 @@ func hashWritten(fh *os.File, f release.File, hs hash.Hash, buf []byte) (release
 // checks the result against bf's hash. It reports false, nil when linking
 // is not possible and the caller should copy.
 func (a *applier) link(bf, f release.File) (bool, error) {
-	l, ok := a.base.Dir.(Linker)
-	if !a.cfg.LinkCopies || !ok {
+	if !a.linkOnly(bf, f) {
 		return false, nil
 	}
-	if err := l.Link(bf.Path, fs.FileMode(f.Mode), filepath.Join(a.dir, filepath.FromSlash(f.Path))); err != nil {
-		return false, nil // another device, another mode, no support: copy instead
+	if err := a.verifyLink(bf, f, a.buf); err != nil {
+		return false, err
 	}
+	return true, nil
+}
+
+// linkOnly hard-links base file bf as f, unchecked; false means linking is
+// not possible here and the caller should copy.
+func (a *applier) linkOnly(bf, f release.File) bool {
+	l, ok := a.base.Dir.(Linker)
+	if !a.cfg.LinkCopies || !ok {
+		return false
+	}
+	// Another device, another mode, no support: the caller copies instead.
+	return l.Link(bf.Path, fs.FileMode(f.Mode), filepath.Join(a.dir, filepath.FromSlash(f.Path))) == nil
+}
+
+// verifyLink checks a file linked as f from base file bf against bf's
+// hash: the base folder is the device's, and may have changed since it
+// was installed.
+func (a *applier) verifyLink(bf, f release.File, buf []byte) error {
 	fh, err := a.root.Open(f.Path)
 	if err != nil {
-		return false, fmt.Errorf("delta: open linked %s: %w", f.Path, err)
+		return fmt.Errorf("delta: open linked %s: %w", f.Path, err)
 	}
 	defer fh.Close()
-	sum, err := hashWritten(fh, f, nil, a.buf)
+	sum, err := hashWritten(fh, f, nil, buf)
 	if err == nil && sum != bf.SHA256 {
 		err = errors.New("content changed")
 	}
 	if err != nil {
-		return false, fmt.Errorf("%w: base file %s: %v", ErrWrongBase, bf.Path, err)
+		return fmt.Errorf("%w: base file %s: %v", ErrWrongBase, bf.Path, err)
 	}
-	return true, nil
+	return nil
 }
 
 // copyExact copies exactly n bytes of src to w; a short or long source is
@@ -700,9 +841,7 @@ func (a *applier) delta(fh *os.File, f release.File) error {
 				if m, err := old.ReadAt(a.ob[:k], rp); m < int(k) {
 					return fmt.Errorf("%w: read base file %s: %v", ErrWrongBase, p, err)
 				}
-				for i := range k {
-					a.buf[i] += a.ob[i]
-				}
+				addBytes(a.buf[:k], a.ob[:k])
 				if _, err := fh.WriteAt(a.buf[:k], wp); err != nil {
 					return fmt.Errorf("delta: write %s: %w", f.Path, err)
 				}
@@ -992,3 +1131,20 @@ func (d *Dir) Open(p string) (io.ReadCloser, error) {
 
 // Close releases the folder.
 func (d *Dir) Close() error { return d.root.Close() }
+
+// addBytes adds src to dst byte by byte, modulo 256 (bsdiff's diff bytes
+// onto the base), eight bytes at a time: the high bit of each byte is
+// added apart so that no carry crosses into the next byte.
+func addBytes(dst, src []byte) {
+	const high = 0x8080808080808080
+	src = src[:len(dst)]
+	i := 0
+	for ; i+8 <= len(dst); i += 8 {
+		x := binary.LittleEndian.Uint64(dst[i:])
+		y := binary.LittleEndian.Uint64(src[i:])
+		binary.LittleEndian.PutUint64(dst[i:], ((x&^high)+(y&^high))^((x^y)&high))
+	}
+	for ; i < len(dst); i++ {
+		dst[i] += src[i]
+	}
+}

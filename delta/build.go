@@ -40,8 +40,8 @@ func (f BlobSourceFunc) Open(ctx context.Context, h release.Hash) (io.ReadCloser
 	return f(ctx, h)
 }
 
-// Stats describes a built patch.
-type Stats struct {
+// BuildStats describes a built patch.
+type BuildStats struct {
 	Files    int // target files
 	Kept     int // base files kept as they are (no record)
 	Copies   int // files copied from a base file with the same content
@@ -50,7 +50,7 @@ type Stats struct {
 	BSDiffs  int // files sent as a BSDIFF40 payload
 	Literals int // files sent as compressed bytes
 	Renames  int // deltas whose old twin had another path
-	Siblings int // deltas that also read an earlier target file (Config.Siblings)
+	Siblings int // deltas that also read an earlier target file (BuildConfig.NoSiblings off)
 	// CrossFile counts deltas that read more than one old file: text a
 	// bundler moved between chunks, found by the fingerprint index.
 	CrossFile int
@@ -111,12 +111,12 @@ type deltaResult struct {
 // record for every other target file. Records go out in three passes so
 // that each lands in the frame codec that suits it without holding finished
 // work in memory: the drop list, copies and deltas in target order (deltas
-// are computed ahead, in parallel, within Config.MemoryBudget; into brotli
-// frames within Config.BrotliMaxBytes), then literals (streamed from src
+// are computed ahead, in parallel, within BuildConfig.MemoryBudget; into brotli
+// frames within BuildConfig.BrotliMaxBytes), then literals (streamed from src
 // into zstd frames), then deltas that read a sibling sent as a literal,
 // then duplicates, whose source is by then always written.
-func Build(ctx context.Context, cfg Config, base *release.Manifest, baseID release.Hash, target *release.Manifest, targetID release.Hash, src BlobSource, w io.Writer) (Stats, error) {
-	var st Stats
+func Build(ctx context.Context, cfg BuildConfig, base *release.Manifest, baseID release.Hash, target *release.Manifest, targetID release.Hash, src BlobSource, w io.Writer) (BuildStats, error) {
+	var st BuildStats
 	if err := cfg.normalize(); err != nil {
 		return st, err
 	}
@@ -311,11 +311,11 @@ type frameWriter struct {
 	out        *countWriter
 	window     int // zstd window
 	zstdLevel  zstd.EncoderLevel
-	brotliLeft int64 // raw bytes brotli may still take (Config.BrotliMaxBytes)
+	brotliLeft int64 // raw bytes brotli may still take (BuildConfig.BrotliMaxBytes)
 	// brotliLiterals is how many literal bytes brotli may still take
-	// (Config.BrotliLiteralBytes).
+	// (BuildConfig.BrotliLiteralBytes).
 	brotliLiterals int64
-	st             *Stats
+	st             *BuildStats
 
 	codec  byte // codec of the open frame; frameEnd when none is open
 	chunks *chunkWriter
@@ -334,7 +334,7 @@ func (fw *frameWriter) record(rec []byte, size int64) error {
 
 // literal starts a literal record of size bytes (they follow through
 // write): in the open brotli frame while the literal budget
-// (Config.BrotliLiteralBytes) lasts, so a small new file shares one context
+// (BuildConfig.BrotliLiteralBytes) lasts, so a small new file shares one context
 // with the deltas around it, else in a zstd frame.
 func (fw *frameWriter) literal(rec []byte, size int64) error {
 	codec := byte(codecZstd)
@@ -432,7 +432,7 @@ func wrapWrite(err error) error {
 // plan decides, from the manifests alone, how each target file is sent.
 // It returns a job for every target file that needs a record, and the base
 // indexes of the files the target drops (gone, or changed at their path).
-func plan(cfg *Config, base, target *release.Manifest) ([]*job, []int) {
+func plan(cfg *BuildConfig, base, target *release.Manifest) ([]*job, []int) {
 	baseByHash := map[release.Hash]int{}
 	kept := make([]bool, len(base.Files))
 	for i, f := range base.Files {
@@ -440,7 +440,7 @@ func plan(cfg *Config, base, target *release.Manifest) ([]*job, []int) {
 			baseByHash[f.SHA256] = i
 		}
 	}
-	twins := newTwinFinder(base, target, cfg.Renames)
+	twins := newTwinFinder(base, target, !cfg.NoRenames)
 	seen := map[release.Hash]int{}
 	var jobs []*job
 	for _, i := range recordOrder(target) {
@@ -479,7 +479,7 @@ func plan(cfg *Config, base, target *release.Manifest) ([]*job, []int) {
 		j.res = make(chan deltaResult, 1)
 		j.budget = refBudget(cfg, f, base, j.twin)
 		oldSize := j.budget
-		if cfg.Siblings {
+		if !cfg.NoSiblings {
 			j.sib = sibling(jobs[:len(jobs)-1], target, f, cfg.MaxDiffSize-oldSize)
 			if j.sib >= 0 {
 				oldSize += target.Files[j.sib].Size
@@ -517,9 +517,9 @@ func recordOrder(target *release.Manifest) []int {
 
 // refBudget bounds the old bytes a file is diffed against: its twin, or
 // twice its size plus 256 KiB of other old files holding its text, at most
-// Config.MaxDiffSize. It sets the job's memory weight (a suffix array of
+// BuildConfig.MaxDiffSize. It sets the job's memory weight (a suffix array of
 // 4 bytes per old byte) before the file is read.
-func refBudget(cfg *Config, f release.File, base *release.Manifest, twin int) int64 {
+func refBudget(cfg *BuildConfig, f release.File, base *release.Manifest, twin int) int64 {
 	b := min(cfg.MaxDiffSize, 2*f.Size+256<<10)
 	if twin >= 0 {
 		b = max(b, base.Files[twin].Size)
@@ -558,7 +558,7 @@ func sibling(earlier []*job, target *release.Manifest, f release.File, limit int
 
 // builder holds what the delta workers share.
 type builder struct {
-	cfg          *Config
+	cfg          *BuildConfig
 	src          BlobSource
 	est          *zstd.Encoder // fast encoder to compare candidate sizes; EncodeAll is concurrency-safe
 	sem          *semaphore.Weighted
@@ -731,7 +731,7 @@ func readBlob(ctx context.Context, src BlobSource, f release.File) ([]byte, erro
 
 // writeLiteral streams f from the source into the body, checking it. head
 // is the record's kind, path and mode.
-func (b *builder) writeLiteral(ctx context.Context, fw *frameWriter, head []byte, f release.File, st *Stats) error {
+func (b *builder) writeLiteral(ctx context.Context, fw *frameWriter, head []byte, f release.File, st *BuildStats) error {
 	st.Literals++
 	st.LiteralBytes += f.Size
 	if err := fw.literal(appendUvarint(head, uint64(f.Size)), f.Size); err != nil {

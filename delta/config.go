@@ -5,9 +5,11 @@ import (
 	"time"
 )
 
-// Config tunes Build. Start from DefaultConfig and override fields; Build
-// copies it and never writes to it.
-type Config struct {
+// BuildConfig tunes Build. The zero value of every field means its default
+// (DefaultBuildConfig spells them out), so BuildConfig{} builds what the
+// origin builds; a feature is turned off by a negative number or a No…
+// flag, never by a zero. Build copies it and never writes to it.
+type BuildConfig struct {
 	// Workers is how many file deltas are computed at once. Zero means
 	// runtime.GOMAXPROCS(0). Deltas are CPU-bound, so more than the core
 	// count only adds memory.
@@ -24,8 +26,8 @@ type Config struct {
 
 	// MaxDiffSize is the largest file, old or new, in bytes, that gets a
 	// binary delta; bigger files are sent as compressed literals. Zero
-	// disables binary deltas altogether (copies still cost nothing).
-	// Default 64 MiB.
+	// means the default, 64 MiB; negative disables binary deltas
+	// altogether (copies still cost nothing).
 	MaxDiffSize int64
 
 	// FileTimeout bounds the time spent diffing one file; when it runs
@@ -34,8 +36,8 @@ type Config struct {
 	// stalling a release. It makes the patch depend on machine load, so it
 	// is a safety net far above normal times (measured: a 1.7 MB bundle
 	// diffs in ~0.2 s; a 35 MB one in 19 s with the 2-core machine at load
-	// average 16, where 20 s was too tight). Zero means no limit.
-	// Default 60 s.
+	// average 16, where 20 s was too tight). Zero means the default, 60 s;
+	// negative means no limit.
 	FileTimeout time.Duration
 
 	// BrotliMaxBytes is how many uncompressed bytes of delta records go
@@ -43,15 +45,16 @@ type Config struct {
 	// about 10 % smaller than zstd's best level on deltas, but ~0.6 MB/s.
 	// Delta records beyond it, and all literals, go into zstd frames (best
 	// level, ~25 MB/s): on whole files brotli q11 was both slower and, cut
-	// off from the other files' context, larger. Zero means zstd only.
-	// Default 1 MiB (a delta body is usually tens to hundreds of KB).
+	// off from the other files' context, larger. Zero means the default,
+	// 1 MiB (a delta body is usually tens to hundreds of KB); negative
+	// means zstd only (the ?codecs=zstd variant, full bundles).
 	BrotliMaxBytes int64
 
 	// BrotliLiteralBytes is how many bytes of literals (new files with no
 	// old file holding their text) may join the deltas in the brotli frame,
 	// within BrotliMaxBytes: a few new chunks then share one context with
 	// the deltas (vite-vue's new route: −12 %), at brotli's ~0.6 MB/s. Zero
-	// keeps every literal in zstd. Default 256 KiB.
+	// means the default, 256 KiB; negative keeps every literal in zstd.
 	BrotliLiteralBytes int64
 
 	// ZstdWindow is the zstd window in bytes when the body is zstd: matches
@@ -63,7 +66,7 @@ type Config struct {
 	// FastLiterals compresses zstd frames at zstd's "better" level instead
 	// of its best: several times faster for ~5 % more bytes. The origin
 	// sets it for full bundles, which are all literals and which a device
-	// installing for the first time waits for.
+	// installing for the first time waits for. Default false.
 	FastLiterals bool
 
 	// BSDiff, when set, makes a classic BSDIFF40 payload for files whose
@@ -73,51 +76,73 @@ type Config struct {
 	// package for Apply, do not link the diff side (style rule 2). go-bsdiff
 	// is slow (qsufsort, 17–23× old in memory) and its bzip2 payload cannot
 	// share redundancy with the rest of the stream, so it rarely wins; it is
-	// here for interoperability with standard bspatch tooling. Nil: never.
+	// here for interoperability with standard bspatch tooling. Nil (the
+	// default): never.
 	BSDiff func(old, new []byte) ([]byte, error)
-	// BSDiffMaxSize bounds the files BSDiff is tried on, in bytes. Zero
-	// means never. Default 0.
+	// BSDiffMaxSize bounds the files BSDiff is tried on, in bytes. Zero,
+	// the default, means never.
 	BSDiffMaxSize int64
 
-	// Siblings also diffs a changed file against an earlier changed file
-	// of the target with the same extension and a similar size (see
-	// sibling in build.go) when a sampled check finds the sibling holds
-	// the file's new text (siblingHelps): bundlers emit families of files
-	// that change together. Reading the candidate costs one more file in
-	// memory per delta; a kept sibling roughly doubles that file's diff
-	// time. Saved 10 % on swagger-ui 5.34.1→5.35.0. Default true.
-	Siblings bool
+	// NoSiblings turns off diffing a changed file also against an earlier
+	// changed file of the target with the same extension and a similar
+	// size (see sibling in build.go), which is done when a sampled check
+	// finds the sibling holds the file's new text (siblingHelps): bundlers
+	// emit families of files that change together. Reading the candidate
+	// costs one more file in memory per delta; a kept sibling roughly
+	// doubles that file's diff time. It saved 10 % on swagger-ui
+	// 5.34.1→5.35.0. Default false: siblings are used.
+	NoSiblings bool
 
-	// Renames pairs a new file with no same-path old file to the old file
-	// it was most likely renamed from: same name once bundler content hashes
-	// are removed, else same extension and similar size. Default true.
-	Renames bool
+	// NoRenames turns off pairing a new file with no same-path old file
+	// with the old file it was most likely renamed from (same name once
+	// bundler content hashes are removed, else same extension and similar
+	// size). Default false: renames are found.
+	NoRenames bool
 }
 
-// DefaultConfig returns the configuration used by the origin.
-func DefaultConfig() Config {
-	return Config{
+// DefaultBuildConfig returns the configuration used by the origin: the
+// value every zero field of a BuildConfig stands for.
+func DefaultBuildConfig() BuildConfig {
+	return BuildConfig{
 		MemoryBudget:       512 << 20,
 		MaxDiffSize:        64 << 20,
 		FileTimeout:        60 * time.Second,
 		BrotliMaxBytes:     1 << 20,
 		BrotliLiteralBytes: 256 << 10,
 		ZstdWindow:         8 << 20,
-		Siblings:           true,
-		Renames:            true,
 	}
 }
 
-func (c *Config) normalize() error {
-	if c.Workers < 0 || c.MemoryBudget < 0 || c.MaxDiffSize < 0 || c.FileTimeout < 0 ||
-		c.BrotliMaxBytes < 0 || c.BrotliLiteralBytes < 0 || c.ZstdWindow < 0 || c.BSDiffMaxSize < 0 {
-		return fmt.Errorf("delta: negative value in Config")
+// normalize fills the defaults of zero fields and turns the negative "off"
+// values into the zero limits Build works with: after it, a zero size or
+// time means none (no binary deltas, no brotli, no time limit).
+func (c *BuildConfig) normalize() error {
+	if c.Workers < 0 || c.MemoryBudget < 0 || c.ZstdWindow < 0 || c.BSDiffMaxSize < 0 {
+		return fmt.Errorf("delta: negative Workers, MemoryBudget, ZstdWindow or BSDiffMaxSize in BuildConfig")
 	}
+	d := DefaultBuildConfig()
 	if c.MemoryBudget == 0 {
-		c.MemoryBudget = 512 << 20
+		c.MemoryBudget = d.MemoryBudget
 	}
 	if c.ZstdWindow == 0 {
-		c.ZstdWindow = 8 << 20
+		c.ZstdWindow = d.ZstdWindow
+	}
+	orOff := func(v *int64, def int64) {
+		switch {
+		case *v == 0:
+			*v = def
+		case *v < 0:
+			*v = 0
+		}
+	}
+	orOff(&c.MaxDiffSize, d.MaxDiffSize)
+	orOff(&c.BrotliMaxBytes, d.BrotliMaxBytes)
+	orOff(&c.BrotliLiteralBytes, d.BrotliLiteralBytes)
+	switch {
+	case c.FileTimeout == 0:
+		c.FileTimeout = d.FileTimeout
+	case c.FileTimeout < 0:
+		c.FileTimeout = 0
 	}
 	if c.ZstdWindow < 1<<10 || c.ZstdWindow&(c.ZstdWindow-1) != 0 || c.ZstdWindow > 1<<27 {
 		return fmt.Errorf("delta: ZstdWindow %d is not a power of two between 1 KiB and 128 MiB", c.ZstdWindow)
@@ -148,6 +173,12 @@ type ApplyConfig struct {
 	// Sync makes Apply fsync each file it writes. Leave it off when the
 	// installer syncs the staging folder once before switching to it.
 	Sync bool
+	// StartWriteback makes Apply start the disk write of each file as soon
+	// as it is complete (sync_file_range on Linux; nothing elsewhere),
+	// without waiting for it: the installer's one sync after Apply then
+	// finds most bytes on disk already, the writes having overlapped the
+	// decoding of the next files. It makes nothing durable by itself.
+	StartWriteback bool
 }
 
 // DefaultApplyConfig returns the configuration used by devices.

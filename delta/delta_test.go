@@ -53,13 +53,13 @@ func TestRoundTrip(t *testing.T) {
 	cases := []struct {
 		name     string
 		from, to map[string][]byte
-		check    func(t *testing.T, st Stats)
+		check    func(t *testing.T, st BuildStats)
 	}{
 		{
 			name: "changed, new, deleted, unchanged",
 			from: map[string][]byte{"index.html": []byte("<html>"), "app.js": app, "gone.css": []byte("a{}")},
 			to:   map[string][]byte{"index.html": []byte("<html>"), "app.js": edit(1, app), "new/deep/x.txt": []byte("new file")},
-			check: func(t *testing.T, st Stats) {
+			check: func(t *testing.T, st BuildStats) {
 				if st.Kept != 1 || st.Dropped != 2 || st.Deltas != 1 || st.Literals != 1 {
 					t.Errorf("stats %+v", st)
 				}
@@ -69,7 +69,7 @@ func TestRoundTrip(t *testing.T) {
 			name: "content-hash rename",
 			from: map[string][]byte{"assets/p-3f9c1a7e.js": app, "assets/vendor.0a1b2c3d.chunk.js": vendor},
 			to:   map[string][]byte{"assets/p-8e02b7aa.js": edit(2, app), "assets/vendor.9f8e7d6c.chunk.js": edit(3, vendor)},
-			check: func(t *testing.T, st Stats) {
+			check: func(t *testing.T, st BuildStats) {
 				if st.Renames != 2 || st.Deltas != 2 {
 					t.Errorf("stats %+v", st)
 				}
@@ -79,7 +79,7 @@ func TestRoundTrip(t *testing.T) {
 			name: "sibling bundles",
 			from: map[string][]byte{"umd.js": app, "esm.js": append([]byte("export "), app...)},
 			to:   map[string][]byte{"umd.js": edit(5, app), "esm.js": append([]byte("export "), edit(5, app)...)},
-			check: func(t *testing.T, st Stats) {
+			check: func(t *testing.T, st BuildStats) {
 				if st.Siblings != 1 || st.Deltas != 2 {
 					t.Errorf("stats %+v", st)
 				}
@@ -89,7 +89,7 @@ func TestRoundTrip(t *testing.T) {
 			name: "moved file and duplicate content",
 			from: map[string][]byte{"a/app.js": app},
 			to:   map[string][]byte{"b/app.js": app, "c/copy.js": app, "d/twice.txt": []byte("same"), "e/twice.txt": []byte("same")},
-			check: func(t *testing.T, st Stats) {
+			check: func(t *testing.T, st BuildStats) {
 				if st.Copies != 2 || st.Dups != 1 || st.Literals != 1 {
 					t.Errorf("stats %+v", st)
 				}
@@ -109,7 +109,7 @@ func TestRoundTrip(t *testing.T) {
 			name: "random content falls back to literal",
 			from: map[string][]byte{"blob.bin": text(3, 5000)},
 			to:   map[string][]byte{"blob.bin": random},
-			check: func(t *testing.T, st Stats) {
+			check: func(t *testing.T, st BuildStats) {
 				if st.Literals != 1 {
 					t.Errorf("stats %+v", st)
 				}
@@ -128,7 +128,7 @@ func TestRoundTrip(t *testing.T) {
 				from = makeBundle(t, src, "1.0.0", c.from)
 			}
 			to := makeBundle(t, src, "1.0.1", c.to)
-			_, st := roundTrip(t, DefaultConfig(), src, from, to)
+			_, st := roundTrip(t, DefaultBuildConfig(), src, from, to)
 			if c.check != nil {
 				c.check(t, st)
 			}
@@ -144,11 +144,30 @@ func TestModesAndZstdBody(t *testing.T) {
 	to.m.Files[1].Mode = 0o755
 	enc, _ := to.m.EncodeDoc()
 	to.id = release.Sum(enc)
-	cfg := DefaultConfig()
-	cfg.BrotliMaxBytes = 0 // zstd body
+	cfg := DefaultBuildConfig()
+	cfg.BrotliMaxBytes = -1 // zstd body
 	_, st := roundTrip(t, cfg, src, from, to)
 	if st.BrotliBytes != 0 || st.ZstdBytes == 0 {
 		t.Fatalf("stats %+v, want zstd frames only", st)
+	}
+}
+
+// TestZeroBuildConfigIsTheDefault: BuildConfig{} builds the patch the
+// origin builds with DefaultBuildConfig (every zero field means its
+// default), and the negative "off" values turn features off.
+func TestZeroBuildConfigIsTheDefault(t *testing.T) {
+	src := newMemSource()
+	app := text(31, 40000)
+	from := makeBundle(t, src, "1.0.0", map[string][]byte{"app.js": app, "old-name.css": text(32, 5000)})
+	to := makeBundle(t, src, "1.0.1", map[string][]byte{"app.js": edit(31, app), "new-name.css": edit(32, text(32, 5000)), "new.txt": text(33, 3000)})
+	want, wst := roundTrip(t, DefaultBuildConfig(), src, from, to)
+	got, gst := roundTrip(t, BuildConfig{}, src, from, to)
+	if !bytes.Equal(got, want) || gst.Deltas == 0 || gst.BrotliBytes == 0 {
+		t.Fatalf("BuildConfig{} built %d bytes (%+v), DefaultBuildConfig %d bytes (%+v)", len(got), gst, len(want), wst)
+	}
+	_, off := roundTrip(t, BuildConfig{MaxDiffSize: -1, BrotliMaxBytes: -1, NoRenames: true}, src, from, to)
+	if off.Deltas != 0 || off.BrotliBytes != 0 || off.Renames != 0 {
+		t.Fatalf("with deltas, brotli and renames off: %+v", off)
 	}
 }
 
@@ -230,7 +249,7 @@ func TestBSDiffCandidate(t *testing.T) {
 	from := makeBundle(t, src, "1.0.0", map[string][]byte{"app.js": old})
 	to := makeBundle(t, src, "1.0.1", map[string][]byte{"app.js": edit(4, old)})
 	calls := 0
-	cfg := DefaultConfig()
+	cfg := DefaultBuildConfig()
 	cfg.BSDiffMaxSize = 1 << 20
 	cfg.BSDiff = func(o, n []byte) ([]byte, error) {
 		calls++
@@ -340,7 +359,7 @@ func TestApplyRefusesAlteredBaseFiles(t *testing.T) {
 	from := makeBundle(t, src, "1.0.0", map[string][]byte{"a.txt": []byte("hello world"), "k.txt": []byte("kept")})
 	to := makeBundle(t, src, "1.0.1", map[string][]byte{"c.txt": []byte("hello world"), "k.txt": []byte("kept")})
 	var patch bytes.Buffer
-	if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, src, &patch); err != nil {
+	if _, err := Build(context.Background(), DefaultBuildConfig(), from.m, from.id, to.m, to.id, src, &patch); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"a.txt", "k.txt"} {
@@ -371,8 +390,8 @@ func TestApplyDamagedPatches(t *testing.T) {
 	app := text(6, 30000)
 	from := makeBundle(t, src, "1.0.0", map[string][]byte{"app.js": app, "x.txt": []byte("x")})
 	to := makeBundle(t, src, "1.0.1", map[string][]byte{"app.js": edit(6, app), "y.txt": []byte("x"), "z.txt": text(7, 300)})
-	for _, codecMax := range []int64{0, 1 << 20} {
-		cfg := DefaultConfig()
+	for _, codecMax := range []int64{-1, 1 << 20} {
+		cfg := DefaultBuildConfig()
 		cfg.BrotliMaxBytes = codecMax
 		var buf bytes.Buffer
 		if _, err := Build(context.Background(), cfg, from.m, from.id, to.m, to.id, src, &buf); err != nil {
@@ -404,7 +423,7 @@ func TestApplyRefusesSymlinks(t *testing.T) {
 	src := newMemSource()
 	to := makeBundle(t, src, "1.0.0", map[string][]byte{"sub/a.txt": []byte("payload"), "b.txt": []byte("payload2")})
 	var buf bytes.Buffer
-	if _, err := Build(context.Background(), DefaultConfig(), nil, release.ZeroHash, to.m, to.id, src, &buf); err != nil {
+	if _, err := Build(context.Background(), DefaultBuildConfig(), nil, release.ZeroHash, to.m, to.id, src, &buf); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct{ link, to string }{{"sub", "outside"}, {"b.txt", "outside"}, {"sub", "inside"}} {
@@ -436,7 +455,7 @@ func TestApplyLimits(t *testing.T) {
 	src := newMemSource()
 	to := makeBundle(t, src, "1.0.0", map[string][]byte{"a": make([]byte, 1000)})
 	var buf bytes.Buffer
-	if _, err := Build(context.Background(), DefaultConfig(), nil, release.ZeroHash, to.m, to.id, src, &buf); err != nil {
+	if _, err := Build(context.Background(), DefaultBuildConfig(), nil, release.ZeroHash, to.m, to.id, src, &buf); err != nil {
 		t.Fatal(err)
 	}
 	for _, cfg := range []ApplyConfig{{MaxFileSize: 999}, {MaxTotalSize: 999}} {
@@ -458,20 +477,20 @@ func TestBuildErrors(t *testing.T) {
 	src := newMemSource()
 	from := makeBundle(t, src, "1.0.0", map[string][]byte{"app.js": text(1, 5000)})
 	to := makeBundle(t, src, "1.0.1", map[string][]byte{"app.js": edit(1, text(1, 5000)), "new.txt": []byte("n")})
-	if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, badSource{}, io.Discard); !errors.Is(err, ErrSource) {
+	if _, err := Build(context.Background(), DefaultBuildConfig(), from.m, from.id, to.m, to.id, badSource{}, io.Discard); !errors.Is(err, ErrSource) {
 		t.Errorf("tampered source: got %v, want ErrSource", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := Build(ctx, DefaultConfig(), from.m, from.id, to.m, to.id, src, io.Discard); !errors.Is(err, context.Canceled) {
+	if _, err := Build(ctx, DefaultBuildConfig(), from.m, from.id, to.m, to.id, src, io.Discard); !errors.Is(err, context.Canceled) {
 		t.Errorf("canceled: got %v, want context.Canceled", err)
 	}
 	bad := *to.m
 	bad.Files = append([]release.File{{Path: "../escape", Size: 1}}, bad.Files...)
-	if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, &bad, to.id, src, io.Discard); !errors.Is(err, ErrBadManifest) {
+	if _, err := Build(context.Background(), DefaultBuildConfig(), from.m, from.id, &bad, to.id, src, io.Discard); !errors.Is(err, ErrBadManifest) {
 		t.Errorf("bad manifest: got %v, want ErrBadManifest", err)
 	}
-	if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, src, failWriter{}); err == nil {
+	if _, err := Build(context.Background(), DefaultBuildConfig(), from.m, from.id, to.m, to.id, src, failWriter{}); err == nil {
 		t.Error("a failing writer did not fail Build")
 	}
 }
@@ -489,7 +508,7 @@ func TestTinyMemoryBudget(t *testing.T) {
 		files[fmt.Sprintf("f%d.js", i)] = b
 		next[fmt.Sprintf("f%d.js", i)] = edit(uint64(i), b)
 	}
-	cfg := DefaultConfig()
+	cfg := DefaultBuildConfig()
 	cfg.MemoryBudget = 1
 	cfg.Workers = 3
 	_, st := roundTrip(t, cfg, src, makeBundle(t, src, "1.0.0", files), makeBundle(t, src, "1.0.1", next))
@@ -527,13 +546,13 @@ func TestLiteralFallbacks(t *testing.T) {
 	app := text(21, 50000)
 	from := makeBundle(t, src, "1.0.0", map[string][]byte{"app.js": app})
 	to := makeBundle(t, src, "1.0.1", map[string][]byte{"app.js": edit(21, app)})
-	for name, mut := range map[string]func(*Config){
-		"timeout":      func(c *Config) { c.FileTimeout = time.Nanosecond },
-		"no deltas":    func(c *Config) { c.MaxDiffSize = 0 },
-		"file too big": func(c *Config) { c.MaxDiffSize = 40000 },
+	for name, mut := range map[string]func(*BuildConfig){
+		"timeout":      func(c *BuildConfig) { c.FileTimeout = time.Nanosecond },
+		"no deltas":    func(c *BuildConfig) { c.MaxDiffSize = -1 },
+		"file too big": func(c *BuildConfig) { c.MaxDiffSize = 40000 },
 	} {
 		t.Run(name, func(t *testing.T) {
-			cfg := DefaultConfig()
+			cfg := DefaultBuildConfig()
 			mut(&cfg)
 			_, st := roundTrip(t, cfg, src, from, to)
 			if st.Literals != 1 || st.Deltas != 0 {
@@ -554,7 +573,7 @@ func TestLinkCopies(t *testing.T) {
 	enc, _ := to.m.EncodeDoc()
 	to.id = release.Sum(enc)
 	var patch bytes.Buffer
-	if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, src, &patch); err != nil {
+	if _, err := Build(context.Background(), DefaultBuildConfig(), from.m, from.id, to.m, to.id, src, &patch); err != nil {
 		t.Fatal(err)
 	}
 	baseDir := writeDir(t, from.files)
@@ -600,7 +619,7 @@ func TestCrossFileMatching(t *testing.T) {
 		"assets/utils-MNBVCXZL.js":  b2,
 		"assets/other-ZXCVBNMA.js":  text(45, 60000),
 	})
-	patch, st := roundTrip(t, DefaultConfig(), src, from, to)
+	patch, st := roundTrip(t, DefaultBuildConfig(), src, from, to)
 	if st.CrossFile < 1 || st.Literals != 0 {
 		t.Fatalf("stats %+v: the moved code was not found in the two old chunks", st)
 	}
@@ -628,7 +647,7 @@ func TestTwinFoundByContent(t *testing.T) {
 		"assets/StatsView-CALAwqcL.js":      newStats,
 		"assets/TripDetailView-BbbbXyzW.js": append(bytes.Clone(detail), ';'),
 	})
-	patch, st := roundTrip(t, DefaultConfig(), src, from, to)
+	patch, st := roundTrip(t, DefaultBuildConfig(), src, from, to)
 	if st.Deltas != 2 || len(patch) > 200 {
 		t.Fatalf("patch of %d bytes, stats %+v: a renamed chunk was not diffed against its old self", len(patch), st)
 	}

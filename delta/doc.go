@@ -15,7 +15,7 @@
 //
 // Build runs at the origin and needs whole files in memory; it bounds that
 // memory with a byte-weighted semaphore and falls back to literals for files
-// above Config.MaxDiffSize. Apply runs on devices and streams: it trusts
+// above BuildConfig.MaxDiffSize. Apply runs on devices and streams: it trusts
 // nothing in the patch, bounds every size by what the signed release
 // document leaves (file count and total size), writes only inside its
 // staging folder, hashes every file it writes or keeps, and returns the

@@ -42,7 +42,7 @@ func Example() {
 
 	// Origin.
 	var patch bytes.Buffer
-	st, err := delta.Build(context.Background(), delta.DefaultConfig(), v1, v1ID, v2, v2ID, store, &patch)
+	st, err := delta.Build(context.Background(), delta.DefaultBuildConfig(), v1, v1ID, v2, v2ID, store, &patch)
 	if err != nil {
 		panic(err)
 	}

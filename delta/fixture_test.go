@@ -75,7 +75,7 @@ func TestFixtureFullBundle(t *testing.T) {
 	skipHeavy(t)
 	src := newMemSource()
 	to := makeBundle(t, src, "5.34.1", readZip(t, "www-5.34.1.zip"))
-	patch, st := roundTrip(t, DefaultConfig(), src, nil, to)
+	patch, st := roundTrip(t, DefaultBuildConfig(), src, nil, to)
 	t.Logf("full 5.34.1: %d B (%+v)", len(patch), st)
 	if st.Literals != len(to.m.Files)-st.Dups {
 		t.Errorf("full bundle: %d literals, %d dups, %d files", st.Literals, st.Dups, len(to.m.Files))
@@ -97,12 +97,12 @@ func skipHeavy(t *testing.T) {
 	}
 }
 
-// fixtureConfig is DefaultConfig without the per-file time budget: on a
+// fixtureConfig is DefaultBuildConfig without the per-file time budget: on a
 // loaded machine the budget can turn a delta into a literal, and a size
 // assertion must not depend on timing.
-func fixtureConfig() Config {
-	cfg := DefaultConfig()
-	cfg.FileTimeout = 0
+func fixtureConfig() BuildConfig {
+	cfg := DefaultBuildConfig()
+	cfg.FileTimeout = -1
 	return cfg
 }
 
@@ -121,10 +121,10 @@ func BenchmarkBuild(b *testing.B) {
 		b.Run(p[0]+"-"+p[1], func(b *testing.B) {
 			src, from, to := fixturePair(b, p[0], p[1])
 			b.SetBytes(to.m.TotalSize())
-			var st Stats
+			var st BuildStats
 			for b.Loop() {
 				var err error
-				st, err = Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, src, io.Discard)
+				st, err = Build(context.Background(), DefaultBuildConfig(), from.m, from.id, to.m, to.id, src, io.Discard)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -140,7 +140,7 @@ func BenchmarkApply(b *testing.B) {
 		b.Run(p[0]+"-"+p[1], func(b *testing.B) {
 			src, from, to := fixturePair(b, p[0], p[1])
 			var patch bytes.Buffer
-			if _, err := Build(context.Background(), DefaultConfig(), from.m, from.id, to.m, to.id, src, &patch); err != nil {
+			if _, err := Build(context.Background(), DefaultBuildConfig(), from.m, from.id, to.m, to.id, src, &patch); err != nil {
 				b.Fatal(err)
 			}
 			base, err := OpenDir(writeDir(b, from.files))

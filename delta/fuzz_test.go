@@ -43,8 +43,8 @@ func fuzzFixture(t testing.TB) (src *memSource, from, to *bundle) {
 func fuzzSeeds(t testing.TB) [][]byte {
 	src, from, to := fuzzFixture(t)
 	var seeds [][]byte
-	for _, brotliMax := range []int64{0, 1 << 20} {
-		cfg := DefaultConfig()
+	for _, brotliMax := range []int64{-1, 1 << 20} {
+		cfg := DefaultBuildConfig()
 		cfg.BrotliMaxBytes = brotliMax
 		var buf bytes.Buffer
 		if _, err := Build(context.Background(), cfg, from.m, from.id, to.m, to.id, src, &buf); err != nil {

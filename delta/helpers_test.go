@@ -155,7 +155,7 @@ func checkDir(t testing.TB, dir string, b *bundle) {
 
 // roundTrip builds a patch from → to (from may be nil), applies it onto a
 // folder holding from, checks the result and returns the patch and stats.
-func roundTrip(t testing.TB, cfg Config, src *memSource, from, to *bundle) ([]byte, Stats) {
+func roundTrip(t testing.TB, cfg BuildConfig, src *memSource, from, to *bundle) ([]byte, BuildStats) {
 	t.Helper()
 	var buf bytes.Buffer
 	var bm *release.Manifest
@@ -169,7 +169,7 @@ func roundTrip(t testing.TB, cfg Config, src *memSource, from, to *bundle) ([]by
 		t.Fatalf("Build: %v", err)
 	}
 	if st.PatchBytes != int64(buf.Len()) {
-		t.Fatalf("Stats.PatchBytes %d, wrote %d", st.PatchBytes, buf.Len())
+		t.Fatalf("BuildStats.PatchBytes %d, wrote %d", st.PatchBytes, buf.Len())
 	}
 	baseDir := writeDir(t, baseFiles)
 	base, err := OpenDir(baseDir)

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/ecdh"
@@ -134,6 +135,13 @@ type Device struct {
 	rank  ranker
 	// outbox holds events not yet taken by an edge (see events.go).
 	outbox []stats.Event
+	// saved is the state as last written (or read): an unchanged state is
+	// not written again.
+	saved []byte
+	// trash holds folders (outgoing bundles) to delete once the update's
+	// result is known; named staging-…, so a run that dies first leaves
+	// them to cleanStaging.
+	trash []string
 }
 
 // New opens the device's folder, recovering from an interrupted install.
@@ -177,7 +185,7 @@ func New(cfg Config) (*Device, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("device: %w", err)
 	}
-	st, err := loadState(cfg.Dir)
+	st, raw, err := loadState(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +196,7 @@ func New(cfg Config) (*Device, error) {
 	// A folder made before State.App existed belongs to the first app
 	// run on it from now on.
 	st.App = cfg.App
-	d := &Device{cfg: cfg, st: st, outbox: loadOutbox(cfg.Dir)}
+	d := &Device{cfg: cfg, st: st, outbox: loadOutbox(cfg.Dir), saved: raw}
 	d.pinKeys()
 	if cfg.DeviceID != "" {
 		st.DeviceID = cfg.DeviceID
@@ -202,10 +210,35 @@ func New(cfg Config) (*Device, error) {
 	if err := d.seedBuiltin(); err != nil {
 		return nil, err
 	}
-	if err := saveState(cfg.Dir, st); err != nil {
+	if err := d.save(); err != nil {
 		return nil, err
 	}
 	return d, nil
+}
+
+// save writes the state durably, unless it is what the folder holds
+// already.
+func (d *Device) save() error {
+	b, err := encodeState(d.st)
+	if err != nil {
+		return err
+	}
+	if bytes.Equal(b, d.saved) {
+		return nil
+	}
+	if err := writeState(d.cfg.Dir, b, true); err != nil {
+		return err
+	}
+	d.saved = b
+	return nil
+}
+
+// emptyTrash deletes the outgoing bundles of this run.
+func (d *Device) emptyTrash() {
+	for _, t := range d.trash {
+		os.RemoveAll(t)
+	}
+	d.trash = nil
 }
 
 // State returns a copy of the device's state.
@@ -289,6 +322,9 @@ func (d *Device) Update(ctx context.Context) Result {
 		d.recordInstall(p, err)
 	}
 	res = d.finish(res, start, p, err)
+	// The outgoing bundle goes once the result is known: deleting a few
+	// hundred files is no part of the update.
+	d.emptyTrash()
 	if reverted != "" {
 		res.Reverted = reverted
 		if res.Status == StatusUpToDate {
@@ -321,7 +357,7 @@ func (d *Device) finish(res Result, start time.Time, p *plan, err error) Result 
 		res.Status = StatusUpdated
 		res.To = p.target.Version
 	}
-	if err := saveState(d.cfg.Dir, d.st); err != nil {
+	if err := d.save(); err != nil {
 		if res.Error == "" {
 			res.Status, res.Error = StatusFailed, err.Error()
 		}
@@ -468,7 +504,12 @@ func (d *Device) install(ctx context.Context, p *plan) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("device: %w", err)
 	}
-	defer os.RemoveAll(staging)
+	swapped := false
+	defer func() {
+		if !swapped {
+			os.RemoveAll(staging)
+		}
+	}()
 	mode := "builtin"
 	if p.doc != nil {
 		mode, err = d.populate(ctx, p, staging)
@@ -483,22 +524,34 @@ func (d *Device) install(ctx context.Context, p *plan) (string, error) {
 	} else if err := d.fillBuiltin(staging); err != nil {
 		return mode, err
 	}
-	if err := syncTree(staging); err != nil {
-		return mode, fmt.Errorf("device: %w", err)
-	}
 	// Record the intent before the swap, so a crash right after it is
-	// recognised on the next run.
+	// recognised on the next run. One syncfs then makes the staging tree,
+	// the file list and this state durable together, before the swap: the
+	// state's bytes are synced on their own (never torn), its rename rides
+	// on the syncfs.
 	d.st.Installing, d.st.InstallingManifest = &p.target, p.env
-	if err := saveState(d.cfg.Dir, d.st); err != nil {
+	b, err := encodeState(d.st)
+	if err == nil {
+		err = writeState(d.cfg.Dir, b, false)
+	}
+	if err != nil {
 		return mode, err
+	}
+	d.saved = b
+	if err := syncTree(staging); err != nil {
+		d.st.Installing, d.st.InstallingManifest = nil, nil
+		return mode, fmt.Errorf("device: %w", err)
 	}
 	if err := d.swapKeepingPrevious(staging); err != nil {
 		return mode, err
 	}
+	swapped = true
 	d.commitInstalled(p.target, p.env)
 	d.st.Installing, d.st.InstallingManifest = nil, nil
 	d.markPending(p.target)
-	return mode, nil
+	// One sync of the state folder makes both the kept previous bundle's
+	// new name and the committed state durable.
+	return mode, d.save()
 }
 
 // targetFiles makes sure p.manifest holds the target's full file list,

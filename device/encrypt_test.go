@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/capstan-ota/capstan/device"
-	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/wire"
 )
@@ -52,7 +51,7 @@ func encryptingCluster(t *testing.T) (*cluster, *ecdh.PrivateKey) {
 	}
 	pem, _ := release.EncodeBoxPublicKey(box.PublicKey())
 	s := string(pem)
-	if _, err := c.origin.SetApp(testApp, origin.AppSettings{EncryptKey: &s}); err != nil {
+	if _, err := c.origin.SetApp(testApp, wire.AppSettings{EncryptKey: &s}); err != nil {
 		t.Fatal(err)
 	}
 	return c, box

@@ -169,11 +169,10 @@ func signZip(t *testing.T, zip []byte, app, version, minNative string, key ed255
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := bundle.Describe(entries)
+	m, err := bundle.Manifest(context.Background(), entries, app, version, minNative, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &release.Manifest{Type: release.TypeRelease, App: app, Version: version, MinNative: minNative, Files: files}
 	b, err := m.EncodeDoc()
 	if err != nil {
 		t.Fatal(err)

@@ -199,15 +199,29 @@ func (d *Device) swapKeepingPrevious(staging string) error {
 	if err := exchangeCurrent(d.cfg.Dir, staging); err != nil {
 		return installError{err}
 	}
-	if _, err := os.Lstat(staging); err == nil && keep {
-		os.RemoveAll(previousDir(d.cfg.Dir))
-		if err := os.Rename(staging, previousDir(d.cfg.Dir)); err != nil {
-			os.RemoveAll(staging)
-		}
-	} else {
-		os.RemoveAll(staging)
+	// staging now holds the outgoing bundle. Kept, it becomes previous/
+	// (the one it replaces goes to the trash); otherwise it is trash. The
+	// renames are made durable by the state save that ends the install,
+	// in the same folder.
+	if _, err := os.Lstat(staging); err != nil {
+		return nil
 	}
-	return syncDir(stateDir(d.cfg.Dir))
+	if !keep {
+		d.trash = append(d.trash, staging)
+		return nil
+	}
+	if _, err := os.Lstat(previousDir(d.cfg.Dir)); err == nil {
+		old := staging + ".previous"
+		if os.Rename(previousDir(d.cfg.Dir), old) != nil {
+			os.RemoveAll(previousDir(d.cfg.Dir))
+		} else {
+			d.trash = append(d.trash, old)
+		}
+	}
+	if err := os.Rename(staging, previousDir(d.cfg.Dir)); err != nil {
+		d.trash = append(d.trash, staging)
+	}
+	return nil
 }
 
 // exchangeCurrent makes src Dir/current in one atomic step; the outgoing

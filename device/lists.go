@@ -22,7 +22,10 @@ func listPath(dir string, h release.Hash) string {
 	return filepath.Join(listsDir(dir), h.String())
 }
 
-// saveList stores a verified file list durably under its hash.
+// saveList stores a verified file list under its hash: its bytes synced,
+// its name made durable by the install's syncfs that follows (the lists
+// live on the same file system as the staging folder), before the state
+// names it.
 func saveList(dir string, files []release.File) (release.Hash, error) {
 	b := release.EncodeFileList(files)
 	h := release.Sum(b)
@@ -33,7 +36,7 @@ func saveList(dir string, files []release.File) (release.Hash, error) {
 	if err := os.MkdirAll(listsDir(dir), 0o755); err != nil {
 		return h, fmt.Errorf("device: save file list: %w", err)
 	}
-	if err := writeFileSync(p, b, 0o644); err != nil {
+	if err := writeFileDurable(p, b, 0o644, false); err != nil {
 		return h, fmt.Errorf("device: save file list: %w", err)
 	}
 	return h, nil

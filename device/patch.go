@@ -46,6 +46,10 @@ func (d *Device) fetchPatch(ctx context.Context, p *plan, edge string, baseID re
 		// of copied: bundles are never modified in place, and an update then
 		// costs only the bytes that changed.
 		cfg.LinkCopies = true
+		// The install syncs the staging folder once; start each file's
+		// disk write as soon as it is done, so that sync has less to wait
+		// for.
+		cfg.StartWriteback = true
 		files, _, err := delta.Apply(ctx, cfg, r, base, target, staging)
 		if err != nil {
 			return err

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/device"
-	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/wire"
 )
@@ -31,7 +30,7 @@ func TestRotateReleaseKey(t *testing.T) {
 	c := newCluster(t)
 	d, dir := installV1(t, c, devOpts{})
 	pem, _ := release.EncodePublicKey(c.releaseKey.Public().(ed25519.PublicKey), release.RoleRelease)
-	if _, err := c.origin.SetApp(testApp, origin.AppSettings{AddReleaseKeys: []string{string(pem)}}); err != nil {
+	if _, err := c.origin.SetApp(testApp, wire.AppSettings{AddReleaseKeys: []string{string(pem)}}); err != nil {
 		t.Fatal(err)
 	}
 	next, _ := release.GenerateKey()
@@ -56,7 +55,7 @@ func TestRotateReleaseKey(t *testing.T) {
 	// after a restart (the trusted set lives in the device's state).
 	// (The origin itself refuses the retired key; the test lifts that to
 	// model a release that reaches the edge anyway.)
-	if _, err := c.origin.SetApp(testApp, origin.AppSettings{RemoveReleaseKeys: []string{release.KeyID(next.Public().(ed25519.PublicKey))}}); err != nil {
+	if _, err := c.origin.SetApp(testApp, wire.AppSettings{RemoveReleaseKeys: []string{release.KeyID(next.Public().(ed25519.PublicKey))}}); err != nil {
 		t.Fatal(err)
 	}
 	c.upload("3.0.0", map[string]string{"index.html": "v3"}, uploadOpts{key: old})

@@ -60,36 +60,62 @@ type State struct {
 func stateDir(dir string) string  { return filepath.Join(dir, ".capstan") }
 func statePath(dir string) string { return filepath.Join(stateDir(dir), "state.json") }
 
-func loadState(dir string) (*State, error) {
+func loadState(dir string) (*State, []byte, error) {
 	b, err := os.ReadFile(statePath(dir))
 	if errors.Is(err, os.ErrNotExist) {
-		return &State{}, nil
+		return &State{}, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("device: read state: %w", err)
+		return nil, nil, fmt.Errorf("device: read state: %w", err)
 	}
 	var st State
 	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("device: state file %s is corrupt: %w", statePath(dir), err)
+		return nil, nil, fmt.Errorf("device: state file %s is corrupt: %w", statePath(dir), err)
 	}
-	return &st, nil
+	return &st, b, nil
 }
 
+func encodeState(st *State) ([]byte, error) {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("device: save state: %w", err)
+	}
+	return b, nil
+}
+
+// saveState writes the state durably: its bytes, then its name (a rename
+// over the old file, then a sync of the folder).
 func saveState(dir string, st *State) error {
+	b, err := encodeState(st)
+	if err != nil {
+		return err
+	}
+	return writeState(dir, b, true)
+}
+
+// writeState writes encoded state. The bytes are always synced before the
+// rename, so the file is never torn; with syncName false the rename itself
+// is left for the caller to make durable by a later sync of the same file
+// system (an install's syncfs), which must come before anything relies on
+// it.
+func writeState(dir string, b []byte, syncName bool) error {
 	if err := os.MkdirAll(stateDir(dir), 0o755); err != nil {
 		return fmt.Errorf("device: save state: %w", err)
 	}
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return fmt.Errorf("device: save state: %w", err)
-	}
-	if err := writeFileSync(statePath(dir), b, 0o644); err != nil {
+	if err := writeFileDurable(statePath(dir), b, 0o644, syncName); err != nil {
 		return fmt.Errorf("device: save state: %w", err)
 	}
 	return nil
 }
 
 func writeFileSync(path string, b []byte, mode os.FileMode) error {
+	return writeFileDurable(path, b, mode, true)
+}
+
+// writeFileDurable replaces path with b: written to a temporary file and
+// synced, renamed over path, and with syncName the folder synced so the
+// new name survives a crash.
+func writeFileDurable(path string, b []byte, mode os.FileMode, syncName bool) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
 	if err != nil {
@@ -107,6 +133,9 @@ func writeFileSync(path string, b []byte, mode os.FileMode) error {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return err
+	}
+	if !syncName {
+		return nil
 	}
 	return syncDir(filepath.Dir(path))
 }

@@ -43,11 +43,10 @@ func signedUploadAs(t *testing.T, f *fleet, version string, files map[string][]b
 	if err != nil {
 		t.Fatal(err)
 	}
-	list, err := bundle.Describe(entries)
+	m, err := bundle.Manifest(context.Background(), entries, "com.x", version, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &release.Manifest{Type: release.TypeRelease, App: "com.x", Version: version, Files: list}
 	doc, err := encode(m)
 	if err != nil {
 		t.Fatal(err)

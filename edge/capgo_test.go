@@ -27,6 +27,7 @@ import (
 	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/origin/client"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // androidBody is capgo.md A.2's example request, for app com.x.
@@ -673,7 +674,7 @@ func TestCapgoStatsFeedOriginCounters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got *origin.ReleaseStats
+	var got *wire.ReleaseStats
 	for i, r := range rep.Channels[0].Releases {
 		if r.Release == rec.ID {
 			got = &rep.Channels[0].Releases[i]
@@ -729,7 +730,7 @@ func TestCapgoSkipsCapstanEncryptedReleases(t *testing.T) {
 	}
 	f.upload(t, "1.0.0", map[string][]byte{"index.html": []byte("v1")})
 	pemKey := string(pub)
-	if _, err := f.origin.SetApp("com.x", origin.AppSettings{EncryptKey: &pemKey}); err != nil {
+	if _, err := f.origin.SetApp("com.x", wire.AppSettings{EncryptKey: &pemKey}); err != nil {
 		t.Fatal(err)
 	}
 	f.upload(t, "1.1.0", map[string][]byte{"index.html": []byte("v1.1 secret")})
@@ -799,7 +800,7 @@ func TestCapgoRollbackToBuiltin(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := f.origin.Rollback("com.x", "production", origin.Builtin); err != nil {
+	if _, err := f.origin.Rollback("com.x", "production", wire.Builtin); err != nil {
 		t.Fatal(err)
 	}
 	syncEdge(t, e)

@@ -378,6 +378,12 @@ func (s *Server) Records() []*release.Envelope {
 // own goroutine while Shutdown is called from another.
 func (s *Server) Serve(ln net.Listener) error {
 	srv := s.newHTTPServer()
+	guard := s.guardListener(ln)
+	srv.ConnState = func(c net.Conn, st fasthttp.ConnState) {
+		if st == fasthttp.StateClosed || st == fasthttp.StateHijacked {
+			guard.connClosed(c)
+		}
+	}
 	s.srvMu.Lock()
 	if s.shut {
 		s.srvMu.Unlock()
@@ -386,7 +392,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.srv = srv
 	s.srvMu.Unlock()
-	err := srv.Serve(s.guardListener(ln))
+	err := srv.Serve(guard)
 	s.srvMu.Lock()
 	shut := s.shut
 	s.srvMu.Unlock()

@@ -69,7 +69,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			continue
 		}
 		wait = 0
-		key, ok := l.admit(c)
+		_, ok := l.admit(c)
 		if !ok {
 			l.s.m.connsRefused.Inc()
 			// A short answer a person debugging can read; never blocks
@@ -79,24 +79,41 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		if key == nil {
-			return c, nil
-		}
-		return &guardedConn{Conn: c, l: l, key: *key}, nil
+		// The connection goes to fasthttp as it came: a wrapper would cost
+		// every response its writev and every file body its sendfile
+		// (fasthttp and net look for *net.TCPConn). Its slot is given back
+		// by connClosed, from fasthttp's ConnState.
+		return c, nil
 	}
+}
+
+// connClosed gives back the slot of a connection admit counted, when
+// fasthttp reports it closed (or hijacked).
+func (l *guardedListener) connClosed(c net.Conn) {
+	if key, counted := l.counted(c); counted {
+		l.release(key)
+	}
+}
+
+// counted says whether admit counts c against an address, and which.
+func (l *guardedListener) counted(c net.Conn) (clientID, bool) {
+	if l.perAddr <= 0 {
+		return clientID{}, false
+	}
+	ta, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok || (ta.IP.IsLoopback() && !l.loopback) {
+		return clientID{}, false
+	}
+	return clientKey(ta.IP), true
 }
 
 // admit counts c against its address; key is nil for a connection that
 // is not counted (no cap, loopback exempt, an address it cannot read).
 func (l *guardedListener) admit(c net.Conn) (*clientID, bool) {
-	if l.perAddr <= 0 {
+	key, counted := l.counted(c)
+	if !counted {
 		return nil, true
 	}
-	ta, ok := c.RemoteAddr().(*net.TCPAddr)
-	if !ok || (ta.IP.IsLoopback() && !l.loopback) {
-		return nil, true
-	}
-	key := clientKey(ta.IP)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.open[key] >= l.perAddr {
@@ -114,19 +131,6 @@ func (l *guardedListener) release(key clientID) {
 		delete(l.open, key)
 	}
 	l.mu.Unlock()
-}
-
-// guardedConn gives its address's slot back when it is closed.
-type guardedConn struct {
-	net.Conn
-	l    *guardedListener
-	key  clientID
-	once sync.Once
-}
-
-func (c *guardedConn) Close() error {
-	c.once.Do(func() { c.l.release(c.key) })
-	return c.Conn.Close()
 }
 
 // retryableAccept reports whether an accept error is one that passes:

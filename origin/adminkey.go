@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/origin/store"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // pfxRevoked remembers the hash of every revoked API key, so that a revoked
@@ -17,7 +18,7 @@ const pfxRevoked = "kr/" // kr/<sha256 of api key> → revokedKey
 // revokedKey is the tombstone of a revoked API key.
 type revokedKey struct {
 	ID      string    `json:"id"`
-	Role    Role      `json:"role"`
+	Role    wire.Role `json:"role"`
 	Revoked time.Time `json:"revoked"`
 }
 
@@ -53,10 +54,10 @@ func (s *Server) GeneratedAdminKey() string { return s.adminStart.Generated }
 // with that key working (decision 100). A revoked key is refused.
 func (s *Server) bootstrapAdmin() error {
 	secret := s.cfg.AdminKey
-	var keys []APIKey
+	var keys []wire.APIKey
 	err := s.db.View(func(txn store.Txn) error {
 		return iterate(txn, pfxKey, func(_ string, b []byte) error {
-			var k APIKey
+			var k wire.APIKey
 			if err := json.Unmarshal(b, &k); err != nil {
 				return err
 			}
@@ -69,7 +70,7 @@ func (s *Server) bootstrapAdmin() error {
 	}
 	admins := 0
 	for _, k := range keys {
-		if k.Role == RoleAdmin {
+		if k.Role == wire.RoleAdmin {
 			admins++
 		}
 	}
@@ -86,7 +87,7 @@ func (s *Server) bootstrapAdmin() error {
 			continue
 		}
 		switch {
-		case k.Role != RoleAdmin:
+		case k.Role != wire.RoleAdmin:
 			return fmt.Errorf("origin: CAPSTAN_ADMIN_KEY is the secret of %s key %s in %s, not of an admin key: give the origin an admin secret of its own (openssl rand -hex 32)", k.Role, k.ID, s.cfg.DataDir)
 		case !k.Expires.IsZero() && s.cfg.Now().After(k.Expires):
 			return fmt.Errorf("origin: CAPSTAN_ADMIN_KEY is admin key %s of %s, which expired at %s: start with a new secret (openssl rand -hex 32); it is added as an admin key", k.ID, s.cfg.DataDir, k.Expires.Format(time.RFC3339))
@@ -102,7 +103,7 @@ func (s *Server) bootstrapAdmin() error {
 	case !errors.Is(err, ErrNotFound):
 		return fmt.Errorf("origin: read revoked keys: %w", err)
 	}
-	k := APIKey{ID: newKeyID(), Name: "CAPSTAN_ADMIN_KEY", Role: RoleAdmin}
+	k := wire.APIKey{ID: newKeyID(), Name: "CAPSTAN_ADMIN_KEY", Role: wire.RoleAdmin}
 	if len(keys) == 0 {
 		// The first key keeps the ID it always had, "admin".
 		k.ID, k.Name = "admin", "bootstrap admin"

@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // adminKeyA and adminKeyB are CAPSTAN_ADMIN_KEY values of 32 hex digits, as
@@ -110,7 +112,7 @@ func TestAdminKeyMustBeAdmin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, secret, err := o.CreateKey(CreateKeyBody{Role: RolePublisher, Apps: []string{"com.example.app"}})
+	_, secret, err := o.CreateKey(wire.CreateKeyBody{Role: wire.RolePublisher, Apps: []string{"com.example.app"}})
 	o.Close()
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/capstan-ota/capstan/internal/httpenc"
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -53,9 +54,13 @@ func (s *Server) Handler() http.Handler {
 	return s.m.instrument(httpenc.Handler(mux))
 }
 
-// apiError is the body of every error answer: one line a person can act on.
-type apiError struct {
-	Error string `json:"error"`
+// channelView shows a record this origin has just signed.
+func channelView(env *release.Envelope, unchanged bool) wire.ChannelView {
+	v := wire.ChannelView{Envelope: env, Unchanged: unchanged}
+	if c, err := env.Channel(); err == nil {
+		v.Channel = *c
+	}
+	return v
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -88,7 +93,7 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 		s.log.Error("api error", "err", err)
 	}
 	msg = strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(msg, "origin: "), "bad request: "), "forbidden: ")
-	writeJSON(w, status, apiError{Error: strings.ReplaceAll(msg, "\n", " ")})
+	writeJSON(w, status, wire.Error{Error: strings.ReplaceAll(msg, "\n", " ")})
 }
 
 func (s *Server) handleState(w http.ResponseWriter, r *http.Request) {
@@ -148,7 +153,7 @@ func (s *Server) handleOriginKey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleApps(w http.ResponseWriter, r *http.Request) {
-	k, err := s.authorize(r, RoleReader, "")
+	k, err := s.authorize(r, wire.RoleReader, "")
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -158,7 +163,7 @@ func (s *Server) handleApps(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	out := []AppView{}
+	out := []wire.AppView{}
 	for i := range apps {
 		if scopeAllows(k, apps[i].ID) {
 			out = append(out, viewApp(&apps[i]))
@@ -172,7 +177,7 @@ const maxManifestPart = release.MaxManifestBytes
 
 func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	app := r.PathValue("app")
-	key, err := s.authorize(r, RolePublisher, app)
+	key, err := s.authorize(r, wire.RolePublisher, app)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -204,7 +209,7 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		if rec := replayed(err); rec != nil {
 			out := *rec
 			out.Envelope = nil
-			writeJSON(w, http.StatusCreated, UploadResponse{Record: &out})
+			writeJSON(w, http.StatusCreated, wire.UploadAnswer{Record: out})
 			return
 		}
 		s.fail(w, err)
@@ -263,15 +268,7 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	if rec.Envelope != nil && len(rec.Envelope.Signatures) == 0 {
 		warnings = append(warnings, fmt.Sprintf("release %s is not signed: devices that verify releases (capstan device, Capstan's own clients) refuse it; only @capgo/capacitor-updater devices install it. Sign uploads with --sign-key (capstan keys gen)", rec.Version))
 	}
-	writeJSON(w, http.StatusCreated, UploadResponse{Record: &out, Warnings: warnings})
-}
-
-// UploadResponse is the answer to an upload: the stored release and
-// warnings for the uploader (such as the share of the fleet whose native
-// version is too old for it).
-type UploadResponse struct {
-	*release.Record
-	Warnings []string `json:"warnings,omitempty"`
+	writeJSON(w, http.StatusCreated, wire.UploadAnswer{Record: out, Warnings: warnings})
 }
 
 // ParseRollout turns a percentage ("30", "12.5", "30%") into basis points.
@@ -298,7 +295,7 @@ func (s *Server) handleReleases(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) {
 	app := r.PathValue("app")
-	if _, err := s.authorize(r, RoleReader, app); err != nil {
+	if _, err := s.authorize(r, wire.RoleReader, app); err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -308,14 +305,6 @@ func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, rec)
-}
-
-// ChannelView is a channel record as the API shows it.
-type ChannelView struct {
-	*release.Channel
-	Envelope *release.Envelope `json:"envelope"`
-	// Unchanged says a change asked for nothing new: no record was signed.
-	Unchanged bool `json:"unchanged,omitempty"`
 }
 
 func (s *Server) handleChannels(w http.ResponseWriter, r *http.Request) {
@@ -328,28 +317,13 @@ func (s *Server) handleChannels(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	out := []ChannelView{}
+	out := []wire.ChannelView{}
 	for _, e := range envs {
-		c, err := e.Channel()
-		if err == nil {
-			out = append(out, ChannelView{Channel: c, Envelope: e})
+		if c, err := e.Channel(); err == nil {
+			out = append(out, wire.ChannelView{Channel: *c, Envelope: e})
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"channels": out})
-}
-
-// SetChannelBody is the JSON body of PUT /v1/apps/{app}/channels/{channel}.
-type SetChannelBody struct {
-	Version string   `json:"version,omitempty"`
-	Rollout *float64 `json:"rollout,omitempty"` // percent
-	Paused  *bool    `json:"paused,omitempty"`
-	// BlockMajor, DeviceSelect and Default set the channel flags of the
-	// same names; absent keeps them.
-	BlockMajor   *bool `json:"block_major,omitempty"`
-	DeviceSelect *bool `json:"device_select,omitempty"`
-	Default      *bool `json:"default,omitempty"`
-	// NewChannel allows a channel the app does not have yet.
-	NewChannel bool `json:"new_channel,omitempty"`
 }
 
 const maxJSONBody = 64 << 10
@@ -365,11 +339,11 @@ func decodeBody(r *http.Request, v any) error {
 
 func (s *Server) handleSetChannel(w http.ResponseWriter, r *http.Request) {
 	app, ch := r.PathValue("app"), r.PathValue("channel")
-	if _, err := s.authorize(r, RolePublisher, app); err != nil {
+	if _, err := s.authorize(r, wire.RolePublisher, app); err != nil {
 		s.fail(w, err)
 		return
 	}
-	var body SetChannelBody
+	var body wire.SetChannelBody
 	if err := decodeBody(r, &body); err != nil {
 		s.fail(w, err)
 		return
@@ -388,22 +362,16 @@ func (s *Server) handleSetChannel(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	c, _ := env.Channel()
-	writeJSON(w, http.StatusOK, ChannelView{Channel: c, Envelope: env, Unchanged: !changed})
-}
-
-// RollbackBody is the JSON body of POST …/rollback.
-type RollbackBody struct {
-	To string `json:"to,omitempty"`
+	writeJSON(w, http.StatusOK, channelView(env, !changed))
 }
 
 func (s *Server) handleRollback(w http.ResponseWriter, r *http.Request) {
 	app, ch := r.PathValue("app"), r.PathValue("channel")
-	if _, err := s.authorize(r, RolePublisher, app); err != nil {
+	if _, err := s.authorize(r, wire.RolePublisher, app); err != nil {
 		s.fail(w, err)
 		return
 	}
-	var body RollbackBody
+	var body wire.RollbackBody
 	if r.ContentLength != 0 {
 		if err := decodeBody(r, &body); err != nil {
 			s.fail(w, err)
@@ -419,24 +387,15 @@ func (s *Server) handleRollback(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	c, _ := env.Channel()
-	writeJSON(w, http.StatusOK, ChannelView{Channel: c, Envelope: env})
-}
-
-// CreateKeyBody is the JSON body of POST /v1/keys.
-type CreateKeyBody struct {
-	Name    string    `json:"name,omitempty"`
-	Role    Role      `json:"role"`
-	Apps    []string  `json:"apps,omitempty"`
-	Expires time.Time `json:"expires,omitzero"`
+	writeJSON(w, http.StatusOK, channelView(env, false))
 }
 
 func (s *Server) handleCreateKey(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.authorize(r, RoleAdmin, ""); err != nil {
+	if _, err := s.authorize(r, wire.RoleAdmin, ""); err != nil {
 		s.fail(w, err)
 		return
 	}
-	var body CreateKeyBody
+	var body wire.CreateKeyBody
 	if err := decodeBody(r, &body); err != nil {
 		s.fail(w, err)
 		return
@@ -446,9 +405,5 @@ func (s *Server) handleCreateKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	out := map[string]any{"key": secret, "id": k.ID, "role": k.Role, "apps": k.Apps}
-	if !k.Expires.IsZero() {
-		out["expires"] = k.Expires // no "0001-01-01T00:00:00Z" for a key that never expires
-	}
-	writeJSON(w, http.StatusCreated, out)
+	writeJSON(w, http.StatusCreated, wire.CreatedKey{Key: secret, ID: k.ID, Role: k.Role, Apps: k.Apps, Expires: k.Expires})
 }

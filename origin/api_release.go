@@ -2,6 +2,8 @@ package origin
 
 import (
 	"net/http"
+
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // releaseRoutes adds the release-management endpoints: promote, device
@@ -13,21 +15,13 @@ func (s *Server) releaseRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("PUT /v1/apps/{app}/channels/{channel}/policy", s.handleSetPolicy)
 }
 
-// PromoteBody is the JSON body of POST …/channels/{to}/promote.
-type PromoteBody struct {
-	From    string   `json:"from"`
-	Rollout *float64 `json:"rollout,omitempty"` // percent; absent: 100
-	// NewChannel allows the target to be a channel the app does not have.
-	NewChannel bool `json:"new_channel,omitempty"`
-}
-
 func (s *Server) handlePromote(w http.ResponseWriter, r *http.Request) {
 	app, to := r.PathValue("app"), r.PathValue("channel")
-	if _, err := s.authorize(r, RolePublisher, app); err != nil {
+	if _, err := s.authorize(r, wire.RolePublisher, app); err != nil {
 		s.fail(w, err)
 		return
 	}
-	var body PromoteBody
+	var body wire.PromoteBody
 	if err := decodeBody(r, &body); err != nil {
 		s.fail(w, err)
 		return
@@ -45,6 +39,5 @@ func (s *Server) handlePromote(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	c, _ := env.Channel()
-	writeJSON(w, http.StatusOK, ChannelView{Channel: c, Envelope: env})
+	writeJSON(w, http.StatusOK, channelView(env, false))
 }

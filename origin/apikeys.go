@@ -12,6 +12,7 @@ import (
 
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // Bounds on API key requests.
@@ -33,48 +34,48 @@ func newKeyID() string {
 
 // CreateKey stores a new API key and returns it with its secret, which is
 // shown only this once.
-func (s *Server) CreateKey(in CreateKeyBody) (APIKey, string, error) {
-	if in.Role.rank() == 0 {
-		return APIKey{}, "", badRequest("role must be admin, publisher or reader")
+func (s *Server) CreateKey(in wire.CreateKeyBody) (wire.APIKey, string, error) {
+	if roleRank(in.Role) == 0 {
+		return wire.APIKey{}, "", badRequest("role must be admin, publisher or reader")
 	}
 	if len(in.Name) > maxKeyNameLen {
-		return APIKey{}, "", badRequest("key name is over %d bytes", maxKeyNameLen)
+		return wire.APIKey{}, "", badRequest("key name is over %d bytes", maxKeyNameLen)
 	}
 	if len(in.Apps) > maxKeyApps {
-		return APIKey{}, "", badRequest("a key may name at most %d apps", maxKeyApps)
+		return wire.APIKey{}, "", badRequest("a key may name at most %d apps", maxKeyApps)
 	}
 	for _, a := range in.Apps {
 		if err := release.ValidateApp(a); err != nil {
-			return APIKey{}, "", badRequest("%v", err)
+			return wire.APIKey{}, "", badRequest("%v", err)
 		}
 	}
-	if in.Role == RolePublisher && len(in.Apps) == 0 {
-		return APIKey{}, "", badRequest("a publisher key must name its apps (--app): it uploads and moves channels only for them")
+	if in.Role == wire.RolePublisher && len(in.Apps) == 0 {
+		return wire.APIKey{}, "", badRequest("a publisher key must name its apps (--app): it uploads and moves channels only for them")
 	}
-	if in.Role == RoleAdmin && len(in.Apps) > 0 {
-		return APIKey{}, "", badRequest("an admin key covers every app; leave out --app or use role publisher")
+	if in.Role == wire.RoleAdmin && len(in.Apps) > 0 {
+		return wire.APIKey{}, "", badRequest("an admin key covers every app; leave out --app or use role publisher")
 	}
 	if !in.Expires.IsZero() && !in.Expires.After(s.cfg.Now()) {
-		return APIKey{}, "", badRequest("expiry %s is in the past", in.Expires.Format(time.RFC3339))
+		return wire.APIKey{}, "", badRequest("expiry %s is in the past", in.Expires.Format(time.RFC3339))
 	}
 	secret := newAPIKey()
-	k, err := s.putKey(APIKey{ID: newKeyID(), Name: in.Name, Role: in.Role, Apps: in.Apps, Expires: in.Expires}, secret)
+	k, err := s.putKey(wire.APIKey{ID: newKeyID(), Name: in.Name, Role: in.Role, Apps: in.Apps, Expires: in.Expires}, secret)
 	if err != nil {
-		return APIKey{}, "", err
+		return wire.APIKey{}, "", err
 	}
 	s.log.Info("api key created", "key", k.ID, "role", k.Role, "apps", k.Apps)
 	return k, secret, nil
 }
 
 // Keys lists the stored API keys (without their hashes), oldest first.
-func (s *Server) Keys() ([]APIKey, error) {
-	var out []APIKey
+func (s *Server) Keys() ([]wire.APIKey, error) {
+	var out []wire.APIKey
 	err := s.db.View(func(txn store.Txn) error {
 		return iterate(txn, pfxKey, func(_ string, b []byte) error {
 			if len(out) >= maxKeys {
 				return nil
 			}
-			var k APIKey
+			var k wire.APIKey
 			if err := json.Unmarshal(b, &k); err != nil {
 				return err
 			}
@@ -99,9 +100,9 @@ func (s *Server) RevokeKey(id, caller string) error {
 	found := false
 	err := s.db.Update(func(txn store.Txn) error {
 		var dbKey string
-		var gone APIKey
+		var gone wire.APIKey
 		err := iterate(txn, pfxKey, func(key string, b []byte) error {
-			var k APIKey
+			var k wire.APIKey
 			if json.Unmarshal(b, &k) == nil && k.ID == id {
 				dbKey, gone = key, k
 			}
@@ -129,7 +130,7 @@ func (s *Server) RevokeKey(id, caller string) error {
 }
 
 func (s *Server) handleListKeys(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.authorize(r, RoleAdmin, ""); err != nil {
+	if _, err := s.authorize(r, wire.RoleAdmin, ""); err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -142,7 +143,7 @@ func (s *Server) handleListKeys(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleRevokeKey(w http.ResponseWriter, r *http.Request) {
-	caller, err := s.authorize(r, RoleAdmin, "")
+	caller, err := s.authorize(r, wire.RoleAdmin, "")
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -170,6 +171,6 @@ func redactKeyID(id string) string {
 
 // scopeAllows reports whether key k may act on app (used where a handler
 // lists several apps and filters rather than refuses).
-func scopeAllows(k *APIKey, app string) bool {
-	return k.Role == RoleAdmin || len(k.Apps) == 0 || slices.Contains(k.Apps, app)
+func scopeAllows(k *wire.APIKey, app string) bool {
+	return k.Role == wire.RoleAdmin || len(k.Apps) == 0 || slices.Contains(k.Apps, app)
 }

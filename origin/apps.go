@@ -10,6 +10,7 @@ import (
 
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // Bounds on an app's trust settings: a handful of release keys is enough
@@ -17,50 +18,21 @@ import (
 // request from growing a record without limit.
 const maxReleaseKeys = 8
 
-// AppSettings changes an app's trust settings. Nil or empty fields keep the
-// current value. It is the JSON body of PUT /v1/apps/{app}.
-type AppSettings struct {
-	// AddReleaseKeys are PEM public keys (from `capstan keys gen`) whose
-	// signatures the origin accepts on the app's release manifests.
-	AddReleaseKeys []string `json:"add_release_keys,omitempty"`
-	// RemoveReleaseKeys are key IDs to stop accepting.
-	RemoveReleaseKeys []string `json:"remove_release_keys,omitempty"`
-	// RequireSigning refuses uploads that no registered release key signed.
-	// It can only be turned on while at least one release key is
-	// registered. Registering a key turns it on by itself (App.
-	// SigningRequired); false allows unsigned uploads explicitly.
-	RequireSigning *bool `json:"require_signing,omitempty"`
-	// EncryptKey is the PEM X25519 public key of the app (whose private
-	// half the app ships); "" turns encryption off for future releases.
-	EncryptKey *string `json:"encrypt_key,omitempty"`
-}
-
-// AppView is an app as the API shows it: key IDs and PEM public keys
-// rather than raw bytes.
-type AppView struct {
-	App
-	// SigningRequired is the policy in force (App.SigningRequired).
-	SigningRequired bool     `json:"signing_required"`
-	ReleaseKeyIDs   []string `json:"release_key_ids,omitempty"`
-	ReleaseKeyPEM   []string `json:"release_keys_pem,omitempty"`
-	Encrypted       bool     `json:"encrypted"`
-}
-
-func viewApp(a *App) AppView {
-	v := AppView{App: *a, Encrypted: len(a.EncryptKey) > 0, SigningRequired: a.SigningRequired()}
+func viewApp(a *App) wire.AppView {
+	v := wire.AppView{ID: a.ID, Created: a.Created, RequireSigning: a.RequireSigning, AllowUnsigned: a.AllowUnsigned,
+		EncryptKey: a.EncryptKey, Encrypted: len(a.EncryptKey) > 0, SigningRequired: a.SigningRequired()}
 	for _, k := range a.ReleaseKeys {
 		v.ReleaseKeyIDs = append(v.ReleaseKeyIDs, release.KeyID(k))
 		if p, err := release.EncodePublicKey(k, release.RoleRelease); err == nil {
 			v.ReleaseKeyPEM = append(v.ReleaseKeyPEM, string(p))
 		}
 	}
-	v.App.ReleaseKeys = nil
 	return v
 }
 
 // SetApp changes an app's trust settings, creating the app if it does not
 // exist yet (so that signing can be required before the first upload).
-func (s *Server) SetApp(id string, in AppSettings) (*App, error) {
+func (s *Server) SetApp(id string, in wire.AppSettings) (*App, error) {
 	if err := release.ValidateApp(id); err != nil {
 		return nil, badRequest("%v", err)
 	}
@@ -181,7 +153,7 @@ func errUnsigned(a *App) error {
 
 func (s *Server) handleGetApp(w http.ResponseWriter, r *http.Request) {
 	app := r.PathValue("app")
-	if _, err := s.authorize(r, RoleReader, app); err != nil {
+	if _, err := s.authorize(r, wire.RoleReader, app); err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -198,11 +170,11 @@ func (s *Server) handleGetApp(w http.ResponseWriter, r *http.Request) {
 // be able to swap the release keys the origin checks.
 func (s *Server) handleSetApp(w http.ResponseWriter, r *http.Request) {
 	app := r.PathValue("app")
-	if _, err := s.authorize(r, RoleAdmin, app); err != nil {
+	if _, err := s.authorize(r, wire.RoleAdmin, app); err != nil {
 		s.fail(w, err)
 		return
 	}
-	var body AppSettings
+	var body wire.AppSettings
 	if err := decodeBody(r, &body); err != nil {
 		s.fail(w, err)
 		return

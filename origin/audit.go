@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/capstan-ota/capstan/origin/store"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // pfxAudit keeps who changed what, in the records every origin of a store
@@ -24,17 +25,17 @@ const (
 // AuditEntry is one authorized write: which key made which call, on which
 // origin.
 type AuditEntry struct {
-	At     string `json:"at"`
-	Key    string `json:"key"`
-	Role   Role   `json:"role"`
-	Method string `json:"method"`
-	Path   string `json:"path"`
-	Origin string `json:"origin"`
+	At     string    `json:"at"`
+	Key    string    `json:"key"`
+	Role   wire.Role `json:"role"`
+	Method string    `json:"method"`
+	Path   string    `json:"path"`
+	Origin string    `json:"origin"`
 }
 
 // audit records an authorized write before it runs. A write that cannot be
 // recorded is refused: the trail must not miss a change.
-func (s *Server) audit(k *APIKey, r *http.Request) error {
+func (s *Server) audit(k *wire.APIKey, r *http.Request) error {
 	now := s.cfg.Now().UTC()
 	e := AuditEntry{At: now.Format("2006-01-02T15:04:05.000000000Z07:00"), Key: k.ID, Role: k.Role, Method: r.Method, Path: r.URL.Path, Origin: s.node}
 	key := fmt.Sprintf("%s%020d/%s/%012d", pfxAudit, now.UnixNano(), s.node, s.auditSeq.Add(1))
@@ -71,7 +72,7 @@ func (s *Server) Audit(limit int) ([]AuditEntry, error) {
 }
 
 func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.authorize(r, RoleAdmin, ""); err != nil {
+	if _, err := s.authorize(r, wire.RoleAdmin, ""); err != nil {
 		s.fail(w, err)
 		return
 	}

@@ -4,44 +4,26 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"github.com/capstan-ota/capstan/origin/store"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/capstan-ota/capstan/origin/store"
+	"github.com/capstan-ota/capstan/wire"
 )
 
-// Role is what an API key may do.
-type Role string
-
-// Roles, from most to least powerful.
-const (
-	RoleAdmin     Role = "admin"     // everything, every app
-	RolePublisher Role = "publisher" // upload and channel changes for its apps
-	RoleReader    Role = "reader"    // read releases, channels and stats of its apps
-)
-
-func (r Role) rank() int {
+// roleRank orders the roles (wire.Role), from most to least powerful.
+func roleRank(r wire.Role) int {
 	switch r {
-	case RoleAdmin:
+	case wire.RoleAdmin:
 		return 3
-	case RolePublisher:
+	case wire.RolePublisher:
 		return 2
-	case RoleReader:
+	case wire.RoleReader:
 		return 1
 	}
 	return 0
-}
-
-// APIKey is a stored API key. Only the SHA-256 of the secret is kept.
-type APIKey struct {
-	ID      string    `json:"id"`
-	Name    string    `json:"name,omitempty"`
-	Role    Role      `json:"role"`
-	Apps    []string  `json:"apps,omitempty"` // empty: every app (admin only)
-	Created time.Time `json:"created"`
-	Expires time.Time `json:"expires,omitzero"`
-	Hash    string    `json:"hash"`
 }
 
 var (
@@ -61,7 +43,7 @@ type unauthenticated string
 func (e unauthenticated) Error() string        { return string(e) }
 func (e unauthenticated) Is(target error) bool { return target == errUnauthenticated }
 
-func (s *Server) putKey(k APIKey, secret string) (APIKey, error) {
+func (s *Server) putKey(k wire.APIKey, secret string) (wire.APIKey, error) {
 	k.Hash = hashKey(secret)
 	if k.Created.IsZero() {
 		k.Created = s.cfg.Now().UTC()
@@ -74,7 +56,7 @@ func (s *Server) putKey(k APIKey, secret string) (APIKey, error) {
 }
 
 // authorize checks the request's API key for role on app ("" for no app).
-func (s *Server) authorize(r *http.Request, need Role, app string) (*APIKey, error) {
+func (s *Server) authorize(r *http.Request, need wire.Role, app string) (*wire.APIKey, error) {
 	secret := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if secret == "" {
 		secret = r.Header.Get("X-Api-Key")
@@ -86,7 +68,7 @@ func (s *Server) authorize(r *http.Request, need Role, app string) (*APIKey, err
 		return nil, errUnknownKey
 	}
 	h := hashKey(secret)
-	var k APIKey
+	var k wire.APIKey
 	err := s.db.View(func(txn store.Txn) error { return getJSON(txn, pfxKey+h, &k) })
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		// The store is away: say so (503), not "unknown key".
@@ -100,15 +82,15 @@ func (s *Server) authorize(r *http.Request, need Role, app string) (*APIKey, err
 		s.log.Warn("api refused: expired key", "key", k.ID, "path", r.URL.Path)
 		return nil, fmt.Errorf("%w: API key %s expired at %s", errUnauthenticated, k.ID, k.Expires.Format(time.RFC3339))
 	}
-	if k.Role.rank() < need.rank() {
+	if roleRank(k.Role) < roleRank(need) {
 		s.log.Warn("api refused: role", "key", k.ID, "role", k.Role, "need", need, "path", r.URL.Path)
 		return nil, fmt.Errorf("%w: key %s has role %s, this needs %s", errForbidden, k.ID, k.Role, need)
 	}
-	if k.Role != RoleAdmin && app != "" && len(k.Apps) > 0 && !slices.Contains(k.Apps, app) {
+	if k.Role != wire.RoleAdmin && app != "" && len(k.Apps) > 0 && !slices.Contains(k.Apps, app) {
 		s.log.Warn("api refused: app scope", "key", k.ID, "app", app, "path", r.URL.Path)
 		return nil, fmt.Errorf("%w: key %s is not allowed for app %s", errForbidden, k.ID, app)
 	}
-	if need.rank() >= RolePublisher.rank() {
+	if roleRank(need) >= roleRank(wire.RolePublisher) {
 		// Audit trail: every change names the key that made it, in the
 		// log and in the records all origins share.
 		s.log.Info("api write", "key", k.ID, "role", k.Role, "method", r.Method, "path", r.URL.Path)
@@ -126,7 +108,7 @@ func (s *Server) authorize(r *http.Request, need Role, app string) (*APIKey, err
 // ok is false.
 func (s *Server) readableApp(w http.ResponseWriter, r *http.Request) (app string, ok bool) {
 	app = r.PathValue("app")
-	if _, err := s.authorize(r, RoleReader, app); err != nil {
+	if _, err := s.authorize(r, wire.RoleReader, app); err != nil {
 		s.fail(w, err)
 		return "", false
 	}

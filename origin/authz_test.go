@@ -20,6 +20,7 @@ import (
 
 	"github.com/capstan-ota/capstan/internal/bundle"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // syncBuffer is a goroutine-safe log sink.
@@ -85,9 +86,9 @@ func mustUpload(t *testing.T, s *Server, app, version string) *release.Record {
 	return rec
 }
 
-func mustKey(t *testing.T, s *Server, role Role, apps ...string) (APIKey, string) {
+func mustKey(t *testing.T, s *Server, role wire.Role, apps ...string) (wire.APIKey, string) {
 	t.Helper()
-	k, secret, err := s.CreateKey(CreateKeyBody{Role: role, Apps: apps})
+	k, secret, err := s.CreateKey(wire.CreateKeyBody{Role: role, Apps: apps})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,15 +112,15 @@ func TestAuthzMatrix(t *testing.T) {
 	relPEM, _ := release.EncodePublicKey(relKey.Public().(ed25519.PublicKey), release.RoleRelease)
 	// Unsigned uploads stay allowed: the matrix tests roles, not signing.
 	allowUnsigned := false
-	if _, err := s.SetApp("appA", AppSettings{AddReleaseKeys: []string{string(relPEM)}, RequireSigning: &allowUnsigned}); err != nil {
+	if _, err := s.SetApp("appA", wire.AppSettings{AddReleaseKeys: []string{string(relPEM)}, RequireSigning: &allowUnsigned}); err != nil {
 		t.Fatal(err)
 	}
 	m, _ := s.manifestOf(a1)
 	blob := m.Files[0].SHA256
 
-	_, pubA := mustKey(t, s, RolePublisher, "appA")
-	_, pubB := mustKey(t, s, RolePublisher, "appB")
-	_, reader := mustKey(t, s, RoleReader)
+	_, pubA := mustKey(t, s, wire.RolePublisher, "appA")
+	_, pubB := mustKey(t, s, wire.RolePublisher, "appB")
+	_, reader := mustKey(t, s, wire.RoleReader)
 	callers := []struct{ name, secret string }{
 		{"admin", trustAdminKey}, {"publisherA", pubA}, {"publisherB", pubB}, {"reader", reader}, {"none", ""},
 	}
@@ -167,7 +168,7 @@ func TestAuthzMatrix(t *testing.T) {
 		{"PUT /v1/apps/{app}/capgo", writeA, jsonReq("PUT", "/v1/apps/appA/capgo", map[string]any{"default_channel": "production"})},
 		{"GET /v1/apps", keyed, get("/v1/apps")},
 		{"GET /v1/apps/{app}", readA, get("/v1/apps/appA")},
-		{"PUT /v1/apps/{app}", admin, jsonReq("PUT", "/v1/apps/appA", AppSettings{})},
+		{"PUT /v1/apps/{app}", admin, jsonReq("PUT", "/v1/apps/appA", wire.AppSettings{})},
 		{"POST /v1/apps/{app}/releases", writeA, func(t *testing.T) *http.Request {
 			version++
 			z := testZip(t, map[string]string{"index.html": fmt.Sprint(version)})
@@ -176,10 +177,10 @@ func TestAuthzMatrix(t *testing.T) {
 		{"GET /v1/apps/{app}/releases", readA, get("/v1/apps/appA/releases")},
 		{"GET /v1/apps/{app}/releases/{version}", readA, get("/v1/apps/appA/releases/1.0.0")},
 		{"GET /v1/apps/{app}/channels", readA, get("/v1/apps/appA/channels")},
-		{"PUT /v1/apps/{app}/channels/{channel}", writeA, jsonReq("PUT", "/v1/apps/appA/channels/production", SetChannelBody{Version: "1.0.0"})},
-		{"POST /v1/apps/{app}/channels/{channel}/rollback", writeA, jsonReq("POST", "/v1/apps/appA/channels/production/rollback", RollbackBody{To: "1.1.0"})},
-		{"POST /v1/apps/{app}/channels/{channel}/promote", writeA, jsonReq("POST", "/v1/apps/appA/channels/production/promote", PromoteBody{From: "beta"})},
-		{"PUT /v1/apps/{app}/channels/{channel}/policy", writeA, jsonReq("PUT", "/v1/apps/appA/channels/production/policy", ChannelPolicy{})},
+		{"PUT /v1/apps/{app}/channels/{channel}", writeA, jsonReq("PUT", "/v1/apps/appA/channels/production", wire.SetChannelBody{Version: "1.0.0"})},
+		{"POST /v1/apps/{app}/channels/{channel}/rollback", writeA, jsonReq("POST", "/v1/apps/appA/channels/production/rollback", wire.RollbackBody{To: "1.1.0"})},
+		{"POST /v1/apps/{app}/channels/{channel}/promote", writeA, jsonReq("POST", "/v1/apps/appA/channels/production/promote", wire.PromoteBody{From: "beta"})},
+		{"PUT /v1/apps/{app}/channels/{channel}/policy", writeA, jsonReq("PUT", "/v1/apps/appA/channels/production/policy", wire.ChannelPolicy{})},
 		{"GET /v1/apps/{app}/stats", readA, get("/v1/apps/appA/stats")},
 		// Events come from edges and are authenticated by the cluster's
 		// events token, not by API keys; with no token configured they are
@@ -187,11 +188,11 @@ func TestAuthzMatrix(t *testing.T) {
 		{"POST /v1/events", all, func(*testing.T) *http.Request {
 			return httptest.NewRequest("POST", "/v1/events", strings.NewReader("[]"))
 		}},
-		{"POST /v1/keys", admin, jsonReq("POST", "/v1/keys", CreateKeyBody{Role: RoleReader})},
+		{"POST /v1/keys", admin, jsonReq("POST", "/v1/keys", wire.CreateKeyBody{Role: wire.RoleReader})},
 		{"GET /v1/keys", admin, get("/v1/keys")},
 		{"GET /v1/audit", admin, get("/v1/audit")},
 		{"DELETE /v1/keys/{id}", admin, func(t *testing.T) *http.Request {
-			k, _ := mustKey(t, s, RoleReader)
+			k, _ := mustKey(t, s, wire.RoleReader)
 			return httptest.NewRequest("DELETE", "/v1/keys/"+k.ID, nil)
 		}},
 		{"POST /v1/keys/rotations", writeA, func(t *testing.T) *http.Request {
@@ -352,7 +353,7 @@ func TestAPIKeyLifecycle(t *testing.T) {
 		h.ServeHTTP(w, r)
 		return w.Code
 	}
-	k, secret, err := s.CreateKey(CreateKeyBody{Role: RoleReader, Expires: now.Add(time.Hour)})
+	k, secret, err := s.CreateKey(wire.CreateKeyBody{Role: wire.RoleReader, Expires: now.Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +369,7 @@ func TestAPIKeyLifecycle(t *testing.T) {
 	if c := call(secret, "GET", "/v1/apps"); c != 401 {
 		t.Fatalf("expired key: %d", c)
 	}
-	k2, secret2, _ := s.CreateKey(CreateKeyBody{Role: RoleReader})
+	k2, secret2, _ := s.CreateKey(wire.CreateKeyBody{Role: wire.RoleReader})
 	if c := call(trustAdminKey, "DELETE", "/v1/keys/"+k2.ID); c != 200 {
 		t.Fatalf("revoke: %d", c)
 	}
@@ -384,12 +385,12 @@ func TestAPIKeyLifecycle(t *testing.T) {
 			t.Fatal("listing shows key hashes")
 		}
 	}
-	for _, bad := range []CreateKeyBody{
+	for _, bad := range []wire.CreateKeyBody{
 		{Role: "root"},
-		{Role: RolePublisher},
-		{Role: RoleAdmin, Apps: []string{"a"}},
-		{Role: RoleReader, Apps: []string{"../x"}},
-		{Role: RoleReader, Expires: now.Add(-time.Hour)},
+		{Role: wire.RolePublisher},
+		{Role: wire.RoleAdmin, Apps: []string{"a"}},
+		{Role: wire.RoleReader, Apps: []string{"../x"}},
+		{Role: wire.RoleReader, Expires: now.Add(-time.Hour)},
 	} {
 		if _, _, err := s.CreateKey(bad); err == nil {
 			t.Errorf("%+v accepted", bad)

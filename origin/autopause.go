@@ -7,6 +7,7 @@ import (
 
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // AutoPausePolicy says when a rollout pauses itself: once at least
@@ -37,18 +38,10 @@ func (p AutoPausePolicy) withDefaults() AutoPausePolicy {
 	return p
 }
 
-// ChannelPolicy overrides the origin-wide auto-pause policy for one
-// channel. It lives only on the origin (edges and devices do not need it),
-// so it is not part of the signed channel record.
-type ChannelPolicy struct {
-	AutoPauseFailureRate *float64 `json:"auto_pause_failure_rate,omitempty"`
-	AutoPauseMinDevices  *int     `json:"auto_pause_min_devices,omitempty"`
-}
-
 // policyFor returns the effective auto-pause policy of a channel.
 func (s *Server) policyFor(app, ch string) AutoPausePolicy {
 	p := s.cfg.AutoPause.withDefaults()
-	var cp ChannelPolicy
+	var cp wire.ChannelPolicy
 	if err := s.db.View(func(txn store.Txn) error { return getJSON(txn, pfxPolicy+app+"/"+ch, &cp) }); err == nil {
 		if cp.AutoPauseFailureRate != nil {
 			p.FailureRate = *cp.AutoPauseFailureRate
@@ -62,16 +55,16 @@ func (s *Server) policyFor(app, ch string) AutoPausePolicy {
 
 // SetChannelPolicy stores a channel's auto-pause overrides (nil fields
 // keep the stored value).
-func (s *Server) SetChannelPolicy(app, ch string, p ChannelPolicy) (ChannelPolicy, error) {
+func (s *Server) SetChannelPolicy(app, ch string, p wire.ChannelPolicy) (wire.ChannelPolicy, error) {
 	if _, _, err := s.st.channel(app, ch); err != nil {
-		return ChannelPolicy{}, fmt.Errorf("origin: policy: %w", err)
+		return wire.ChannelPolicy{}, fmt.Errorf("origin: policy: %w", err)
 	}
 	if r := p.AutoPauseFailureRate; r != nil && *r > 1 {
-		return ChannelPolicy{}, badRequest("auto-pause failure rate %v must be at most 1 (a fraction; negative disables)", *r)
+		return wire.ChannelPolicy{}, badRequest("auto-pause failure rate %v must be at most 1 (a fraction; negative disables)", *r)
 	}
-	var cur ChannelPolicy
+	var cur wire.ChannelPolicy
 	err := s.db.Update(func(txn store.Txn) error {
-		cur = ChannelPolicy{} // the transaction may run more than once
+		cur = wire.ChannelPolicy{} // the transaction may run more than once
 		if err := getJSON(txn, pfxPolicy+app+"/"+ch, &cur); err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
@@ -84,7 +77,7 @@ func (s *Server) SetChannelPolicy(app, ch string, p ChannelPolicy) (ChannelPolic
 		return setJSON(txn, pfxPolicy+app+"/"+ch, &cur)
 	})
 	if err != nil {
-		return ChannelPolicy{}, fmt.Errorf("origin: policy: %w", err)
+		return wire.ChannelPolicy{}, fmt.Errorf("origin: policy: %w", err)
 	}
 	return cur, nil
 }
@@ -124,7 +117,7 @@ func (s *Server) maybeAutoPause(key string) {
 		return
 	}
 	c, _ := env.Channel()
-	ap := &AutoPause{At: s.cfg.Now().UTC(), Seq: c.Seq, FailureRate: v.FailureRate, Devices: v.Devices, FailedDevices: v.FailedDevices, Threshold: p.FailureRate}
+	ap := &wire.AutoPause{At: s.cfg.Now().UTC(), Seq: c.Seq, FailureRate: v.FailureRate, Devices: v.Devices, FailedDevices: v.FailedDevices, Threshold: p.FailureRate}
 	s.log.Warn("rollout auto-paused: failure rate over threshold",
 		"app", rec.App, "channel", rec.Channel, "version", rec.Version,
 		"failure_rate", fmt.Sprintf("%.1f%%", v.FailureRate*100), "failed_devices", v.FailedDevices, "devices", v.Devices,
@@ -149,11 +142,11 @@ var errNoChange = errors.New("no change")
 
 func (s *Server) handleSetPolicy(w http.ResponseWriter, r *http.Request) {
 	app, ch := r.PathValue("app"), r.PathValue("channel")
-	if _, err := s.authorize(r, RolePublisher, app); err != nil {
+	if _, err := s.authorize(r, wire.RolePublisher, app); err != nil {
 		s.fail(w, err)
 		return
 	}
-	var body ChannelPolicy
+	var body wire.ChannelPolicy
 	if err := decodeBody(r, &body); err != nil {
 		s.fail(w, err)
 		return

@@ -12,6 +12,7 @@ import (
 	"github.com/capstan-ota/capstan/capgo"
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // Key layout of the Capgo settings in the origin's Badger database.
@@ -240,7 +241,7 @@ func (s *Server) handleGetCapgoConfig(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handlePutCapgoConfig(w http.ResponseWriter, r *http.Request) {
 	app := r.PathValue("app")
-	if _, err := s.authorize(r, RolePublisher, app); err != nil {
+	if _, err := s.authorize(r, wire.RolePublisher, app); err != nil {
 		s.fail(w, err)
 		return
 	}

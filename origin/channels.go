@@ -8,6 +8,7 @@ import (
 
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // nextChannelRecord builds, signs and stores the next record of a channel
@@ -293,9 +294,6 @@ func (s *Server) updateChannel(app, ch string, mutate func(c, prev *release.Chan
 	return env, nil
 }
 
-// Builtin is the version name that means "the bundle shipped inside the app".
-const Builtin = "builtin"
-
 // Rollback puts an earlier release back on a channel as a new record, so
 // history only moves forward and devices move back. to may name a version,
 // "builtin", or be empty for the release the channel served before: the
@@ -309,7 +307,7 @@ func (s *Server) Rollback(app, ch, to string) (*release.Envelope, error) {
 	}
 	var target release.Ref
 	switch to {
-	case Builtin:
+	case wire.Builtin:
 		// zero Ref: devices go back to the bundle inside the app
 	case "":
 		if cur.Stable != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/capstan-ota/capstan/origin/console"
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // consoleRoutes adds the operator console (static, public: it holds no
@@ -30,7 +31,7 @@ func (s *Server) consoleRoutes(mux *http.ServeMux) {
 // handleWhoami tells the caller what its key may do, so a UI can show
 // only the actions the server would allow (the server checks anyway).
 func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
-	k, err := s.authorize(r, RoleReader, "")
+	k, err := s.authorize(r, wire.RoleReader, "")
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -253,7 +254,7 @@ func (s *Server) handleChannelDetails(w http.ResponseWriter, r *http.Request) {
 // PolicyView is a channel's effective auto-pause policy, and its overrides.
 type PolicyView struct {
 	AutoPausePolicy
-	Overrides ChannelPolicy `json:"overrides"`
+	Overrides wire.ChannelPolicy `json:"overrides"`
 }
 
 func (s *Server) handleGetPolicy(w http.ResponseWriter, r *http.Request) {
@@ -330,10 +331,10 @@ func (s *Server) handleTimeline(w http.ResponseWriter, r *http.Request) {
 }
 
 // releaseStats reads one release's durable stats on a channel.
-func (s *Server) releaseStats(app, ch string, id release.Hash) (ReleaseStats, bool) {
+func (s *Server) releaseStats(app, ch string, id release.Hash) (wire.ReleaseStats, bool) {
 	var rec statsRecord
 	if err := s.db.View(func(txn store.Txn) error { return getJSON(txn, statsKey(app, ch, id), &rec) }); err != nil {
-		return ReleaseStats{}, false
+		return wire.ReleaseStats{}, false
 	}
 	return rec.view(), true
 }

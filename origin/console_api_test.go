@@ -15,6 +15,7 @@ import (
 	"github.com/capstan-ota/capstan/internal/testutil"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/stats"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 func getJSONAs(t *testing.T, h http.Handler, secret, path string, v any) int {
@@ -69,7 +70,7 @@ func TestTimelineFollowsDevicesToTheirNewRelease(t *testing.T) {
 	if _, err := s.IngestEvents(ctx, []stats.Event{ev("check", "d1", nil), ev("check", "d2", nil), ev("check", "d3", nil)}); err != nil {
 		t.Fatal(err)
 	}
-	if got := lastDevices(t, s); got[Builtin] != 3 || len(got) != 1 {
+	if got := lastDevices(t, s); got[wire.Builtin] != 3 || len(got) != 1 {
 		t.Fatalf("after three checks on the built-in bundle: %v", got)
 	}
 	mu.Lock()
@@ -78,7 +79,7 @@ func TestTimelineFollowsDevicesToTheirNewRelease(t *testing.T) {
 	if _, err := s.IngestEvents(ctx, []stats.Event{ev("download", "d1", r1), ev("install", "d1", r1), ev("install", "d2", r1), ev("fail", "d3", r1)}); err != nil {
 		t.Fatal(err)
 	}
-	if got := lastDevices(t, s); got[Builtin] != 1 || got["1.0.0"] != 2 {
+	if got := lastDevices(t, s); got[wire.Builtin] != 1 || got["1.0.0"] != 2 {
 		t.Fatalf("after two installs: %v", got)
 	}
 	var tl TimelineView
@@ -122,7 +123,7 @@ func TestTimelineSampleIsBounded(t *testing.T) {
 	for i := range n {
 		evs = append(evs, stats.Event{Action: "check", App: "a", Channel: "c", Device: fmt.Sprintf("device-%d", i)})
 	}
-	tl.observe(now, evs, func(string, string, release.Hash) (ReleaseStats, bool) { return ReleaseStats{}, false })
+	tl.observe(now, evs, func(string, string, release.Hash) (wire.ReleaseStats, bool) { return wire.ReleaseStats{}, false })
 	ct := tl.chans["a/c"]
 	if len(ct.devs) > timelineSample {
 		t.Fatalf("sample holds %d devices, bound %d", len(ct.devs), timelineSample)
@@ -216,7 +217,7 @@ func (s *Server) maxSeq(t *testing.T) (string, uint64) {
 func TestReleaseDetailsNameUploaderAndPatches(t *testing.T) {
 	s, _ := newTestServer(t, nil)
 	h := s.Handler()
-	k, secret, err := s.CreateKey(CreateKeyBody{Name: "ci", Role: RolePublisher, Apps: []string{"app"}})
+	k, secret, err := s.CreateKey(wire.CreateKeyBody{Name: "ci", Role: wire.RolePublisher, Apps: []string{"app"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,8 +253,8 @@ func TestReleaseDetailsNameUploaderAndPatches(t *testing.T) {
 	if c := getJSONAs(t, h, secret, "/v1/apps/app/channel-details", &cd); c != 200 || len(cd.Channels) != 1 || cd.Channels[0].Fallback == nil || cd.Channels[0].Fallback.Version != "1.0.0" {
 		t.Fatalf("channel details: %d %+v", c, cd)
 	}
-	var who APIKey
-	if c := getJSONAs(t, h, secret, "/v1/whoami", &who); c != 200 || who.ID != k.ID || who.Role != RolePublisher || who.Hash != "" {
+	var who wire.APIKey
+	if c := getJSONAs(t, h, secret, "/v1/whoami", &who); c != 200 || who.ID != k.ID || who.Role != wire.RolePublisher || who.Hash != "" {
 		t.Fatalf("whoami: %d %+v", c, who)
 	}
 	var pol PolicyView
@@ -300,7 +301,7 @@ func TestTimelineSurvivesRestart(t *testing.T) {
 	if _, err := s.IngestEvents(context.Background(), []stats.Event{{Action: "check", App: "app", Channel: "production", Device: "d0"}}); err != nil {
 		t.Fatal(err)
 	}
-	if got := lastDevices(t, s); got["1.0.0"] != 4 || got[Builtin] != 1 {
+	if got := lastDevices(t, s); got["1.0.0"] != 4 || got[wire.Builtin] != 1 {
 		t.Fatalf("after d0 went back to builtin: %v", got)
 	}
 }

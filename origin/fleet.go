@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/stats"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // Bounds of the fleet view: an origin remembers at most maxFleetEdges
@@ -217,7 +218,7 @@ func (s *Server) Fleet() (*FleetView, error) {
 }
 
 func (s *Server) handleFleet(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.authorize(r, RoleReader, ""); err != nil {
+	if _, err := s.authorize(r, wire.RoleReader, ""); err != nil {
 		s.fail(w, err)
 		return
 	}

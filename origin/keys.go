@@ -14,6 +14,7 @@ import (
 
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // pfxRotation holds every key rotation statement, in order:
@@ -259,7 +260,7 @@ func (s *Server) handleAddRotation(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, badRequest("%v", err))
 		return
 	}
-	if _, err := s.authorize(r, RolePublisher, rot.App); err != nil {
+	if _, err := s.authorize(r, wire.RolePublisher, rot.App); err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -275,7 +276,7 @@ func (s *Server) handleAddRotation(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleRotateOriginKey(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.authorize(r, RoleAdmin, ""); err != nil {
+	if _, err := s.authorize(r, wire.RoleAdmin, ""); err != nil {
 		s.fail(w, err)
 		return
 	}

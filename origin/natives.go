@@ -2,8 +2,9 @@ package origin
 
 import (
 	"fmt"
-	"github.com/capstan-ota/capstan/origin/store"
 	"sort"
+
+	"github.com/capstan-ota/capstan/origin/store"
 
 	"github.com/Masterminds/semver/v3"
 	"github.com/capstan-ota/capstan/stats"

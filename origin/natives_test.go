@@ -11,6 +11,7 @@ import (
 
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/stats"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // TestUploadWarnsAboutNativeVersions: an upload needing a newer native
@@ -38,9 +39,9 @@ func TestUploadWarnsAboutNativeVersions(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var out UploadResponse
+		var out wire.UploadAnswer
 		json.NewDecoder(resp.Body).Decode(&out)
-		if resp.StatusCode != 201 || out.Record == nil || out.Version != version {
+		if resp.StatusCode != 201 || out.ID.IsZero() || out.Version != version {
 			t.Fatalf("upload %s: %d %+v", version, resp.StatusCode, out)
 		}
 		// Only the native-version warnings; the unsigned one is another

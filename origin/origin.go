@@ -85,7 +85,7 @@ type Config struct {
 	// Publisher receives every newly signed channel record; nil for none.
 	Publisher Publisher
 	// Delta configures patch building (memory budget, size caps).
-	Delta delta.Config
+	Delta delta.BuildConfig
 	// PrecomputeBases is how many of a channel's previous releases get a
 	// patch built in the background when the channel moves to a new
 	// release (default 5; the full bundle is always built). Negative
@@ -118,7 +118,7 @@ func DefaultConfig(dataDir string) Config {
 		ChannelTTL:      24 * time.Hour,
 		MaxUploadBytes:  1 << 30,
 		Limits:          bundle.DefaultLimits(),
-		Delta:           delta.DefaultConfig(),
+		Delta:           delta.DefaultBuildConfig(),
 		PrecomputeBases: 5,
 		PatchBuilds:     2,
 	}
@@ -187,9 +187,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.PatchBuilds <= 0 {
 		cfg.PatchBuilds = d.PatchBuilds
-	}
-	if cfg.Delta.MemoryBudget == 0 && cfg.Delta.MaxDiffSize == 0 && !cfg.Delta.Renames {
-		cfg.Delta = d.Delta // a zero Config: take the defaults
 	}
 	log := cfg.Logger
 	if log == nil {

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/json"
-	"github.com/capstan-ota/capstan/origin/store/fileblobs"
 	"io"
 	"io/fs"
 	"net/http"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/capstan-ota/capstan/origin/store/fileblobs"
 
 	"github.com/capstan-ota/capstan/release"
 )

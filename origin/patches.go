@@ -92,18 +92,18 @@ func (s *Server) buildPatch(ctx context.Context, baseID, targetID release.Hash, 
 	defer func() { <-s.buildSem }()
 	start := time.Now()
 	pr, pw := io.Pipe()
-	var st delta.Stats
+	var st delta.BuildStats
 	dcfg := s.cfg.Delta
 	if bm == nil {
 		// A full bundle is all literals: brotli's best level would take
 		// seconds per 10 MB (≈0.6 MB/s) to save ≈10 %, and zstd's best level
 		// is still slow; a device installing for the first time waits for
 		// this build, so it gets zstd's "better" level.
-		dcfg.BrotliMaxBytes = 0
+		dcfg.BrotliMaxBytes = -1 // zstd only
 		dcfg.FastLiterals = true
 	}
 	if codecs == codecsZstd {
-		dcfg.BrotliMaxBytes = 0
+		dcfg.BrotliMaxBytes = -1 // zstd only
 	}
 	go func() {
 		var err error

@@ -14,6 +14,7 @@ import (
 
 	"github.com/capstan-ota/capstan/gossip"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 func TestEncryptedUploadStoresOnlyCiphertext(t *testing.T) {
@@ -21,7 +22,7 @@ func TestEncryptedUploadStoresOnlyCiphertext(t *testing.T) {
 	box, _ := release.GenerateBoxKey()
 	pem, _ := release.EncodeBoxPublicKey(box.PublicKey())
 	p := string(pem)
-	if _, err := s.SetApp("app", AppSettings{EncryptKey: &p}); err != nil {
+	if _, err := s.SetApp("app", wire.AppSettings{EncryptKey: &p}); err != nil {
 		t.Fatal(err)
 	}
 	secret := strings.Repeat("CONFIDENTIAL-", 10000)
@@ -92,7 +93,7 @@ func TestEncryptedRecordFitsGossip(t *testing.T) {
 	pem, _ := release.EncodeBoxPublicKey(box.PublicKey())
 	p := string(pem)
 	app := "com.example.encrypted-application"
-	if _, err := s.SetApp(app, AppSettings{EncryptKey: &p}); err != nil {
+	if _, err := s.SetApp(app, wire.AppSettings{EncryptKey: &p}); err != nil {
 		t.Fatal(err)
 	}
 	for i, v := range []string{"10.20.30-beta.1", "10.20.31-beta.2"} {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/capstan-ota/capstan/internal/bundle"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 func signedUpload(t *testing.T, app, version string, key ed25519.PrivateKey) (*UploadRequest, []byte) {
@@ -25,8 +26,10 @@ func signedUpload(t *testing.T, app, version string, key ed25519.PrivateKey) (*U
 		if err != nil {
 			t.Fatal(err)
 		}
-		files, _ := bundle.Describe(entries)
-		m := &release.Manifest{Type: release.TypeRelease, App: app, Version: version, Files: files}
+		m, err := bundle.Manifest(context.Background(), entries, app, version, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		b, err := m.EncodeDoc()
 		if err != nil {
 			t.Fatal(err)
@@ -42,10 +45,10 @@ func TestUploadSigningPolicy(t *testing.T) {
 	other, _ := release.GenerateKey()
 	pem, _ := release.EncodePublicKey(ci.Public().(ed25519.PublicKey), release.RoleRelease)
 	yes := true
-	if _, err := s.SetApp("app", AppSettings{RequireSigning: &yes}); err == nil {
+	if _, err := s.SetApp("app", wire.AppSettings{RequireSigning: &yes}); err == nil {
 		t.Fatal("signing required with no key registered")
 	}
-	if _, err := s.SetApp("app", AppSettings{AddReleaseKeys: []string{string(pem)}, RequireSigning: &yes}); err != nil {
+	if _, err := s.SetApp("app", wire.AppSettings{AddReleaseKeys: []string{string(pem)}, RequireSigning: &yes}); err != nil {
 		t.Fatal(err)
 	}
 	forged := func() *release.Envelope {
@@ -85,7 +88,7 @@ func TestUploadSigningPolicy(t *testing.T) {
 	// Without RequireSigning, unsigned uploads pass but a wrong signature
 	// is still refused.
 	no := false
-	if _, err := s.SetApp("app", AppSettings{RequireSigning: &no}); err != nil {
+	if _, err := s.SetApp("app", wire.AppSettings{RequireSigning: &no}); err != nil {
 		t.Fatal(err)
 	}
 	req, z := signedUpload(t, "app", "1.1.0", nil)
@@ -104,7 +107,7 @@ func TestReleaseKeyRotationAtOrigin(t *testing.T) {
 	next, _ := release.GenerateKey()
 	pem, _ := release.EncodePublicKey(old.Public().(ed25519.PublicKey), release.RoleRelease)
 	yes := true
-	if _, err := s.SetApp("app", AppSettings{AddReleaseKeys: []string{string(pem)}, RequireSigning: &yes}); err != nil {
+	if _, err := s.SetApp("app", wire.AppSettings{AddReleaseKeys: []string{string(pem)}, RequireSigning: &yes}); err != nil {
 		t.Fatal(err)
 	}
 	// A statement signed by a key the app does not trust is refused.
@@ -230,8 +233,10 @@ func TestUploadAcceptsFormat1SignedManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, _ := bundle.Describe(entries)
-	m := &release.Manifest{Type: release.TypeRelease, App: "app", Version: "1.1.0", Files: files}
+	m, err := bundle.Manifest(context.Background(), entries, "app", "1.1.0", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b, err := m.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -263,7 +268,7 @@ func TestRegisteredKeyRequiresSignature(t *testing.T) {
 	s, _ := newTestServer(t, nil)
 	ci, _ := release.GenerateKey()
 	pem, _ := release.EncodePublicKey(ci.Public().(ed25519.PublicKey), release.RoleRelease)
-	if _, err := s.SetApp("app", AppSettings{AddReleaseKeys: []string{string(pem)}}); err != nil {
+	if _, err := s.SetApp("app", wire.AppSettings{AddReleaseKeys: []string{string(pem)}}); err != nil {
 		t.Fatal(err)
 	}
 	upload := func(version string, key ed25519.PrivateKey) error {
@@ -283,7 +288,7 @@ func TestRegisteredKeyRequiresSignature(t *testing.T) {
 		t.Fatalf("signed upload: %v", err)
 	}
 	no := false
-	a, err := s.SetApp("app", AppSettings{RequireSigning: &no})
+	a, err := s.SetApp("app", wire.AppSettings{RequireSigning: &no})
 	if err != nil || a.SigningRequired() {
 		t.Fatalf("--no-require-signing: %v, required %v", err, a.SigningRequired())
 	}
@@ -292,7 +297,7 @@ func TestRegisteredKeyRequiresSignature(t *testing.T) {
 	}
 	other, _ := release.GenerateKey()
 	pem2, _ := release.EncodePublicKey(other.Public().(ed25519.PublicKey), release.RoleRelease)
-	if _, err := s.SetApp("app", AppSettings{AddReleaseKeys: []string{string(pem2)}}); err != nil {
+	if _, err := s.SetApp("app", wire.AppSettings{AddReleaseKeys: []string{string(pem2)}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := upload("1.0.3", nil); !errors.Is(err, errForbidden) {
@@ -312,7 +317,7 @@ func TestUnsignedUploadWarns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var out UploadResponse
+	var out wire.UploadAnswer
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusCreated {
 		t.Fatalf("upload: %d %v", resp.StatusCode, err)
 	}

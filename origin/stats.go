@@ -10,11 +10,11 @@ import (
 	"net/http"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/stats"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // Stats live under their own key prefix:
@@ -30,32 +30,9 @@ func statsKey(app, ch string, id release.Hash) string {
 	return pfxStats + app + "/" + ch + "/" + id.String()
 }
 
-// Counters are the durable per-release counts, and their sums per channel
-// and app. Devices and FailedDevices are HyperLogLog estimates (about 1.6 %
-// standard error, near exact below a few thousand); the others are exact
-// counts of the events received.
-type Counters struct {
-	// Checks counts update checks made while running the release.
-	Checks uint64 `json:"checks"`
-	// Downloads, Installs, Confirms, Failures and Reverts count the
-	// events of those names about the release.
-	Downloads uint64 `json:"downloads"`
-	Installs  uint64 `json:"installs"`
-	Confirms  uint64 `json:"confirms"`
-	Failures  uint64 `json:"failures"`
-	Reverts   uint64 `json:"reverts"`
-	// Bytes is what devices reported downloading for the release.
-	Bytes uint64 `json:"bytes"`
-	// Devices is the distinct devices that reported anything about the
-	// release (running it, downloading it, failing it).
-	Devices uint64 `json:"devices"`
-	// FailedDevices is the distinct devices that reported a fail or a
-	// revert; FailureRate is FailedDevices/Devices.
-	FailedDevices uint64  `json:"failed_devices"`
-	FailureRate   float64 `json:"failure_rate"`
-}
-
-func (c *Counters) add(o Counters) {
+// addCounters adds the exact counts of o to c (device estimates are
+// merged from sketches instead).
+func addCounters(c *wire.Counters, o wire.Counters) {
 	c.Checks += o.Checks
 	c.Downloads += o.Downloads
 	c.Installs += o.Installs
@@ -65,29 +42,16 @@ func (c *Counters) add(o Counters) {
 	c.Bytes += o.Bytes
 }
 
-// AutoPause records that the origin paused a rollout on its own.
-type AutoPause struct {
-	// At is when, Seq the channel record that paused the rollout.
-	At  time.Time `json:"at"`
-	Seq uint64    `json:"seq"`
-	// FailureRate, Devices and FailedDevices are the figures that crossed
-	// Threshold (fractions, device estimates).
-	FailureRate   float64 `json:"failure_rate"`
-	Devices       uint64  `json:"devices"`
-	FailedDevices uint64  `json:"failed_devices"`
-	Threshold     float64 `json:"threshold"`
-}
-
 // statsRecord is the stored form of one release's stats on one channel.
 type statsRecord struct {
 	App     string       `json:"app"`
 	Channel string       `json:"channel"`
 	Release release.Hash `json:"release"`
 	Version string       `json:"version"`
-	Counters
-	DevSketch  []byte     `json:"dev_sketch,omitempty"`
-	FailSketch []byte     `json:"fail_sketch,omitempty"`
-	AutoPaused *AutoPause `json:"auto_paused,omitempty"`
+	wire.Counters
+	DevSketch  []byte          `json:"dev_sketch,omitempty"`
+	FailSketch []byte          `json:"fail_sketch,omitempty"`
+	AutoPaused *wire.AutoPause `json:"auto_paused,omitempty"`
 }
 
 func (r *statsRecord) sketches() (dev, fail stats.Sketch) {
@@ -97,12 +61,12 @@ func (r *statsRecord) sketches() (dev, fail stats.Sketch) {
 }
 
 // view fills the estimated fields.
-func (r *statsRecord) view() ReleaseStats {
+func (r *statsRecord) view() wire.ReleaseStats {
 	dev, fail := r.sketches()
 	c := r.Counters
 	c.Devices, c.FailedDevices = dev.Estimate(), fail.Estimate()
 	c.FailureRate = rate(c.FailedDevices, c.Devices)
-	return ReleaseStats{Version: r.Version, Release: r.Release, Counters: c, AutoPaused: r.AutoPaused}
+	return wire.ReleaseStats{Version: r.Version, Release: r.Release, Counters: c, AutoPaused: r.AutoPaused}
 }
 
 func rate(failed, devices uint64) float64 {
@@ -209,7 +173,7 @@ func loadStatsRecord(txn store.Txn, e *stats.Event) (*statsRecord, error) {
 		}
 		return nil, err
 	}
-	rec = statsRecord{App: e.App, Channel: e.Channel, Release: e.Release, Version: Builtin}
+	rec = statsRecord{App: e.App, Channel: e.Channel, Release: e.Release, Version: wire.Builtin}
 	if !e.Release.IsZero() {
 		name, err := txn.Get(pfxReleaseID + e.Release.String())
 		if errors.Is(err, ErrNotFound) {
@@ -258,40 +222,8 @@ func applyEvent(br *batchRecord, e *stats.Event) {
 	}
 }
 
-// ReleaseStats is one release's stats on one channel.
-type ReleaseStats struct {
-	Version string       `json:"version"`
-	Release release.Hash `json:"release"`
-	Counters
-	// AutoPaused is set when the origin paused this release's rollout
-	// because of its failure rate.
-	AutoPaused *AutoPause `json:"auto_paused,omitempty"`
-}
-
-// ChannelStats is one channel: what it serves now, its totals and each
-// release's stats (newest semver first).
-type ChannelStats struct {
-	Channel string `json:"channel"`
-	// Serving, RolloutBPS and Paused describe the channel's current record
-	// (Serving is "builtin" for the bundle inside the app).
-	Serving    string `json:"serving"`
-	RolloutBPS int    `json:"rollout_bps"`
-	Paused     bool   `json:"paused"`
-	// Totals sums the releases (device counts are merged sketches).
-	Totals   Counters       `json:"totals"`
-	Releases []ReleaseStats `json:"releases"`
-}
-
-// StatsReport is the answer of GET /v1/apps/{app}/stats.
-type StatsReport struct {
-	App string `json:"app"`
-	// Totals sums every channel of the app.
-	Totals   Counters       `json:"totals"`
-	Channels []ChannelStats `json:"channels"`
-}
-
 // Stats reports an app's counters, for one channel or all ("").
-func (s *Server) Stats(app, channel string) (*StatsReport, error) {
+func (s *Server) Stats(app, channel string) (*wire.StatsReport, error) {
 	if _, err := s.st.app(app); err != nil {
 		return nil, fmt.Errorf("origin: stats: %w", err)
 	}
@@ -320,8 +252,8 @@ func (s *Server) Stats(app, channel string) (*StatsReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("origin: stats: %w", err)
 	}
-	rep := &StatsReport{App: app, Channels: []ChannelStats{}}
-	byName := map[string]*ChannelStats{}
+	rep := &wire.StatsReport{App: app, Channels: []wire.ChannelStats{}}
+	byName := map[string]*wire.ChannelStats{}
 	var appDev, appFail stats.Sketch
 	chDev, chFail := map[string]*stats.Sketch{}, map[string]*stats.Sketch{}
 	for _, env := range envs {
@@ -329,13 +261,13 @@ func (s *Server) Stats(app, channel string) (*StatsReport, error) {
 		if err != nil || (channel != "" && c.Channel != channel) {
 			continue
 		}
-		rep.Channels = append(rep.Channels, ChannelStats{Channel: c.Channel, Serving: c.Release.Version, RolloutBPS: c.RolloutBPS, Paused: c.Paused, Releases: []ReleaseStats{}})
+		rep.Channels = append(rep.Channels, wire.ChannelStats{Channel: c.Channel, Serving: c.Release.Version, RolloutBPS: c.RolloutBPS, Paused: c.Paused, Releases: []wire.ReleaseStats{}})
 		chDev[c.Channel], chFail[c.Channel] = &stats.Sketch{}, &stats.Sketch{}
 	}
 	for i := range rep.Channels {
 		byName[rep.Channels[i].Channel] = &rep.Channels[i]
 		if rep.Channels[i].Serving == "" {
-			rep.Channels[i].Serving = Builtin
+			rep.Channels[i].Serving = wire.Builtin
 		}
 	}
 	for i := range recs {
@@ -345,8 +277,8 @@ func (s *Server) Stats(app, channel string) (*StatsReport, error) {
 			continue
 		}
 		cs.Releases = append(cs.Releases, r.view())
-		cs.Totals.add(r.Counters)
-		rep.Totals.add(r.Counters)
+		addCounters(&cs.Totals, r.Counters)
+		addCounters(&rep.Totals, r.Counters)
 		dev, fail := r.sketches()
 		chDev[r.Channel].Merge(&dev)
 		chFail[r.Channel].Merge(&fail)
@@ -412,7 +344,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleStats(w http.ResponseWriter, r *http.Request) {
 	app := r.PathValue("app")
-	if _, err := s.authorize(r, RoleReader, app); err != nil {
+	if _, err := s.authorize(r, wire.RoleReader, app); err != nil {
 		s.fail(w, err)
 		return
 	}

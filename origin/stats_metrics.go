@@ -2,6 +2,7 @@ package origin
 
 import (
 	"encoding/json"
+
 	"github.com/capstan-ota/capstan/origin/store"
 
 	"github.com/prometheus/client_golang/prometheus"

@@ -22,7 +22,7 @@ const (
 	pfxReleaseID = "i/" // i/<id> → "<app>/<version>"
 	pfxChannel   = "c/" // c/<app>/<channel> → latest signed channel envelope
 	pfxHistory   = "h/" // h/<app>/<channel>/<seq> → every channel envelope ever signed
-	pfxKey       = "k/" // k/<sha256 of api key> → APIKey
+	pfxKey       = "k/" // k/<sha256 of api key> → wire.APIKey
 	pfxPatch     = "p/" // p/<from>/<to> → patch blob hash
 )
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/origin/store"
+	"github.com/capstan-ota/capstan/wire"
 
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/stats"
@@ -55,7 +56,7 @@ type sampleEntry struct {
 type tlRelease struct {
 	version string
 	devices uint64
-	c       Counters // event counts of the interval (device fields unused)
+	c       wire.Counters // event counts of the interval (device fields unused)
 	rate    *tlRate
 }
 
@@ -146,7 +147,7 @@ func runsRelease(action string) bool {
 // observe adds ingested events (all for known channels) to the timeline.
 // rates returns a release's durable stats on a channel, for the failure
 // rate auto-pause compares with its threshold.
-func (t *timeline) observe(now time.Time, events []stats.Event, rates func(app, ch string, id release.Hash) (ReleaseStats, bool)) {
+func (t *timeline) observe(now time.Time, events []stats.Event, rates func(app, ch string, id release.Hash) (wire.ReleaseStats, bool)) {
 	type touchedKey struct {
 		app, ch string
 		id      release.Hash
@@ -169,7 +170,7 @@ func (t *timeline) observe(now time.Time, events []stats.Event, rates func(app, 
 		}
 		version := e.Version
 		if e.Release.IsZero() {
-			version = Builtin
+			version = wire.Builtin
 		}
 		touched[touchedKey{e.App, e.Channel, e.Release, version}] = true
 		if runsRelease(e.Action) {
@@ -261,7 +262,7 @@ func (ct *chanTimeline) settle(now time.Time) {
 // version finds a release's version in the intervals kept.
 func (ct *chanTimeline) version(id release.Hash) string {
 	if id.IsZero() {
-		return Builtin
+		return wire.Builtin
 	}
 	for tier := range ct.tiers {
 		for i := range ct.tiers[tier] {
@@ -582,7 +583,7 @@ func (t *timeline) load(rest string, val []byte) error {
 		}
 		c := r.Counts
 		b.rels[r.ID] = &tlRelease{version: r.Version, devices: r.Devices, rate: r.Rate,
-			c: Counters{Checks: c[0], Downloads: c[1], Installs: c[2], Confirms: c[3], Failures: c[4], Reverts: c[5], Bytes: c[6]}}
+			c: wire.Counters{Checks: c[0], Downloads: c[1], Installs: c[2], Confirms: c[3], Failures: c[4], Reverts: c[5], Bytes: c[6]}}
 	}
 	return nil
 }

@@ -114,28 +114,19 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 	if err != nil {
 		return nil, badRequest("%v", err)
 	}
-	m := &release.Manifest{Type: release.TypeRelease, App: req.App, Version: req.Version, MinNative: req.MinNative}
 	sl, err := s.newSealer(req.App)
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		rc, err := e.Open()
-		if err != nil {
-			return nil, badRequest("%v", err)
-		}
-		h, size, err := s.putFile(rc, e.Size(), sl)
-		rc.Close()
-		if err != nil {
-			if errors.Is(err, bundle.ErrBadBundle) {
-				return nil, badRequest("%v", err)
-			}
-			return nil, err
-		}
-		m.Files = append(m.Files, release.File{Path: e.Path, Size: size, Mode: e.Mode, SHA256: h})
+	// The manifest CI signed, recomputed from what is stored.
+	m, err := bundle.Manifest(ctx, entries, req.App, req.Version, req.MinNative, func(e *bundle.Entry, r io.Reader) (release.Hash, int64, error) {
+		return s.putFile(r, e.Size(), sl)
+	})
+	if errors.Is(err, bundle.ErrBadBundle) {
+		return nil, badRequest("%v", err)
+	}
+	if err != nil {
+		return nil, err
 	}
 	canonical, legacy, err := signedForms(m)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/capstan-ota/capstan/origin/client"
 	"github.com/spf13/cobra"
 )
 
@@ -109,4 +110,29 @@ func pick(flag, env, file, def string) string {
 		}
 	}
 	return def
+}
+
+// cli holds the settings shared by the client commands of this run.
+var cli globals
+
+// apiClient is the origin API client of this run's settings.
+func apiClient() *client.Client {
+	return &client.Client{
+		Server: pick(cli.server, "CAPSTAN_SERVER", cli.file.Server, "http://127.0.0.1:7070"),
+		APIKey: pick(cli.apiKey, "CAPSTAN_API_KEY", cli.file.APIKey, ""),
+	}
+}
+
+// apiKeySource says where the API key of this run came from, for error
+// messages: "" when no key was given.
+func apiKeySource() string {
+	switch {
+	case cli.apiKey != "":
+		return "--api-key"
+	case os.Getenv("CAPSTAN_API_KEY") != "":
+		return "$CAPSTAN_API_KEY"
+	case cli.file.APIKey != "":
+		return "the config file"
+	}
+	return ""
 }

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,8 +12,10 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/capstan-ota/capstan/origin/client"
+	"github.com/capstan-ota/capstan/wire"
 
 	// cobra earns its place: subcommands with interspersed flags
 	// (`capstan upload PATH --app X`), generated help with examples, and
@@ -180,7 +183,31 @@ func output(cmd *cobra.Command, asJSON bool, v any, human string) error {
 // the one-line reason on stderr and a non-zero exit.
 func fail(cmd *cobra.Command, asJSON bool, err error) error {
 	if asJSON {
-		json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]string{"error": err.Error()})
+		json.NewEncoder(cmd.OutOrStdout()).Encode(wire.Error{Error: err.Error()})
 	}
 	return err
+}
+
+// jsonErrors makes a command's RunE from its run function: when the
+// command's --json flag (*asJSON) is set, a failure is also printed on
+// stdout as one JSON object, {"error": "…"}, so a script reads JSON
+// whatever happened.
+func jsonErrors(asJSON *bool, run func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		err := run(cmd, args)
+		if _, shown := err.(reported); err != nil && !shown {
+			return fail(cmd, *asJSON, err)
+		}
+		return err
+	}
+}
+
+// reported is a failure that the command's output already describes (a
+// device's result names its status and error): jsonErrors prints no
+// second JSON object for it, and the exit code is still 1.
+type reported struct{ error }
+
+// apiContext bounds one call of a client command to the origin API.
+func apiContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), time.Minute)
 }

@@ -1,50 +1,50 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/capstan-ota/capstan/origin"
+	"github.com/capstan-ota/capstan/wire"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 )
 
+// statsOptions are the flags of `capstan stats`.
+type statsOptions struct {
+	app, channel string
+	json         bool
+}
+
 func newStatsCmd() *cobra.Command {
-	var app, channel string
-	var asJSON bool
+	var o statsOptions
 	cmd := &cobra.Command{
 		Use:   "stats",
 		Short: "Installs, failures, reverts and bytes per release, and auto-paused rollouts",
 		Example: `  capstan stats --app com.example.app
   capstan stats --app com.example.app --channel production --json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			err := func() error {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				rep, err := apiClient().Stats(ctx, app, channel)
-				if err != nil {
-					return err
-				}
-				return output(cmd, asJSON, rep, describeStats(rep))
-			}()
-			if err != nil {
-				return fail(cmd, asJSON, err)
-			}
-			return nil
-		},
+		RunE: jsonErrors(&o.json, o.run),
 	}
-	cmd.Flags().StringVar(&app, "app", "", "app ID (required)")
+	cmd.Flags().StringVar(&o.app, "app", "", "app ID (required)")
 	cmd.MarkFlagRequired("app")
-	cmd.Flags().StringVar(&channel, "channel", "", "only this channel")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	cmd.Flags().StringVar(&o.channel, "channel", "", "only this channel")
+	cmd.Flags().BoolVar(&o.json, "json", false, "print one JSON object")
 	return cmd
 }
 
-func describeStats(rep *origin.StatsReport) string {
+func (o *statsOptions) run(cmd *cobra.Command, _ []string) error {
+	ctx, cancel := apiContext()
+	defer cancel()
+	rep, err := apiClient().Stats(ctx, o.app, o.channel)
+	if err != nil {
+		return err
+	}
+	return output(cmd, o.json, rep, describeStats(rep))
+}
+
+func describeStats(rep *wire.StatsReport) string {
 	var b strings.Builder
 	t := rep.Totals
 	fmt.Fprintf(&b, "app %s: ~%d devices, %d installs, %d confirms, %d failures, %d reverts, %s downloaded\n",

@@ -3,11 +3,14 @@ package bundle
 import (
 	"archive/zip"
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/capstan-ota/capstan/release"
 )
 
 func zipOf(t testing.TB, files map[string]string) []byte {
@@ -33,9 +36,9 @@ func TestReadGoodBundle(t *testing.T) {
 	if len(es) != 2 || es[0].Path != "assets/app.js" || es[1].Path != "index.html" {
 		t.Fatalf("entries: %+v", es)
 	}
-	files, err := Describe(es)
-	if err != nil || files[1].Size != 6 {
-		t.Fatalf("describe: %v %+v", err, files)
+	m, err := Manifest(context.Background(), es, "com.x", "1.0.0", "", nil)
+	if err != nil || m.Files[1].Size != 6 || m.Files[1].Path != "index.html" || m.Type != release.TypeRelease || m.App != "com.x" {
+		t.Fatalf("manifest: %v %+v", err, m)
 	}
 }
 

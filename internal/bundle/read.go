@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"archive/zip"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -215,20 +216,36 @@ func Hash(r io.Reader) (release.Hash, int64, error) {
 	return out, n, err
 }
 
-// Describe hashes every entry and returns the file list of a manifest.
-func Describe(entries []*Entry) ([]release.File, error) {
-	files := make([]release.File, 0, len(entries))
+// Manifest returns the manifest a bundle yields for a release: app,
+// version and minimum native version as given, and for every entry its
+// path and mode from the zip and its size and SHA-256 from its content, in
+// path order. CI signs (the release document of) this manifest and the
+// origin recomputes it from the zip it receives and accepts the upload only
+// if the two are equal, so both build it here.
+//
+// store reads one entry's content and returns its SHA-256 and length: the
+// origin stores the content as it hashes it; nil only hashes it. An error
+// from store is returned as is; a damaged entry is ErrBadBundle.
+func Manifest(ctx context.Context, entries []*Entry, app, version, minNative string, store func(*Entry, io.Reader) (release.Hash, int64, error)) (*release.Manifest, error) {
+	if store == nil {
+		store = func(_ *Entry, r io.Reader) (release.Hash, int64, error) { return Hash(r) }
+	}
+	m := &release.Manifest{Type: release.TypeRelease, App: app, Version: version, MinNative: minNative,
+		Files: make([]release.File, 0, len(entries))}
 	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		rc, err := e.Open()
 		if err != nil {
 			return nil, err
 		}
-		h, n, err := Hash(rc)
+		h, n, err := store(e, rc)
 		rc.Close()
 		if err != nil {
 			return nil, err
 		}
-		files = append(files, release.File{Path: e.Path, Size: n, Mode: e.Mode, SHA256: h})
+		m.Files = append(m.Files, release.File{Path: e.Path, Size: n, Mode: e.Mode, SHA256: h})
 	}
-	return files, nil
+	return m, nil
 }

@@ -300,6 +300,6 @@ func (c *clock) advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.
 
 func ptr[T any](v T) *T { return &v }
 
-func clientChange(makeDefault bool) client.ChannelChange {
-	return client.ChannelChange{Default: &makeDefault}
+func clientChange(makeDefault bool) wire.SetChannelBody {
+	return wire.SetChannelBody{Default: &makeDefault}
 }

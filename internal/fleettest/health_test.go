@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/device"
-	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/wire"
 )
@@ -104,7 +103,7 @@ func TestDeviceRevertsUnconfirmedRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r11 *origin.ReleaseStats
+	var r11 *wire.ReleaseStats
 	for i := range rep.Channels[0].Releases {
 		if rs := &rep.Channels[0].Releases[i]; rs.Version == "1.1.0" {
 			r11 = rs
@@ -160,7 +159,7 @@ func TestDeviceFollowsRollback(t *testing.T) {
 	if got := readFile(t, dir, "index.html"); got != "<html>1.0.0</html>" {
 		t.Fatalf("after rollback the device runs %q", got)
 	}
-	if _, err := f.origin().Rollback(app, "production", origin.Builtin); err != nil {
+	if _, err := f.origin().Rollback(app, "production", wire.Builtin); err != nil {
 		t.Fatal(err)
 	}
 	res := d.Update(ctx)

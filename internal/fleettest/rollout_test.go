@@ -156,7 +156,7 @@ func TestRollbackMovesDevicesBack(t *testing.T) {
 	if a := f.check(checkQuery(app, "production", ids[1], v3, "")); a.Release == nil || a.Release.ID() != v2.ID {
 		t.Fatalf("rollback --to 1.1.0: got %q", a.Status)
 	}
-	if _, err := f.origin().Rollback(app, "production", origin.Builtin); err != nil {
+	if _, err := f.origin().Rollback(app, "production", wire.Builtin); err != nil {
 		t.Fatal(err)
 	}
 	a = f.check(checkQuery(app, "production", ids[2], v3, ""))

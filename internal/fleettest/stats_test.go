@@ -26,7 +26,7 @@ func (f *fleet) sendAll(evs []stats.Event) {
 	}
 }
 
-func releaseStats(t *testing.T, rep *origin.StatsReport, version string) origin.ReleaseStats {
+func releaseStats(t *testing.T, rep *wire.StatsReport, version string) wire.ReleaseStats {
 	t.Helper()
 	for _, c := range rep.Channels {
 		for _, r := range c.Releases {
@@ -36,7 +36,7 @@ func releaseStats(t *testing.T, rep *origin.StatsReport, version string) origin.
 		}
 	}
 	t.Fatalf("no stats for %s", version)
-	return origin.ReleaseStats{}
+	return wire.ReleaseStats{}
 }
 
 func TestCountersMatchEventsAcrossRestart(t *testing.T) {
@@ -65,7 +65,7 @@ func TestCountersMatchEventsAcrossRestart(t *testing.T) {
 	f.sendAll(evs)
 	f.flush()
 
-	want := origin.ReleaseStats{Version: "1.1.0", Release: v2.ID, Counters: origin.Counters{
+	want := wire.ReleaseStats{Version: "1.1.0", Release: v2.ID, Counters: wire.Counters{
 		Downloads: 1000, Installs: 1000, Confirms: 860, Failures: 40, Reverts: 100, Bytes: 1000 * 1000,
 	}}
 	check := func(when string) {
@@ -216,7 +216,7 @@ func TestChannelAutoPauseOverride(t *testing.T) {
 	f.upload(app, "1.0.0", "production", 100, "")
 	v2 := f.upload(app, "1.1.0", "production", 50, "")
 	off := -1.0
-	if _, err := f.origin().SetChannelPolicy(app, "production", origin.ChannelPolicy{AutoPauseFailureRate: &off}); err != nil {
+	if _, err := f.origin().SetChannelPolicy(app, "production", wire.ChannelPolicy{AutoPauseFailureRate: &off}); err != nil {
 		t.Fatal(err)
 	}
 	var evs []stats.Event
@@ -229,7 +229,7 @@ func TestChannelAutoPauseOverride(t *testing.T) {
 		t.Fatal("paused although auto-pause is off for the channel")
 	}
 	rate, n := 0.5, 10
-	if _, err := f.origin().SetChannelPolicy(app, "production", origin.ChannelPolicy{AutoPauseFailureRate: &rate, AutoPauseMinDevices: &n}); err != nil {
+	if _, err := f.origin().SetChannelPolicy(app, "production", wire.ChannelPolicy{AutoPauseFailureRate: &rate, AutoPauseMinDevices: &n}); err != nil {
 		t.Fatal(err)
 	}
 	f.sendAll(evs[:1])

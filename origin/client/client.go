@@ -20,6 +20,7 @@ import (
 
 	"github.com/capstan-ota/capstan/capgo"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // Client talks to the origins of one cluster.
@@ -173,9 +174,7 @@ func (c *Client) try(ctx context.Context, server string, r request, out any) (ne
 		return ctx.Err() == nil && r.resend, false, fmt.Errorf("read answer from %s: %w", server, err)
 	}
 	if resp.StatusCode >= 300 {
-		var ae struct {
-			Error string `json:"error"`
-		}
+		var ae wire.Error
 		msg := strings.TrimSpace(string(b))
 		if json.Unmarshal(b, &ae) == nil && ae.Error != "" {
 			msg = ae.Error
@@ -292,10 +291,7 @@ func (c *Client) UploadRelease(ctx context.Context, u Upload) (*release.Record, 
 	}
 	var key [16]byte
 	rand.Read(key[:])
-	var rec struct {
-		release.Record
-		Warnings []string `json:"warnings"`
-	}
+	var rec wire.UploadAnswer
 	err := c.send(ctx, request{
 		method: http.MethodPost, path: "/v1/apps/" + url.PathEscape(u.App) + "/releases?" + q.Encode(),
 		body: body, header: http.Header{"Idempotency-Key": {hex.EncodeToString(key[:])}}, resend: rewindable,
@@ -309,39 +305,23 @@ func (c *Client) UploadRelease(ctx context.Context, u Upload) (*release.Record, 
 	return &rec.Record, nil
 }
 
-// ChannelView is a channel as the API shows it.
-type ChannelView struct {
-	release.Channel
-	Envelope *release.Envelope `json:"envelope"`
-	// Unchanged says the change asked for nothing new: no record was signed.
-	Unchanged bool `json:"unchanged,omitempty"`
-}
-
 // SetChannel points a channel at a version with a rollout percentage
 // (nil keeps the current one) and optional pause state.
-func (c *Client) SetChannel(ctx context.Context, app, channel, version string, rollout *float64, paused *bool) (*ChannelView, error) {
-	body, _ := json.Marshal(struct {
-		Version string   `json:"version,omitempty"`
-		Rollout *float64 `json:"rollout,omitempty"`
-		Paused  *bool    `json:"paused,omitempty"`
-	}{version, rollout, paused})
-	var out ChannelView
-	err := c.do(ctx, http.MethodPut, "/v1/apps/"+url.PathEscape(app)+"/channels/"+url.PathEscape(channel), strings.NewReader(string(body)), "application/json", &out)
-	return &out, err
+func (c *Client) SetChannel(ctx context.Context, app, channel, version string, rollout *float64, paused *bool) (*wire.ChannelView, error) {
+	return c.UpdateChannel(ctx, app, channel, wire.SetChannelBody{Version: version, Rollout: rollout, Paused: paused})
 }
 
 // Rollback puts the previous (or named) release back on a channel.
-func (c *Client) Rollback(ctx context.Context, app, channel, to string) (*ChannelView, error) {
-	body, _ := json.Marshal(map[string]string{"to": to})
-	var out ChannelView
-	err := c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/channels/"+url.PathEscape(channel)+"/rollback", strings.NewReader(string(body)), "application/json", &out)
+func (c *Client) Rollback(ctx context.Context, app, channel, to string) (*wire.ChannelView, error) {
+	var out wire.ChannelView
+	err := c.Do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(app)+"/channels/"+url.PathEscape(channel)+"/rollback", wire.RollbackBody{To: to}, &out)
 	return &out, err
 }
 
 // Channels lists an app's channels.
-func (c *Client) Channels(ctx context.Context, app string) ([]ChannelView, error) {
+func (c *Client) Channels(ctx context.Context, app string) ([]wire.ChannelView, error) {
 	var out struct {
-		Channels []ChannelView `json:"channels"`
+		Channels []wire.ChannelView `json:"channels"`
 	}
 	err := c.do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(app)+"/channels", nil, "", &out)
 	return out.Channels, err

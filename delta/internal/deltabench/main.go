@@ -41,7 +41,7 @@ func run(args []string) error {
 	out := fl.String("out", "", "build: where to write the patch")
 	patch := fl.String("patch", "", "apply: the patch to apply")
 	link := fl.Bool("link", false, "apply: hard-link unchanged files (ApplyConfig.LinkCopies)")
-	siblings := fl.Bool("siblings", true, "build: Config.Siblings")
+	siblings := fl.Bool("siblings", true, "build: use siblings (BuildConfig.NoSiblings when false)")
 	if err := fl.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -71,8 +71,8 @@ func run(args []string) error {
 		}
 		defer f.Close()
 		start := time.Now()
-		cfg := delta.DefaultConfig()
-		cfg.Siblings = *siblings
+		cfg := delta.DefaultBuildConfig()
+		cfg.NoSiblings = !*siblings
 		st, err := delta.Build(ctx, cfg, base, baseID, target, targetID, src, f)
 		if err != nil {
 			return err
