@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // BuildBudget bounds the patch builds GET /v1/patches starts on request
@@ -121,7 +123,7 @@ func (s *Server) mayBuildDerived(w http.ResponseWriter, r *http.Request) bool {
 	ok, wait := s.budget.allow(r, s.cfg.Now())
 	if !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(wait.Seconds()+0.999))))
-		writeJSON(w, http.StatusTooManyRequests, apiError{Error: "build budget spent; retry later"})
+		writeJSON(w, http.StatusTooManyRequests, wire.Error{Error: "build budget spent; retry later"})
 	}
 	return ok
 }

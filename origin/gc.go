@@ -17,6 +17,7 @@ import (
 
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // Garbage collection (decision 095). What the origin keeps forever: every
@@ -736,7 +737,7 @@ type GCBody struct {
 
 // handleGC runs one pass now (admin): POST /v1/gc.
 func (s *Server) handleGC(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.authorize(r, RoleAdmin, ""); err != nil {
+	if _, err := s.authorize(r, wire.RoleAdmin, ""); err != nil {
 		s.fail(w, err)
 		return
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/capstan-ota/capstan/delta"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // blobSource lets the delta builder read file contents from the store.
@@ -181,7 +182,7 @@ func (s *Server) mayBuildPatch(w http.ResponseWriter, r *http.Request, base, tar
 	// A publisher of the app (CI warming a release before it is
 	// promoted, a benchmark) is accountable: its builds are not limited.
 	if r.Header.Get("Authorization") != "" || r.Header.Get("X-Api-Key") != "" {
-		if _, err := s.authorize(r, RolePublisher, rec.App); err == nil {
+		if _, err := s.authorize(r, wire.RolePublisher, rec.App); err == nil {
 			return true, nil
 		}
 	}
@@ -196,7 +197,7 @@ func (s *Server) mayBuildPatch(w http.ResponseWriter, r *http.Request, base, tar
 	if ok, wait := s.budget.allow(r, s.cfg.Now()); !ok {
 		s.m.patches.WithLabelValues("over_budget").Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(wait.Seconds()+0.999))))
-		writeJSON(w, http.StatusTooManyRequests, apiError{Error: "patch build budget spent; retry later or use the full bundle"})
+		writeJSON(w, http.StatusTooManyRequests, wire.Error{Error: "patch build budget spent; retry later or use the full bundle"})
 		return false, nil
 	}
 	return true, nil
