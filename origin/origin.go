@@ -93,6 +93,11 @@ type Config struct {
 	PrecomputeBases int
 	// PatchBuilds bounds concurrent patch builds (default 2).
 	PatchBuilds int
+	// GC is the retention policy and the background garbage collection
+	// pass (see gc.go).
+	GC GCConfig
+	// BuildBudget bounds patch builds made on request (see budget.go).
+	BuildBudget BuildBudget
 	// CapgoBrotliQuality is the Brotli quality (1–11) of the per-file
 	// payloads served to Capgo devices (default 9: within ~2 % of 11 on
 	// JavaScript at a twentieth of the CPU; each payload is built once).
@@ -149,6 +154,10 @@ type Server struct {
 	statsMu sync.Mutex // serialises read-modify-write of stats records
 
 	statement statementCache // the signed origin statement
+
+	liveMu    sync.Mutex // guards liveCache
+	liveCache map[string]liveEntry
+	budget    *buildBudget
 
 	flight   singleflight.Group // one build per patch pair
 	buildSem chan struct{}      // bounds concurrent patch builds
@@ -241,6 +250,17 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	if own != nil {
+		// Nobody else uses this database: uploads and a sweep that were
+		// under way when the process died are gone with it.
+		if err := s.clearWriters(); err != nil {
+			s.closeStores()
+			return nil, fmt.Errorf("origin: %w", err)
+		}
+	}
+	s.budget = newBuildBudget(cfg.BuildBudget)
+	s.wg.Add(1)
+	go s.gcLoop()
 	s.wg.Add(1)
 	go s.resignLoop()
 	if err := s.loadTimeline(); err != nil {

@@ -137,7 +137,11 @@ func (c *benchCluster) buildPatches(t *testing.T, target release.Hash, bases ...
 	t.Helper()
 	hc := &http.Client{Timeout: 5 * time.Minute}
 	for _, b := range bases {
-		resp, err := hc.Get(c.api + "/v1/patches/" + b.String() + "/" + target.String())
+		// With the API key: the target may not be on a channel yet, and
+		// only a publisher may have such a patch built (decision 094).
+		req, _ := http.NewRequest("GET", c.api+"/v1/patches/"+b.String()+"/"+target.String(), nil)
+		req.Header.Set("Authorization", "Bearer "+benchAdminKey)
+		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
