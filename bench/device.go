@@ -15,6 +15,7 @@ import (
 	"github.com/capstan-ota/capstan/device"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/wire"
+	"golang.org/x/sync/errgroup"
 )
 
 // relInfo is one release as devices know it. It is shared read-only by
@@ -396,41 +397,25 @@ func (b *Bench) fetchFiles(ctx context.Context, order []int, base, target *relIn
 	var total atomic.Int64
 	var lastEdge atomic.Value
 	lastEdge.Store(b.cfg.Edges[order[0]])
-	var mu sync.Mutex
-	var firstErr error
-	work := make(chan release.File)
-	var wg sync.WaitGroup
-	for range min(b.cfg.Parallel, len(need)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for f := range work {
-				n, edge, err := b.fetchBlob(ctx, order, f)
-				total.Add(n)
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					continue
-				}
-				lastEdge.Store(edge)
-			}
-		}()
-	}
+	// Parallel downloads at a time; the first failure cancels the others
+	// and is the one reported.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(b.cfg.Parallel)
 	for _, f := range need {
-		mu.Lock()
-		failed := firstErr != nil
-		mu.Unlock()
-		if failed {
+		if gctx.Err() != nil {
 			break
 		}
-		work <- f
+		g.Go(func() error {
+			n, edge, err := b.fetchBlob(gctx, order, f)
+			total.Add(n)
+			if err == nil {
+				lastEdge.Store(edge)
+			}
+			return err
+		})
 	}
-	close(work)
-	wg.Wait()
-	return total.Load(), lastEdge.Load().(string), firstErr
+	err := g.Wait()
+	return total.Load(), lastEdge.Load().(string), err
 }
 
 // fetchBlob downloads one file, trying each edge in order.

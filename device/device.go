@@ -16,12 +16,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/stats"
@@ -553,38 +553,17 @@ func (d *Device) populateFiles(ctx context.Context, p *plan, staging string) err
 	if err != nil {
 		return err
 	}
-	var mu sync.Mutex
-	var firstErr error
-	work := make(chan release.File)
-	var wg sync.WaitGroup
-	for i := 0; i < d.cfg.Parallel; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for f := range work {
-				err := d.placeFile(ctx, p.edge, staging, f, have, sp)
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
+	// Parallel downloads at a time; the first failure cancels the others
+	// and is the one reported.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(d.cfg.Parallel)
 	for _, f := range p.manifest.Files {
-		mu.Lock()
-		failed := firstErr != nil
-		mu.Unlock()
-		if failed {
+		if gctx.Err() != nil {
 			break
 		}
-		work <- f
+		g.Go(func() error { return d.placeFile(gctx, p.edge, staging, f, have, sp) })
 	}
-	close(work)
-	wg.Wait()
-	return firstErr
+	return g.Wait()
 }
 
 func (d *Device) placeFile(ctx context.Context, edge, staging string, f release.File, have map[release.Hash]string, sp *sealedPlan) error {
