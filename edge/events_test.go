@@ -114,3 +114,21 @@ func TestWindowLimiter(t *testing.T) {
 		t.Fatalf("%.1f allocations per request", n)
 	}
 }
+
+// BenchmarkWindowLimiterAllow: the per-address limit of event posts and
+// Capgo requests, many addresses from all cores.
+func BenchmarkWindowLimiterAllow(b *testing.B) {
+	l := newWindowLimiter(1<<30, maxLimiterClients)
+	addrs := make([]netip.Addr, 1024)
+	for i := range addrs {
+		addrs[i] = netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)})
+	}
+	now := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			l.allow(addrs[i%len(addrs)], now)
+			i++
+		}
+	})
+}
