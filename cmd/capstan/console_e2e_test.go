@@ -324,7 +324,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	click(t, ctx, "back to releases", "#nav-releases")
 
 	// Devices that revert a release pause its rollout; the card says why.
-	runCLIAs(t, api, e2eAdminKey, "channel", "set", "--app", consoleApp, "--channel", "production", "--auto-pause-failure-rate", "10", "--auto-pause-min-devices", "1")
+	runCLIAs(t, api, e2eAdminKey, "channel", "set", "--app", consoleApp, "--channel", "production", "--auto-pause-failure-rate", "10", "--auto-pause-min-devices", "1", "--auto-pause-min-addresses", "1")
 	runCLIAs(t, api, ciKey, "upload", "--app", consoleApp, "--version", "1.0.2", "--channel", "production", consoleBundle(t, "1.0.2"))
 	if r := runConsoleDevice(t, edge, phones[1]); r.To != "1.0.2" {
 		t.Fatalf("device install of 1.0.2: %+v", r)

@@ -150,7 +150,7 @@ func TestRolloutE2E(t *testing.T) {
 		RolloutBPS int  `json:"rollout_bps"`
 		Paused     bool `json:"paused"`
 	}
-	rolloutRun(t, bin, api, true, &ch, "channel", "set", "--app", app, "--channel", "production", "--finish", "--auto-pause-failure-rate", "10", "--auto-pause-min-devices", "1")
+	rolloutRun(t, bin, api, true, &ch, "channel", "set", "--app", app, "--channel", "production", "--finish", "--auto-pause-failure-rate", "10", "--auto-pause-min-devices", "1", "--auto-pause-min-addresses", "1")
 	if ch.RolloutBPS != 10000 || ch.Paused {
 		t.Fatalf("after --finish: %+v", ch)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -400,4 +401,94 @@ func TestForgedRecordsRefusedEverywhere(t *testing.T) {
 	if code, body := edgeHealth(t, fresh.url); code != 200 || body["status"] != "ok" {
 		t.Fatalf("a new edge's health: %d %v", code, body)
 	}
+}
+
+// postFailuresFrom posts one revert per device (ids prefix-0…) about
+// version to an edge from the loopback address src.
+func postFailuresFrom(t *testing.T, edgeURL, src, prefix, version string, n int) {
+	t.Helper()
+	id := releaseID(t, edgeURL, version)
+	var evs []string
+	for i := range n {
+		evs = append(evs, fmt.Sprintf(`{"action":"revert","app":"com.example.swagger","channel":"production","device":"%s-%d","release":%q,"version":%q}`, prefix, i, id, version))
+	}
+	c := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext}}
+	resp, err := c.Post(edgeURL+"/v1/events", "application/json", strings.NewReader("["+strings.Join(evs, ",")+"]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("post events: %s", resp.Status)
+	}
+}
+
+// channelPaused reads whether production is paused, from the origin.
+func channelPaused(t *testing.T, api string) bool {
+	out := runCLI(t, api, true, "stats", "--app", "com.example.swagger", "--channel", "production", "--json")
+	var rep struct {
+		Channels []struct {
+			Paused bool `json:"paused"`
+		} `json:"channels"`
+	}
+	json.Unmarshal([]byte(out), &rep)
+	return len(rep.Channels) == 1 && rep.Channels[0].Paused
+}
+
+// TestFakeEventsCannotPause is finding 4 of issue 16 against processes:
+// twenty fake revert events in one POST to an edge paused a 100 % rollout,
+// after which a new device got nothing. Now failures from one address do
+// not pause it; failures of many devices from many addresses do, and then
+// a device on the paused release keeps it while a new device gets the
+// release the channel served before.
+func TestFakeEventsCannotPause(t *testing.T) {
+	o := startFleetOrigin(t)
+	e := startFleetEdge(t, o)
+	uploadSmall(t, o.api, "1.0.0", 1)
+	uploadSmall(t, o.api, "1.0.1", 2)
+	testutil.Eventually(t, 10*time.Second, "edge serves 1.0.1", func() bool { return checkVersion(e.url) == "1.0.1" })
+
+	postFailuresFrom(t, e.url, "127.0.0.1", "fake", "1.0.1", 20)
+	testutil.Eventually(t, 15*time.Second, "the fake events at the origin", func() bool {
+		return strings.Contains(runCLI(t, o.api, true, "stats", "--app", "com.example.swagger", "--json"), `"reverts":20`)
+	})
+	if channelPaused(t, o.api) {
+		t.Fatal("twenty made-up devices on one address paused the rollout")
+	}
+	for i := range 10 {
+		postFailuresFrom(t, e.url, fmt.Sprintf("127.0.0.%d", 2+i), fmt.Sprintf("real%d", i), "1.0.1", 2)
+	}
+	testutil.Eventually(t, 15*time.Second, "the rollout to pause itself", func() bool { return channelPaused(t, o.api) })
+	// The paused record names 1.0.0 for devices not on 1.0.1: a fresh
+	// device installs it; one on 1.0.1 stays there.
+	testutil.Eventually(t, 10*time.Second, "the paused record at the edge", func() bool {
+		c := edgeRecord(t, e.url)
+		return c != nil && c.Paused && c.Stable != nil && c.Stable.Version == "1.0.0"
+	})
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	if r := runDevice(t, e.url, fresh); r.Status != "updated" || r.To != "1.0.0" {
+		t.Fatalf("a new device after the pause: %+v, want 1.0.0", r)
+	}
+	c := edgeRecord(t, e.url)
+	if got, _ := c.Target("on-1.0.1", c.Release.ID); got.Version != "1.0.1" {
+		t.Fatalf("a device on the paused release is offered %s", got.Version)
+	}
+}
+
+// edgeRecord returns the production record an edge serves.
+func edgeRecord(t *testing.T, edgeURL string) *release.Channel {
+	t.Helper()
+	resp, err := http.Get(edgeURL + "/v1/check?app=com.example.swagger&channel=production&device=probe")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var ans struct {
+		Channel *release.Envelope `json:"channel"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&ans) != nil || ans.Channel == nil {
+		return nil
+	}
+	c, _ := ans.Channel.Channel()
+	return c
 }
