@@ -403,7 +403,7 @@ func cliChannel(t *testing.T, api string) consoleChannel {
 
 func runConsoleDevice(t *testing.T, edge, dir string, extra ...string) deviceJSON {
 	t.Helper()
-	out := runCLIAs(t, "", "", append([]string{"device", "--edge", edge, "--app", consoleApp, "--channel", "production", "--dir", dir, "--no-rank", "--json"}, extra...)...)
+	out := runCLIAs(t, "", "", append([]string{"device", "--insecure-no-verify", "--edge", edge, "--app", consoleApp, "--channel", "production", "--dir", dir, "--no-rank", "--json"}, extra...)...)
 	var r deviceJSON
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("device output %q: %v", out, err)

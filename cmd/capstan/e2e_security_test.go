@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -491,4 +492,61 @@ func edgeRecord(t *testing.T, edgeURL string) *release.Channel {
 	}
 	c, _ := ans.Channel.Channel()
 	return c
+}
+
+// TestDeviceSafeDefaults is finding 6 of issue 16: `capstan device`
+// without --public-key verified nothing and said nothing. It now refuses
+// (exit 2) unless --insecure-no-verify, which its JSON reports; keys given
+// once are pinned, so a later run without --public-key still verifies.
+// And an origin refuses a CAPSTAN_ADMIN_KEY shorter than 128 bits.
+func TestDeviceSafeDefaults(t *testing.T) {
+	data := t.TempDir()
+	_, api, edgeURL := startDev(t, data)
+	uploadSmall(t, api, "1.0.0", 1)
+	phone := filepath.Join(t.TempDir(), "phone")
+	dev := func(extra ...string) (string, int) {
+		cmd := exec.Command(testutil.Binary(t), append([]string{"device", "--edge", edgeURL, "--app", "com.example.swagger", "--channel", "production", "--dir", phone, "--json"}, extra...)...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+		return string(out), code
+	}
+	if out, code := dev(); code != 2 || !strings.Contains(out, "--insecure-no-verify") || strings.Contains(out, `"status":"updated"`) {
+		t.Fatalf("a device with no key: exit %d\n%s", code, out)
+	}
+	if out, code := dev("--insecure-no-verify"); code != 0 || !strings.Contains(out, `"insecure_no_verify":true`) {
+		t.Fatalf("--insecure-no-verify: exit %d\n%s", code, out)
+	}
+
+	// A device that pinned the origin key (and a release key the uploads
+	// are not signed with) refuses the unsigned 1.0.1, also when run
+	// without --public-key later.
+	rel, _ := release.GenerateKey()
+	relPub, _ := release.EncodePublicKey(rel.Public().(ed25519.PublicKey), release.RoleRelease)
+	org, err := os.ReadFile(filepath.Join(data, "origin", "origin.key.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := filepath.Join(t.TempDir(), "trust.pem")
+	os.WriteFile(trust, append(relPub, org...), 0o644)
+	phone = filepath.Join(t.TempDir(), "pinned")
+	if out, _ := dev("--public-key", trust, "--check"); !strings.Contains(out, `"status"`) || strings.Contains(out, "insecure") {
+		t.Fatalf("a check with keys:\n%s", out)
+	}
+	uploadSmall(t, api, "1.0.1", 2)
+	if out, code := dev(); code != 1 || !strings.Contains(out, "not signed by a trusted key") {
+		t.Fatalf("a run without --public-key after keys were pinned: exit %d\n%s", code, out)
+	}
+
+	// The admin key: 13 characters are refused with a sentence, exit 2.
+	cmd := exec.Command(testutil.Binary(t), "origin", "--data", t.TempDir(), "--api", "127.0.0.1:0", "--gossip", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "CAPSTAN_ADMIN_KEY=dev-admin-key")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "at least 32") {
+		t.Fatalf("a 13-character admin key: %v\n%s", err, out)
+	}
 }

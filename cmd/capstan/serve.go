@@ -113,6 +113,21 @@ func listenCause(err error) error {
 	return err
 }
 
+// minAdminKeyLen is the shortest CAPSTAN_ADMIN_KEY an origin takes: 128
+// bits written in hex (openssl rand -hex 16). A guessable admin key is the
+// whole fleet (issue 16, finding 6).
+const minAdminKeyLen = 32
+
+// adminKeyFromEnv reads CAPSTAN_ADMIN_KEY, refusing one too short to be a
+// secret. Unset, the origin generates a key on an empty folder.
+func adminKeyFromEnv() (string, error) {
+	k := os.Getenv("CAPSTAN_ADMIN_KEY")
+	if k != "" && len(k) < minAdminKeyLen {
+		return "", usageError("CAPSTAN_ADMIN_KEY is %d characters: an admin key needs at least %d (128 bits in hex: openssl rand -hex 16); or leave it unset and the origin generates one", len(k), minAdminKeyLen)
+	}
+	return k, nil
+}
+
 // startOrigin opens an origin (on shared stores when sf names them) and
 // makes its API server; the caller serves it on ln (go srv.Serve(ln)) once
 // whatever the API needs is ready. Close the origin, then call closeStores.
@@ -121,7 +136,9 @@ func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir string, ln net.Li
 	cfg := origin.DefaultConfig(dataDir)
 	cfg.EventsTokens = keys.tokens
 	cfg.PublicURL = publicURL(public, ln.Addr())
-	cfg.AdminKey = os.Getenv("CAPSTAN_ADMIN_KEY")
+	if cfg.AdminKey, err = adminKeyFromEnv(); err != nil {
+		return nil, nil, nil, err
+	}
 	cfg.Logger = log.With("component", "origin")
 	cfg.Publisher = pub
 	if l, ok := pub.(interface{ members() []origin.Member }); ok {
