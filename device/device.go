@@ -46,8 +46,11 @@ type Config struct {
 	DeviceID string
 	// NativeVersion is the version of the native app shell.
 	NativeVersion string
-	// Keys are the trusted public keys (release and origin roles). With no
-	// keys, signatures are not checked (development only).
+	// Keys are the trusted public keys (release and origin roles), pinned
+	// in the device's state on first use. A run without keys keeps the
+	// pinned ones; a device with none at all checks no signature
+	// (development only: capstan device refuses it without
+	// --insecure-no-verify).
 	Keys []release.PublicKey
 	// DecryptKey is the app's X25519 private key, needed for the releases
 	// of an app that encrypts them (see seal.go); nil for none.
@@ -110,6 +113,9 @@ type Result struct {
 	// Reverted is the version this run reverted because it was not
 	// confirmed in time.
 	Reverted string `json:"reverted,omitempty"`
+	// InsecureNoVerify says the run checked no signature: the device
+	// trusts no key (capstan device --insecure-no-verify).
+	InsecureNoVerify bool `json:"insecure_no_verify,omitempty"`
 }
 
 // Errors a run can fail with; callers branch with errors.Is.

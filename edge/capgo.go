@@ -17,7 +17,7 @@ import (
 
 	"github.com/capstan-ota/capstan/capgo"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/capstan-ota/capstan/stats"
+	capstanstats "github.com/capstan-ota/capstan/stats"
 	"github.com/dgraph-io/badger/v4"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -623,7 +623,7 @@ func (s *Server) capgoCheckEvent(ctx *fasthttp.RequestCtx, e capgo.Event) {
 		s.capgo.sink.DeviceEvents([]capgo.Event{e})
 		return
 	}
-	evs := [1]stats.Event{{Action: e.Action, App: e.App, Channel: e.Channel, Device: e.Device, Release: e.Release, Version: e.Version}}
+	evs := [1]capstanstats.Event{{Action: e.Action, App: e.App, Channel: e.Channel, Device: e.Device, Release: e.Release, Version: e.Version}}
 	if evs[0].Validate() == nil {
 		s.events.push(ctx.ConnID(), evs[:])
 		s.m.eventsIn.Inc()
@@ -872,6 +872,9 @@ func (s *Server) handleCapgoStats(ctx *fasthttp.RequestCtx) {
 		e := capgo.Event{Action: ev, App: app, Channel: channel, Device: device, Release: id, Version: version, Time: st.Timestamp, Error: errorOf(ev, action)}
 		if ev == capgo.EventFail {
 			e.Cause = capgo.FailCause(action)
+		}
+		if ev == capgo.EventFail || ev == capgo.EventRevert {
+			e.Addr = capstanstats.AddrOf(connAddr(ctx))
 		}
 		evs = append(evs, e)
 	}

@@ -102,6 +102,9 @@ type Config struct {
 	EventFlush      time.Duration
 	EventsPerSecond int
 	EventsToken     string
+	// EventsTokenFunc, if set, returns the token to send instead of
+	// EventsToken, each time (it follows a cluster key rotation).
+	EventsTokenFunc func() string
 	// Capgo configures the endpoints for @capgo/capacitor-updater devices.
 	Capgo CapgoConfig
 	// URL is the base URL devices use to reach this edge. When set, the

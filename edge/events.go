@@ -237,6 +237,19 @@ func (s *Server) handleEvents(ctx *fasthttp.RequestCtx) {
 		fail(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
+	// Where the events came from, whatever the device says: auto-pause
+	// counts failing addresses (decision 096).
+	addr := ""
+	for i := range events {
+		if a := events[i].Action; a == stats.ActionFail || a == stats.ActionRevert {
+			if addr == "" {
+				addr = stats.AddrOf(connAddr(ctx))
+			}
+			events[i].Addr = addr
+		} else {
+			events[i].Addr = ""
+		}
+	}
 	dropped += s.events.push(ctx.ConnID(), events)
 	s.m.eventsIn.Add(float64(len(events)))
 	ctx.SetContentType("application/json")
@@ -290,8 +303,8 @@ func (s *Server) postEventsTo(ctx context.Context, origin string, body []byte) e
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if s.cfg.EventsToken != "" {
-		req.Header.Set("Authorization", "Bearer "+s.cfg.EventsToken)
+	if tok := s.eventsToken(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
@@ -329,4 +342,15 @@ func (s *Server) eventLoop() {
 		}
 		cancel()
 	}
+}
+
+// eventsToken is the bearer token sent with events and reports to an
+// origin.
+func (s *Server) eventsToken() string {
+	if s.cfg.EventsTokenFunc != nil {
+		if t := s.cfg.EventsTokenFunc(); t != "" {
+			return t
+		}
+	}
+	return s.cfg.EventsToken
 }

@@ -79,6 +79,13 @@ type Config struct {
 	// POST /v1/events (CAPSTAN_EVENTS_TOKEN). Empty accepts events from
 	// anyone: they are bounded and only count against known releases.
 	EventsToken string
+	// EventsTokens, if set, returns more tokens edges may send with
+	// POST /v1/events: capstan origin derives one from each cluster key
+	// (decision 096), so events are authenticated without a setting.
+	// Events not carrying a token are refused when any token is set; when
+	// none is, they are taken, but counted as coming from the address
+	// that posted them.
+	EventsTokens func() []string
 	// AutoPause is the origin-wide auto-pause policy; channels may
 	// override it (SetChannelPolicy).
 	AutoPause AutoPausePolicy
