@@ -708,8 +708,7 @@ func (s *Server) sweepTmp(rep *GCReport, grace time.Duration, dryRun bool) error
 }
 
 // gcLoop runs a pass every GCConfig.Interval.
-func (s *Server) gcLoop() {
-	defer s.wg.Done()
+func (s *Server) gcLoop(ctx context.Context) {
 	every := s.cfg.GC.withDefaults().Interval
 	if every < 0 {
 		return
@@ -718,10 +717,10 @@ func (s *Server) gcLoop() {
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := s.GC(s.ctx, GCOptions{}); err != nil {
+			if _, err := s.GC(ctx, GCOptions{}); err != nil {
 				s.log.Error("garbage collection", "err", err)
 			}
 		}
