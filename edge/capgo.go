@@ -19,6 +19,7 @@ import (
 	"github.com/capstan-ota/capstan/release"
 	capstanstats "github.com/capstan-ota/capstan/stats"
 	"github.com/dgraph-io/badger/v4"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
@@ -82,7 +83,7 @@ type capgoState struct {
 	// and, since late 2025, download_zip_complete or
 	// download_manifest_complete), and retries batches.
 	downloads *shardedLRU[downloadKey, struct{}]
-	absent    *capgo.LRU[release.Hash, struct{}] // releases with no Capgo download
+	absent    *lru.Cache[release.Hash, struct{}] // releases with no Capgo download
 	sink      capgo.EventSink
 	ownSink   bool // sink is the edge's own event queue: push without copies
 
@@ -145,7 +146,7 @@ func newCapgoState(cfg CapgoConfig, reg *prometheus.Registry, events capgo.Event
 		downloads: newShardedLRU[downloadKey, struct{}](cfg.MaxDevices, func(seed maphash.Seed, k downloadKey) uint64 {
 			return maphash.String(seed, k.device) ^ maphash.String(seed, k.version)<<1
 		}),
-		absent:    capgo.NewLRU[release.Hash, struct{}](1024),
+		absent:    newLRU[release.Hash, struct{}](1024),
 		decisions: newSlotCache[decisionKey, *capgoDecision](4096, hashDecisionKey),
 		sink:      cfg.Events,
 		metas:     map[release.Hash]*capgo.ReleaseMeta{},
@@ -858,14 +859,14 @@ func (s *Server) handleCapgoStats(ctx *fasthttp.RequestCtx) {
 		}
 		id, _ := s.releaseByVersion(app, channel, version)
 		if action == "update_fail" && !id.IsZero() {
-			s.capgo.failed.add(failedKey{app, device, id}, struct{}{})
+			s.capgo.failed.set(failedKey{app, device, id}, struct{}{})
 		}
 		if release.ValidateChannel(channel) != nil {
 			continue
 		}
 		// One download counts once per device and version, whichever mix
 		// of the three completion stats the plugin version sends.
-		if ev == capgo.EventDownload && !s.capgo.downloads.add(downloadKey{app, device, version}, struct{}{}) {
+		if ev == capgo.EventDownload && !s.capgo.downloads.addNew(downloadKey{app, device, version}, struct{}{}) {
 			continue
 		}
 		e := capgo.Event{Action: ev, App: app, Channel: channel, Device: device, Release: id, Version: version, Time: st.Timestamp, Error: errorOf(ev, action)}
@@ -934,7 +935,7 @@ func (s *Server) handleCapgoChannel(ctx *fasthttp.RequestCtx) {
 		case !s.capgoSelfAssignable(cs, cfg):
 			writeCapgoJSON(ctx, fasthttp.StatusOK, map[string]string{"error": "channel_self_set_not_allowed", "message": "channel " + name + " does not let devices choose it (capstan channel capgo --self-assign)"})
 		default:
-			s.capgo.overrides.add(key, name)
+			s.capgo.overrides.set(key, name)
 			writeCapgoJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "allowSet": true})
 		}
 	case ctx.IsPut():

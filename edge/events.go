@@ -33,8 +33,9 @@ const (
 // touch the same lock or cache line. A lock is held for the copy of an
 // event, a few tens of nanoseconds a request.
 const (
-	eventShards   = 16
-	limiterShards = 64
+	eventShards      = 16
+	limiterShardBits = 6
+	limiterShards    = 1 << limiterShardBits
 )
 
 // eventQueue holds device events until they are forwarded to an origin. It
@@ -186,8 +187,10 @@ func (l *windowLimiter) allow(addr netip.Addr, now time.Time) (bool, int) {
 		return true, 0
 	}
 	b := addr.As16()
-	h := (binary.LittleEndian.Uint64(b[:8]) ^ binary.LittleEndian.Uint64(b[8:])*0x9e3779b97f4a7c15) >> 32
-	sh := &l.shards[h%limiterShards]
+	// The top bits of a multiplicative hash depend on every bit of the
+	// address (an IPv4 address sits in the high bytes of its 16-byte form).
+	h := (binary.LittleEndian.Uint64(b[:8]) ^ binary.LittleEndian.Uint64(b[8:])) * 0x9e3779b97f4a7c15 >> (64 - limiterShardBits)
+	sh := &l.shards[h]
 	w := now.Unix()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
