@@ -10,6 +10,7 @@ require (
 	github.com/dgraph-io/badger/v4 v4.9.6
 	github.com/dustin/go-humanize v1.0.1
 	github.com/gabstv/go-bsdiff v1.0.5
+	github.com/hashicorp/golang-lru/v2 v2.0.7 // the edge's bounded per-device tables (decision 145): maintained, generic, thread-safe
 	github.com/hashicorp/memberlist v0.7.0
 	github.com/jackc/pgx/v5 v5.12.0 // records shared by several origins (origin/store/pgstore): the reference Go driver, pool included
 	github.com/klauspost/compress v1.20.4

@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/delta"
+	"github.com/capstan-ota/capstan/device"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/wire"
+	"golang.org/x/sync/errgroup"
 )
 
 // relInfo is one release as devices know it. It is shared read-only by
@@ -79,6 +81,14 @@ func (r *relInfo) id() release.Hash {
 		return release.ZeroHash
 	}
 	return r.ref.ID
+}
+
+// reference is the release r names; the zero Ref for the builtin bundle.
+func (r *relInfo) reference() release.Ref {
+	if r == nil {
+		return release.Ref{}
+	}
+	return r.ref
 }
 
 func (r *relInfo) version() string {
@@ -222,70 +232,55 @@ func (b *Bench) check(ctx context.Context, d *simDevice, intended time.Time) (*r
 	return nil, 0, false, errors.Join(append([]error{ErrNoEdge}, errs...)...)
 }
 
-// verifyAnswer checks a check answer the way device.verify does and
-// returns the release to install.
+// verifyAnswer checks a check answer by the reference device's rules
+// (device.AnswerCheck) and returns the release to install (nil for none)
+// and whether an offered release was refused.
 func (b *Bench) verifyAnswer(ctx context.Context, d *simDevice, ans *wire.CheckAnswer) (*relInfo, bool, error) {
-	if ans.Channel == nil {
-		return nil, false, fmt.Errorf("%w: answer has no channel record", ErrVerify)
+	c := device.AnswerCheck{Keys: b.cfg.Keys, App: b.cfg.App, Channel: b.cfg.Channel, DeviceID: d.id,
+		Current: d.cur.reference(), Native: b.cfg.NativeVersion, Now: time.Now()}
+	if d.seq > 0 {
+		c.Seen = map[string]uint64{b.cfg.App + "/" + b.cfg.Channel: d.seq}
 	}
-	if len(b.cfg.Keys) > 0 {
-		if err := ans.Channel.Verify(release.KeysFor(b.cfg.Keys, release.RoleOrigin)); err != nil {
-			return nil, false, fmt.Errorf("%w: channel record: %v", ErrVerify, err)
+	v, err := c.VerifyRecord(ans)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: %w", ErrVerify, err)
+	}
+	d.seq = v.Channel.Seq
+	if !v.NeedsRelease(c.Current) {
+		return nil, v.Code != "", nil
+	}
+	var ri *relInfo
+	if ans.Release != nil {
+		if ri = b.knownRelease(ans.Release.ID()); ri != nil {
+			// Same ID means the same signed bytes: verified once,
+			// trusted again (the policy is still judged per device).
+			c.Keys = nil
 		}
 	}
-	ch, err := ans.Channel.Channel()
-	if err != nil {
-		return nil, false, fmt.Errorf("%w: channel record: %v", ErrVerify, err)
+	if err := c.VerifyRelease(v, ans); err != nil {
+		return nil, false, fmt.Errorf("%w: %w", ErrVerify, err)
 	}
-	if ch.App != b.cfg.App || ch.Channel != b.cfg.Channel {
-		return nil, false, fmt.Errorf("%w: record for %s", ErrVerify, ch.Key())
-	}
-	if ch.Seq < d.seq {
-		return nil, false, fmt.Errorf("%w: channel record seq %d after %d (replay)", ErrVerify, ch.Seq, d.seq)
-	}
-	if time.Now().After(ch.Expires) {
-		return nil, false, fmt.Errorf("%w: channel record expired", ErrVerify)
-	}
-	d.seq = ch.Seq
-	t, ok := ch.Target(d.id, d.cur.id())
-	if !ok || t.ID == d.cur.id() {
-		return nil, false, nil
-	}
-	if ans.Status == wire.StatusBlocked {
+	if v.Code != "" {
 		return nil, true, nil
 	}
-	if t.ID.IsZero() {
-		return nil, false, nil // back to the builtin bundle: nothing to download
+	if ri == nil {
+		if ri, err = b.newRelInfo(ctx, ans.Release); err != nil {
+			return nil, false, fmt.Errorf("%w: release: %v", ErrVerify, err)
+		}
+		ri = b.addRelease(ri)
 	}
-	if ans.Release == nil {
-		return nil, false, fmt.Errorf("%w: channel offers %s but the answer has no manifest", ErrVerify, t.Version)
-	}
-	ri, err := b.releaseFromEnvelope(ctx, ans.Release, t)
-	return ri, false, err
+	return ri, false, nil
 }
 
-// releaseFromEnvelope returns the shared relInfo of a signed manifest
-// after checking it is the release t the channel record names.
+// releaseFromEnvelope returns the shared relInfo of a signed release
+// after checking it is the release t (device.VerifyDocument).
 func (b *Bench) releaseFromEnvelope(ctx context.Context, env *release.Envelope, t release.Ref) (*relInfo, error) {
-	id := env.ID()
-	if id != t.ID {
-		return nil, fmt.Errorf("%w: manifest %s is not the release %s the channel names", ErrVerify, id, t.ID)
-	}
-	if ri := b.knownRelease(id); ri != nil {
+	if ri := b.knownRelease(env.ID()); ri != nil && env.ID() == t.ID {
 		// Same ID means the same signed bytes: verified once, trusted again.
 		return ri, nil
 	}
-	if len(b.cfg.Keys) > 0 {
-		if err := env.Verify(release.KeysFor(b.cfg.Keys, release.RoleRelease)); err != nil {
-			return nil, fmt.Errorf("%w: manifest: %v", ErrVerify, err)
-		}
-	}
-	doc, _, err := env.Release()
-	if err != nil {
-		return nil, fmt.Errorf("%w: release: %v", ErrVerify, err)
-	}
-	if doc.App != b.cfg.App || doc.Version != t.Version {
-		return nil, fmt.Errorf("%w: release is %s %s, channel names %s", ErrVerify, doc.App, doc.Version, t.Version)
+	if _, _, err := device.VerifyDocument(env, t, b.cfg.App, b.cfg.Keys); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrVerify, err)
 	}
 	ri, err := b.newRelInfo(ctx, env)
 	if err != nil {
@@ -402,41 +397,25 @@ func (b *Bench) fetchFiles(ctx context.Context, order []int, base, target *relIn
 	var total atomic.Int64
 	var lastEdge atomic.Value
 	lastEdge.Store(b.cfg.Edges[order[0]])
-	var mu sync.Mutex
-	var firstErr error
-	work := make(chan release.File)
-	var wg sync.WaitGroup
-	for range min(b.cfg.Parallel, len(need)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for f := range work {
-				n, edge, err := b.fetchBlob(ctx, order, f)
-				total.Add(n)
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-					continue
-				}
-				lastEdge.Store(edge)
-			}
-		}()
-	}
+	// Parallel downloads at a time; the first failure cancels the others
+	// and is the one reported.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(b.cfg.Parallel)
 	for _, f := range need {
-		mu.Lock()
-		failed := firstErr != nil
-		mu.Unlock()
-		if failed {
+		if gctx.Err() != nil {
 			break
 		}
-		work <- f
+		g.Go(func() error {
+			n, edge, err := b.fetchBlob(gctx, order, f)
+			total.Add(n)
+			if err == nil {
+				lastEdge.Store(edge)
+			}
+			return err
+		})
 	}
-	close(work)
-	wg.Wait()
-	return total.Load(), lastEdge.Load().(string), firstErr
+	err := g.Wait()
+	return total.Load(), lastEdge.Load().(string), err
 }
 
 // fetchBlob downloads one file, trying each edge in order.

@@ -192,20 +192,6 @@ func TestChannelIDIsStableSmallNumber(t *testing.T) {
 	}
 }
 
-func TestLRU(t *testing.T) {
-	c := NewLRU[string, int](2)
-	c.Add("a", 1)
-	c.Add("b", 2)
-	c.Get("a")
-	c.Add("c", 3)
-	if _, ok := c.Get("b"); ok || c.Len() != 2 {
-		t.Fatal("least recently used entry kept")
-	}
-	if v, ok := c.Get("a"); !ok || v != 1 {
-		t.Fatal("recent entry lost")
-	}
-}
-
 func TestEventAction(t *testing.T) {
 	for a, want := range map[string]string{"set": EventInstall, "update_fail": EventRevert, "download_fail": EventFail,
 		"download_manifest_checksum_fail": EventFail, "download_zip_complete": EventDownload, "app_moved_to_foreground": "", "x": ""} {

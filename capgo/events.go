@@ -77,6 +77,9 @@ type Event struct {
 	Error string
 	// Cause classifies a fail event (Cause…); empty for other actions.
 	Cause string
+	// Addr is the device's network address (stats.AddrOf), set by the
+	// edge for fail and revert events.
+	Addr string
 }
 
 // EventSink receives the events Capgo devices report. Implementations must

@@ -16,12 +16,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/stats"
@@ -46,8 +46,11 @@ type Config struct {
 	DeviceID string
 	// NativeVersion is the version of the native app shell.
 	NativeVersion string
-	// Keys are the trusted public keys (release and origin roles). With no
-	// keys, signatures are not checked (development only).
+	// Keys are the trusted public keys (release and origin roles), pinned
+	// in the device's state on first use. A run without keys keeps the
+	// pinned ones; a device with none at all checks no signature
+	// (development only: capstan device refuses it without
+	// --insecure-no-verify).
 	Keys []release.PublicKey
 	// DecryptKey is the app's X25519 private key, needed for the releases
 	// of an app that encrypts them (see seal.go); nil for none.
@@ -110,6 +113,9 @@ type Result struct {
 	// Reverted is the version this run reverted because it was not
 	// confirmed in time.
 	Reverted string `json:"reverted,omitempty"`
+	// InsecureNoVerify says the run checked no signature: the device
+	// trusts no key (capstan device --insecure-no-verify).
+	InsecureNoVerify bool `json:"insecure_no_verify,omitempty"`
 }
 
 // Errors a run can fail with; callers branch with errors.Is.
@@ -420,82 +426,25 @@ func (d *Device) check(ctx context.Context) (*plan, error) {
 }
 
 // verify checks a check answer against the trusted keys and the device's
-// own memory, and decides what to install.
+// own memory (AnswerCheck), and decides what to install.
 func (d *Device) verify(edge string, ans *wire.CheckAnswer) (*plan, error) {
-	if ans.Channel == nil {
-		return nil, fmt.Errorf("%w: answer has no channel record", ErrVerify)
-	}
-	if len(d.st.Keys) > 0 {
-		if err := ans.Channel.Verify(release.KeysFor(d.st.Keys, release.RoleOrigin)); err != nil {
-			return nil, fmt.Errorf("%w: channel record: %w", ErrVerify, err)
-		}
-	}
-	ch, err := ans.Channel.Channel()
+	c := &AnswerCheck{Keys: d.st.Keys, App: d.cfg.App, Channel: d.cfg.Channel, DeviceID: d.st.DeviceID,
+		Current: d.st.Current, Native: d.cfg.NativeVersion, Failed: d.st.Failed, Seen: d.st.Seqs, Now: d.cfg.Now()}
+	v, err := c.VerifyRecord(ans)
 	if err != nil {
-		return nil, fmt.Errorf("%w: channel record: %v", ErrVerify, err)
-	}
-	if ch.App != d.cfg.App || ch.Channel != d.cfg.Channel && (d.cfg.Channel != "" || !ch.Default) {
-		want := d.cfg.App + "/" + d.cfg.Channel
-		if d.cfg.Channel == "" {
-			want = "the default channel of " + d.cfg.App
-		}
-		return nil, fmt.Errorf("%w: got %s, want %s", ErrWrongRecord, ch.Key(), want)
-	}
-	if seen := d.st.Seqs[ch.Key()]; ch.Seq < seen {
-		return nil, fmt.Errorf("%w: seq %d after %d", ErrReplay, ch.Seq, seen)
-	}
-	if now := d.cfg.Now(); now.After(ch.Expires) {
-		return nil, fmt.Errorf("%w: expired at %s", ErrExpired, ch.Expires.Format(time.RFC3339))
+		return nil, err
 	}
 	if d.st.Seqs == nil {
 		d.st.Seqs = map[string]uint64{}
 	}
-	d.st.Seqs[ch.Key()] = ch.Seq
-	p := &plan{edge: edge, channel: ch, target: d.st.Current}
-	target, ok := ch.Target(d.st.DeviceID, d.st.Current.ID)
-	if !ok || target.ID == d.st.Current.ID {
-		return p, nil
-	}
-	offer := release.OfferCheck{Target: target, CurrentVersion: d.st.Current.Version, Native: d.cfg.NativeVersion, Failed: d.st.Failed}
-	if r := ch.CheckOffer(offer); r != nil && (r.Code == release.BlockFailed || r.Code == release.BlockDowngrade) {
-		p.reason, p.code = r.Reason, r.Code
-		return p, nil
-	}
-	p.target = target
-	if ans.Status == wire.StatusBlocked {
-		p.reason, p.code = ans.Reason, ans.Code
-		p.target = d.st.Current
-		return p, nil
-	}
-	if target.ID.IsZero() {
-		return p, nil // back to the bundle inside the app
-	}
-	if ans.Release == nil {
-		return nil, fmt.Errorf("%w: the channel offers %s but the edge sent no release document", ErrVerify, target.Version)
-	}
-	if ans.Release.ID() != target.ID {
-		return nil, fmt.Errorf("%w: release document %s is not the release %s the signed channel record names", ErrVerify, ans.Release.ID(), target.ID)
-	}
-	if len(d.st.Keys) > 0 {
-		if err := ans.Release.Verify(release.KeysFor(d.st.Keys, release.RoleRelease)); err != nil {
-			return nil, fmt.Errorf("%w: release document: %w", ErrVerify, err)
+	d.st.Seqs[v.Channel.Key()] = v.Channel.Seq
+	if v.NeedsRelease(d.st.Current) {
+		if err := c.VerifyRelease(v, ans); err != nil {
+			return nil, err
 		}
 	}
-	doc, m, err := ans.Release.Release()
-	if err != nil {
-		return nil, fmt.Errorf("%w: release document: %v", ErrVerify, err)
-	}
-	if doc.App != d.cfg.App || doc.Version != target.Version {
-		return nil, fmt.Errorf("%w: release document is %s %s, the channel names %s %s", ErrVerify, doc.App, doc.Version, d.cfg.App, target.Version)
-	}
-	offer.Release = doc
-	if r := ch.CheckOffer(offer); r != nil {
-		p.reason, p.code = r.Reason, r.Code
-		p.target = d.st.Current
-		return p, nil
-	}
-	p.doc, p.manifest, p.env = doc, m, ans.Release
-	return p, nil
+	return &plan{edge: edge, channel: v.Channel, target: v.Target, doc: v.Doc, env: v.Release, manifest: v.Manifest,
+		reason: v.Reason, code: v.Code}, nil
 }
 
 // install downloads and installs p's release and returns the mode used.
@@ -610,38 +559,17 @@ func (d *Device) populateFiles(ctx context.Context, p *plan, staging string) err
 	if err != nil {
 		return err
 	}
-	var mu sync.Mutex
-	var firstErr error
-	work := make(chan release.File)
-	var wg sync.WaitGroup
-	for i := 0; i < d.cfg.Parallel; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for f := range work {
-				err := d.placeFile(ctx, p.edge, staging, f, have, sp)
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
+	// Parallel downloads at a time; the first failure cancels the others
+	// and is the one reported.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(d.cfg.Parallel)
 	for _, f := range p.manifest.Files {
-		mu.Lock()
-		failed := firstErr != nil
-		mu.Unlock()
-		if failed {
+		if gctx.Err() != nil {
 			break
 		}
-		work <- f
+		g.Go(func() error { return d.placeFile(gctx, p.edge, staging, f, have, sp) })
 	}
-	close(work)
-	wg.Wait()
-	return firstErr
+	return g.Wait()
 }
 
 func (d *Device) placeFile(ctx context.Context, edge, staging string, f release.File, have map[release.Hash]string, sp *sealedPlan) error {

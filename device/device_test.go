@@ -88,13 +88,14 @@ func TestRecoverAfterCrash(t *testing.T) {
 	}
 }
 
-// TestSwapInIsAtomicExchange checks both bundles stay whole across a swap.
-func TestSwapIn(t *testing.T) {
+// TestExchangeCurrent: both bundles stay whole across the swap, the new
+// one in current and the outgoing one where the new one was.
+func TestExchangeCurrent(t *testing.T) {
 	dir := t.TempDir()
 	writeTree(t, currentDir(dir), map[string]string{"old.txt": "old"})
 	staging, _ := newStaging(dir)
 	writeTree(t, staging, map[string]string{"new.txt": "new"})
-	if err := swapIn(dir, staging); err != nil {
+	if err := exchangeCurrent(dir, staging); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(filepath.Join(currentDir(dir), "new.txt")); err != nil || string(b) != "new" {
@@ -102,6 +103,26 @@ func TestSwapIn(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(currentDir(dir), "old.txt")); !os.IsNotExist(err) {
 		t.Fatal("old file left in current")
+	}
+	if b, err := os.ReadFile(filepath.Join(staging, "old.txt")); err != nil || string(b) != "old" {
+		t.Fatal("the outgoing bundle is not where the new one was")
+	}
+}
+
+// TestCrashInFallbackExchangeIsMended: on a file system without
+// RENAME_EXCHANGE a crash after current → src.old leaves no current; the
+// next start (cleanStaging) puts the old bundle back.
+func TestCrashInFallbackExchangeIsMended(t *testing.T) {
+	dir := t.TempDir()
+	staging, _ := newStaging(dir)
+	writeTree(t, staging, map[string]string{"new.txt": "new"})
+	writeTree(t, staging+".old", map[string]string{"old.txt": "old"})
+	cleanStaging(dir)
+	if b, err := os.ReadFile(filepath.Join(currentDir(dir), "old.txt")); err != nil || string(b) != "old" {
+		t.Fatalf("current not mended from the .old folder: %v", err)
+	}
+	if _, err := os.Stat(staging); !os.IsNotExist(err) {
+		t.Fatal("the unfinished staging folder was kept")
 	}
 }
 

@@ -1,11 +1,9 @@
 package device_test
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -17,7 +15,7 @@ import (
 	"testing"
 
 	"github.com/capstan-ota/capstan/device"
-	"github.com/capstan-ota/capstan/edge"
+	"github.com/capstan-ota/capstan/internal/fleettest"
 	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/release"
 )
@@ -25,43 +23,19 @@ import (
 // stack is a real origin and edge in one process, with a proxy in front of
 // the edge that flips a byte in the responses the test chooses.
 type stack struct {
-	origin  *origin.Server
+	fleet   *fleettest.Fleet
 	proxy   string
 	corrupt atomic.Pointer[func(path string) bool]
 }
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	var e atomic.Pointer[edge.Server]
-	cfg := origin.DefaultConfig(t.TempDir())
-	cfg.AdminKey = "k"
-	cfg.Publisher = origin.PublisherFunc(func(env *release.Envelope) error {
-		if s := e.Load(); s != nil {
-			s.Apply(env)
-		}
-		return nil
-	})
-	o, err := origin.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ots := httptest.NewServer(o.Handler())
-	ecfg := edge.DefaultConfig(t.TempDir())
-	ecfg.Origins = func() []string { return []string{ots.URL} }
-	es, err := edge.New(ecfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.Store(es)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go es.Serve(ln)
-	s := &stack{origin: o}
+	f := fleettest.New(t, fleettest.Config{})
+	e := f.StartEdge(nil)
+	s := &stack{fleet: f}
 	never := func(string) bool { return false }
 	s.corrupt.Store(&never)
-	target, _ := url.Parse("http://" + ln.Addr().String())
+	target, _ := url.Parse(e.URL)
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.ModifyResponse = func(resp *http.Response) error {
 		if !(*s.corrupt.Load())(resp.Request.URL.Path) || resp.StatusCode != http.StatusOK {
@@ -80,23 +54,13 @@ func newStack(t *testing.T) *stack {
 	}
 	pts := httptest.NewServer(rp)
 	s.proxy = pts.URL
-	t.Cleanup(func() { pts.Close(); es.Shutdown(context.Background()); ots.Close(); o.Close() })
+	t.Cleanup(pts.Close)
 	return s
 }
 
 func (s *stack) upload(t *testing.T, version string, files map[string]string) {
 	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for n, b := range files {
-		w, _ := zw.Create(n)
-		w.Write([]byte(b))
-	}
-	zw.Close()
-	req := &origin.UploadRequest{App: "com.x", Version: version, Channel: "production", RolloutBPS: release.FullRollout}
-	if _, err := s.origin.Upload(context.Background(), req, &buf); err != nil {
-		t.Fatal(err)
-	}
+	s.fleet.Upload(origin.UploadRequest{App: "com.x", Version: version, Channel: "production", RolloutBPS: release.FullRollout}, files)
 }
 
 func (s *stack) corruptWhen(f func(path string) bool) { s.corrupt.Store(&f) }

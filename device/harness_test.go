@@ -6,7 +6,6 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -22,14 +21,12 @@ import (
 	"github.com/capstan-ota/capstan/device"
 	"github.com/capstan-ota/capstan/edge"
 	"github.com/capstan-ota/capstan/internal/bundle"
+	"github.com/capstan-ota/capstan/internal/fleettest"
 	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/release"
 )
 
-const (
-	testApp   = "com.example.app"
-	testAdmin = "test-admin-key"
-)
+const testApp = "com.example.app"
 
 // clock is a settable clock shared by the origin and the devices of a test.
 type clock struct {
@@ -67,56 +64,17 @@ type cluster struct {
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	c := &cluster{t: t, clock: &clock{now: time.Now().UTC()}}
-	c.originDir = filepath.Join(t.TempDir(), "origin")
-	c.edgeDir = filepath.Join(t.TempDir(), "edge")
-	var e *edge.Server
-	var emu sync.Mutex
-	ocfg := origin.DefaultConfig(c.originDir)
-	ocfg.AdminKey = testAdmin
-	ocfg.Now = c.clock.Now
-	ocfg.Publisher = origin.PublisherFunc(func(env *release.Envelope) error {
-		emu.Lock()
-		defer emu.Unlock()
-		if e != nil {
-			e.Apply(env)
-		}
-		return nil
-	})
-	o, err := origin.New(ocfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.origin = o
-	osrv := httptest.NewServer(o.Handler())
-	c.originURL = osrv.URL
-	ecfg := edge.DefaultConfig(c.edgeDir)
-	ecfg.Origins = func() []string { return []string{osrv.URL} }
-	emu.Lock()
-	e, err = edge.New(ecfg)
-	emu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.edge = e
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go e.Serve(ln)
-	c.edgeURL = "http://" + ln.Addr().String()
+	f := fleettest.New(t, fleettest.Config{Origin: func(cfg *origin.Config) { cfg.Now = c.clock.Now }})
+	e := f.StartEdge(nil)
+	c.origin, c.originURL, c.originDir = f.Origin(), f.OriginURL(), f.OriginDir()
+	c.edge, c.edgeURL, c.edgeDir = e.Server, e.URL, e.Dir
 	c.proxy = newTamperProxy(t, c.edgeURL)
+	t.Cleanup(c.proxy.srv.Close)
+	var err error
 	c.releaseKey, err = release.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		c.proxy.srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		e.Shutdown(ctx)
-		osrv.Close()
-		o.Close()
-	})
 	return c
 }
 

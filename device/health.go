@@ -14,7 +14,6 @@ import (
 
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/stats"
-	"golang.org/x/sys/unix"
 )
 
 // DefaultConfirmTimeout is how long a new release may stay unconfirmed.
@@ -224,39 +223,6 @@ func (d *Device) swapKeepingPrevious(staging string) error {
 	return nil
 }
 
-// exchangeCurrent makes src Dir/current in one atomic step; the outgoing
-// bundle ends up at src (nothing is there if there was no current).
-func exchangeCurrent(dir, src string) error {
-	cur := currentDir(dir)
-	if _, err := os.Lstat(cur); errors.Is(err, os.ErrNotExist) {
-		if err := os.Rename(src, cur); err != nil {
-			return fmt.Errorf("device: install: %w", err)
-		}
-		return syncDir(dir)
-	}
-	err := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, cur, unix.RENAME_EXCHANGE)
-	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
-		// No exchange on this file system: two renames; cleanStaging
-		// mends a crash between them from the .old folder.
-		old := src + ".old"
-		if err := os.Rename(cur, old); err != nil {
-			return fmt.Errorf("device: install: %w", err)
-		}
-		if err := os.Rename(src, cur); err != nil {
-			os.Rename(old, cur)
-			return fmt.Errorf("device: install: %w", err)
-		}
-		if err := os.Rename(old, src); err != nil {
-			return fmt.Errorf("device: install: %w", err)
-		}
-		return syncDir(dir)
-	}
-	if err != nil {
-		return fmt.Errorf("device: install: %w", err)
-	}
-	return syncDir(dir)
-}
-
 // seedBuiltin gives a fresh device the bundle shipped in the app.
 func (d *Device) seedBuiltin() error {
 	if d.cfg.BuiltinDir == "" || !d.st.Current.ID.IsZero() {
@@ -277,7 +243,8 @@ func (d *Device) seedBuiltin() error {
 		os.RemoveAll(staging)
 		return fmt.Errorf("device: %w", err)
 	}
-	return swapIn(d.cfg.Dir, staging)
+	// There is no current folder: the exchange is a rename.
+	return exchangeCurrent(d.cfg.Dir, staging)
 }
 
 // fillBuiltin copies the built-in bundle into dst; without one, dst stays

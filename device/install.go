@@ -24,45 +24,47 @@ func newStaging(dir string) (string, error) {
 	return os.MkdirTemp(stateDir(dir), "staging-")
 }
 
-// swapIn makes staging the current bundle in one atomic step. With an
-// existing current folder it uses renameat2(RENAME_EXCHANGE), so there is
-// no instant at which Dir/current is missing or half-written; the old
-// bundle ends up at staging and is removed.
-func swapIn(dir, staging string) error {
+// exchangeCurrent makes src Dir/current in one atomic step, and leaves the
+// outgoing bundle at src (nothing is there if there was no current): the
+// install keeps it as the previous release or throws it away, a revert
+// throws the failed one away. With an existing current folder it uses
+// renameat2(RENAME_EXCHANGE), so there is no instant at which Dir/current
+// is missing or half-written. A file system that cannot exchange gets
+// three renames (current → src.old, src → current, src.old → src); a
+// crash after the first leaves current missing, and cleanStaging, which
+// New runs first, renames src.old back to current.
+func exchangeCurrent(dir, src string) error {
 	cur := currentDir(dir)
 	if _, err := os.Lstat(cur); errors.Is(err, os.ErrNotExist) {
-		if err := os.Rename(staging, cur); err != nil {
+		if err := os.Rename(src, cur); err != nil {
 			return fmt.Errorf("device: install: %w", err)
 		}
 		return syncDir(dir)
 	}
-	err := unix.Renameat2(unix.AT_FDCWD, staging, unix.AT_FDCWD, cur, unix.RENAME_EXCHANGE)
+	err := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, cur, unix.RENAME_EXCHANGE)
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
-		// The file system cannot exchange: fall back to two renames; a
-		// crash between them leaves current missing, which recover() mends
-		// from the old folder on the next run.
-		old := staging + ".old"
+		old := src + ".old"
 		if err := os.Rename(cur, old); err != nil {
 			return fmt.Errorf("device: install: %w", err)
 		}
-		if err := os.Rename(staging, cur); err != nil {
+		if err := os.Rename(src, cur); err != nil {
 			os.Rename(old, cur)
 			return fmt.Errorf("device: install: %w", err)
 		}
-		os.RemoveAll(old)
+		if err := os.Rename(old, src); err != nil {
+			return fmt.Errorf("device: install: %w", err)
+		}
 		return syncDir(dir)
 	}
 	if err != nil {
 		return fmt.Errorf("device: install: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("device: install: %w", err)
-	}
-	return os.RemoveAll(staging)
+	return syncDir(dir)
 }
 
 // cleanStaging removes staging folders left by an interrupted run, and
-// puts back a current folder lost between the two renames of the fallback.
+// puts back a current folder lost between the renames of exchangeCurrent's
+// fallback (the .old folder).
 func cleanStaging(dir string) {
 	ents, err := os.ReadDir(stateDir(dir))
 	if err != nil {

@@ -17,8 +17,9 @@ import (
 
 	"github.com/capstan-ota/capstan/capgo"
 	"github.com/capstan-ota/capstan/release"
-	"github.com/capstan-ota/capstan/stats"
+	capstanstats "github.com/capstan-ota/capstan/stats"
 	"github.com/dgraph-io/badger/v4"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
@@ -82,7 +83,7 @@ type capgoState struct {
 	// and, since late 2025, download_zip_complete or
 	// download_manifest_complete), and retries batches.
 	downloads *shardedLRU[downloadKey, struct{}]
-	absent    *capgo.LRU[release.Hash, struct{}] // releases with no Capgo download
+	absent    *lru.Cache[release.Hash, struct{}] // releases with no Capgo download
 	sink      capgo.EventSink
 	ownSink   bool // sink is the edge's own event queue: push without copies
 
@@ -145,7 +146,7 @@ func newCapgoState(cfg CapgoConfig, reg *prometheus.Registry, events capgo.Event
 		downloads: newShardedLRU[downloadKey, struct{}](cfg.MaxDevices, func(seed maphash.Seed, k downloadKey) uint64 {
 			return maphash.String(seed, k.device) ^ maphash.String(seed, k.version)<<1
 		}),
-		absent:    capgo.NewLRU[release.Hash, struct{}](1024),
+		absent:    newLRU[release.Hash, struct{}](1024),
 		decisions: newSlotCache[decisionKey, *capgoDecision](4096, hashDecisionKey),
 		sink:      cfg.Events,
 		metas:     map[release.Hash]*capgo.ReleaseMeta{},
@@ -622,7 +623,7 @@ func (s *Server) capgoCheckEvent(ctx *fasthttp.RequestCtx, e capgo.Event) {
 		s.capgo.sink.DeviceEvents([]capgo.Event{e})
 		return
 	}
-	evs := [1]stats.Event{{Action: e.Action, App: e.App, Channel: e.Channel, Device: e.Device, Release: e.Release, Version: e.Version}}
+	evs := [1]capstanstats.Event{{Action: e.Action, App: e.App, Channel: e.Channel, Device: e.Device, Release: e.Release, Version: e.Version}}
 	if evs[0].Validate() == nil {
 		s.events.push(ctx.ConnID(), evs[:])
 		s.m.eventsIn.Inc()
@@ -858,19 +859,22 @@ func (s *Server) handleCapgoStats(ctx *fasthttp.RequestCtx) {
 		}
 		id, _ := s.releaseByVersion(app, channel, version)
 		if action == "update_fail" && !id.IsZero() {
-			s.capgo.failed.add(failedKey{app, device, id}, struct{}{})
+			s.capgo.failed.set(failedKey{app, device, id}, struct{}{})
 		}
 		if release.ValidateChannel(channel) != nil {
 			continue
 		}
 		// One download counts once per device and version, whichever mix
 		// of the three completion stats the plugin version sends.
-		if ev == capgo.EventDownload && !s.capgo.downloads.add(downloadKey{app, device, version}, struct{}{}) {
+		if ev == capgo.EventDownload && !s.capgo.downloads.addNew(downloadKey{app, device, version}, struct{}{}) {
 			continue
 		}
 		e := capgo.Event{Action: ev, App: app, Channel: channel, Device: device, Release: id, Version: version, Time: st.Timestamp, Error: errorOf(ev, action)}
 		if ev == capgo.EventFail {
 			e.Cause = capgo.FailCause(action)
+		}
+		if ev == capgo.EventFail || ev == capgo.EventRevert {
+			e.Addr = capstanstats.AddrOf(connAddr(ctx))
 		}
 		evs = append(evs, e)
 	}
@@ -931,7 +935,7 @@ func (s *Server) handleCapgoChannel(ctx *fasthttp.RequestCtx) {
 		case !s.capgoSelfAssignable(cs, cfg):
 			writeCapgoJSON(ctx, fasthttp.StatusOK, map[string]string{"error": "channel_self_set_not_allowed", "message": "channel " + name + " does not let devices choose it (capstan channel capgo --self-assign)"})
 		default:
-			s.capgo.overrides.add(key, name)
+			s.capgo.overrides.set(key, name)
 			writeCapgoJSON(ctx, fasthttp.StatusOK, map[string]any{"status": "ok", "allowSet": true})
 		}
 	case ctx.IsPut():

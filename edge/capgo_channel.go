@@ -54,7 +54,7 @@ func (s *Server) pushCapgoEvents(hint uint64, evs []capgo.Event) {
 	out := make([]stats.Event, 0, len(evs))
 	for _, e := range evs {
 		se := stats.Event{Action: e.Action, App: e.App, Channel: e.Channel, Device: e.Device, Release: e.Release,
-			Version: e.Version, Time: e.Time, Error: e.Error, Cause: e.Cause}
+			Version: e.Version, Time: e.Time, Error: e.Error, Cause: e.Cause, Addr: e.Addr}
 		if se.Validate() == nil {
 			out = append(out, se)
 		}

@@ -70,6 +70,13 @@ type Config struct {
 	// RateLimit bounds requests per client address on device endpoints;
 	// the zero value means DefaultRateLimit().
 	RateLimit RateLimitConfig
+	// PatchPullsPerMinute and PatchPullBurst bound, per client address,
+	// the patches a device may ask for that the edge does not hold, each
+	// of which costs an origin pull and maybe a build (default 2 a
+	// minute, 5 at once; negative rate: no limit). Loopback is exempt
+	// unless RateLimit.LimitLoopback.
+	PatchPullsPerMinute float64
+	PatchPullBurst      int
 	// ConnsPerAddress caps the open connections of one client address
 	// (IPv4, or IPv6 /64); more are closed at once with a 429 (default
 	// DefaultConnsPerAddress; negative: no cap). Loopback clients are
@@ -95,6 +102,9 @@ type Config struct {
 	EventFlush      time.Duration
 	EventsPerSecond int
 	EventsToken     string
+	// EventsTokenFunc, if set, returns the token to send instead of
+	// EventsToken, each time (it follows a cluster key rotation).
+	EventsTokenFunc func() string
 	// Capgo configures the endpoints for @capgo/capacitor-updater devices.
 	Capgo CapgoConfig
 	// URL is the base URL devices use to reach this edge. When set, the
@@ -141,6 +151,8 @@ type Server struct {
 	capgo  *capgoState
 
 	originChecks originChecks // statement checks of announced origins
+	patchLimit   *ipLimiter   // uncached patch pulls per client address
+	pulling      sync.Map     // alias path → struct{}: pulls under way
 
 	// manifests holds the release documents fetched, read by every check
 	// that offers an update.
@@ -270,6 +282,16 @@ func New(cfg Config) (*Server, error) {
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
 	s.initTrust()
+	if cfg.PatchPullsPerMinute >= 0 {
+		perMin, burst := cfg.PatchPullsPerMinute, cfg.PatchPullBurst
+		if perMin == 0 {
+			perMin = 2
+		}
+		if burst <= 0 {
+			burst = 5
+		}
+		s.patchLimit = newIPLimiter(RateLimitConfig{PerSecond: perMin / 60, Burst: burst, Clients: 65536, LimitLoopback: cfg.RateLimit.LimitLoopback}, cfg.Now)
+	}
 	s.capgo = newCapgoState(cfg.Capgo, s.reg, capgo.EventSinkFunc(func(evs []capgo.Event) { s.pushCapgoEvents(0, evs) }))
 	if err := s.loadState(); err != nil {
 		db.Close()

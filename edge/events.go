@@ -33,8 +33,9 @@ const (
 // touch the same lock or cache line. A lock is held for the copy of an
 // event, a few tens of nanoseconds a request.
 const (
-	eventShards   = 16
-	limiterShards = 64
+	eventShards      = 16
+	limiterShardBits = 6
+	limiterShards    = 1 << limiterShardBits
 )
 
 // eventQueue holds device events until they are forwarded to an origin. It
@@ -186,8 +187,10 @@ func (l *windowLimiter) allow(addr netip.Addr, now time.Time) (bool, int) {
 		return true, 0
 	}
 	b := addr.As16()
-	h := (binary.LittleEndian.Uint64(b[:8]) ^ binary.LittleEndian.Uint64(b[8:])*0x9e3779b97f4a7c15) >> 32
-	sh := &l.shards[h%limiterShards]
+	// The top bits of a multiplicative hash depend on every bit of the
+	// address (an IPv4 address sits in the high bytes of its 16-byte form).
+	h := (binary.LittleEndian.Uint64(b[:8]) ^ binary.LittleEndian.Uint64(b[8:])) * 0x9e3779b97f4a7c15 >> (64 - limiterShardBits)
+	sh := &l.shards[h]
 	w := now.Unix()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -233,6 +236,19 @@ func (s *Server) handleEvents(ctx *fasthttp.RequestCtx) {
 	if err != nil {
 		fail(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
+	}
+	// Where the events came from, whatever the device says: auto-pause
+	// counts failing addresses (decision 096).
+	addr := ""
+	for i := range events {
+		if a := events[i].Action; a == stats.ActionFail || a == stats.ActionRevert {
+			if addr == "" {
+				addr = stats.AddrOf(connAddr(ctx))
+			}
+			events[i].Addr = addr
+		} else {
+			events[i].Addr = ""
+		}
 	}
 	dropped += s.events.push(ctx.ConnID(), events)
 	s.m.eventsIn.Add(float64(len(events)))
@@ -287,8 +303,8 @@ func (s *Server) postEventsTo(ctx context.Context, origin string, body []byte) e
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if s.cfg.EventsToken != "" {
-		req.Header.Set("Authorization", "Bearer "+s.cfg.EventsToken)
+	if tok := s.eventsToken(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
@@ -326,4 +342,15 @@ func (s *Server) eventLoop() {
 		}
 		cancel()
 	}
+}
+
+// eventsToken is the bearer token sent with events and reports to an
+// origin.
+func (s *Server) eventsToken() string {
+	if s.cfg.EventsTokenFunc != nil {
+		if t := s.cfg.EventsTokenFunc(); t != "" {
+			return t
+		}
+	}
+	return s.cfg.EventsToken
 }

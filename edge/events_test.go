@@ -114,3 +114,41 @@ func TestWindowLimiter(t *testing.T) {
 		t.Fatalf("%.1f allocations per request", n)
 	}
 }
+
+// TestWindowLimiterSpreadsIPv4: addresses that differ only in their last
+// octets (one carrier's pool) spread over the shards; with one shard each
+// past its bound, they would pass untracked.
+func TestWindowLimiterSpreadsIPv4(t *testing.T) {
+	l := newWindowLimiter(1, maxLimiterClients)
+	now := time.Unix(1000, 0)
+	for i := range 1024 {
+		l.allow(netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}), now)
+	}
+	used := 0
+	for i := range l.shards {
+		if len(l.shards[i].counts) > 0 {
+			used++
+		}
+	}
+	if used < limiterShards/2 {
+		t.Fatalf("1,024 addresses of 10.2.0.0/16 fell into %d of %d shards", used, limiterShards)
+	}
+}
+
+// BenchmarkWindowLimiterAllow: the per-address limit of event posts and
+// Capgo requests, many addresses from all cores.
+func BenchmarkWindowLimiterAllow(b *testing.B) {
+	l := newWindowLimiter(1<<30, maxLimiterClients)
+	addrs := make([]netip.Addr, 1024)
+	for i := range addrs {
+		addrs[i] = netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)})
+	}
+	now := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			l.allow(addrs[i%len(addrs)], now)
+			i++
+		}
+	})
+}

@@ -275,6 +275,8 @@ func (s *Server) ensureAlias(path []byte) (*blobEntry, error) {
 				return e, nil
 			}
 		}
+		s.pulling.Store(name, struct{}{})
+		defer s.pulling.Delete(name)
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FetchTimeout)
 		defer cancel()
 		var h release.Hash
@@ -294,6 +296,19 @@ func (s *Server) ensureAlias(path []byte) (*blobEntry, error) {
 		return nil, err
 	}
 	return v.(*blobEntry), nil
+}
+
+// aliasMissCosts reports whether a request for the object at path would
+// make the edge pull it from an origin: it is not cached and no pull of it
+// is under way (a request that joins one costs nothing).
+func (s *Server) aliasMissCosts(path []byte) bool {
+	if h, ok := s.cache.aliasBytes(path); ok {
+		if _, ok := s.cache.lookup(h); ok {
+			return false
+		}
+	}
+	_, joining := s.pulling.Load(string(path))
+	return !joining
 }
 
 func (s *Server) pull(ctx context.Context, path string, h release.Hash) (int64, error) {

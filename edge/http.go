@@ -440,6 +440,20 @@ func (s *Server) handlePatch(ctx *fasthttp.RequestCtx, path []byte) {
 		fail(ctx, fasthttp.StatusBadRequest, "patch codecs: want zstd or nothing")
 		return
 	}
+	// A patch the edge does not hold costs an origin pull (and maybe a
+	// build): each address gets a few (issue 16, finding 5); beyond them
+	// the device is told to come back, and meanwhile falls back to the
+	// full bundle.
+	if s.patchLimit != nil && s.aliasMissCosts(alias) {
+		if ip := ctx.RemoteIP(); !ip.IsLoopback() || s.patchLimit.cfg.LimitLoopback {
+			if ok, wait := s.patchLimit.allow(clientKey(ip)); !ok {
+				fail(ctx, fasthttp.StatusServiceUnavailable, "too many patches this edge does not hold asked from this address; use the full bundle or retry later")
+				ctx.Response.Header.Set("Retry-After", strconv.Itoa(max(1, int(wait.Seconds()+0.999))))
+				s.trust.rateLimited.Inc()
+				return
+			}
+		}
+	}
 	e, err := s.ensureAlias(alias)
 	if err != nil {
 		s.failFetch(ctx, err)

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/edge"
+	"github.com/capstan-ota/capstan/release"
 )
 
 // dialFrom connects to addr from the loopback address src (Linux routes
@@ -150,4 +153,46 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// getFrom GETs url from the loopback address src.
+func getFrom(t *testing.T, src, url string) int {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext}}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestPatchPullsPerAddress: each patch an edge does not hold costs an
+// origin pull and maybe a build, so one address gets only a few; patches
+// the edge holds, and other addresses, are served as ever.
+func TestPatchPullsPerAddress(t *testing.T) {
+	f := newFleet(t)
+	var recs []*release.Record
+	for i := 1; i <= 4; i++ {
+		recs = append(recs, f.upload(t, fmt.Sprintf("1.0.%d", i), map[string][]byte{"index.html": randomBytes(3000)}))
+	}
+	e := startEdge(t, f, t.TempDir(), func(c *edge.Config) {
+		c.PatchPullBurst = 2
+		c.PatchPullsPerMinute = 0.001
+		c.RateLimit.LimitLoopback = true
+	})
+	patch := func(base *release.Record) string {
+		return e.url + "/v1/patches/" + base.ID.String() + "/" + recs[3].ID.String()
+	}
+	got := []int{getFrom(t, "127.0.0.1", patch(recs[0])), getFrom(t, "127.0.0.1", patch(recs[1])), getFrom(t, "127.0.0.1", patch(recs[2]))}
+	if got[0] != 200 || got[1] != 200 || got[2] != 503 {
+		t.Fatalf("three patches the edge does not hold, from one address: %v, want 200 200 503", got)
+	}
+	if code := getFrom(t, "127.0.0.1", patch(recs[0])); code != 200 {
+		t.Fatalf("a patch the edge holds, over the address's budget: %d", code)
+	}
+	if code := getFrom(t, "127.0.0.2", patch(recs[2])); code != 200 {
+		t.Fatalf("another address: %d", code)
+	}
 }

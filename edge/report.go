@@ -96,8 +96,8 @@ func (s *Server) postReport(origin string, body []byte) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if s.cfg.EventsToken != "" {
-		req.Header.Set("Authorization", "Bearer "+s.cfg.EventsToken)
+	if tok := s.eventsToken(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {

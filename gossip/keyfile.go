@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -120,6 +123,29 @@ func (kf *KeyFile) Encode() ([]byte, error) {
 		b.Write(pem)
 	}
 	return b.Bytes(), nil
+}
+
+// eventsTokenLabel is what an events token is derived for, so that the
+// token reveals nothing of the gossip key.
+const eventsTokenLabel = "capstan events token v1"
+
+// EventsToken derives, from a gossip key, the bearer token edges send
+// with device events and origins accept: events are authenticated by the
+// cluster key, with no other setting (decision 096).
+func EventsToken(key []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(eventsTokenLabel))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// EventsTokens returns the token of every key of the file: what an origin
+// accepts while the cluster key rotates. The first is the one to send.
+func (kf *KeyFile) EventsTokens() []string {
+	out := make([]string, len(kf.Keys))
+	for i, k := range kf.Keys {
+		out[i] = EventsToken(k)
+	}
+	return out
 }
 
 // NewClusterKey returns a fresh 32-byte gossip key.

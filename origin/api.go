@@ -34,6 +34,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/keys/origin", s.handleOriginKey)
 	mux.HandleFunc("GET /v1/patches/{base}/{target}", s.handlePatch)
 	mux.HandleFunc("GET /v1/origin/statement", s.handleOriginStatement)
+	mux.HandleFunc("POST /v1/gc", s.handleGC)
 
 	// CI and operator API, authenticated by API key.
 	mux.HandleFunc("GET /v1/apps", s.handleApps)
@@ -181,6 +182,14 @@ func (s *Server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
+	// The Capgo parts of a multipart upload are stored as blobs before
+	// Upload runs: the upload is registered from here (see gc.go).
+	endWrite, err := s.beginWrite(r.Context())
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	defer endWrite()
 	q := r.URL.Query()
 	req := &UploadRequest{App: app, Version: q.Get("version"), MinNative: q.Get("min_native"), Channel: q.Get("channel"), RolloutBPS: release.FullRollout, UploadedBy: key.ID,
 		NewChannel: q.Get("new_channel") == "1"}

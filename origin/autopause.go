@@ -11,8 +11,10 @@ import (
 )
 
 // AutoPausePolicy says when a rollout pauses itself: once at least
-// MinDevices distinct devices reported on the release and more than
-// FailureRate of them reported a fail or a revert.
+// MinDevices distinct devices reported on the release, more than
+// FailureRate of them reported a fail or a revert, and those failures came
+// from at least MinAddresses distinct network addresses. Device ids are
+// whatever a device says; addresses are what the edges saw (decision 096).
 type AutoPausePolicy struct {
 	// FailureRate is the threshold, a fraction in (0, 1]. Zero means the
 	// default (0.2); a negative value disables auto-pause.
@@ -20,12 +22,16 @@ type AutoPausePolicy struct {
 	// MinDevices is the fewest devices that must have reported before the
 	// rate is trusted. Zero means the default (20).
 	MinDevices int `json:"min_devices"`
+	// MinAddresses is the fewest distinct addresses (IPv4, or IPv6 /64)
+	// the failures must come from. Zero means the default (5).
+	MinAddresses int `json:"min_addresses"`
 }
 
 // Defaults of AutoPausePolicy.
 const (
-	DefaultAutoPauseFailureRate = 0.2
-	DefaultAutoPauseMinDevices  = 20
+	DefaultAutoPauseFailureRate  = 0.2
+	DefaultAutoPauseMinDevices   = 20
+	DefaultAutoPauseMinAddresses = 5
 )
 
 func (p AutoPausePolicy) withDefaults() AutoPausePolicy {
@@ -34,6 +40,9 @@ func (p AutoPausePolicy) withDefaults() AutoPausePolicy {
 	}
 	if p.MinDevices <= 0 {
 		p.MinDevices = DefaultAutoPauseMinDevices
+	}
+	if p.MinAddresses <= 0 {
+		p.MinAddresses = DefaultAutoPauseMinAddresses
 	}
 	return p
 }
@@ -48,6 +57,9 @@ func (s *Server) policyFor(app, ch string) AutoPausePolicy {
 		}
 		if cp.AutoPauseMinDevices != nil && *cp.AutoPauseMinDevices > 0 {
 			p.MinDevices = *cp.AutoPauseMinDevices
+		}
+		if cp.AutoPauseMinAddresses != nil && *cp.AutoPauseMinAddresses > 0 {
+			p.MinAddresses = *cp.AutoPauseMinAddresses
 		}
 	}
 	return p
@@ -74,6 +86,9 @@ func (s *Server) SetChannelPolicy(app, ch string, p wire.ChannelPolicy) (wire.Ch
 		if p.AutoPauseMinDevices != nil {
 			cur.AutoPauseMinDevices = p.AutoPauseMinDevices
 		}
+		if p.AutoPauseMinAddresses != nil {
+			cur.AutoPauseMinAddresses = p.AutoPauseMinAddresses
+		}
 		return setJSON(txn, pfxPolicy+app+"/"+ch, &cur)
 	})
 	if err != nil {
@@ -99,6 +114,13 @@ func (s *Server) maybeAutoPause(key string) {
 	if p.FailureRate < 0 || v.Devices < uint64(p.MinDevices) || v.FailureRate <= p.FailureRate {
 		return
 	}
+	if v.FailedAddresses < uint64(p.MinAddresses) {
+		// Many device ids failing from few addresses is what one host
+		// making up events looks like (issue 16, finding 4).
+		s.log.Warn("auto-pause held back: the failures come from too few addresses", "app", rec.App, "channel", rec.Channel,
+			"version", rec.Version, "failed_devices", v.FailedDevices, "failed_addresses", v.FailedAddresses, "min_addresses", p.MinAddresses)
+		return
+	}
 	_, cur, err := s.st.channel(rec.App, rec.Channel)
 	if err != nil || cur.Release.ID != rec.Release || cur.Paused {
 		return
@@ -117,7 +139,7 @@ func (s *Server) maybeAutoPause(key string) {
 		return
 	}
 	c, _ := env.Channel()
-	ap := &wire.AutoPause{At: s.cfg.Now().UTC(), Seq: c.Seq, FailureRate: v.FailureRate, Devices: v.Devices, FailedDevices: v.FailedDevices, Threshold: p.FailureRate}
+	ap := &wire.AutoPause{At: s.cfg.Now().UTC(), Seq: c.Seq, FailureRate: v.FailureRate, Devices: v.Devices, FailedDevices: v.FailedDevices, Threshold: p.FailureRate, FailedAddresses: v.FailedAddresses}
 	s.log.Warn("rollout auto-paused: failure rate over threshold",
 		"app", rec.App, "channel", rec.Channel, "version", rec.Version,
 		"failure_rate", fmt.Sprintf("%.1f%%", v.FailureRate*100), "failed_devices", v.FailedDevices, "devices", v.Devices,

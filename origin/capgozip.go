@@ -267,6 +267,9 @@ func (s *Server) handleCapgoZip(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, badRequest("release id: %v", err))
 		return
 	}
+	if _, built := s.indexedBlob(pfxCapgoZip + id.String()); !built && !s.mayBuildDerived(w, r) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
 	defer cancel()
 	h, err := s.capgoZip(ctx, id)
@@ -285,6 +288,9 @@ func (s *Server) handleCapgoBrotli(w http.ResponseWriter, r *http.Request) {
 	}
 	if !s.blobs.has(file) {
 		s.fail(w, fmt.Errorf("blob %s: %w", file, ErrNotFound))
+		return
+	}
+	if _, built := s.indexedBlob(pfxCapgoBrotli + file.String()); !built && !s.mayBuildDerived(w, r) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)

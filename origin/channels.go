@@ -348,6 +348,7 @@ func (s *Server) Rollback(app, ch, to string) (*release.Envelope, error) {
 
 func (s *Server) publish(env *release.Envelope) {
 	if c, err := env.Channel(); err == nil {
+		s.forgetLive(c.App)
 		s.precompute(c)
 	}
 	if s.cfg.Publisher == nil {

@@ -1,7 +1,6 @@
 package origin
 
 import (
-	"crypto/subtle"
 	"fmt"
 	"io"
 	"net/http"
@@ -90,12 +89,9 @@ func (f *fleet) list() []edgeEntry {
 // none is set: a report only changes what the console shows, and is
 // bounded).
 func (s *Server) handleEdgeReport(w http.ResponseWriter, r *http.Request) {
-	if tok := s.cfg.EventsToken; tok != "" {
-		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
-			s.fail(w, fmt.Errorf("%w: edge reports need the cluster events token", errUnauthenticated))
-			return
-		}
+	if fromEdge, required := s.eventsAuth(r); required && !fromEdge {
+		s.fail(w, fmt.Errorf("%w: edge reports need the cluster events token", errUnauthenticated))
+		return
 	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, stats.MaxReportBody+1))
 	if err != nil {

@@ -118,6 +118,11 @@ func (s *Server) takeLease(key string) (h release.Hash, done, mine bool, err err
 		case err != nil && !errors.Is(err, ErrNotFound):
 			return err
 		}
+		// A sweep deleting blobs: wait, a build may produce (reuse) one
+		// of the blobs it is about to delete.
+		if locked, err := sweepLocked(txn, s.node); err != nil || locked {
+			return err
+		}
 		now := time.Now()
 		var l buildLease
 		switch err := getJSON(txn, pfxLease+key, &l); {

@@ -79,6 +79,13 @@ type Config struct {
 	// POST /v1/events (CAPSTAN_EVENTS_TOKEN). Empty accepts events from
 	// anyone: they are bounded and only count against known releases.
 	EventsToken string
+	// EventsTokens, if set, returns more tokens edges may send with
+	// POST /v1/events: capstan origin derives one from each cluster key
+	// (decision 096), so events are authenticated without a setting.
+	// Events not carrying a token are refused when any token is set; when
+	// none is, they are taken, but counted as coming from the address
+	// that posted them.
+	EventsTokens func() []string
 	// AutoPause is the origin-wide auto-pause policy; channels may
 	// override it (SetChannelPolicy).
 	AutoPause AutoPausePolicy
@@ -93,6 +100,11 @@ type Config struct {
 	PrecomputeBases int
 	// PatchBuilds bounds concurrent patch builds (default 2).
 	PatchBuilds int
+	// GC is the retention policy and the background garbage collection
+	// pass (see gc.go).
+	GC GCConfig
+	// BuildBudget bounds patch builds made on request (see budget.go).
+	BuildBudget BuildBudget
 	// CapgoBrotliQuality is the Brotli quality (1–11) of the per-file
 	// payloads served to Capgo devices (default 9: within ~2 % of 11 on
 	// JavaScript at a twentieth of the CPU; each payload is built once).
@@ -149,6 +161,10 @@ type Server struct {
 	statsMu sync.Mutex // serialises read-modify-write of stats records
 
 	statement statementCache // the signed origin statement
+
+	liveMu    sync.Mutex // guards liveCache
+	liveCache map[string]liveEntry
+	budget    *buildBudget
 
 	flight   singleflight.Group // one build per patch pair
 	buildSem chan struct{}      // bounds concurrent patch builds
@@ -241,6 +257,17 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	if own != nil {
+		// Nobody else uses this database: uploads and a sweep that were
+		// under way when the process died are gone with it.
+		if err := s.clearWriters(); err != nil {
+			s.closeStores()
+			return nil, fmt.Errorf("origin: %w", err)
+		}
+	}
+	s.budget = newBuildBudget(cfg.BuildBudget)
+	s.wg.Add(1)
+	go s.gcLoop()
 	s.wg.Add(1)
 	go s.resignLoop()
 	if err := s.loadTimeline(); err != nil {

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/capstan-ota/capstan/delta"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // blobSource lets the delta builder read file contents from the store.
@@ -139,6 +141,14 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, badRequest("patch codecs %q: want zstd or nothing", codecs))
 		return
 	}
+	if _, built := s.indexedBlob(patchVariantKey(base, target, codecs)); !built {
+		if ok, err := s.mayBuildPatch(w, r, base, target); !ok {
+			if err != nil {
+				s.fail(w, err)
+			}
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
 	defer cancel()
 	h, err := s.patch(ctx, base, target, codecs)
@@ -153,6 +163,44 @@ func (s *Server) handlePatch(w http.ResponseWriter, r *http.Request) {
 		path += "?codecs=" + codecs
 	}
 	s.serveDerivedAt(w, r, path, h, "application/vnd.capstan.patch")
+}
+
+// mayBuildPatch decides whether a request may start the build of a patch
+// the origin does not hold (issue 16, finding 5: any pair of releases
+// could be asked for, each build costing seconds of CPU and the disk of a
+// release, never deleted). Only pairs a device could need are built: the
+// target a release a channel serves or recently served, the base one a
+// device could hold (such a release, or one devices reported running).
+// Then the caller's and the origin's build budget must allow it. A caller
+// with a publisher key of the app may build any pair. When it answers
+// false with a nil error it has answered the request (429).
+func (s *Server) mayBuildPatch(w http.ResponseWriter, r *http.Request, base, target release.Hash) (bool, error) {
+	rec, err := s.st.releaseByID(target)
+	if err != nil {
+		return false, err
+	}
+	// A publisher of the app (CI warming a release before it is
+	// promoted, a benchmark) is accountable: its builds are not limited.
+	if r.Header.Get("Authorization") != "" || r.Header.Get("X-Api-Key") != "" {
+		if _, err := s.authorize(r, wire.RolePublisher, rec.App); err == nil {
+			return true, nil
+		}
+	}
+	ok, err := s.patchAllowed(rec.App, base, target)
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		s.m.patches.WithLabelValues("refused").Inc()
+		return false, fmt.Errorf("%w: no patch from %s to %s %s: no channel serves that target or no device can hold that base (the full bundle always works)", ErrNotFound, base, rec.App, rec.Version)
+	}
+	if ok, wait := s.budget.allow(r, s.cfg.Now()); !ok {
+		s.m.patches.WithLabelValues("over_budget").Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(wait.Seconds()+0.999))))
+		writeJSON(w, http.StatusTooManyRequests, wire.Error{Error: "patch build budget spent; retry later or use the full bundle"})
+		return false, nil
+	}
+	return true, nil
 }
 
 // precompute builds, in the background, the patches devices of a channel

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"sort"
 	"strings"
 
@@ -49,8 +51,10 @@ type statsRecord struct {
 	Release release.Hash `json:"release"`
 	Version string       `json:"version"`
 	wire.Counters
-	DevSketch  []byte          `json:"dev_sketch,omitempty"`
-	FailSketch []byte          `json:"fail_sketch,omitempty"`
+	DevSketch  []byte `json:"dev_sketch,omitempty"`
+	FailSketch []byte `json:"fail_sketch,omitempty"`
+	// AddrSketch counts the distinct addresses failures came from.
+	AddrSketch []byte          `json:"addr_sketch,omitempty"`
 	AutoPaused *wire.AutoPause `json:"auto_paused,omitempty"`
 }
 
@@ -60,12 +64,19 @@ func (r *statsRecord) sketches() (dev, fail stats.Sketch) {
 	return dev, fail
 }
 
+func (r *statsRecord) addrSketch() (addr stats.Sketch) {
+	addr.UnmarshalBinary(r.AddrSketch)
+	return addr
+}
+
 // view fills the estimated fields.
 func (r *statsRecord) view() wire.ReleaseStats {
 	dev, fail := r.sketches()
 	c := r.Counters
 	c.Devices, c.FailedDevices = dev.Estimate(), fail.Estimate()
 	c.FailureRate = rate(c.FailedDevices, c.Devices)
+	addr := r.addrSketch()
+	c.FailedAddresses = addr.Estimate()
 	return wire.ReleaseStats{Version: r.Version, Release: r.Release, Counters: c, AutoPaused: r.AutoPaused}
 }
 
@@ -77,6 +88,27 @@ func rate(failed, devices uint64) float64 {
 		return 1
 	}
 	return float64(failed) / float64(devices)
+}
+
+// eventsAuth says whether r carries an events token of the cluster
+// (Config.EventsToken, or one derived from a cluster key:
+// Config.EventsTokens), so comes from an edge; and whether one is required
+// (some token is configured).
+func (s *Server) eventsAuth(r *http.Request) (fromEdge, required bool) {
+	var toks []string
+	if s.cfg.EventsToken != "" {
+		toks = append(toks, s.cfg.EventsToken)
+	}
+	if s.cfg.EventsTokens != nil {
+		toks = append(toks, s.cfg.EventsTokens()...)
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	for _, tok := range toks {
+		if tok != "" && ok && subtle.ConstantTimeCompare([]byte(got), []byte(tok)) == 1 {
+			return true, true
+		}
+	}
+	return false, len(toks) > 0
 }
 
 // IngestResult says what happened to a batch of events.
@@ -130,6 +162,7 @@ func (s *Server) IngestEvents(ctx context.Context, events []stats.Event) (Ingest
 				}
 				br = &batchRecord{rec: rec}
 				br.dev, br.fail = rec.sketches()
+				br.addr = rec.addrSketch()
 				recs[key] = br
 			}
 			applyEvent(br, e)
@@ -139,6 +172,7 @@ func (s *Server) IngestEvents(ctx context.Context, events []stats.Event) (Ingest
 		for key, br := range recs {
 			br.rec.DevSketch, _ = br.dev.MarshalBinary()
 			br.rec.FailSketch, _ = br.fail.MarshalBinary()
+			br.rec.AddrSketch, _ = br.addr.MarshalBinary()
 			if err := setJSON(txn, key, br.rec); err != nil {
 				return err
 			}
@@ -194,12 +228,19 @@ func loadStatsRecord(txn store.Txn, e *stats.Event) (*statsRecord, error) {
 // batchRecord is a stats record being updated by a batch of events, its
 // sketches decoded.
 type batchRecord struct {
-	rec       *statsRecord
-	dev, fail stats.Sketch
+	rec             *statsRecord
+	dev, fail, addr stats.Sketch
 }
 
 func applyEvent(br *batchRecord, e *stats.Event) {
 	rec, dev, fail := br.rec, &br.dev, &br.fail
+	// A failure counts once per device (the sketch) and once per address;
+	// an event without one (an in-process caller) counts as one unknown
+	// address.
+	failedFrom := func() {
+		fail.Add(e.Device)
+		br.addr.Add("addr:" + e.Addr)
+	}
 	dev.Add(e.Device)
 	switch e.Action {
 	case stats.ActionCheck:
@@ -214,11 +255,11 @@ func applyEvent(br *batchRecord, e *stats.Event) {
 	case stats.ActionFail:
 		rec.Failures++
 		if e.Cause != stats.CauseDownload {
-			fail.Add(e.Device)
+			failedFrom()
 		}
 	case stats.ActionRevert:
 		rec.Reverts++
-		fail.Add(e.Device)
+		failedFrom()
 	}
 }
 
@@ -312,12 +353,10 @@ func versionLess(a, b string) bool {
 }
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
-	if tok := s.cfg.EventsToken; tok != "" {
-		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
-			s.fail(w, fmt.Errorf("%w: events need the cluster events token", errUnauthenticated))
-			return
-		}
+	fromEdge, required := s.eventsAuth(r)
+	if required && !fromEdge {
+		s.fail(w, fmt.Errorf("%w: events need the cluster events token", errUnauthenticated))
+		return
 	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, stats.MaxEdgeBody+1))
 	if err != nil {
@@ -332,6 +371,15 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.fail(w, badRequest("%v", err))
 		return
+	}
+	if !fromEdge {
+		// Not an edge of the cluster: the addresses it names are made
+		// up; the events come from where the request came from.
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		a, _ := netip.ParseAddr(host)
+		for i := range events {
+			events[i].Addr = stats.AddrOf(a)
+		}
 	}
 	res, err := s.IngestEvents(r.Context(), events)
 	if err != nil {

@@ -90,6 +90,13 @@ func (s *Server) Upload(ctx context.Context, req *UploadRequest, body io.Reader)
 	if err := s.checkSignature(req.App, req.Envelope); err != nil {
 		return nil, err
 	}
+	// Registered while it writes blobs and until its record is committed,
+	// so garbage collection never deletes a blob this upload reuses.
+	endWrite, err := s.beginWrite(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer endWrite()
 	tmp, err := os.CreateTemp(s.blobs.tmp, "upload-*.zip")
 	if err != nil {
 		return nil, fmt.Errorf("origin: upload: %w", err)

@@ -112,7 +112,7 @@ ZERO=0000000000000000000000000000000000000000000000000000000000000000
 # for them, so that no build competes for the CPU with what is measured.
 log "waiting for the origin's patch builds"
 for pair in "$ZERO/$ID0" "$ZERO/$ID1" "$ID0/$ID1"; do
-	curl -fsS --max-time 600 "$API/v1/patches/$pair" -o /dev/null || die "patch $pair"
+	curl -fsS --max-time 600 -H "Authorization: Bearer $CAPSTAN_API_KEY" "$API/v1/patches/$pair" -o /dev/null || die "patch $pair"
 done
 
 # Every edge must serve 5.34.1 before anything is measured (polling or gossip).

@@ -55,7 +55,7 @@ ZERO=$(printf '0%.0s' $(seq 1 64))
 # The origin builds patches in the background when a channel moves: wait for
 # them, so that no build competes for the CPU with what is profiled.
 for pair in "$ZERO/$ID0" "$ZERO/$ID1" "$ID0/$ID1"; do
-	curl -fsS --max-time 600 -o /dev/null "$API/v1/patches/$pair" || die "patch $pair"
+	curl -fsS --max-time 600 -H "Authorization: Bearer $CAPSTAN_API_KEY" -o /dev/null "$API/v1/patches/$pair" || die "patch $pair"
 done
 CAPGO='{"platform":"android","device_id":"0b6c2a9e-8d1f-4c5e-9a7b-2f4e6d8c1a3b","app_id":"perf","custom_id":"","version_build":"5.0.0","version_code":"500","version_os":"14","version_name":"5.34.0","plugin_version":"8.51.14","is_emulator":false,"is_prod":true,"defaultChannel":""}'
 printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' "'$CAPGO'" >"$TMP/post.lua"

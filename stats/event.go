@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/capstan-ota/capstan/release"
 )
@@ -75,6 +76,13 @@ type Event struct {
 	// Cause classifies a fail event (Cause…); empty counts as a failure
 	// of the release.
 	Cause string `json:"cause,omitempty"`
+	// Addr is the network address the event came from (an IPv4 address,
+	// or an IPv6 /64), set by the edge that took it from the device —
+	// whatever the device sent is overwritten — and by the origin for
+	// events posted to it by anyone but an edge of its cluster. Auto-pause
+	// needs failures from many addresses, not only many device ids, which
+	// anyone can make up (issue 16, finding 4).
+	Addr string `json:"addr,omitempty"`
 	// Count is how many identical check events this one stands for (0 and
 	// 1 mean one): an edge folds a device's repeated checks into one event
 	// rather than forwarding each. Only checks carry it.
@@ -128,10 +136,31 @@ func (e *Event) Validate() error {
 	if e.Count < 0 || e.Count > MaxCount || e.Count > 1 && e.Action != ActionCheck {
 		return fmt.Errorf("%w: count %d: only checks are counted, up to %d", ErrBadEvent, e.Count, MaxCount)
 	}
+	if len(e.Addr) > MaxAddrLen {
+		return fmt.Errorf("%w: address is over %d bytes", ErrBadEvent, MaxAddrLen)
+	}
 	if len(e.Error) > MaxErrorLen {
 		e.Error = e.Error[:MaxErrorLen]
 	}
 	return nil
+}
+
+// MaxAddrLen bounds Event.Addr ("ffff:ffff:ffff:ffff::/64" is 24 bytes).
+const MaxAddrLen = 64
+
+// AddrOf is the Event.Addr of a client address: the IPv4 address, or the
+// /64 of an IPv6 one (one subscriber's allocation, which a client can
+// otherwise rotate through freely).
+func AddrOf(a netip.Addr) string {
+	a = a.Unmap()
+	if !a.IsValid() {
+		return ""
+	}
+	if a.Is4() {
+		return a.String()
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
 }
 
 // DecodeBatch parses a JSON array of events, or a single event object (as

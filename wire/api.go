@@ -147,6 +147,9 @@ type PromoteBody struct {
 type ChannelPolicy struct {
 	AutoPauseFailureRate *float64 `json:"auto_pause_failure_rate,omitempty"`
 	AutoPauseMinDevices  *int     `json:"auto_pause_min_devices,omitempty"`
+	// AutoPauseMinAddresses is the fewest distinct network addresses
+	// failures must come from (origin.AutoPausePolicy.MinAddresses).
+	AutoPauseMinAddresses *int `json:"auto_pause_min_addresses,omitempty"`
 }
 
 // Counters are the durable per-release counts, and their sums per channel
@@ -172,6 +175,9 @@ type Counters struct {
 	// revert; FailureRate is FailedDevices/Devices.
 	FailedDevices uint64  `json:"failed_devices"`
 	FailureRate   float64 `json:"failure_rate"`
+	// FailedAddresses is the distinct network addresses (IPv4, IPv6 /64)
+	// the failures came from, as the edges saw them (an estimate).
+	FailedAddresses uint64 `json:"failed_addresses"`
 }
 
 // AutoPause records that the origin paused a rollout on its own.
@@ -185,6 +191,8 @@ type AutoPause struct {
 	Devices       uint64  `json:"devices"`
 	FailedDevices uint64  `json:"failed_devices"`
 	Threshold     float64 `json:"threshold"`
+	// FailedAddresses is how many addresses the failures came from.
+	FailedAddresses uint64 `json:"failed_addresses"`
 }
 
 // ReleaseStats is one release's stats on one channel.

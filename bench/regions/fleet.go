@@ -113,7 +113,7 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 		cfg.Sites = DefaultSites()
 	}
 	if cfg.AdminKey == "" {
-		cfg.AdminKey = "regions-bench-admin-key"
+		cfg.AdminKey = "regions-bench-admin-key-0123456789abcdef"
 	}
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}

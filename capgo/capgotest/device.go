@@ -24,12 +24,12 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/andybalholm/brotli"
 	"github.com/capstan-ota/capstan/capgo"
 	"github.com/capstan-ota/capstan/capgo/capgokey"
+	"golang.org/x/sync/errgroup"
 )
 
 // AppVersion mirrors the iOS plugin's AppVersionDec: every field has the
@@ -343,15 +343,12 @@ func (d *Device) installManifest(ctx context.Context, a *AppVersion, dir string)
 	res := &Result{Mode: "manifest"}
 	var bytesN atomic.Int64
 	var downloaded, reused atomic.Int64
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
-	errs := make(chan error, len(a.Manifest))
+	// Eight downloads at a time, as the plugin does; every file is tried
+	// and the first failure is reported.
+	var g errgroup.Group
+	g.SetLimit(8)
 	for _, e := range a.Manifest {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
+		g.Go(func() error {
 			name := str(e.FileName)
 			hash := strings.ToLower(str(e.FileHash))
 			target := strings.TrimSuffix(name, ".br")
@@ -359,35 +356,27 @@ func (d *Device) installManifest(ctx context.Context, a *AppVersion, dir string)
 			cached := filepath.Join(d.cacheDir(), hash+"_"+path.Base(target))
 			if b, err := os.ReadFile(cached); err == nil {
 				reused.Add(1)
-				errs <- writeFile(dst, b)
-				return
+				return writeFile(dst, b)
 			}
 			b, err := d.get(ctx, str(e.DownloadURL))
 			if err != nil {
-				errs <- fmt.Errorf("download_manifest_file_fail %s: %w", name, err)
-				return
+				return fmt.Errorf("download_manifest_file_fail %s: %w", name, err)
 			}
 			bytesN.Add(int64(len(b)))
 			downloaded.Add(1)
 			if strings.HasSuffix(name, ".br") {
 				if b, err = io.ReadAll(brotli.NewReader(bytes.NewReader(b))); err != nil {
-					errs <- fmt.Errorf("download_manifest_brotli_fail %s: %w", name, err)
-					return
+					return fmt.Errorf("download_manifest_brotli_fail %s: %w", name, err)
 				}
 			}
 			if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != hash {
-				errs <- fmt.Errorf("download_manifest_checksum_fail %s", name)
-				return
+				return fmt.Errorf("download_manifest_checksum_fail %s", name)
 			}
-			errs <- writeFile(dst, b)
-		}()
+			return writeFile(dst, b)
+		})
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			return nil, err
-		}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	res.Bytes, res.Downloaded, res.Reused = bytesN.Load(), int(downloaded.Load()), int(reused.Load())
 	return res, nil

@@ -6,31 +6,28 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/capstan-ota/capstan/bench"
 	"github.com/capstan-ota/capstan/device"
-	"github.com/capstan-ota/capstan/edge"
+	"github.com/capstan-ota/capstan/internal/fleettest"
 	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/origin/client"
 	"github.com/capstan-ota/capstan/release"
 )
 
-const benchAdminKey = "bench-test-admin-key-0123456789abcdef"
+const benchAdminKey = fleettest.AdminKey
 
 // benchCluster is an origin and edges in this process, on loopback ports.
 type benchCluster struct {
 	api   string
-	edges []*edge.Server
+	edges []*fleettest.Edge
 	urls  []string
 }
 
@@ -39,53 +36,14 @@ type benchCluster struct {
 // uses), so a storm reaches them at once.
 func startBenchCluster(t *testing.T, n int) *benchCluster {
 	t.Helper()
-	c := &benchCluster{}
-	var mu sync.Mutex
-	ocfg := origin.DefaultConfig(filepath.Join(t.TempDir(), "origin"))
-	ocfg.AdminKey = benchAdminKey
 	// Only the patches a test asks for are built: background builds of
 	// full bundles would compete for the CPU under the race detector.
-	ocfg.PrecomputeBases = -1
-	ocfg.Publisher = origin.PublisherFunc(func(env *release.Envelope) error {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, e := range c.edges {
-			e.Apply(env)
-		}
-		return nil
-	})
-	o, err := origin.New(ocfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: o.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	c.api = "http://" + ln.Addr().String()
-	t.Cleanup(func() {
-		srv.Close()
-		o.Close()
-	})
-	for i := range n {
-		ecfg := edge.DefaultConfig(filepath.Join(t.TempDir(), fmt.Sprintf("edge%d", i)))
-		ecfg.Origins = func() []string { return []string{c.api} }
-		e, err := edge.New(ecfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		eln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go e.Serve(eln)
-		t.Cleanup(func() { e.Shutdown(context.Background()) })
-		mu.Lock()
+	f := fleettest.New(t, fleettest.Config{Origin: func(c *origin.Config) { c.PrecomputeBases = -1 }})
+	c := &benchCluster{api: f.OriginURL()}
+	for range n {
+		e := f.StartEdge(nil)
 		c.edges = append(c.edges, e)
-		mu.Unlock()
-		c.urls = append(c.urls, "http://"+eln.Addr().String())
+		c.urls = append(c.urls, e.URL)
 	}
 	return c
 }
@@ -137,7 +95,11 @@ func (c *benchCluster) buildPatches(t *testing.T, target release.Hash, bases ...
 	t.Helper()
 	hc := &http.Client{Timeout: 5 * time.Minute}
 	for _, b := range bases {
-		resp, err := hc.Get(c.api + "/v1/patches/" + b.String() + "/" + target.String())
+		// With the API key: the target may not be on a channel yet, and
+		// only a publisher may have such a patch built (decision 094).
+		req, _ := http.NewRequest("GET", c.api+"/v1/patches/"+b.String()+"/"+target.String(), nil)
+		req.Header.Set("Authorization", "Bearer "+benchAdminKey)
+		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

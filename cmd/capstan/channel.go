@@ -92,6 +92,7 @@ type channelFlags struct {
 	blockMajor, deviceSelect, isDefault, finish, newChannel bool
 	autoPauseRate                                           string
 	autoPauseMin                                            int
+	autoPauseAddrs                                          int
 }
 
 func (f *channelFlags) register(cmd *cobra.Command) {
@@ -102,6 +103,7 @@ func (f *channelFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.newChannel, "new-channel", false, "--channel may be a channel the app does not have yet (a mistyped name is refused otherwise)")
 	cmd.Flags().StringVar(&f.autoPauseRate, "auto-pause-failure-rate", "", "pause the rollout by itself when more than this share of devices (percent, e.g. 20) report a fail or revert; \"off\" disables it for this channel")
 	cmd.Flags().IntVar(&f.autoPauseMin, "auto-pause-min-devices", 0, "only judge the failure rate once this many devices reported")
+	cmd.Flags().IntVar(&f.autoPauseAddrs, "auto-pause-min-addresses", 0, "only pause when the failures come from at least this many network addresses (default 5)")
 }
 
 // apply sends the channel change and the auto-pause overrides.
@@ -147,12 +149,18 @@ func (f *channelFlags) apply(ctx context.Context, cmd *cobra.Command, app, chann
 		}
 		pol.AutoPauseMinDevices = &f.autoPauseMin
 	}
+	if cmd.Flags().Changed("auto-pause-min-addresses") {
+		if f.autoPauseAddrs < 1 {
+			return nil, usageError("--auto-pause-min-addresses must be at least 1")
+		}
+		pol.AutoPauseMinAddresses = &f.autoPauseAddrs
+	}
 	api := apiClient()
 	cv, err := api.UpdateChannel(ctx, app, channel, ch)
 	if err != nil {
 		return nil, err
 	}
-	if pol.AutoPauseFailureRate != nil || pol.AutoPauseMinDevices != nil {
+	if pol.AutoPauseFailureRate != nil || pol.AutoPauseMinDevices != nil || pol.AutoPauseMinAddresses != nil {
 		if _, err := api.SetChannelPolicy(ctx, app, channel, pol); err != nil {
 			return nil, err
 		}

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -127,6 +128,28 @@ func setKeys(cfg *gossip.Config, kf *gossip.KeyFile) {
 	cfg.ExtraKeys = kf.Keys[1:]
 }
 
+// keyHolder holds a node's current cluster keys (nil without any), for
+// the events tokens derived from them.
+type keyHolder struct {
+	p atomic.Pointer[gossip.KeyFile]
+}
+
+// tokens are the events tokens an origin accepts.
+func (h *keyHolder) tokens() []string {
+	if kf := h.p.Load(); kf != nil {
+		return kf.EventsTokens()
+	}
+	return nil
+}
+
+// token is the events token an edge sends.
+func (h *keyHolder) token() string {
+	if t := h.tokens(); len(t) > 0 {
+		return t[0]
+	}
+	return ""
+}
+
 // clusterKeyReload is how often a node looks at its cluster key file for
 // a key rotation (SIGHUP makes it look at once).
 const clusterKeyReload = 5 * time.Second
@@ -135,7 +158,7 @@ const clusterKeyReload = 5 * time.Second
 // node, so the cluster key rotates without a restart (docs/operations.md):
 // on SIGHUP and every clusterKeyReload. A file that does not parse is
 // logged and the node keeps its keys.
-func watchClusterKeys(ctx context.Context, path string, node *gossip.Node, log *slog.Logger) {
+func watchClusterKeys(ctx context.Context, path string, node *gossip.Node, keys *keyHolder, log *slog.Logger) {
 	if path == "" {
 		return
 	}
@@ -170,6 +193,7 @@ func watchClusterKeys(ctx context.Context, path string, node *gossip.Node, log *
 				continue
 			}
 			last = b
+			keys.p.Store(kf)
 			log.Info("cluster keys reloaded", "path", path, "gossip_keys", len(kf.Keys))
 		}
 	}()

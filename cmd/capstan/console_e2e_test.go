@@ -324,7 +324,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	click(t, ctx, "back to releases", "#nav-releases")
 
 	// Devices that revert a release pause its rollout; the card says why.
-	runCLIAs(t, api, e2eAdminKey, "channel", "set", "--app", consoleApp, "--channel", "production", "--auto-pause-failure-rate", "10", "--auto-pause-min-devices", "1")
+	runCLIAs(t, api, e2eAdminKey, "channel", "set", "--app", consoleApp, "--channel", "production", "--auto-pause-failure-rate", "10", "--auto-pause-min-devices", "1", "--auto-pause-min-addresses", "1")
 	runCLIAs(t, api, ciKey, "upload", "--app", consoleApp, "--version", "1.0.2", "--channel", "production", consoleBundle(t, "1.0.2"))
 	if r := runConsoleDevice(t, edge, phones[1]); r.To != "1.0.2" {
 		t.Fatalf("device install of 1.0.2: %+v", r)
@@ -403,7 +403,7 @@ func cliChannel(t *testing.T, api string) consoleChannel {
 
 func runConsoleDevice(t *testing.T, edge, dir string, extra ...string) deviceJSON {
 	t.Helper()
-	out := runCLIAs(t, "", "", append([]string{"device", "--edge", edge, "--app", consoleApp, "--channel", "production", "--dir", dir, "--no-rank", "--json"}, extra...)...)
+	out := runCLIAs(t, "", "", append([]string{"device", "--insecure-no-verify", "--edge", edge, "--app", consoleApp, "--channel", "production", "--dir", dir, "--no-rank", "--json"}, extra...)...)
 	var r deviceJSON
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("device output %q: %v", out, err)

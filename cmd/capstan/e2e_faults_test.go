@@ -174,7 +174,7 @@ func TestDeviceKilledDuringInstalls(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		p := testutil.Start(t, nil, bin, "device", "--edge", edgeURL, "--app", "com.example.swagger", "--channel", "production", "--dir", phone, "--json")
+		p := testutil.Start(t, nil, bin, "device", "--edge", edgeURL, "--app", "com.example.swagger", "--channel", "production", "--dir", phone, "--json", "--insecure-no-verify")
 		// Every other run is killed at a random moment; the rest run to the
 		// end, so both kinds happen whatever the machine's speed.
 		if i%2 == 0 {
@@ -259,7 +259,7 @@ func TestEdgeKilledUnderLoad(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			cmd := exec.Command(testutil.Binary(t), "device", "--edge", e1.url+","+e2.url, "--app", "com.example.swagger",
+			cmd := exec.Command(testutil.Binary(t), "device", "--insecure-no-verify", "--edge", e1.url+","+e2.url, "--app", "com.example.swagger",
 				"--channel", "production", "--dir", dirs[i], "--no-rank", "--json")
 			out, _ := cmd.Output()
 			json.Unmarshal(out, &results[i])

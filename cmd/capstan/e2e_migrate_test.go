@@ -100,7 +100,7 @@ func TestMigrateToSharedStore(t *testing.T) {
 	migrate(true)
 
 	st := &sharedStore{db: db, blobs: s3.URL(bucket), keyFile: filepath.Join(data, "origin.key"),
-		env: append([]string{"CAPSTAN_ADMIN_KEY=unused-now", "CAPSTAN_STORE=" + db}, s3.Env()...)}
+		env: append([]string{"CAPSTAN_ADMIN_KEY=unused-now-0123456789abcdef0123456789", "CAPSTAN_STORE=" + db}, s3.Env()...)}
 	o := st.start(t, "")
 	after := stateOf(t, o.api)
 	if after != before {

@@ -25,7 +25,7 @@ func rolloutBinary(t *testing.T, _ string) string { return testutil.Binary(t) }
 func rolloutDev(t *testing.T, bin, data string, args ...string) (api, edgeURL string) {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"dev", "--data", data, "--api", "127.0.0.1:0", "--edge", "127.0.0.1:0", "--gossip", "127.0.0.1:0"}, args...)...)
-	cmd.Env = append(os.Environ(), "CAPSTAN_ADMIN_KEY=e2e-admin")
+	cmd.Env = append(os.Environ(), "CAPSTAN_ADMIN_KEY="+e2eAdminKey)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +71,7 @@ func rolloutRun(t *testing.T, bin, api string, wantOK bool, out any, args ...str
 		args = append(args, "--json")
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "CAPSTAN_SERVER="+api, "CAPSTAN_API_KEY=e2e-admin")
+	cmd.Env = append(os.Environ(), "CAPSTAN_SERVER="+api, "CAPSTAN_API_KEY="+e2eAdminKey)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -122,7 +122,7 @@ func TestRolloutE2E(t *testing.T) {
 	www1, www2, www3, builtin := mk("www1", "v1"), mk("www2", "v2"), mk("www3", "v3"), mk("builtin", "shipped")
 	dev := func(name string, wantOK bool, extra ...string) rolloutDeviceResult {
 		var r rolloutDeviceResult
-		args := append([]string{"device", "--edge", edgeURL, "--app", app, "--dir", filepath.Join(tmp, name), "--device-id", name, "--builtin", builtin}, extra...)
+		args := append([]string{"device", "--insecure-no-verify", "--edge", edgeURL, "--app", app, "--dir", filepath.Join(tmp, name), "--device-id", name, "--builtin", builtin}, extra...)
 		rolloutRun(t, bin, api, wantOK, &r, args...)
 		return r
 	}
@@ -150,7 +150,7 @@ func TestRolloutE2E(t *testing.T) {
 		RolloutBPS int  `json:"rollout_bps"`
 		Paused     bool `json:"paused"`
 	}
-	rolloutRun(t, bin, api, true, &ch, "channel", "set", "--app", app, "--channel", "production", "--finish", "--auto-pause-failure-rate", "10", "--auto-pause-min-devices", "1")
+	rolloutRun(t, bin, api, true, &ch, "channel", "set", "--app", app, "--channel", "production", "--finish", "--auto-pause-failure-rate", "10", "--auto-pause-min-devices", "1", "--auto-pause-min-addresses", "1")
 	if ch.RolloutBPS != 10000 || ch.Paused {
 		t.Fatalf("after --finish: %+v", ch)
 	}

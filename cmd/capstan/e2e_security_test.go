@@ -1,10 +1,12 @@
 package main
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -399,5 +401,152 @@ func TestForgedRecordsRefusedEverywhere(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, "a new edge serves 1.0.1", func() bool { return checkVersion(fresh.url) == "1.0.1" })
 	if code, body := edgeHealth(t, fresh.url); code != 200 || body["status"] != "ok" {
 		t.Fatalf("a new edge's health: %d %v", code, body)
+	}
+}
+
+// postFailuresFrom posts one revert per device (ids prefix-0…) about
+// version to an edge from the loopback address src.
+func postFailuresFrom(t *testing.T, edgeURL, src, prefix, version string, n int) {
+	t.Helper()
+	id := releaseID(t, edgeURL, version)
+	var evs []string
+	for i := range n {
+		evs = append(evs, fmt.Sprintf(`{"action":"revert","app":"com.example.swagger","channel":"production","device":"%s-%d","release":%q,"version":%q}`, prefix, i, id, version))
+	}
+	c := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext}}
+	resp, err := c.Post(edgeURL+"/v1/events", "application/json", strings.NewReader("["+strings.Join(evs, ",")+"]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("post events: %s", resp.Status)
+	}
+}
+
+// channelPaused reads whether production is paused, from the origin.
+func channelPaused(t *testing.T, api string) bool {
+	out := runCLI(t, api, true, "stats", "--app", "com.example.swagger", "--channel", "production", "--json")
+	var rep struct {
+		Channels []struct {
+			Paused bool `json:"paused"`
+		} `json:"channels"`
+	}
+	json.Unmarshal([]byte(out), &rep)
+	return len(rep.Channels) == 1 && rep.Channels[0].Paused
+}
+
+// TestFakeEventsCannotPause is finding 4 of issue 16 against processes:
+// twenty fake revert events in one POST to an edge paused a 100 % rollout,
+// after which a new device got nothing. Now failures from one address do
+// not pause it; failures of many devices from many addresses do, and then
+// a device on the paused release keeps it while a new device gets the
+// release the channel served before.
+func TestFakeEventsCannotPause(t *testing.T) {
+	o := startFleetOrigin(t)
+	e := startFleetEdge(t, o)
+	uploadSmall(t, o.api, "1.0.0", 1)
+	uploadSmall(t, o.api, "1.0.1", 2)
+	testutil.Eventually(t, 10*time.Second, "edge serves 1.0.1", func() bool { return checkVersion(e.url) == "1.0.1" })
+
+	postFailuresFrom(t, e.url, "127.0.0.1", "fake", "1.0.1", 20)
+	testutil.Eventually(t, 15*time.Second, "the fake events at the origin", func() bool {
+		return strings.Contains(runCLI(t, o.api, true, "stats", "--app", "com.example.swagger", "--json"), `"reverts":20`)
+	})
+	if channelPaused(t, o.api) {
+		t.Fatal("twenty made-up devices on one address paused the rollout")
+	}
+	for i := range 10 {
+		postFailuresFrom(t, e.url, fmt.Sprintf("127.0.0.%d", 2+i), fmt.Sprintf("real%d", i), "1.0.1", 2)
+	}
+	testutil.Eventually(t, 15*time.Second, "the rollout to pause itself", func() bool { return channelPaused(t, o.api) })
+	// The paused record names 1.0.0 for devices not on 1.0.1: a fresh
+	// device installs it; one on 1.0.1 stays there.
+	testutil.Eventually(t, 10*time.Second, "the paused record at the edge", func() bool {
+		c := edgeRecord(t, e.url)
+		return c != nil && c.Paused && c.Stable != nil && c.Stable.Version == "1.0.0"
+	})
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	if r := runDevice(t, e.url, fresh); r.Status != "updated" || r.To != "1.0.0" {
+		t.Fatalf("a new device after the pause: %+v, want 1.0.0", r)
+	}
+	c := edgeRecord(t, e.url)
+	if got, _ := c.Target("on-1.0.1", c.Release.ID); got.Version != "1.0.1" {
+		t.Fatalf("a device on the paused release is offered %s", got.Version)
+	}
+}
+
+// edgeRecord returns the production record an edge serves.
+func edgeRecord(t *testing.T, edgeURL string) *release.Channel {
+	t.Helper()
+	resp, err := http.Get(edgeURL + "/v1/check?app=com.example.swagger&channel=production&device=probe")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var ans struct {
+		Channel *release.Envelope `json:"channel"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&ans) != nil || ans.Channel == nil {
+		return nil
+	}
+	c, _ := ans.Channel.Channel()
+	return c
+}
+
+// TestDeviceSafeDefaults is finding 6 of issue 16: `capstan device`
+// without --public-key verified nothing and said nothing. It now refuses
+// (exit 2) unless --insecure-no-verify, which its JSON reports; keys given
+// once are pinned, so a later run without --public-key still verifies.
+// And an origin refuses a CAPSTAN_ADMIN_KEY shorter than 128 bits.
+func TestDeviceSafeDefaults(t *testing.T) {
+	data := t.TempDir()
+	_, api, edgeURL := startDev(t, data)
+	uploadSmall(t, api, "1.0.0", 1)
+	phone := filepath.Join(t.TempDir(), "phone")
+	dev := func(extra ...string) (string, int) {
+		cmd := exec.Command(testutil.Binary(t), append([]string{"device", "--edge", edgeURL, "--app", "com.example.swagger", "--channel", "production", "--dir", phone, "--json"}, extra...)...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+		return string(out), code
+	}
+	if out, code := dev(); code != 2 || !strings.Contains(out, "--insecure-no-verify") || strings.Contains(out, `"status":"updated"`) {
+		t.Fatalf("a device with no key: exit %d\n%s", code, out)
+	}
+	if out, code := dev("--insecure-no-verify"); code != 0 || !strings.Contains(out, `"insecure_no_verify":true`) {
+		t.Fatalf("--insecure-no-verify: exit %d\n%s", code, out)
+	}
+
+	// A device that pinned the origin key (and a release key the uploads
+	// are not signed with) refuses the unsigned 1.0.1, also when run
+	// without --public-key later.
+	rel, _ := release.GenerateKey()
+	relPub, _ := release.EncodePublicKey(rel.Public().(ed25519.PublicKey), release.RoleRelease)
+	org, err := os.ReadFile(filepath.Join(data, "origin", "origin.key.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := filepath.Join(t.TempDir(), "trust.pem")
+	os.WriteFile(trust, append(relPub, org...), 0o644)
+	phone = filepath.Join(t.TempDir(), "pinned")
+	if out, _ := dev("--public-key", trust, "--check"); !strings.Contains(out, `"status"`) || strings.Contains(out, "insecure") {
+		t.Fatalf("a check with keys:\n%s", out)
+	}
+	uploadSmall(t, api, "1.0.1", 2)
+	if out, code := dev(); code != 1 || !strings.Contains(out, "not signed by a trusted key") {
+		t.Fatalf("a run without --public-key after keys were pinned: exit %d\n%s", code, out)
+	}
+
+	// The admin key: 13 characters are refused with a sentence, exit 2.
+	cmd := exec.Command(testutil.Binary(t), "origin", "--data", t.TempDir(), "--api", "127.0.0.1:0", "--gossip", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "CAPSTAN_ADMIN_KEY=dev-admin-key")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "at least 32") {
+		t.Fatalf("a 13-character admin key: %v\n%s", err, out)
 	}
 }

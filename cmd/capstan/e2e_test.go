@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -14,7 +15,7 @@ import (
 	"github.com/capstan-ota/capstan/internal/testutil"
 )
 
-const e2eAdminKey = "e2e-admin-key-0123456789"
+const e2eAdminKey = "e2e-admin-key-0123456789abcdef0123456789"
 
 // runCLI runs a client command against an origin and returns stdout.
 func runCLI(t *testing.T, server string, wantOK bool, args ...string) string {
@@ -103,6 +104,11 @@ func runDevice(t *testing.T, edgeURL, dir string, extra ...string) deviceJSON {
 func runDeviceExpect(t *testing.T, wantOK bool, edgeURL, dir string, extra ...string) deviceJSON {
 	t.Helper()
 	args := append([]string{"device", "--edge", edgeURL, "--app", "com.example.swagger", "--channel", "production", "--dir", dir, "--json"}, extra...)
+	if !slices.Contains(extra, "--public-key") {
+		// These tests upload unsigned releases: the device checks no
+		// signature, and must be told so.
+		args = append(args, "--insecure-no-verify")
+	}
 	out := runCLI(t, "", wantOK, args...)
 	var r deviceJSON
 	if err := json.Unmarshal([]byte(out), &r); err != nil {

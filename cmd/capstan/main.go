@@ -92,7 +92,7 @@ Client commands read CAPSTAN_SERVER (default http://127.0.0.1:7070) and CAPSTAN_
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: 2, err: fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
 	})
-	root.AddCommand(newDevCmd(), newOriginCmd(), newEdgeCmd(), newKeysCmd(), newUploadCmd(), newChannelCmd(), newRollbackCmd(), newDeviceCmd(), newStatsCmd(), newAppCmd(), newBenchCmd())
+	root.AddCommand(newDevCmd(), newOriginCmd(), newEdgeCmd(), newKeysCmd(), newUploadCmd(), newChannelCmd(), newRollbackCmd(), newDeviceCmd(), newStatsCmd(), newAppCmd(), newBenchCmd(), newGCCmd())
 	for _, c := range allCommands(root) {
 		usageChecks(c)
 		if clientCommands[c.CommandPath()] {

@@ -94,7 +94,7 @@ func testRegions(t *testing.T, netns bool) {
 	// The command does the same: it ships the far edge and installs from
 	// the near one, keeping the ranking in its folder.
 	cliDir := filepath.Join(t.TempDir(), "cli-phone")
-	out := runCLI(t, "", true, "device", "--edge", far.URL, "--app", app, "--channel", channel, "--dir", cliDir, "--json", "--check")
+	out := runCLI(t, "", true, "device", "--edge", far.URL, "--app", app, "--channel", channel, "--dir", cliDir, "--json", "--check", "--insecure-no-verify")
 	var cr struct{ Status, Edge string }
 	if err := json.Unmarshal([]byte(out), &cr); err != nil || cr.Status != "available" || cr.Edge != near.URL {
 		t.Fatalf("capstan device --check shipping the far edge: %s (%v), want available from %s", out, err, near.URL)

@@ -113,14 +113,32 @@ func listenCause(err error) error {
 	return err
 }
 
+// minAdminKeyLen is the shortest CAPSTAN_ADMIN_KEY an origin takes: 128
+// bits written in hex (openssl rand -hex 16). A guessable admin key is the
+// whole fleet (issue 16, finding 6).
+const minAdminKeyLen = 32
+
+// adminKeyFromEnv reads CAPSTAN_ADMIN_KEY, refusing one too short to be a
+// secret. Unset, the origin generates a key on an empty folder.
+func adminKeyFromEnv() (string, error) {
+	k := os.Getenv("CAPSTAN_ADMIN_KEY")
+	if k != "" && len(k) < minAdminKeyLen {
+		return "", usageError("CAPSTAN_ADMIN_KEY is %d characters: an admin key needs at least %d (128 bits in hex: openssl rand -hex 16); or leave it unset and the origin generates one", len(k), minAdminKeyLen)
+	}
+	return k, nil
+}
+
 // startOrigin opens an origin (on shared stores when sf names them) and
 // makes its API server; the caller serves it on ln (go srv.Serve(ln)) once
 // whatever the API needs is ready. Close the origin, then call closeStores.
 // public is the --public-url flag ("" for one made from the listen address).
-func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir string, ln net.Listener, public string, pub origin.Publisher, sf sharedFlags) (o *origin.Server, srv *http.Server, closeStores func(), err error) {
+func startOrigin(cmd *cobra.Command, log *slog.Logger, dataDir string, ln net.Listener, public string, pub origin.Publisher, sf sharedFlags, keys *keyHolder) (o *origin.Server, srv *http.Server, closeStores func(), err error) {
 	cfg := origin.DefaultConfig(dataDir)
+	cfg.EventsTokens = keys.tokens
 	cfg.PublicURL = publicURL(public, ln.Addr())
-	cfg.AdminKey = os.Getenv("CAPSTAN_ADMIN_KEY")
+	if cfg.AdminKey, err = adminKeyFromEnv(); err != nil {
+		return nil, nil, nil, err
+	}
 	cfg.Logger = log.With("component", "origin")
 	cfg.Publisher = pub
 	if l, ok := pub.(interface{ members() []origin.Member }); ok {
@@ -308,7 +326,8 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 			if err != nil {
 				return err
 			}
-			o, api, closeStores, err := startOrigin(cmd, log, filepath.Join(dataDir, "origin"), apiLn, "", multiPublisher{toEdge, lazy}, sharedFlags{})
+			keys := &keyHolder{}
+			o, api, closeStores, err := startOrigin(cmd, log, filepath.Join(dataDir, "origin"), apiLn, "", multiPublisher{toEdge, lazy}, sharedFlags{}, keys)
 			if err != nil {
 				return err
 			}
@@ -319,10 +338,13 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 				return err
 			}
 			setKeys(&gcfg, kf)
+			keys.p.Store(kf)
 			gcfg.Verify = o.VerifyRecord
-			// The edge trusts what the origin key signed, like any edge.
+			// The edge trusts what the origin key signed, like any edge,
+			// and sends its events with the cluster's events token.
 			trustOrigin := func(c *edge.Config) {
 				c.OriginKeys = []release.PublicKey{{Key: o.PublicKey(), Role: release.RoleOrigin}}
+				c.EventsTokenFunc = keys.token
 			}
 			es, err := startEdge(log, filepath.Join(dataDir, "edge"), edgeLn, 0, func() []string { return []string{apiURL} }, cf.apply, trustOrigin)
 			if err != nil {
@@ -341,7 +363,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 				o.Close()
 				return fmt.Errorf("--gossip %s: %w", g.bind, err)
 			}
-			watchClusterKeys(ctx, keyPath, node, log)
+			watchClusterKeys(ctx, keyPath, node, keys, log)
 			o.Registry().MustRegister(gossipMembers(node))
 			lazy.node.Store(node)
 			publishAll(o, node, log)
@@ -414,7 +436,8 @@ admin calls, the database decides what they race for, and edges learn every orig
 			if err != nil {
 				return err
 			}
-			o, api, closeStores, err := startOrigin(cmd, log, dataDir, apiLn, pub, lazy, sf)
+			keys := &keyHolder{}
+			o, api, closeStores, err := startOrigin(cmd, log, dataDir, apiLn, pub, lazy, sf, keys)
 			if err != nil {
 				return err
 			}
@@ -425,6 +448,7 @@ admin calls, the database decides what they race for, and edges learn every orig
 				return err
 			}
 			setKeys(&gcfg, kf)
+			keys.p.Store(kf)
 			// The origin's own node checks records like any other: a
 			// forged one must not be stored, relayed or handed to new edges.
 			gcfg.Verify = o.VerifyRecord
@@ -440,7 +464,7 @@ admin calls, the database decides what they race for, and edges learn every orig
 				api.Close()
 				return fmt.Errorf("--gossip %s: %w", g.bind, err)
 			}
-			watchClusterKeys(ctx, keyPath, node, log)
+			watchClusterKeys(ctx, keyPath, node, keys, log)
 			lazy.node.Store(node)
 			publishAll(o, node, log)
 			o.Registry().MustRegister(gossipMembers(node))
@@ -540,8 +564,11 @@ records from gossip, answers device checks from memory and serves blobs from its
 			if err != nil {
 				return err
 			}
+			keys := &keyHolder{}
+			keys.p.Store(kf)
 			e, err := startEdge(log, dataDir, ln, size, func() []string { return static }, rl.apply, cf.apply, func(c *edge.Config) {
 				c.OriginKeys = okeys
+				c.EventsTokenFunc = keys.token
 				c.ClusterOrigins = announced
 				c.InsecureGossip = kf == nil
 				if pub != "" {
@@ -563,7 +590,7 @@ records from gossip, answers device checks from memory and serves blobs from its
 					if err == nil {
 						node.Store(n)
 						if g.clusterKey != "" {
-							watchClusterKeys(ctx, g.clusterKey, n, log)
+							watchClusterKeys(ctx, g.clusterKey, n, keys, log)
 						}
 						e.MarkSynced()
 						e.Registry().MustRegister(gossipMembers(n))

@@ -22,7 +22,7 @@ var rows = []struct {
 	{"leaves: formats and mechanisms that import nothing of Capstan", []string{
 		"release", "delta/bsdiff40", "delta/internal/sadiff",
 		"internal/httpenc", "internal/kv", "internal/netsim", "internal/testutil", "internal/servicetest",
-		"internal/fleettest", "internal/archtest", "origin/console",
+		"internal/archtest", "origin/console",
 	}},
 	{"shared shapes and engines", []string{
 		"wire", "stats", "capgo", "gossip", "delta", "internal/bundle", "origin/store",
@@ -36,7 +36,7 @@ var rows = []struct {
 		"origin", "edge", "device", "origin/client",
 		"capgo/capgotest", "delta/internal/deltabench", "clients/capacitor/bench/wasmapply",
 	}},
-	{"tools", []string{"bench", "bench/regions"}},
+	{"tools and test kits", []string{"bench", "bench/regions", "internal/fleettest"}},
 	{"the program: flags and wiring", []string{"cmd/capstan"}},
 }
 

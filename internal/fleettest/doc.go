@@ -1,5 +1,9 @@
-// Package fleettest holds the release-management tests that need a whole
-// fleet in one process: a real origin (Badger in a temporary folder), a
-// real edge and reference devices, talking HTTP on 127.0.0.1. It has no
-// code of its own.
+// Package fleettest runs a fleet in one process for tests: a real origin
+// (Badger in a temporary folder) serving its API over HTTP on 127.0.0.1,
+// and real edges that pull from it and receive the records it signs as
+// gossip would hand them over (Fleet, StartEdge). The release-management
+// tests of this package, the device's tests, the edge's tests and the
+// bench command's tests all build their origin and edges with it, so a
+// change in how a server starts or stops is made once. Gossip itself is
+// exercised with gossip/gossiptest.
 package fleettest

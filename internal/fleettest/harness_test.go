@@ -1,19 +1,16 @@
 package fleettest
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,144 +21,46 @@ import (
 	"github.com/capstan-ota/capstan/wire"
 )
 
-const adminKey = "test-admin-key"
-
-// fleet is an origin and an edge in one process.
+// fleet is the package's Fleet with one edge, and the helpers of its
+// tests.
 type fleet struct {
-	t      *testing.T
-	dir    string
-	ocfg   origin.Config
-	mu     sync.Mutex // guards o, oURL, osrv
-	o      *origin.Server
-	oURL   string
-	osrv   *http.Server
-	e      atomic.Pointer[edge.Server]
-	eURL   string
-	client *client.Client
+	*Fleet
+	t    *testing.T
+	e    *Edge
+	eURL string
 }
 
 func newFleet(t *testing.T, tune func(*origin.Config)) *fleet {
 	t.Helper()
-	f := &fleet{t: t, dir: t.TempDir()}
-	f.ocfg = origin.Config{
-		DataDir:  filepath.Join(f.dir, "origin"),
-		AdminKey: adminKey,
-		Publisher: origin.PublisherFunc(func(env *release.Envelope) error {
-			if e := f.e.Load(); e != nil {
-				e.Apply(env)
-			}
-			return nil
-		}),
-	}
-	if tune != nil {
-		tune(&f.ocfg)
-	}
-	f.startOrigin()
-	e, err := edge.New(edge.Config{
-		DataDir:         filepath.Join(f.dir, "edge"),
-		Origins:         func() []string { f.mu.Lock(); defer f.mu.Unlock(); return []string{f.oURL} },
-		EventFlush:      time.Hour, // tests flush explicitly
-		EventsPerSecond: -1,
-		EventsToken:     f.ocfg.EventsToken,
+	f := &fleet{t: t, Fleet: New(t, Config{Origin: tune})}
+	f.e = f.StartEdge(func(c *edge.Config) {
+		c.EventFlush = time.Hour // tests flush explicitly
+		c.EventsPerSecond = -1
+		c.EventsToken = f.OriginConfig().EventsToken
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go e.Serve(ln)
-	f.e.Store(e)
-	f.eURL = "http://" + ln.Addr().String()
+	f.eURL = f.e.URL
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := e.SyncFromOrigin(ctx); err != nil {
+	if err := f.e.SyncFromOrigin(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		e.Shutdown(ctx)
-		f.stopOrigin()
-	})
 	return f
 }
 
-func (f *fleet) startOrigin() {
-	f.t.Helper()
-	o, err := origin.New(f.ocfg)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	srv := &http.Server{Handler: o.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	f.mu.Lock()
-	f.o, f.osrv, f.oURL = o, srv, "http://"+ln.Addr().String()
-	f.client = &client.Client{Server: f.oURL, APIKey: adminKey}
-	f.mu.Unlock()
-}
-
-func (f *fleet) stopOrigin() {
-	f.mu.Lock()
-	o, srv := f.o, f.osrv
-	f.o, f.osrv = nil, nil
-	f.mu.Unlock()
-	if srv != nil {
-		srv.Close()
-	}
-	if o != nil {
-		o.Close()
-	}
-}
-
 // restartOrigin closes the origin and opens its data folder again.
-func (f *fleet) restartOrigin() {
-	f.stopOrigin()
-	f.startOrigin()
-}
+func (f *fleet) restartOrigin() { f.RestartOrigin() }
 
-func (f *fleet) origin() *origin.Server {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.o
-}
+func (f *fleet) origin() *origin.Server { return f.Origin() }
 
-func (f *fleet) api() *client.Client {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.client
-}
+func (f *fleet) api() *client.Client { return f.API() }
 
-func (f *fleet) edge() *edge.Server { return f.e.Load() }
-
-// bundleZip zips files (path → content).
-func bundleZip(t *testing.T, files map[string]string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	for p, c := range files {
-		w, err := zw.Create(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.WriteString(w, c)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
+func (f *fleet) edge() *edge.Server { return f.e.Server }
 
 // upload stores a release whose files depend on the version, optionally
 // pointing channel at it with a rollout in percent.
 func (f *fleet) upload(app, version, channel string, rollout float64, minNative string) release.Ref {
 	f.t.Helper()
-	z := bundleZip(f.t, map[string]string{
+	z := Zip(f.t, map[string]string{
 		"index.html":     "<html>" + version + "</html>",
 		"assets/app.js":  "console.log('" + version + "')",
 		"assets/lib.css": "body{}",
@@ -175,15 +74,12 @@ func (f *fleet) upload(app, version, channel string, rollout float64, minNative 
 	return release.Ref{Version: rec.Version, ID: rec.ID}
 }
 
-// checkAnswer is an edge's answer to /v1/check.
+// checkAnswer is an edge's answer to /v1/check, with its HTTP status and
+// the error of a refusal.
 type checkAnswer struct {
-	HTTP    int
-	Status  string            `json:"status"`
-	Code    string            `json:"code"`
-	Reason  string            `json:"reason"`
-	Error   string            `json:"error"`
-	Channel *release.Envelope `json:"channel"`
-	Release *release.Envelope `json:"release"`
+	wire.CheckAnswer
+	HTTP  int    `json:"-"`
+	Error string `json:"error"`
 }
 
 // offered returns the release the answer offers (zero ID: builtin), and

@@ -67,6 +67,7 @@ func TestCountersMatchEventsAcrossRestart(t *testing.T) {
 
 	want := wire.ReleaseStats{Version: "1.1.0", Release: v2.ID, Counters: wire.Counters{
 		Downloads: 1000, Installs: 1000, Confirms: 860, Failures: 40, Reverts: 100, Bytes: 1000 * 1000,
+		FailedAddresses: 1, // the whole fleet reports from loopback
 	}}
 	check := func(when string) {
 		rep, err := f.api().Stats(context.Background(), app, "")
@@ -123,7 +124,11 @@ func TestCountersMatchEventsAcrossRestart(t *testing.T) {
 }
 
 func TestAutoPauseOnFailureSpike(t *testing.T) {
-	f := newFleet(t, func(c *origin.Config) { c.AutoPause = origin.AutoPausePolicy{FailureRate: 0.2, MinDevices: 50} })
+	// Every device of this in-process fleet reports from one loopback
+	// address: the address rule is TestAutoPauseNeedsManyAddresses's.
+	f := newFleet(t, func(c *origin.Config) {
+		c.AutoPause = origin.AutoPausePolicy{FailureRate: 0.2, MinDevices: 50, MinAddresses: 1}
+	})
 	v1 := f.upload(app, "1.0.0", "production", 100, "")
 	v2 := f.upload(app, "1.1.0", "production", 50, "")
 	ids := deviceIDs(1000)
@@ -228,8 +233,8 @@ func TestChannelAutoPauseOverride(t *testing.T) {
 	if f.channel(app, "production").Paused {
 		t.Fatal("paused although auto-pause is off for the channel")
 	}
-	rate, n := 0.5, 10
-	if _, err := f.origin().SetChannelPolicy(app, "production", wire.ChannelPolicy{AutoPauseFailureRate: &rate, AutoPauseMinDevices: &n}); err != nil {
+	rate, n, one := 0.5, 10, 1 // one address: the whole fleet is on loopback
+	if _, err := f.origin().SetChannelPolicy(app, "production", wire.ChannelPolicy{AutoPauseFailureRate: &rate, AutoPauseMinDevices: &n, AutoPauseMinAddresses: &one}); err != nil {
 		t.Fatal(err)
 	}
 	f.sendAll(evs[:1])

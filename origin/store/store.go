@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 
 	"github.com/capstan-ota/capstan/release"
 )
@@ -81,6 +82,20 @@ type Blobs interface {
 	Open(ctx context.Context, h release.Hash) (Blob, error)
 	// Size returns a blob's length, or an error wrapping ErrNotFound.
 	Size(ctx context.Context, h release.Hash) (int64, error)
+}
+
+// Sweeper is implemented by Blobs stores whose blobs can be deleted: what
+// garbage collection needs (origin/gc.go). A blob is deleted only when no
+// record refers to it and no upload or build that could refer to it is
+// under way; that is decided by the origin under its records, so a Sweeper
+// only lists and deletes.
+type Sweeper interface {
+	// List calls fn for every stored blob with its size and when it was
+	// written, in no particular order; an error from fn stops the listing
+	// and is returned.
+	List(ctx context.Context, fn func(h release.Hash, size int64, written time.Time) error) error
+	// Delete removes a blob; a missing blob is not an error.
+	Delete(ctx context.Context, h release.Hash) error
 }
 
 // Blob is one open blob.

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
@@ -156,6 +157,44 @@ func (b *Store) Walk(ctx context.Context, fn func(h release.Hash, size int64) er
 		}
 		return fn(h, fi.Size())
 	})
+}
+
+var _ store.Sweeper = (*Store)(nil)
+
+// List implements store.Sweeper: the blob files and their modification
+// times.
+func (b *Store) List(ctx context.Context, fn func(h release.Hash, size int64, written time.Time) error) error {
+	return filepath.WalkDir(b.root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		h, perr := release.ParseHash(d.Name())
+		if perr != nil {
+			return nil // not a blob
+		}
+		fi, err := d.Info()
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // deleted meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		return fn(h, fi.Size(), fi.ModTime())
+	})
+}
+
+// Delete implements store.Sweeper.
+func (b *Store) Delete(_ context.Context, h release.Hash) error {
+	if err := os.Remove(b.Path(h)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete blob %s: %w", h, err)
+	}
+	return nil
 }
 
 type file struct {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
@@ -205,6 +206,37 @@ func (s *Store) Size(ctx context.Context, h release.Hash) (int64, error) {
 		return 0, fmt.Errorf("blob %s: %w", h, classify(err))
 	}
 	return st.Size, nil
+}
+
+var _ store.Sweeper = (*Store)(nil)
+
+// List implements store.Sweeper: the objects under the blob prefix and
+// their last-modified times.
+func (s *Store) List(ctx context.Context, fn func(h release.Hash, size int64, written time.Time) error) error {
+	for o := range s.c.ListObjectsIter(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.prefix + "blobs/", Recursive: true}) {
+		if o.Err != nil {
+			return fmt.Errorf("list blobs: %w", classify(o.Err))
+		}
+		name := o.Key[strings.LastIndexByte(o.Key, '/')+1:]
+		h, err := release.ParseHash(name)
+		if err != nil || o.Key != s.Name(h) {
+			continue // not a blob
+		}
+		if err := fn(h, o.Size, o.LastModified); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// Delete implements store.Sweeper.
+func (s *Store) Delete(ctx context.Context, h release.Hash) error {
+	if err := s.c.RemoveObject(ctx, s.bucket, s.Name(h), minio.RemoveObjectOptions{}); err != nil {
+		if err := classify(err); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("delete blob %s: %w", h, err)
+		}
+	}
+	return nil
 }
 
 type object struct {
