@@ -24,6 +24,10 @@ func FuzzDecode(f *testing.F) {
 	f.Add(d)
 	f.Add(EncodeFileList(testManifest().Files))
 	f.Add([]byte(FileListMagic + "0000000000000000000000000000000000000000000000000000000000000000 1 644 a\n"))
+	ob, _ := (&Origin{URL: "http://origin-1:7070", Issued: time.Unix(0, 0).UTC(), Expires: time.Unix(3600, 0).UTC()}).Encode()
+	f.Add(ob)
+	db, _ := (&Derived{Path: "/v1/patches/a/b", SHA256: Sum(m), Size: 10}).Encode()
+	f.Add(db)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if d, m, err := DecodeRelease(b); err == nil {
 			if d.Validate() != nil || m != nil && m.Validate() != nil {
@@ -55,6 +59,12 @@ func FuzzDecode(f *testing.F) {
 		}
 		if c, err := DecodeChannel(b); err == nil && c.Validate() != nil {
 			t.Fatal("accepted an invalid channel record")
+		}
+		if o, err := DecodeOrigin(b); err == nil && o.Validate() != nil {
+			t.Fatal("accepted an invalid origin statement")
+		}
+		if d, err := DecodeDerived(b); err == nil && (d.Validate() != nil || d.Size < 0) {
+			t.Fatal("accepted an invalid derived-object statement")
 		}
 		if e, err := DecodeEnvelope(b); err == nil {
 			_ = e.Verify(nil)
