@@ -149,10 +149,10 @@ type Server struct {
 	endLife context.CancelFunc
 	bgMu    sync.Mutex     // orders background's wg.Add before Shutdown's Wait
 	wg      sync.WaitGroup // the background tasks started by the server
-	keyMu  sync.RWMutex // guards key (swapped by RotateKey)
-	key    ed25519.PrivateKey
-	reg    *prometheus.Registry
-	m      metrics
+	keyMu   sync.RWMutex   // guards key (swapped by RotateKey)
+	key     ed25519.PrivateKey
+	reg     *prometheus.Registry
+	m       metrics
 
 	adminStart AdminKeyStart
 	node       string       // names this process in build leases and the audit trail
