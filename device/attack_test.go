@@ -418,7 +418,7 @@ func TestAttackSlowEdge(t *testing.T) {
 	}
 	sameTree(t, dir, v1Files)
 	if c.proxy.count("blobs")+c.proxy.count("patches") == 0 {
-		t.Fatal("the slow edge was never asked")
+		t.Fatalf("the slow edge was never asked: %v", c.proxy.hits)
 	}
 }
 

@@ -194,8 +194,10 @@ func (c *cluster) device(o devOpts) (*device.Device, string) {
 		Dir: o.dir, Edges: o.edges, App: testApp, Channel: o.channel, DeviceID: "dev-1",
 		NativeVersion: o.native, Keys: o.keys, RequestTimeout: o.timeout, Now: c.clock.Now,
 		// The attacks are about what a device installs, not about health:
-		// no revert of unconfirmed releases (the clock jumps), no events.
-		ConfirmTimeout: -1, NoEvents: true,
+		// no revert of unconfirmed releases (the clock jumps), no events,
+		// and the edges tried in the order given (a ranking would put a
+		// slow or hostile edge last once the edges are ready).
+		ConfirmTimeout: -1, NoEvents: true, Ranking: device.RankConfig{Off: true},
 	})
 	if err != nil {
 		c.t.Fatal(err)

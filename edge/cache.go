@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -345,12 +346,12 @@ func (c *blobCache) used() (bytes int64, blobs int) {
 // gcLoop runs Badger's value-log GC, which is the application's job: it
 // reclaims the space of deleted keys (and of the chunked blobs of edges
 // before decision 082).
-func (c *blobCache) gcLoop(stop <-chan struct{}, every time.Duration) {
+func (c *blobCache) gcLoop(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 			for c.db.RunValueLogGC(0.5) == nil {

@@ -296,17 +296,13 @@ func (s *Server) capgoAppConfig(app string) *capgo.AppConfig {
 		return s.fetchCapgoConfig(app, &capgo.AppConfig{})
 	}
 	if s.cfg.Now().Sub(e.fetched) >= c.cfg.ConfigTTL && e.refreshing.CompareAndSwap(false, true) {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.fetchCapgoConfig(app, e.cfg)
-		}()
+		s.background(func(context.Context) { s.fetchCapgoConfig(app, e.cfg) })
 	}
 	return e.cfg
 }
 
 func (s *Server) fetchCapgoConfig(app string, fallback *capgo.AppConfig) *capgo.AppConfig {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(s.life, 3*time.Second)
 	defer cancel()
 	v, err, _ := s.flight.Do("capgo-app/"+app, func() (any, error) {
 		b, err := s.fetchSmall(ctx, "/v1/capgo/apps/"+url.PathEscape(app), 1<<20)
@@ -690,7 +686,7 @@ func (s *Server) capgoRelease(id release.Hash) (*capgoRelease, error) {
 	if ok {
 		return rel, nil
 	}
-	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	rctx, cancel := context.WithTimeout(s.life, 10*time.Second)
 	defer cancel()
 	me, err := s.manifest(rctx, id)
 	if err != nil {
@@ -734,7 +730,7 @@ func (s *Server) capgoAnswerBody(ctx *fasthttp.RequestCtx, rel *capgoRelease, wi
 		return a, nil
 	}
 	base, fromHeaders := s.baseURL(ctx)
-	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	rctx, cancel := context.WithTimeout(s.life, 10*time.Second)
 	m, err := s.fullManifest(rctx, rel.me)
 	cancel()
 	if err != nil {

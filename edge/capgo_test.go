@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -247,19 +246,10 @@ func checkManifest(t *testing.T, a *capgotest.AppVersion, o *origin.Server, rec 
 // for CPU with the test.
 func newQuietFleet(t testing.TB) *fleet {
 	t.Helper()
-	cfg := origin.DefaultConfig(t.TempDir())
-	cfg.AdminKey = adminKey
-	cfg.PrecomputeBases = -1
-	cfg.CapgoBrotliQuality = 1 // the race detector makes q9 ~10 s per MiB
-	o, err := origin.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fleet{origin: o}
-	f.originSrv = httptest.NewServer(o.Handler())
-	f.originURL = f.originSrv.URL
-	t.Cleanup(func() { f.originSrv.Close(); o.Close() })
-	return f
+	return newFleet(t, func(cfg *origin.Config) {
+		cfg.PrecomputeBases = -1
+		cfg.CapgoBrotliQuality = 1 // the race detector makes q9 ~10 s per MiB
+	})
 }
 
 func uploadFixture(t testing.TB, f *fleet, app, version, fixture, channel string, enc *capgo.Encrypted, encZip []byte) *release.Record {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/capstan-ota/capstan/capgo"
 	"github.com/capstan-ota/capstan/internal/kv"
+	"github.com/capstan-ota/capstan/internal/lifetime"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/stats"
 	"github.com/dgraph-io/badger/v4"
@@ -113,6 +114,15 @@ type Config struct {
 	// fleet view.
 	URL         string
 	ReportEvery time.Duration
+	// PollEvery is how often a serving edge pulls the whole state of an
+	// origin (GET /v1/state), first when Serve starts: the bootstrap, and
+	// the last resort behind gossip (default 1 minute; negative: never).
+	PollEvery time.Duration
+	// Join, if set, joins the edge's cluster (a gossip node whose records
+	// the caller hands to Apply) and returns what leaves it. A serving
+	// edge calls it, and again every few seconds until it succeeds,
+	// serving what it holds meanwhile; Shutdown calls leave first.
+	Join func(ctx context.Context) (leave func(context.Context), err error)
 	// Logger receives the edge's log; nil discards it.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -177,9 +187,16 @@ type Server struct {
 
 	started time.Time // for the fleet report
 
-	stop     chan struct{}
-	stopOnce sync.Once
-	wg       sync.WaitGroup
+	// life is the edge's lifetime, cancelled by Shutdown: every
+	// background task and every pull from an origin derives from it.
+	life     context.Context // lt's context
+	lt       *lifetime.Lifetime
+	netOnce  sync.Once  // Serve starts the cluster join and the polling once
+	leaveMu  sync.Mutex // guards leave, left
+	leave    func(context.Context)
+	left     bool // Shutdown has taken leave: a late join leaves at once
+	shutOnce sync.Once
+	shutErr  error
 }
 
 // manifestEntry is a release the edge holds: its signed envelope (what
@@ -246,6 +263,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ReportEvery == 0 {
 		cfg.ReportEvery = defaultReportEvery
 	}
+	if cfg.PollEvery == 0 {
+		cfg.PollEvery = defaultPollEvery
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -269,7 +289,6 @@ func New(cfg Config) (*Server, error) {
 		manifests: newCowMap[release.Hash, *manifestEntry](hashKey),
 		synced:    make(chan struct{}),
 		started:   cfg.Now(),
-		stop:      make(chan struct{}),
 		events:    newEventQueue(cfg.EventQueue),
 		evLimit:   newWindowLimiter(cfg.EventsPerSecond, maxLimiterClients),
 		client: &http.Client{Transport: &http.Transport{
@@ -278,6 +297,8 @@ func New(cfg Config) (*Server, error) {
 			MaxIdleConnsPerHost:   16,
 		}},
 	}
+	s.lt = lifetime.New()
+	s.life = s.lt.Context()
 	s.offers.seed = maphash.MakeSeed()
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
@@ -297,16 +318,17 @@ func New(cfg Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); cache.gcLoop(s.stop, time.Minute) }()
-	s.wg.Add(1)
-	go s.eventLoop()
+	s.background(func(ctx context.Context) { cache.gcLoop(ctx, time.Minute) })
+	s.background(s.eventLoop)
 	if cfg.URL != "" && cfg.ReportEvery > 0 {
-		s.wg.Add(1)
-		go s.reportLoop()
+		s.background(s.reportLoop)
 	}
 	return s, nil
 }
+
+// background runs task for the edge's lifetime: ctx is cancelled by
+// Shutdown, which waits for task to return.
+func (s *Server) background(task func(ctx context.Context)) { s.lt.Go(task) }
 
 // Registry is the edge's Prometheus registry, for adding collectors such
 // as gossip membership.
@@ -352,15 +374,13 @@ func (s *Server) Apply(env *release.Envelope) bool {
 			continue
 		}
 		id := ref.ID
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FetchTimeout)
+		s.background(func(ctx context.Context) {
+			ctx, cancel := context.WithTimeout(ctx, s.cfg.FetchTimeout)
 			defer cancel()
-			if _, err := s.manifest(ctx, id); err != nil {
+			if _, err := s.manifest(ctx, id); err != nil && ctx.Err() == nil {
 				s.log.Warn("prefetch manifest", "id", id, "err", err)
 			}
-		}()
+		})
 	}
 	return true
 }
@@ -395,6 +415,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.srv = srv
 	s.srvMu.Unlock()
+	s.netOnce.Do(s.startNetwork)
 	err := srv.Serve(guard)
 	s.srvMu.Lock()
 	shut := s.shut
@@ -412,21 +433,41 @@ func (s *Server) Serve(ln net.Listener) error {
 	return fmt.Errorf("edge: serving stopped: %w", err)
 }
 
-// Shutdown stops serving (waiting for requests in flight up to ctx) and
-// closes the cache.
+// Shutdown ends the edge's lifetime: it leaves the cluster, stops serving
+// (waiting for requests in flight), cancels the context every background
+// task derives from and waits for them, then forwards the events still
+// queued and closes the cache — all within ctx: past its deadline it stops
+// waiting. Later calls return the first call's result.
 func (s *Server) Shutdown(ctx context.Context) error {
-	var err error
+	s.shutOnce.Do(func() { s.shutErr = s.shutdown(ctx) })
+	return s.shutErr
+}
+
+func (s *Server) shutdown(ctx context.Context) error {
+	s.leaveMu.Lock()
+	leave := s.leave
+	s.leave, s.left = nil, true
+	s.leaveMu.Unlock()
+	if leave != nil {
+		leave(ctx)
+	}
+	var errs []error
 	s.srvMu.Lock()
 	srv := s.srv
 	s.shut = true
 	s.srvMu.Unlock()
 	if srv != nil {
-		err = srv.ShutdownWithContext(ctx)
+		errs = append(errs, srv.ShutdownWithContext(ctx))
 	}
-	s.stopOnce.Do(func() { close(s.stop) })
-	s.wg.Wait()
-	if cerr := s.db.Close(); err == nil {
-		err = cerr
+	if err := s.lt.Stop(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("edge: shutdown: %w", err))
+	} else {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := s.FlushEvents(fctx); err != nil {
+			s.log.Warn("events lost at shutdown", "queued", s.events.len(), "err", err)
+		}
+		cancel()
 	}
-	return err
+	errs = append(errs, s.db.Close())
+	return errors.Join(errs...)
 }

@@ -10,9 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,49 +18,56 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/edge"
+	"github.com/capstan-ota/capstan/internal/fleettest"
 	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/wire"
 )
 
-const adminKey = "edge-test-admin"
+const adminKey = fleettest.AdminKey
 
+// fleet is an origin of the shared harness (internal/fleettest) that does
+// not push its records: the edges of these tests pull, and a test can
+// count what they pull, play an outage, or tamper with an answer.
 type fleet struct {
+	*fleettest.Fleet
 	origin     *origin.Server
 	originURL  string
-	originSrv  *httptest.Server
 	blobPulls  atomic.Int64
 	originDown atomic.Bool
+	tamper     atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
 }
 
 func newFleet(t testing.TB, mutate ...func(*origin.Config)) *fleet {
 	t.Helper()
-	cfg := origin.DefaultConfig(t.TempDir())
-	cfg.AdminKey = adminKey
-	for _, m := range mutate {
-		m(&cfg)
-	}
-	o, err := origin.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fleet{origin: o}
-	h := o.Handler()
-	f.originSrv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if f.originDown.Load() {
-			// A hard failure, like a dead process: close the connection.
-			hj, _ := w.(http.Hijacker)
-			c, _, _ := hj.Hijack()
-			c.Close()
-			return
-		}
-		if strings.HasPrefix(r.URL.Path, "/v1/blobs/") {
-			f.blobPulls.Add(1)
-		}
-		h.ServeHTTP(w, r)
-	}))
-	f.originURL = f.originSrv.URL
-	t.Cleanup(func() { f.originSrv.Close(); o.Close() })
+	f := &fleet{}
+	f.Fleet = fleettest.New(t, fleettest.Config{
+		NoPush: true,
+		Origin: func(c *origin.Config) {
+			for _, m := range mutate {
+				m(c)
+			}
+		},
+		WrapOrigin: func(h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if f.originDown.Load() {
+					// A hard failure, like a dead process: close the connection.
+					hj, _ := w.(http.Hijacker)
+					c, _, _ := hj.Hijack()
+					c.Close()
+					return
+				}
+				if tp := f.tamper.Load(); tp != nil && (*tp)(w, r) {
+					return
+				}
+				if strings.HasPrefix(r.URL.Path, "/v1/blobs/") {
+					f.blobPulls.Add(1)
+				}
+				h.ServeHTTP(w, r)
+			})
+		},
+	})
+	f.origin, f.originURL = f.Origin(), f.OriginURL()
 	return f
 }
 
@@ -89,29 +94,14 @@ type testEdge struct {
 
 func startEdge(t testing.TB, f *fleet, dir string, mutate func(*edge.Config)) *testEdge {
 	t.Helper()
-	cfg := edge.DefaultConfig(dir)
-	cfg.Origins = func() []string { return []string{f.originURL} }
-	cfg.ConnectTimeout = time.Second
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	e, err := edge.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go e.Serve(ln)
-	stopped := false
-	te := &testEdge{Server: e, url: "http://" + ln.Addr().String()}
-	t.Cleanup(func() {
-		if !stopped {
-			e.Shutdown(context.Background())
+	e := f.StartEdge(func(cfg *edge.Config) {
+		cfg.DataDir = dir
+		cfg.ConnectTimeout = time.Second
+		if mutate != nil {
+			mutate(cfg)
 		}
 	})
-	return te
+	return &testEdge{Server: e.Server, url: e.URL}
 }
 
 func get(t *testing.T, url string, hdr ...string) (*http.Response, []byte) {

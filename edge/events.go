@@ -319,25 +319,19 @@ func (s *Server) postEventsTo(ctx context.Context, origin string, body []byte) e
 }
 
 // eventLoop forwards queued events every EventFlush, or sooner when a full
-// batch is waiting, and once more on shutdown.
-func (s *Server) eventLoop() {
-	defer s.wg.Done()
+// batch is waiting; Shutdown forwards what is left.
+func (s *Server) eventLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.EventFlush)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stop:
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if err := s.FlushEvents(ctx); err != nil {
-				s.log.Warn("events lost at shutdown", "queued", s.events.len(), "err", err)
-			}
-			cancel()
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-s.events.kick:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if err := s.FlushEvents(ctx); err != nil {
+		fctx, cancel := context.WithTimeout(ctx, time.Minute)
+		if err := s.FlushEvents(fctx); err != nil && ctx.Err() == nil {
 			s.log.Debug("forward events", "queued", s.events.len(), "err", err)
 		}
 		cancel()

@@ -239,7 +239,7 @@ func (s *Server) ensureBlob(h release.Hash) (*blobEntry, error) {
 		if e, ok := s.cache.lookup(h); ok {
 			return e, nil
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FetchTimeout)
+		ctx, cancel := context.WithTimeout(s.life, s.cfg.FetchTimeout)
 		defer cancel()
 		if _, err := s.pull(ctx, "/v1/blobs/"+h.String(), h); err != nil {
 			return nil, err
@@ -277,7 +277,7 @@ func (s *Server) ensureAlias(path []byte) (*blobEntry, error) {
 		}
 		s.pulling.Store(name, struct{}{})
 		defer s.pulling.Delete(name)
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FetchTimeout)
+		ctx, cancel := context.WithTimeout(s.life, s.cfg.FetchTimeout)
 		defer cancel()
 		var h release.Hash
 		if _, err := s.pullInto(ctx, name, &h); err != nil {

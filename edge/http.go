@@ -234,7 +234,7 @@ func (s *Server) manifestFor(id release.Hash) (*manifestEntry, error) {
 	if me, ok := s.manifests.get(id); ok {
 		return me, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(s.life, 10*time.Second)
 	defer cancel()
 	return s.manifest(ctx, id)
 }
@@ -374,7 +374,7 @@ func (s *Server) handleRelease(ctx *fasthttp.RequestCtx, idStr string) {
 		fail(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	rctx, cancel := context.WithTimeout(context.Background(), s.cfg.FetchTimeout)
+	rctx, cancel := context.WithTimeout(s.life, s.cfg.FetchTimeout)
 	me, err := s.manifest(rctx, id)
 	cancel()
 	if err != nil {

@@ -92,38 +92,31 @@ func (s *Server) refreshOriginKeys() {
 		t.lastFet = now
 	}
 	t.mu.Unlock()
-	select {
-	case <-s.stop:
-		return
-	default:
-	}
 	if !due {
 		return
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		if !s.followOriginRotations() {
+	s.background(func(ctx context.Context) {
+		if !s.followOriginRotations(ctx) {
 			return
 		}
 		// Statements refused for an unknown key may verify now.
 		s.originChecks.mu.Lock()
 		s.originChecks.m = nil
 		s.originChecks.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		if err := s.SyncFromOrigin(ctx); err != nil {
 			s.log.Warn("pull state after origin key rotation", "err", err)
 		}
-	}()
+	})
 }
 
 // followOriginRotations asks an origin for rotation statements and applies
 // those that chain from the trusted keys. It reports whether the keys
 // changed.
-func (s *Server) followOriginRotations() bool {
+func (s *Server) followOriginRotations(ctx context.Context) bool {
 	t := &s.trust.origin
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// Statements are self-authenticating, so any origin the edge has
 	// heard of may deliver them: the edge may need them before it can

@@ -106,7 +106,7 @@ func (s *Server) originProven(url string) bool {
 		return r.ok
 	}
 	v, _, _ := s.flight.Do("origin-statement/"+url, func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConnectTimeout+5*time.Second)
+		ctx, cancel := context.WithTimeout(s.life, s.cfg.ConnectTimeout+5*time.Second)
 		defer cancel()
 		err := s.checkOriginStatement(ctx, url)
 		r := originCheck{ok: err == nil, err: err, until: s.cfg.Now().Add(originRecheck)}

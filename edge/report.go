@@ -55,42 +55,34 @@ func (s *Server) Report() stats.EdgeReport {
 // origin gets it (unlike events, which must be counted once), so the
 // console of any origin shows the whole fleet. Failures only cost the
 // console a fresh figure: they are logged at debug level.
-func (s *Server) reportLoop() {
-	defer s.wg.Done()
+func (s *Server) reportLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.ReportEvery)
 	defer t.Stop()
 	for {
-		s.sendReport()
+		s.sendReport(ctx)
 		select {
-		case <-s.stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
 }
 
-func (s *Server) sendReport() {
+func (s *Server) sendReport(ctx context.Context) {
 	body, err := json.Marshal(s.Report())
 	if err != nil {
 		return
 	}
 	for _, o := range s.cfg.Origins() {
-		if err := s.postReport(o, body); err != nil {
+		if err := s.postReport(ctx, o, body); err != nil {
 			s.log.Debug("edge report", "origin", o, "err", err)
 		}
 	}
 }
 
-func (s *Server) postReport(origin string, body []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+func (s *Server) postReport(ctx context.Context, origin string, body []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	go func() {
-		select {
-		case <-s.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(origin, "/")+"/v1/edges/report", bytes.NewReader(body))
 	if err != nil {
 		return err

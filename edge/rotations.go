@@ -59,7 +59,7 @@ func (s *Server) handleRotations(ctx *fasthttp.RequestCtx) {
 	t.rotMu.Unlock()
 	if body == nil || s.cfg.Now().Sub(fetched) > rotationsTTL {
 		v, err, _ := s.flight.Do("rotations", func() (any, error) {
-			rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			rctx, cancel := context.WithTimeout(s.life, 10*time.Second)
 			defer cancel()
 			// Self-authenticating: any origin the edge knows of will do.
 			b, err := s.fetchFrom(rctx, s.candidateOrigins(), "/v1/keys/rotations", maxRotationsBody)

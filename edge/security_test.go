@@ -14,41 +14,18 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/edge"
-	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/release"
 )
 
 // provenFleet is an origin that knows its public URL (so it signs an
-// origin statement), behind a proxy the test can make tamper.
+// origin statement), behind a proxy the test can make tamper (fleet.tamper).
 type provenFleet struct {
 	*fleet
-	tamper atomic.Pointer[func(w http.ResponseWriter, r *http.Request) bool]
 }
 
 func newProvenFleet(t *testing.T) *provenFleet {
 	t.Helper()
-	f := &provenFleet{fleet: &fleet{}}
-	srv := httptest.NewUnstartedServer(nil)
-	url := "http://" + srv.Listener.Addr().String()
-	cfg := origin.DefaultConfig(t.TempDir())
-	cfg.AdminKey = adminKey
-	cfg.PublicURL = url
-	o, err := origin.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.origin, f.originURL = o, url
-	h := o.Handler()
-	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if tp := f.tamper.Load(); tp != nil && (*tp)(w, r) {
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-	srv.Start()
-	f.originSrv = srv
-	t.Cleanup(func() { srv.Close(); o.Close() })
-	return f
+	return &provenFleet{fleet: newFleet(t)}
 }
 
 func (f *provenFleet) keys() []release.PublicKey {

@@ -32,9 +32,69 @@ func (s *Server) SyncFromOrigin(ctx context.Context) error {
 	return nil
 }
 
-// PollOrigins calls SyncFromOrigin every interval until ctx ends.
-func (s *Server) PollOrigins(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
+// Timing of a serving edge's network tasks.
+const (
+	// defaultPollEvery is Config.PollEvery's default.
+	defaultPollEvery = time.Minute
+	// joinRetry is how long an edge that cannot join its cluster waits
+	// before it tries again.
+	joinRetry = 5 * time.Second
+)
+
+// startNetwork starts what a serving edge does on its own, for its
+// lifetime: joining the cluster (Config.Join) until it succeeds, and
+// pulling an origin's state every Config.PollEvery.
+func (s *Server) startNetwork() {
+	if s.cfg.Join != nil {
+		s.background(s.joinLoop)
+	}
+	if s.cfg.PollEvery > 0 {
+		s.background(s.pollLoop)
+	}
+}
+
+// joinLoop joins the cluster, trying again every joinRetry. Meanwhile the
+// edge serves what it holds: an edge restarted while every origin is away
+// still answers.
+func (s *Server) joinLoop(ctx context.Context) {
+	for {
+		leave, err := s.cfg.Join(ctx)
+		if err == nil {
+			s.leaveMu.Lock()
+			late := s.left
+			if !late {
+				s.leave = leave
+			}
+			s.leaveMu.Unlock()
+			if late {
+				// Shutdown came first: leave what was just joined.
+				lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				leave(lctx)
+				cancel()
+				return
+			}
+			s.MarkSynced()
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("cannot join the cluster yet; serving what this edge holds", "err", err)
+		if len(s.Records()) > 0 {
+			s.MarkSynced()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(joinRetry):
+		}
+	}
+}
+
+// pollLoop pulls an origin's state now and every Config.PollEvery: the
+// last resort behind gossip.
+func (s *Server) pollLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.PollEvery)
 	defer t.Stop()
 	for {
 		if err := s.SyncFromOrigin(ctx); err != nil && ctx.Err() == nil {

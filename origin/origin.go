@@ -18,6 +18,7 @@ import (
 
 	"github.com/capstan-ota/capstan/delta"
 	"github.com/capstan-ota/capstan/internal/bundle"
+	"github.com/capstan-ota/capstan/internal/lifetime"
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/origin/store/badgerstore"
 	"github.com/capstan-ota/capstan/origin/store/fileblobs"
@@ -145,14 +146,12 @@ type Server struct {
 	// background task (the loops, precomputed builds, a patch build that
 	// outlives the request that started it) and every store call derives
 	// from it, so one cancel stops them all.
-	life    context.Context
-	endLife context.CancelFunc
-	bgMu    sync.Mutex     // orders background's wg.Add before Shutdown's Wait
-	wg      sync.WaitGroup // the background tasks started by the server
-	keyMu   sync.RWMutex   // guards key (swapped by RotateKey)
-	key     ed25519.PrivateKey
-	reg     *prometheus.Registry
-	m       metrics
+	life  context.Context // lt's context
+	lt    *lifetime.Lifetime
+	keyMu sync.RWMutex // guards key (swapped by RotateKey)
+	key   ed25519.PrivateKey
+	reg   *prometheus.Registry
+	m     metrics
 
 	adminStart AdminKeyStart
 	node       string       // names this process in build leases and the audit trail
@@ -236,10 +235,11 @@ func New(cfg Config) (*Server, error) {
 		}
 		own, recs = db, db
 	}
-	life, endLife := context.WithCancel(context.Background())
+	lt := lifetime.New()
+	life := lt.Context()
 	db := &records{r: recs, ctx: life}
 	s := &Server{cfg: cfg, log: log, db: db, st: &recordStore{db: db}, blobs: &blobStore{b: blobs, tmp: tmp, ctx: life},
-		ownDB: own, life: life, endLife: endLife, key: key, node: newNodeID(),
+		ownDB: own, life: life, lt: lt, key: key, node: newNodeID(),
 		buildSem: make(chan struct{}, cfg.PatchBuilds), started: cfg.Now(), timeline: newTimeline()}
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
@@ -282,18 +282,7 @@ func New(cfg Config) (*Server, error) {
 
 // background runs task for the server's lifetime: ctx is cancelled by
 // Shutdown, which waits for task to return.
-func (s *Server) background(task func(ctx context.Context)) {
-	s.bgMu.Lock()
-	defer s.bgMu.Unlock()
-	if s.life.Err() != nil {
-		return // shutting down: nothing new starts
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		task(s.life)
-	}()
-}
+func (s *Server) background(task func(ctx context.Context)) { s.lt.Go(task) }
 
 // PublicKey is the origin's channel-signing public key.
 func (s *Server) PublicKey() ed25519.PublicKey { return s.signingKey().Public().(ed25519.PublicKey) }
@@ -308,16 +297,9 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // be shut down first. Later calls return the first call's result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutOnce.Do(func() {
-		s.bgMu.Lock()
-		s.endLife()
-		s.bgMu.Unlock()
-		done := make(chan struct{})
-		go func() { s.wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			s.shutErr = fmt.Errorf("origin: shutdown: background work still running: %w", ctx.Err())
-			s.log.Warn("shutdown: background work still running", "err", ctx.Err())
+		if err := s.lt.Stop(ctx); err != nil {
+			s.shutErr = fmt.Errorf("origin: shutdown: %w", err)
+			s.log.Warn("shutdown", "err", err)
 		}
 		s.saveTimeline(&records{r: s.db.r, ctx: ctx})
 		if err := s.closeStores(); s.shutErr == nil {
@@ -331,7 +313,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() error { return s.Shutdown(context.Background()) }
 
 func (s *Server) closeStores() error {
-	s.endLife()
+	s.lt.Cancel()
 	if s.ownDB != nil {
 		return s.ownDB.Close()
 	}

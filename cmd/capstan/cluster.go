@@ -19,7 +19,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/capstan-ota/capstan/edge"
 	"github.com/capstan-ota/capstan/gossip"
 	"github.com/capstan-ota/capstan/release"
 )
@@ -247,18 +246,4 @@ func originKeys(file string) ([]release.PublicKey, error) {
 		return nil, fmt.Errorf("--origin-key %s: %w", file, err)
 	}
 	return keys, nil
-}
-
-// recordVerifier is the gossip Verify hook of an edge with origin keys:
-// the edge's signature check (which follows key rotations) and freshness.
-func recordVerifier(e *edge.Server) func(*release.Envelope, *release.Channel) error {
-	return func(env *release.Envelope, ch *release.Channel) error {
-		if err := e.VerifyRecord(env, ch); err != nil {
-			return err
-		}
-		if time.Now().After(ch.Expires) {
-			return fmt.Errorf("record %s expired at %s", ch.Key(), ch.Expires)
-		}
-		return nil
-	}
 }

@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"slices"
+	"sync/atomic"
+
 	"github.com/capstan-ota/capstan/edge"
 	"github.com/capstan-ota/capstan/gossip"
 	"github.com/capstan-ota/capstan/origin"
@@ -21,8 +24,6 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
-	"slices"
-	"sync/atomic"
 )
 
 func newLogger(cmd *cobra.Command) *slog.Logger {
@@ -345,6 +346,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 			trustOrigin := func(c *edge.Config) {
 				c.OriginKeys = []release.PublicKey{{Key: o.PublicKey(), Role: release.RoleOrigin}}
 				c.EventsTokenFunc = keys.token
+				c.PollEvery = 30 * time.Second
 			}
 			es, err := startEdge(log, filepath.Join(dataDir, "edge"), edgeLn, 0, func() []string { return []string{apiURL} }, cf.apply, trustOrigin)
 			if err != nil {
@@ -374,7 +376,6 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 			cancel()
 			// Devices are answered once the edge holds what the origin has.
 			serving(ctx, fail, log, "edge", func() error { return es.Serve(edgeLn) })
-			go es.PollOrigins(ctx, 30*time.Second)
 			fmt.Fprintf(cmd.ErrOrStderr(), "capstan dev: origin API %s, edge %s, gossip %s (Ctrl-C to stop)\n", apiURL, "http://"+edgeLn.Addr().String(), node.Addr())
 			<-ctx.Done()
 			log.Info("shutting down")
@@ -382,7 +383,7 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 			defer scancel()
 			node.Shutdown()
 			api.Shutdown(sctx)
-			return errors.Join(es.Shutdown(sctx), o.Close(), exitCause(ctx))
+			return errors.Join(es.Shutdown(sctx), o.Shutdown(sctx), exitCause(ctx))
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "./capstan-data", "data folder (origin and edge stores live under it)")
@@ -474,7 +475,7 @@ admin calls, the database decides what they race for, and edges learn every orig
 			defer cancel()
 			node.Leave(sctx)
 			node.Shutdown()
-			return errors.Join(api.Shutdown(sctx), exitCause(ctx))
+			return errors.Join(api.Shutdown(sctx), o.Shutdown(sctx), exitCause(ctx))
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data", "./capstan-data/origin", "data folder (with --store and --blobs: temp files only)")
@@ -566,7 +567,25 @@ records from gossip, answers device checks from memory and serves blobs from its
 			}
 			keys := &keyHolder{}
 			keys.p.Store(kf)
-			e, err := startEdge(log, dataDir, ln, size, func() []string { return static }, rl.apply, cf.apply, func(c *edge.Config) {
+			var e *edge.Server
+			setKeys(&gcfg, kf)
+			// The edge joins the cluster itself (retrying until it can) and
+			// leaves it at Shutdown; this is what a join is.
+			join := func(ctx context.Context) (func(context.Context), error) {
+				n, err := gossip.New(gcfg)
+				if err != nil {
+					return nil, err
+				}
+				node.Store(n)
+				if g.clusterKey != "" {
+					watchClusterKeys(ctx, g.clusterKey, n, keys, log)
+				}
+				e.Registry().MustRegister(gossipMembers(n))
+				log.Info("joined the cluster", "gossip", n.Addr(), "members", len(n.Members()), "origins", len(n.Origins()))
+				return func(ctx context.Context) { n.Leave(ctx); n.Shutdown() }, nil
+			}
+			e, err = startEdge(log, dataDir, ln, size, func() []string { return static }, rl.apply, cf.apply, func(c *edge.Config) {
+				c.Join = join
 				c.OriginKeys = okeys
 				c.EventsTokenFunc = keys.token
 				c.ClusterOrigins = announced
@@ -578,44 +597,13 @@ records from gossip, answers device checks from memory and serves blobs from its
 			if err != nil {
 				return err
 			}
-			serving(ctx, fail, log, "edge", func() error { return e.Serve(ln) })
-			setKeys(&gcfg, kf)
-			gcfg.Verify = recordVerifier(e)
+			gcfg.Verify = e.VerifyRecord
 			gcfg.OnRecord = func(env *release.Envelope, _ *release.Channel) { e.Apply(env) }
-			// Serve what the edge holds while it looks for the cluster: an
-			// edge restarted while every origin is away still answers.
-			go func() {
-				for ctx.Err() == nil {
-					n, err := gossip.New(gcfg)
-					if err == nil {
-						node.Store(n)
-						if g.clusterKey != "" {
-							watchClusterKeys(ctx, g.clusterKey, n, keys, log)
-						}
-						e.MarkSynced()
-						e.Registry().MustRegister(gossipMembers(n))
-						log.Info("joined the cluster", "gossip", n.Addr(), "members", len(n.Members()), "origins", len(n.Origins()))
-						return
-					}
-					log.Warn("cannot join the cluster yet; serving what this edge holds", "err", err)
-					if len(e.Records()) > 0 {
-						e.MarkSynced()
-					}
-					select {
-					case <-ctx.Done():
-					case <-time.After(5 * time.Second):
-					}
-				}
-			}()
-			// Last resort behind gossip: pull the whole state now and then.
-			go e.PollOrigins(ctx, time.Minute)
+			// Serving starts the edge's own cluster join and origin polling.
+			serving(ctx, fail, log, "edge", func() error { return e.Serve(ln) })
 			<-ctx.Done()
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if n := node.Load(); n != nil {
-				n.Leave(sctx)
-				n.Shutdown()
-			}
 			return errors.Join(e.Shutdown(sctx), exitCause(ctx))
 		},
 	}

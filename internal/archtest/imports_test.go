@@ -22,7 +22,7 @@ var rows = []struct {
 	{"leaves: formats and mechanisms that import nothing of Capstan", []string{
 		"release", "delta/bsdiff40", "delta/internal/sadiff",
 		"internal/httpenc", "internal/kv", "internal/netsim", "internal/testutil", "internal/servicetest",
-		"internal/archtest", "origin/console",
+		"internal/archtest", "internal/lifetime", "origin/console",
 	}},
 	{"shared shapes and engines", []string{
 		"wire", "stats", "capgo", "gossip", "delta", "internal/bundle", "origin/store",

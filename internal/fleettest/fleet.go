@@ -87,13 +87,20 @@ func New(t testing.TB, cfg Config) *Fleet {
 
 func (f *Fleet) startOrigin() {
 	f.t.Helper()
-	o, err := origin.New(f.ocfg)
-	if err != nil {
-		f.t.Fatalf("fleettest: start origin: %v", err)
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		f.t.Fatal(err)
+	}
+	// The origin knows the URL it serves at, as a deployed one does: it
+	// signs an origin statement naming it.
+	cfg := f.ocfg
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = "http://" + ln.Addr().String()
+	}
+	o, err := origin.New(cfg)
+	if err != nil {
+		ln.Close()
+		f.t.Fatalf("fleettest: start origin: %v", err)
 	}
 	h := o.Handler()
 	if f.cfg.WrapOrigin != nil {
