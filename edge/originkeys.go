@@ -30,9 +30,13 @@ type originTrust struct {
 // forged records costs the origins one small request per interval.
 const rotationFetchEvery = 10 * time.Second
 
-// VerifyRecord checks that a channel record is signed by an origin key the
-// edge trusts (Config.OriginKeys, moved on by rotation statements), and
-// that its Seq is at most release.MaxSeqAhead ahead of the edge's clock.
+// VerifyRecord checks a channel record that reaches the edge's gossip
+// node before the node stores or relays it, as the origin's VerifyRecord
+// does for its node: it is signed by an origin key the edge trusts
+// (Config.OriginKeys, moved on by rotation statements), its Seq is at most
+// release.MaxSeqAhead ahead of the edge's clock, and it has not expired (a
+// device refuses an expired record as a freeze, so relaying one helps
+// nobody).
 // With no OriginKeys configured the signature is not checked (devices
 // verify anyway) and the record counts as unverified: it never raises the
 // staleness alarm.
@@ -44,8 +48,13 @@ const rotationFetchEvery = 10 * time.Second
 // origin's state again, so the refused records arrive within a round trip.
 // It is safe for concurrent use.
 func (s *Server) VerifyRecord(env *release.Envelope, ch *release.Channel) error {
-	_, err := s.verifyRecord(env, ch)
-	return err
+	if _, err := s.verifyRecord(env, ch); err != nil {
+		return err
+	}
+	if now := s.cfg.Now(); now.After(ch.Expires) {
+		return fmt.Errorf("edge: channel record %s expired at %s", ch.Key(), ch.Expires.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // verifyRecord is VerifyRecord, also reporting whether the signature was

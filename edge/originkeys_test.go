@@ -125,6 +125,34 @@ func TestEdgeChecksOriginSignatures(t *testing.T) {
 	}
 }
 
+// TestGossipRecordsMustBeFresh: the edge's gossip hook (VerifyRecord)
+// refuses an expired record even when the origin key signed it, so it is
+// neither stored nor relayed; a fresh one passes.
+func TestGossipRecordsMustBeFresh(t *testing.T) {
+	key, _ := release.GenerateKey()
+	cfg := DefaultConfig(filepath.Join(t.TempDir(), "edge"))
+	cfg.OriginKeys = []release.PublicKey{{Key: key.Public().(ed25519.PublicKey), Role: release.RoleOrigin}}
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown(t.Context())
+	for _, tc := range []struct {
+		name   string
+		issued time.Time
+		ok     bool
+	}{
+		{"fresh", time.Now(), true},
+		{"expired an hour ago", time.Now().Add(-2 * time.Hour), false},
+	} {
+		env := signedRecordAt(t, key, 5, tc.issued)
+		ch, _ := env.Channel()
+		if err := e.VerifyRecord(env, ch); (err == nil) != tc.ok {
+			t.Errorf("%s: VerifyRecord = %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
+}
+
 func seqOf(t *testing.T, env *release.Envelope) uint64 {
 	t.Helper()
 	ch, err := env.Channel()

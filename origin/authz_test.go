@@ -222,7 +222,7 @@ func TestAuthzMatrix(t *testing.T) {
 		{"GET /v1/apps/{app}/channel-details", readA, get("/v1/apps/appA/channel-details")},
 		{"GET /v1/apps/{app}/channels/{channel}/policy", readA, get("/v1/apps/appA/channels/production/policy")},
 		{"GET /v1/apps/{app}/channels/{channel}/timeline", readA, get("/v1/apps/appA/channels/production/timeline")},
-		{"POST /v1/gc", admin, jsonReq("POST", "/v1/gc", GCBody{DryRun: true})},
+		{"POST /v1/gc", admin, jsonReq("POST", "/v1/gc", wire.GCBody{DryRun: true})},
 		{"POST /v1/keys/origin/rotate", admin, func(*testing.T) *http.Request { return httptest.NewRequest("POST", "/v1/keys/origin/rotate", nil) }},
 	}
 	covered := map[string]bool{}

@@ -74,15 +74,8 @@ func (s *Server) derived(ctx context.Context, key string, build func(ctx context
 		// The build outlives the request that started it: callers that
 		// give up (an edge's timeout) and ask again join the same flight
 		// instead of restarting it. Only shutdown stops it.
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Minute)
+		bctx, cancel := context.WithTimeout(s.life, 30*time.Minute)
 		defer cancel()
-		go func() {
-			select {
-			case <-s.stop:
-				cancel()
-			case <-bctx.Done():
-			}
-		}()
 		// Origins sharing a store build each blob once: under a lease.
 		h, err := s.buildLeased(bctx, key, build)
 		if err != nil {
@@ -100,22 +93,11 @@ func (s *Server) derived(ctx context.Context, key string, build func(ctx context
 // devices in the background, so that the first device to ask does not
 // wait.
 func (s *Server) precomputeCapgo(id release.Hash) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			select {
-			case <-s.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+	s.background(func(ctx context.Context) {
 		if err := s.PrepareCapgo(ctx, id); err != nil && ctx.Err() == nil {
 			s.log.Warn("prepare release for capgo devices", "release", id, "err", err)
 		}
-	}()
+	})
 }
 
 // PrepareCapgo builds what Capgo devices download for a release, unless

@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -362,8 +363,7 @@ func (s *Server) publish(env *release.Envelope) {
 // resignLoop re-signs channel records once half of their lifetime has
 // passed, so that fresh records keep reaching devices while the channel
 // does not change.
-func (s *Server) resignLoop() {
-	defer s.wg.Done()
+func (s *Server) resignLoop(ctx context.Context) {
 	every := s.cfg.ChannelTTL / 8
 	if every > time.Minute {
 		every = time.Minute
@@ -372,7 +372,7 @@ func (s *Server) resignLoop() {
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 			s.resignDue()

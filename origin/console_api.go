@@ -173,7 +173,7 @@ func (s *Server) blobSize(h release.Hash) int64 {
 	if ok {
 		return n
 	}
-	n, err := s.blobs.b.Size(s.ctx, h)
+	n, err := s.blobs.b.Size(s.life, h)
 	if err != nil {
 		return 0
 	}

@@ -76,26 +76,6 @@ type GCOptions struct {
 	DryRun bool
 }
 
-// GCReport says what one pass did (or, with DryRun, would do).
-type GCReport struct {
-	DryRun bool `json:"dry_run,omitempty"`
-	// Patches and Derived count index entries dropped: patches, and Capgo
-	// zips and payloads, no device will need.
-	Patches int `json:"patches"`
-	Derived int `json:"derived"`
-	// Blobs and Bytes count deleted blobs; Kept counts blobs still
-	// referenced (or within the grace).
-	Blobs int   `json:"blobs"`
-	Bytes int64 `json:"bytes"`
-	Kept  int   `json:"kept"`
-	// Leftovers counts upload temp files deleted.
-	Leftovers int `json:"leftovers"`
-	// Skipped says why blobs were not swept this time (uploads or builds
-	// under way, a store that cannot delete); empty when they were.
-	Skipped string `json:"skipped,omitempty"`
-	Took    string `json:"took"`
-}
-
 // Records of the sweep lock and of writers under way.
 const (
 	keyGCLock = "gc/lock" // → gcLock, while a sweep deletes blobs
@@ -385,7 +365,7 @@ type liveEntry struct {
 // every blob nothing refers to, then upload temp files left behind. It is
 // safe to interrupt at any point (kill -9): index entries go before their
 // blobs, and a blob is only ever deleted when nothing refers to it.
-func (s *Server) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
+func (s *Server) GC(ctx context.Context, opts GCOptions) (wire.GCReport, error) {
 	gcMu.Lock()
 	defer gcMu.Unlock()
 	start := time.Now()
@@ -394,7 +374,7 @@ func (s *Server) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 	if opts.Grace != nil {
 		grace = *opts.Grace
 	}
-	rep := GCReport{DryRun: opts.DryRun}
+	rep := wire.GCReport{DryRun: opts.DryRun}
 	if err := s.pruneDerived(&rep, opts.DryRun); err != nil {
 		return rep, fmt.Errorf("origin: gc: %w", err)
 	}
@@ -413,7 +393,7 @@ func (s *Server) GC(ctx context.Context, opts GCOptions) (GCReport, error) {
 // pruneDerived drops the index entries of patches and Capgo zips and
 // payloads the retention policy does not keep. Their blobs become
 // unreferenced and go in the sweep.
-func (s *Server) pruneDerived(rep *GCReport, dryRun bool) error {
+func (s *Server) pruneDerived(rep *wire.GCReport, dryRun bool) error {
 	apps, err := s.st.apps()
 	if err != nil {
 		return err
@@ -630,7 +610,7 @@ func (s *Server) referenced() (map[release.Hash]bool, error) {
 
 // sweepBlobs deletes, under the sweep lock, every blob older than grace
 // that nothing refers to.
-func (s *Server) sweepBlobs(ctx context.Context, rep *GCReport, grace time.Duration, dryRun bool) error {
+func (s *Server) sweepBlobs(ctx context.Context, rep *wire.GCReport, grace time.Duration, dryRun bool) error {
 	sw, ok := s.blobs.b.(store.Sweeper)
 	if !ok {
 		rep.Skipped = "the blob store cannot delete"
@@ -688,7 +668,7 @@ func (s *Server) sweepBlobs(ctx context.Context, rep *GCReport, grace time.Durat
 // sweepTmp deletes upload temp files older than grace: what an upload
 // killed mid-way (or a crash) left behind. An upload under way writes its
 // file continuously, so it stays young.
-func (s *Server) sweepTmp(rep *GCReport, grace time.Duration, dryRun bool) error {
+func (s *Server) sweepTmp(rep *wire.GCReport, grace time.Duration, dryRun bool) error {
 	ents, err := os.ReadDir(s.blobs.tmp)
 	if err != nil {
 		return err
@@ -708,8 +688,7 @@ func (s *Server) sweepTmp(rep *GCReport, grace time.Duration, dryRun bool) error
 }
 
 // gcLoop runs a pass every GCConfig.Interval.
-func (s *Server) gcLoop() {
-	defer s.wg.Done()
+func (s *Server) gcLoop(ctx context.Context) {
 	every := s.cfg.GC.withDefaults().Interval
 	if every < 0 {
 		return
@@ -718,21 +697,14 @@ func (s *Server) gcLoop() {
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := s.GC(s.ctx, GCOptions{}); err != nil {
+			if _, err := s.GC(ctx, GCOptions{}); err != nil {
 				s.log.Error("garbage collection", "err", err)
 			}
 		}
 	}
-}
-
-// GCBody is the JSON body of POST /v1/gc: grace (a Go duration, "1h";
-// empty: the configured one) and dry_run.
-type GCBody struct {
-	Grace  string `json:"grace,omitempty"`
-	DryRun bool   `json:"dry_run,omitempty"`
 }
 
 // handleGC runs one pass now (admin): POST /v1/gc.
@@ -741,7 +713,7 @@ func (s *Server) handleGC(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	var body GCBody
+	var body wire.GCBody
 	if r.ContentLength != 0 {
 		if err := decodeBody(r, &body); err != nil {
 			s.fail(w, err)

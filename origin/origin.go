@@ -139,14 +139,20 @@ type Server struct {
 	st    *recordStore
 	blobs *blobStore
 	// ownDB is the embedded database New opened (nil when Config.Records
-	// was given); Close closes it.
-	ownDB  *badgerstore.Store
-	ctx    context.Context // cancelled by Close: ends store calls
-	cancel context.CancelFunc
-	keyMu  sync.RWMutex // guards key (swapped by RotateKey)
-	key    ed25519.PrivateKey
-	reg    *prometheus.Registry
-	m      metrics
+	// was given); Shutdown closes it.
+	ownDB *badgerstore.Store
+	// life is the server's lifetime, cancelled by Shutdown: every
+	// background task (the loops, precomputed builds, a patch build that
+	// outlives the request that started it) and every store call derives
+	// from it, so one cancel stops them all.
+	life    context.Context
+	endLife context.CancelFunc
+	bgMu    sync.Mutex     // orders background's wg.Add before Shutdown's Wait
+	wg      sync.WaitGroup // the background tasks started by the server
+	keyMu   sync.RWMutex   // guards key (swapped by RotateKey)
+	key     ed25519.PrivateKey
+	reg     *prometheus.Registry
+	m       metrics
 
 	adminStart AdminKeyStart
 	node       string       // names this process in build leases and the audit trail
@@ -169,9 +175,8 @@ type Server struct {
 	flight   singleflight.Group // one build per patch pair
 	buildSem chan struct{}      // bounds concurrent patch builds
 
-	stop     chan struct{}
-	stopOnce sync.Once
-	wg       sync.WaitGroup
+	shutOnce sync.Once
+	shutErr  error
 }
 
 // New opens (or creates) an origin's data folder.
@@ -231,10 +236,10 @@ func New(cfg Config) (*Server, error) {
 		}
 		own, recs = db, db
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	db := &records{r: recs, ctx: ctx}
-	s := &Server{cfg: cfg, log: log, db: db, st: &recordStore{db: db}, blobs: &blobStore{b: blobs, tmp: tmp, ctx: ctx},
-		ownDB: own, ctx: ctx, cancel: cancel, key: key, node: newNodeID(), stop: make(chan struct{}),
+	life, endLife := context.WithCancel(context.Background())
+	db := &records{r: recs, ctx: life}
+	s := &Server{cfg: cfg, log: log, db: db, st: &recordStore{db: db}, blobs: &blobStore{b: blobs, tmp: tmp, ctx: life},
+		ownDB: own, life: life, endLife: endLife, key: key, node: newNodeID(),
 		buildSem: make(chan struct{}, cfg.PatchBuilds), started: cfg.Now(), timeline: newTimeline()}
 	s.reg = prometheus.NewRegistry()
 	s.m = newMetrics(s.reg, s)
@@ -252,7 +257,7 @@ func New(cfg Config) (*Server, error) {
 			s.closeStores()
 			return nil, errors.New("origin: PreviousSigningKey needs SigningKey")
 		}
-		if err := s.adoptRotation(ctx, cfg.PreviousSigningKey); err != nil {
+		if err := s.adoptRotation(life, cfg.PreviousSigningKey); err != nil {
 			s.closeStores()
 			return nil, err
 		}
@@ -266,16 +271,28 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s.budget = newBuildBudget(cfg.BuildBudget)
-	s.wg.Add(1)
-	go s.gcLoop()
-	s.wg.Add(1)
-	go s.resignLoop()
+	s.background(s.gcLoop)
+	s.background(s.resignLoop)
 	if err := s.loadTimeline(); err != nil {
 		s.log.Warn("console timeline: not restored", "err", err)
 	}
-	s.wg.Add(1)
-	go s.timelineLoop()
+	s.background(s.timelineLoop)
 	return s, nil
+}
+
+// background runs task for the server's lifetime: ctx is cancelled by
+// Shutdown, which waits for task to return.
+func (s *Server) background(task func(ctx context.Context)) {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.life.Err() != nil {
+		return // shutting down: nothing new starts
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		task(s.life)
+	}()
 }
 
 // PublicKey is the origin's channel-signing public key.
@@ -284,15 +301,37 @@ func (s *Server) PublicKey() ed25519.PublicKey { return s.signingKey().Public().
 // Registry is the origin's Prometheus registry.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
-// Close stops background work and closes the database New opened.
-func (s *Server) Close() error {
-	s.stopOnce.Do(func() { close(s.stop) })
-	s.wg.Wait()
-	return s.closeStores()
+// Shutdown ends the server's lifetime: background work and store calls
+// in flight are cancelled, and it waits for the background tasks to
+// return, until ctx is done. Then it saves the console timeline (within
+// ctx) and closes the database New opened. The HTTP API (Handler) should
+// be shut down first. Later calls return the first call's result.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutOnce.Do(func() {
+		s.bgMu.Lock()
+		s.endLife()
+		s.bgMu.Unlock()
+		done := make(chan struct{})
+		go func() { s.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.shutErr = fmt.Errorf("origin: shutdown: background work still running: %w", ctx.Err())
+			s.log.Warn("shutdown: background work still running", "err", ctx.Err())
+		}
+		s.saveTimeline(&records{r: s.db.r, ctx: ctx})
+		if err := s.closeStores(); s.shutErr == nil {
+			s.shutErr = err
+		}
+	})
+	return s.shutErr
 }
 
+// Close is Shutdown without a deadline.
+func (s *Server) Close() error { return s.Shutdown(context.Background()) }
+
 func (s *Server) closeStores() error {
-	s.cancel()
+	s.endLife()
 	if s.ownDB != nil {
 		return s.ownDB.Close()
 	}

@@ -225,24 +225,13 @@ func (s *Server) precompute(c *release.Channel) {
 	}
 	bases = append(bases, release.Hash{})
 	target := c.Release.ID
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			select {
-			case <-s.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+	s.background(func(ctx context.Context) {
 		for _, b := range bases {
 			if _, err := s.patch(ctx, b, target, codecsAll); err != nil && ctx.Err() == nil {
 				s.log.Warn("precompute patch", "base", b, "target", target, "err", err)
 			}
 		}
-	}()
+	})
 }
 
 func containsHash(hs []release.Hash, h release.Hash) bool {

@@ -1,6 +1,7 @@
 package origin
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -481,10 +482,12 @@ func (t *timeline) unsave(key string) {
 	}
 }
 
-// saveTimeline stores what changed, one transaction per channel.
-func (s *Server) saveTimeline() {
+// saveTimeline stores what changed, one transaction per channel, through
+// db (the server's records, or at Shutdown a handle that outlives its
+// lifetime).
+func (s *Server) saveTimeline(db *records) {
 	for key, b := range s.timeline.changes() {
-		err := s.db.Update(func(txn store.Txn) error {
+		err := db.Update(func(txn store.Txn) error {
 			for k, v := range b.set {
 				if err := txn.Set(k, v); err != nil {
 					return err
@@ -504,18 +507,17 @@ func (s *Server) saveTimeline() {
 	}
 }
 
-// timelineLoop saves the timeline now and then, and once more at Close.
-func (s *Server) timelineLoop() {
-	defer s.wg.Done()
+// timelineLoop saves the timeline now and then; Shutdown saves it once
+// more.
+func (s *Server) timelineLoop(ctx context.Context) {
 	t := time.NewTicker(timelineSaveEvery)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stop:
-			s.saveTimeline()
+		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.saveTimeline()
+			s.saveTimeline(s.db)
 		}
 	}
 }

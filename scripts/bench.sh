@@ -138,7 +138,17 @@ for e in "${EDGES[@]}"; do curl -fsS "$e/v1/patches/$ID0/$ID1" -o "$WWW/v1/patch
 PATCH_SIZE=$(stat -c %s "$WWW/v1/patches/$ID0/$ID1")
 # Every file of 5.34.1 as a blob, fetched through each edge (this also warms
 # their caches, so wrk measures serving, not the first origin pull).
-jq -r '.release.signed.files[] | "\(.sha256) \(.size) \(.path)"' "$WWW/check-update.json" >"$TMP/files.txt"
+# A release document (format 2) names its file list by hash: the list is a
+# blob of "<sha256> <size> <mode> <path>" lines after a header line.
+LIST=$(jq -r '.release.signed.files.sha256' "$WWW/check-update.json")
+curl -fsS "$E1/v1/blobs/$LIST" -o "$WWW/v1/blobs/$LIST"
+# The simulated devices read the file lists of both releases.
+for id in "$ID0" "$ID1"; do
+	l=$(jq -r '.signed.files.sha256' "$WWW/v1/releases/$id")
+	curl -fsS "$E1/v1/blobs/$l" -o "$WWW/v1/blobs/$l"
+done
+tail -n +2 "$WWW/v1/blobs/$LIST" | cut -d' ' -f1,2,4- >"$TMP/files.txt"
+[ -s "$TMP/files.txt" ] || die "no file list for 5.34.1"
 while read -r sha size path; do
 	for e in "${EDGES[@]}"; do curl -fsS "$e/v1/blobs/$sha" -o "$WWW/v1/blobs/$sha"; done
 done <"$TMP/files.txt"
@@ -332,11 +342,16 @@ def ops(r):
 def fleet(r): return "; ".join(f"{c['class']} {c['devices']} on {', '.join(c['versions'])}" for c in r["fleet"])
 st = storm.get("storm") or {}
 import urllib.request
-def manifest(i):
-    env = json.load(urllib.request.urlopen(f"$API/v1/releases/{i}"))
-    return env["signed"]
-old_hashes = {f["sha256"] for f in manifest("$ID1")["files"]}
-new_objects = 1 + len({f["sha256"] for f in manifest(json.load(open(f"{tmp}/up2.json"))["id"])["files"]} - old_hashes)
+def file_hashes(i):
+    # A release document names its file list by hash; the list is a blob of
+    # "<sha256> <size> <mode> <path>" lines after a header line.
+    signed = json.load(urllib.request.urlopen(f"$API/v1/releases/{i}"))["signed"]
+    if isinstance(signed["files"], list):  # a format 1 manifest
+        return {f["sha256"] for f in signed["files"]}
+    lines = urllib.request.urlopen(f"$API/v1/blobs/{signed['files']['sha256']}").read().decode().splitlines()[1:]
+    return {l.split(" ", 1)[0] for l in lines}
+old_hashes = file_hashes("$ID1")
+new_objects = 1 + len(file_hashes(json.load(open(f"{tmp}/up2.json"))["id"]) - old_hashes)
 k = kill.get("kill") or {}
 cpu = subprocess.run("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2", shell=True, capture_output=True, text=True).stdout.strip()
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

@@ -226,3 +226,32 @@ type StatsReport struct {
 	Totals   Counters       `json:"totals"`
 	Channels []ChannelStats `json:"channels"`
 }
+
+// GCBody is the JSON body of POST /v1/gc (admin): Grace, a Go duration
+// ("1h"; empty: the origin's), keeps anything written more recently;
+// DryRun reports and deletes nothing.
+type GCBody struct {
+	Grace  string `json:"grace,omitempty"`
+	DryRun bool   `json:"dry_run,omitempty"`
+}
+
+// GCReport is the answer of POST /v1/gc: what one garbage collection pass
+// did (or, with DryRun, would do).
+type GCReport struct {
+	DryRun bool `json:"dry_run,omitempty"`
+	// Patches and Derived count index entries dropped: patches, and Capgo
+	// zips and payloads, no device will need.
+	Patches int `json:"patches"`
+	Derived int `json:"derived"`
+	// Blobs and Bytes count deleted blobs; Kept counts blobs still
+	// referenced (or within the grace).
+	Blobs int   `json:"blobs"`
+	Bytes int64 `json:"bytes"`
+	Kept  int   `json:"kept"`
+	// Leftovers counts upload temp files deleted.
+	Leftovers int `json:"leftovers"`
+	// Skipped says why blobs were not swept this time (uploads or builds
+	// under way, a store that cannot delete); empty when they were.
+	Skipped string `json:"skipped,omitempty"`
+	Took    string `json:"took"`
+}

@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/capstan-ota/capstan/internal/testutil"
-	"github.com/capstan-ota/capstan/origin"
 	"github.com/capstan-ota/capstan/origin/client"
 	"github.com/capstan-ota/capstan/release"
+	"github.com/capstan-ota/capstan/wire"
 )
 
 // manyFiles is a bundle of n small random files: its upload writes n
@@ -130,7 +130,7 @@ func TestGCUnderKill9(t *testing.T) {
 
 	// Passes killed at random moments.
 	rng := rand.New(rand.NewPCG(3, 4))
-	zero := origin.GCBody{Grace: "0s"}
+	zero := wire.GCBody{Grace: "0s"}
 	for k := range 4 {
 		before := countBlobFiles(t, data)
 		go cl().Do(context.Background(), "POST", "/v1/gc", zero, nil)
@@ -146,17 +146,17 @@ func TestGCUnderKill9(t *testing.T) {
 
 	// The new release's patches are being built in the background: a
 	// pass sweeps no blob until they are done.
-	var rep origin.GCReport
+	var rep wire.GCReport
 	testutil.Eventually(t, 60*time.Second, "a pass that sweeps", func() bool {
-		rep = origin.GCReport{}
+		rep = wire.GCReport{}
 		if err := cl().Do(context.Background(), "POST", "/v1/gc", zero, &rep); err != nil {
 			t.Fatal(err)
 		}
 		return rep.Skipped == ""
 	})
 	t.Logf("full pass: %+v", rep)
-	var dry origin.GCReport
-	if err := cl().Do(context.Background(), "POST", "/v1/gc", origin.GCBody{Grace: "0s", DryRun: true}, &dry); err != nil {
+	var dry wire.GCReport
+	if err := cl().Do(context.Background(), "POST", "/v1/gc", wire.GCBody{Grace: "0s", DryRun: true}, &dry); err != nil {
 		t.Fatal(err)
 	}
 	if dry.Blobs != 0 || rep.Skipped != "" {

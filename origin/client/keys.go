@@ -50,3 +50,12 @@ func (c *Client) SetApp(ctx context.Context, app string, in wire.AppSettings) (*
 	}
 	return &out, nil
 }
+
+// GC runs one garbage collection pass on the origin now (admin).
+func (c *Client) GC(ctx context.Context, body wire.GCBody) (*wire.GCReport, error) {
+	var out wire.GCReport
+	if err := c.Do(ctx, http.MethodPost, "/v1/gc", body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
