@@ -226,9 +226,18 @@ func (s *Server) precompute(c *release.Channel) {
 	bases = append(bases, release.Hash{})
 	target := c.Release.ID
 	s.background(func(ctx context.Context) {
+		// Both variants of each patch: Capstan's TypeScript client in a
+		// WebView that has no brotli decoder asks for ?codecs=zstd, and
+		// should not wait for a build either (decision 131). The full
+		// bundle has no brotli frame: one build serves both.
 		for _, b := range bases {
-			if _, err := s.patch(ctx, b, target, codecsAll); err != nil && ctx.Err() == nil {
-				s.log.Warn("precompute patch", "base", b, "target", target, "err", err)
+			for _, codecs := range []string{codecsAll, codecsZstd} {
+				if b.IsZero() && codecs == codecsZstd {
+					continue
+				}
+				if _, err := s.patch(ctx, b, target, codecs); err != nil && ctx.Err() == nil {
+					s.log.Warn("precompute patch", "base", b, "target", target, "codecs", codecs, "err", err)
+				}
 			}
 		}
 	})

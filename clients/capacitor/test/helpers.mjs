@@ -3,6 +3,7 @@
 // (a temp folder stands in for the app's data folder).
 import { execFile, spawn } from 'node:child_process'
 import { createServer } from 'node:net'
+import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, readdirSync } from 'node:fs'
 import * as fs from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -45,7 +46,8 @@ export async function tempDir(prefix = 'capstan-ts-') {
 export async function startDev() {
   await ensureBinary()
   const dir = await tempDir('capstan-dev-')
-  const key = 'test-admin-key-' + Math.random().toString(16).slice(2)
+  // An admin key needs at least 32 characters (128 bits in hex).
+  const key = 'test-admin-key-' + randomBytes(16).toString('hex')
   const [api, edge, gossip] = [await freePort(), await freePort(), await freePort()]
   const proc = spawn(bin, ['dev', '--data', path.join(dir, 'data'), '--api', `127.0.0.1:${api}`, '--edge', `127.0.0.1:${edge}`, '--gossip', `127.0.0.1:${gossip}`], {
     env: { ...process.env, CAPSTAN_ADMIN_KEY: key },

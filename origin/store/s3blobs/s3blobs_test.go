@@ -25,6 +25,23 @@ func TestBlobs(t *testing.T) {
 	})
 }
 
+// TestSweeper: what garbage collection needs of the store.
+func TestSweeper(t *testing.T) {
+	storetest.Sweeper(t, func(t *testing.T) store.Blobs {
+		srv, bucket := servicetest.S3(t)
+		cfg, err := ParseURL(srv.URL(bucket))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.AccessKey, cfg.SecretKey, cfg.TmpDir = srv.AccessKey, srv.SecretKey, t.TempDir()
+		s, err := New(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
 func TestParseURL(t *testing.T) {
 	for _, c := range []struct {
 		in   string

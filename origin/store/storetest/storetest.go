@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
@@ -308,3 +309,63 @@ func Blobs(t *testing.T, open func(t *testing.T) store.Blobs) {
 type failingReader struct{}
 
 func (failingReader) Read([]byte) (int, error) { return 0, errors.New("reader failed") }
+
+// Sweeper checks a store.Sweeper: List names every blob Put, with its size
+// and a write time around the Put, and nothing else; Delete removes one
+// blob and is harmless on a missing one.
+func Sweeper(t *testing.T, open func(t *testing.T) store.Blobs) {
+	ctx := context.Background()
+	b := open(t)
+	sw, ok := b.(store.Sweeper)
+	if !ok {
+		t.Fatalf("%T is not a store.Sweeper", b)
+	}
+	before := time.Now().Add(-time.Minute)
+	put := map[release.Hash]int64{}
+	for i := range 3 {
+		body := bytes.Repeat([]byte{byte('a' + i)}, 100*(i+1))
+		h, n, err := b.Put(ctx, bytes.NewReader(body), 1<<20, release.Hash{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		put[h] = n
+	}
+	if err := b.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	listed := map[release.Hash]int64{}
+	err := sw.List(ctx, func(h release.Hash, size int64, written time.Time) error {
+		if written.Before(before) || written.After(time.Now().Add(time.Minute)) {
+			t.Errorf("blob %s written at %s", h, written)
+		}
+		listed[h] = size
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != len(put) {
+		t.Fatalf("listed %d blobs, put %d", len(listed), len(put))
+	}
+	var gone release.Hash
+	for h, n := range put {
+		if listed[h] != n {
+			t.Fatalf("blob %s listed with %d bytes, put %d", h, listed[h], n)
+		}
+		gone = h
+	}
+	if err := sw.Delete(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.Delete(ctx, gone); err != nil {
+		t.Fatalf("deleting a missing blob: %v", err)
+	}
+	if _, err := b.Size(ctx, gone); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a deleted blob: %v", err)
+	}
+	n := 0
+	sw.List(ctx, func(release.Hash, int64, time.Time) error { n++; return nil })
+	if n != len(put)-1 {
+		t.Fatalf("after a delete %d blobs are listed, want %d", n, len(put)-1)
+	}
+}
