@@ -655,9 +655,7 @@ func (d *Device) fetch(ctx context.Context, edge, path string, limit int64, acce
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 		d.bytes.Add(int64(len(b)))
 		msg := strings.TrimSpace(string(b))
-		var e struct {
-			Error string `json:"error"`
-		}
+		var e wire.Error
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
 			msg = e.Error
 		}

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/capstan-ota/capstan/internal/lifetime"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/dgraph-io/badger/v4"
 )
@@ -347,15 +348,8 @@ func (c *blobCache) used() (bytes int64, blobs int) {
 // reclaims the space of deleted keys (and of the chunked blobs of edges
 // before decision 082).
 func (c *blobCache) gcLoop(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			for c.db.RunValueLogGC(0.5) == nil {
-			}
+	lifetime.Every(ctx, every, func(context.Context) {
+		for c.db.RunValueLogGC(0.5) == nil {
 		}
-	}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/capstan-ota/capstan/internal/lifetime"
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/wire"
@@ -368,16 +369,7 @@ func (s *Server) resignLoop(ctx context.Context) {
 	if every > time.Minute {
 		every = time.Minute
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.resignDue()
-		}
-	}
+	lifetime.Every(ctx, every, func(context.Context) { s.resignDue() })
 }
 
 func (s *Server) resignDue() {

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/capstan-ota/capstan/internal/lifetime"
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/release"
 	"github.com/capstan-ota/capstan/wire"
@@ -693,18 +694,11 @@ func (s *Server) gcLoop(ctx context.Context) {
 	if every < 0 {
 		return
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := s.GC(ctx, GCOptions{}); err != nil {
-				s.log.Error("garbage collection", "err", err)
-			}
+	lifetime.Every(ctx, every, func(ctx context.Context) {
+		if _, err := s.GC(ctx, GCOptions{}); err != nil {
+			s.log.Error("garbage collection", "err", err)
 		}
-	}
+	})
 }
 
 // handleGC runs one pass now (admin): POST /v1/gc.

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/capstan-ota/capstan/internal/lifetime"
 	"github.com/capstan-ota/capstan/origin/store"
 	"github.com/capstan-ota/capstan/wire"
 
@@ -510,16 +511,7 @@ func (s *Server) saveTimeline(db *records) {
 // timelineLoop saves the timeline now and then; Shutdown saves it once
 // more.
 func (s *Server) timelineLoop(ctx context.Context) {
-	t := time.NewTicker(timelineSaveEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.saveTimeline(s.db)
-		}
-	}
+	lifetime.Every(ctx, timelineSaveEvery, func(context.Context) { s.saveTimeline(s.db) })
 }
 
 // loadTimeline reads the stored timeline at start.

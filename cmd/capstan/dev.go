@@ -48,16 +48,11 @@ More edges can join this origin's cluster: capstan edge --join <the gossip addre
 }
 
 func (opt *devOptions) run(cmd *cobra.Command, _ []string) error {
-	log := newLogger(cmd)
-	sigCtx, stop := signalContext()
-	defer stop()
-	ctx, fail := context.WithCancelCause(sigCtx)
-	defer fail(nil)
-	closeProf, err := opt.pp.start(log)
+	ctx, fail, log, stop, err := startServer(cmd, opt.pp)
 	if err != nil {
 		return err
 	}
-	defer closeProf()
+	defer stop()
 	var e atomic.Pointer[edge.Server]
 	toEdge := origin.PublisherFunc(func(env *release.Envelope) error {
 		if s := e.Load(); s != nil {

@@ -54,16 +54,11 @@ records from gossip, answers device checks from memory and serves blobs from its
 }
 
 func (opt *edgeOptions) run(cmd *cobra.Command, _ []string) error {
-	log := newLogger(cmd)
-	sigCtx, stop := signalContext()
-	defer stop()
-	ctx, fail := context.WithCancelCause(sigCtx)
-	defer fail(nil)
-	closeProf, err := opt.pp.start(log)
+	ctx, fail, log, stop, err := startServer(cmd, opt.pp)
 	if err != nil {
 		return err
 	}
-	defer closeProf()
+	defer stop()
 	var size int64
 	if opt.cacheSize != "" {
 		n, err := humanize.ParseBytes(opt.cacheSize)

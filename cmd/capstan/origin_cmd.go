@@ -51,16 +51,11 @@ admin calls, the database decides what they race for, and edges learn every orig
 }
 
 func (opt *originOptions) run(cmd *cobra.Command, _ []string) error {
-	log := newLogger(cmd)
-	sigCtx, stop := signalContext()
-	defer stop()
-	ctx, fail := context.WithCancelCause(sigCtx)
-	defer fail(nil)
-	closeProf, err := opt.pp.start(log)
+	ctx, fail, log, stop, err := startServer(cmd, opt.pp)
 	if err != nil {
 		return err
 	}
-	defer closeProf()
+	defer stop()
 	lazy := &lazyPublisher{}
 	apiLn, err := listen("--api", opt.apiAddr)
 	if err != nil {

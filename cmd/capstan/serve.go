@@ -36,6 +36,22 @@ func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
+// startServer is how a server command starts: its logger, a context
+// that a signal or a failed listener (serving) ends, and the pprof
+// listener of --pprof. stop releases them.
+func startServer(cmd *cobra.Command, pp pprofFlag) (ctx context.Context, fail context.CancelCauseFunc, log *slog.Logger, stop func(), err error) {
+	log = newLogger(cmd)
+	sigCtx, stopSignals := signalContext()
+	ctx, fail = context.WithCancelCause(sigCtx)
+	closeProf, err := pp.start(log)
+	if err != nil {
+		fail(nil)
+		stopSignals()
+		return nil, nil, nil, nil, err
+	}
+	return ctx, fail, log, func() { closeProf(); fail(nil); stopSignals() }, nil
+}
+
 // serving runs a server's Serve in the background. If it returns an error
 // while the process is not stopping (a listener that failed for good),
 // the error is logged and cancels ctx with it as the cause: the command

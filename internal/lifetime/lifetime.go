@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // Lifetime is a server's lifetime. The zero value is not usable; call
@@ -65,5 +66,20 @@ func (l *Lifetime) Stop(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("background work still running: %w", ctx.Err())
+	}
+}
+
+// Every calls fn every interval until ctx is done: the loop of a periodic
+// background task, started with Go.
+func Every(ctx context.Context, every time.Duration, fn func(ctx context.Context)) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn(ctx)
+		}
 	}
 }
